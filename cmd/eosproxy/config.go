@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+type config struct {
+	Listen          string
+	AdvertiseHost   string
+	Upstream        string
+	BrokerPorts     string
+	DataDir         string
+	LogLevel        string
+	LogFormat       string
+	MaxRequestBytes int
+	ShutdownTimeout time.Duration
+	EmbeddedBrokers int
+}
+
+// parseConfig reads flags, then fills every flag not given on the command
+// line from EOSPROXY_<FLAG> in the environment, then from the YAML file named
+// by --config. Precedence is thus flag > env > file > default.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("eosproxy", flag.ContinueOnError)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9092", "bootstrap listener `host:port`; broker listeners use the ports after it")
+	fs.StringVar(&c.AdvertiseHost, "advertise-host", "", "host clients are told to connect to (default: the host of --listen)")
+	fs.StringVar(&c.Upstream, "upstream", "", "real cluster's bootstrap brokers, `host:port[,host:port...]`; empty starts an embedded backend")
+	fs.StringVar(&c.BrokerPorts, "broker-ports", "", "port `range` LO-HI for broker listeners (default: the ports after --listen's)")
+	fs.StringVar(&c.DataDir, "data-dir", "./eosproxy-data", "`directory` for eosproxy's state (badger) and the embedded backend's data")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console when stderr is a terminal)")
+	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted (Kafka's socket.request.max.bytes)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
+	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
+	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["config"] {
+		*configFile = getenv("EOSPROXY_CONFIG")
+	}
+	file := map[string]any{}
+	if *configFile != "" {
+		raw, err := os.ReadFile(*configFile)
+		if err != nil {
+			return c, fmt.Errorf("config file: %w", err)
+		}
+		if err := yaml.Unmarshal(raw, &file); err != nil {
+			return c, fmt.Errorf("config file %s: %w", *configFile, err)
+		}
+		for k := range file {
+			if fs.Lookup(k) == nil || k == "config" {
+				return c, fmt.Errorf("config file %s: unknown key %q", *configFile, k)
+			}
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || f.Name == "config" {
+			return
+		}
+		env := "EOSPROXY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+			return
+		}
+		if v, ok := file[f.Name]; ok {
+			if err := fs.Set(f.Name, yamlScalar(v)); err != nil {
+				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if c.MaxRequestBytes <= 0 || c.MaxRequestBytes > 1<<30 {
+		return c, fmt.Errorf("--max-request-bytes %d out of range (1 B to 1 GiB)", c.MaxRequestBytes)
+	}
+	return c, nil
+}
+
+// yamlScalar turns a YAML value into the flag syntax; a list becomes the
+// comma-separated form --upstream takes.
+func yamlScalar(v any) string {
+	if list, ok := v.([]any); ok {
+		parts := make([]string, len(list))
+		for i, x := range list {
+			parts[i] = fmt.Sprint(x)
+		}
+		return strings.Join(parts, ",")
+	}
+	return fmt.Sprint(v)
+}
+
+func (c config) upstreams() []string {
+	var out []string
+	for _, u := range strings.Split(c.Upstream, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (c config) brokerPortRange() (lo, hi int, err error) {
+	if c.BrokerPorts == "" {
+		return 0, 0, nil
+	}
+	a, b, ok := strings.Cut(c.BrokerPorts, "-")
+	if lo, err = strconv.Atoi(strings.TrimSpace(a)); err == nil && ok {
+		hi, err = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err != nil || !ok || lo <= 0 || hi < lo || hi > 65535 {
+		return 0, 0, fmt.Errorf("--broker-ports %q: want LO-HI within 1-65535", c.BrokerPorts)
+	}
+	return lo, hi, nil
+}

@@ -1,0 +1,123 @@
+// Command eosproxy is a Kafka-wire-compatible proxy that gives Kafka clients
+// exactly-once semantics in front of any Kafka-compatible backend.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/store"
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eosproxy:", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eosproxy:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg, log); err != nil {
+		log.Error().Err(err).Msg("eosproxy stopped")
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg config) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %w", err)
+	}
+	format := cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if isatty.IsTerminal(os.Stderr.Fd()) {
+			format = "console"
+		}
+	}
+	var log zerolog.Logger
+	switch format {
+	case "json":
+		log = zerolog.New(os.Stderr)
+	case "console":
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	default:
+		return log, fmt.Errorf("--log-format %q: want json or console", format)
+	}
+	return log.Level(level).With().Timestamp().Logger(), nil
+}
+
+func run(cfg config, log zerolog.Logger) error {
+	lo, hi, err := cfg.brokerPortRange()
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	upstreams := cfg.upstreams()
+	if len(upstreams) == 0 {
+		dir := filepath.Join(cfg.DataDir, "embedded-kafka")
+		cluster, err := kfake.NewCluster(
+			kfake.NumBrokers(cfg.EmbeddedBrokers),
+			kfake.DataDir(dir),
+			kfake.AllowAutoTopicCreation(),
+		)
+		if err != nil {
+			return fmt.Errorf("start embedded backend: %w", err)
+		}
+		defer cluster.Close()
+		upstreams = cluster.ListenAddrs()
+		log.Warn().Strs("addrs", upstreams).Str("data", dir).
+			Msg("no --upstream given: serving from an embedded in-process Kafka-compatible backend (franz-go kfake); use --upstream for a real cluster")
+	}
+
+	p, err := proxy.New(proxy.Config{
+		Listen:          cfg.Listen,
+		AdvertiseHost:   cfg.AdvertiseHost,
+		Upstreams:       upstreams,
+		BrokerPortMin:   lo,
+		BrokerPortMax:   hi,
+		MaxRequestBytes: int32(cfg.MaxRequestBytes),
+		Ports:           proxy.DBPorts{DB: db},
+		Log:             log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	p.Start(ctx)
+	log.Info().Str("bootstrap", p.Addr()).Strs("upstream", upstreams).Msg("eosproxy ready")
+	<-ctx.Done()
+	stop()
+	log.Info().Msg("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := p.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("shutdown cut short")
+	}
+	log.Info().Msg("stopped")
+	return nil
+}

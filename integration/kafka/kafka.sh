@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Real-broker test tier: fetch, start and stop a single-node Apache Kafka
+# (KRaft, combined broker+controller, node.id=1) on loopback, and run Kafka's
+# own Java tools against it.
+#
+# Usage:
+#   kafka.sh fetch             download Kafka jars (+ runtime deps) from Maven Central
+#                              into the cache; no-op if already there
+#   kafka.sh start             wipe the run dir, format KRaft storage, start the
+#                              broker in the background, wait until it serves
+#                              metadata, print the bootstrap address
+#   kafka.sh stop              stop the broker (SIGTERM, bounded wait, SIGKILL)
+#   kafka.sh status            exit 0 if the broker process is alive
+#   kafka.sh run CLASS ARGS..  run a Java class on the cached Kafka classpath
+#   kafka.sh env               print KEY=VALUE lines for tests
+#                              (e.g. `set -a; eval "$(kafka.sh env)"; set +a`)
+#
+# Environment (all optional):
+#   KAFKA_VERSION          Kafka version (default 4.1.2, newest 4.1.x on Maven Central)
+#   EOSPROXY_KAFKA_CACHE   cache root (default $HOME/.cache/eosproxy-kafka);
+#                          jars go to <cache>/<version>/libs
+#   EOSPROXY_KAFKA_RUN     run dir, wiped by `start` (default /tmp/eosproxy-kafka-run)
+#   KAFKA_PORT             PLAINTEXT listener port (default 39092)
+#   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 39093)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
+#   KAFKA_EXTRA_CONFIG     extra server.properties lines appended verbatim
+#   KAFKA_HEAP_OPTS        broker heap (default "-Xmx1G -Xms256m")
+#   KAFKA_TOOL_OPTS        JVM options for `run` (default "-Xmx512m -XX:TieredStopAtLevel=1")
+#
+# Class names in Kafka 4.1 (verified with `unzip -l` on the 4.1.2 jars):
+#   broker main               kafka.Kafka                                  (kafka_2.13)
+#   storage format tool       kafka.tools.StorageTool                      (kafka_2.13)
+#   console producer          org.apache.kafka.tools.ConsoleProducer       (kafka-tools)
+#   console consumer          org.apache.kafka.tools.consumer.ConsoleConsumer (kafka-tools)
+#   producer perf test        org.apache.kafka.tools.ProducerPerformance   (kafka-tools)
+#   consumer perf test        org.apache.kafka.tools.ConsumerPerformance   (kafka-tools)
+#   TransactionalMessageCopier org.apache.kafka.tools.TransactionalMessageCopier (kafka-tools)
+#   topics command            org.apache.kafka.tools.TopicCommand          (kafka-tools)
+#   transactions command      org.apache.kafka.tools.TransactionsCommand   (kafka-tools; kafka-transactions.sh)
+#   broker api versions       org.apache.kafka.tools.BrokerApiVersionsCommand (kafka-tools)
+#   verifiable producer/consumer org.apache.kafka.tools.VerifiableProducer / VerifiableConsumer
+#   consumer groups command   org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
+#   metadata quorum           org.apache.kafka.tools.MetadataQuorumCommand
+# Examples:
+#   kafka.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:39092 \
+#       --create --topic t --partitions 3
+#   printf 'a\nb\n' | kafka.sh run org.apache.kafka.tools.ConsoleProducer \
+#       --bootstrap-server 127.0.0.1:39092 --topic t
+#   kafka.sh run org.apache.kafka.tools.consumer.ConsoleConsumer \
+#       --bootstrap-server 127.0.0.1:39092 --topic t --from-beginning --max-messages 2
+#   kafka.sh run org.apache.kafka.tools.TransactionalMessageCopier --broker-list 127.0.0.1:39092 \
+#       --input-topic in --input-partition 0 --output-topic out --transactional-id tx1 \
+#       --consumer-group g1 --transaction-size 10 --max-messages 100
+#
+# Logging: Kafka 4.x logs through log4j2 (slf4j 1.7 API). `fetch` adds the
+# log4j-slf4j-impl binding; the broker logs to $RUN/logs/server.log (plus
+# kafkaServer.out for raw stdout/stderr), tools log WARN+ to stderr.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+
+KAFKA_VERSION="${KAFKA_VERSION:-4.1.2}"
+# log4j2 version used by kafka-server 4.1.2; the slf4j binding must match it.
+LOG4J_VERSION="${LOG4J_VERSION:-2.25.3}"
+CACHE_ROOT="${EOSPROXY_KAFKA_CACHE:-${HOME:-/root}/.cache/eosproxy-kafka}"
+CACHE_DIR="$CACHE_ROOT/$KAFKA_VERSION"
+LIBS="$CACHE_DIR/libs"
+RUN_DIR="${EOSPROXY_KAFKA_RUN:-/tmp/eosproxy-kafka-run}"
+KAFKA_PORT="${KAFKA_PORT:-39092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39093}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx1G -Xms256m}"
+KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xmx512m -XX:TieredStopAtLevel=1}"
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+PID_FILE="$RUN_DIR/kafka.pid"
+LOG_DIR="$RUN_DIR/logs"
+
+log() { echo "kafka.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+need_java() { command -v java >/dev/null 2>&1 || die "java not found (need Java 17+)"; }
+
+have_libs() { [[ -f "$CACHE_DIR/.complete" && -d "$LIBS" ]]; }
+
+ensure_libs() { have_libs || die "Kafka $KAFKA_VERSION not fetched; run: $SELF fetch"; }
+
+# --- fetch -------------------------------------------------------------------
+cmd_fetch() {
+  if have_libs; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "mvn not found (need Maven 3)"
+  mkdir -p "$CACHE_DIR"
+  local pom="$CACHE_DIR/pom.xml" tmp="$CACHE_DIR/libs.tmp" mlog="$CACHE_DIR/fetch.log"
+  cat >"$pom" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- generated by eosproxy integration/kafka/kafka.sh; safe to delete -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>eosproxy.integration</groupId>
+  <artifactId>kafka-libs</artifactId>
+  <version>$KAFKA_VERSION</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-clients</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <!-- slf4j 1.7 -> log4j2 binding (the Kafka distribution ships it; the poms do not pull it in) -->
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+  rm -rf "$tmp"
+  log "fetching Kafka $KAFKA_VERSION jars into $LIBS"
+  if ! mvn -B -q -f "$pom" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$mlog" 2>&1; then
+    tail -n 40 "$mlog" >&2
+    die "mvn dependency:copy-dependencies failed (full log: $mlog)"
+  fi
+  [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" && -f "$tmp/kafka-tools-$KAFKA_VERSION.jar" ]] \
+    || die "fetch incomplete: kafka jars missing in $tmp"
+  rm -rf "$LIBS"
+  mv "$tmp" "$LIBS"
+  write_log_configs
+  touch "$CACHE_DIR/.complete"
+  log "fetched $(ls "$LIBS" | wc -l) jars"
+}
+
+# log4j2 configs (properties format: needs no extra parser on the classpath).
+write_log_configs() {
+  cat >"$CACHE_DIR/log4j2-broker.properties" <<'EOF'
+# Broker: everything to ${sys:kafka.logs.dir}/server.log, nothing to stdout.
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.zk.name = org.apache.zookeeper
+logger.zk.level = WARN
+EOF
+  cat >"$CACHE_DIR/log4j2-tools.properties" <<'EOF'
+# Tools: WARN and above to stderr so stdout stays clean for test assertions.
+status = warn
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+EOF
+}
+
+# --- process helpers -------------------------------------------------------
+read_pid() { [[ -f "$PID_FILE" ]] && tr -dc '0-9' <"$PID_FILE" || true; }
+
+# True if $1 is a live kafka.Kafka JVM (guards against stale/reused pids).
+is_broker_pid() {
+  local pid="$1"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# JVM command line for short-lived tools (an array, so it works under `timeout`).
+tool_java() {
+  # shellcheck disable=SC2206
+  TOOL_JAVA=(java $KAFKA_TOOL_OPTS -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$CACHE_DIR/log4j2-tools.properties"
+    -cp "$LIBS/*")
+}
+
+# --- start -------------------------------------------------------------------
+cmd_start() {
+  need_java
+  ensure_libs
+  [[ -f "$CACHE_DIR/log4j2-broker.properties" ]] || write_log_configs
+  cmd_stop >/dev/null
+  local p
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    ! port_in_use "$p" || die "port 127.0.0.1:$p already in use"
+  done
+
+  rm -rf "$RUN_DIR"
+  mkdir -p "$RUN_DIR/data" "$LOG_DIR"
+  local props="$RUN_DIR/server.properties"
+  cat >"$props" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$RUN_DIR/data
+num.partitions=3
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  if [[ -n "${KAFKA_EXTRA_CONFIG:-}" ]]; then
+    printf '%s\n' "$KAFKA_EXTRA_CONFIG" >>"$props"
+  fi
+
+  # Cluster id: 16 random bytes, base64url without padding (Kafka Uuid format);
+  # avoid a leading '-' which the CLI would parse as an option.
+  local cid=""
+  while [[ -z "$cid" || "$cid" == -* ]]; do
+    cid="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
+
+  tool_java
+  if ! "${TOOL_JAVA[@]}" kafka.tools.StorageTool format -t "$cid" -c "$props" \
+        >"$LOG_DIR/format.log" 2>&1; then
+    cat "$LOG_DIR/format.log" >&2
+    die "storage format failed"
+  fi
+
+  # setsid: own session, so the broker outlives this script and its process group.
+  # shellcheck disable=SC2086
+  setsid java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+      -Djava.awt.headless=true \
+      -Dkafka.logs.dir="$LOG_DIR" \
+      -Dlog4j2.configurationFile="$CACHE_DIR/log4j2-broker.properties" \
+      -cp "$LIBS/*" kafka.Kafka "$props" \
+      >"$LOG_DIR/kafkaServer.out" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$PID_FILE"
+
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  # 1) cheap TCP probe until the listener is bound.
+  until port_in_use "$KAFKA_PORT"; do
+    kill -0 "$pid" 2>/dev/null || start_failed "broker process exited"
+    ((SECONDS < deadline)) || start_failed "timed out waiting for port $KAFKA_PORT"
+    sleep 0.2
+  done
+  # 2) real metadata round-trip through the Admin client.
+  local out
+  while :; do
+    kill -0 "$pid" 2>/dev/null || start_failed "broker process exited"
+    local left=$((deadline - SECONDS))
+    ((left > 0)) || start_failed "timed out waiting for metadata"
+    if out="$(timeout "$left" "${TOOL_JAVA[@]}" org.apache.kafka.tools.TopicCommand \
+               --bootstrap-server "$BOOTSTRAP" --list 2>&1)"; then
+      break
+    fi
+    sleep 0.5
+  done
+  echo "$BOOTSTRAP"
+}
+
+start_failed() {
+  log "$1; last lines of $LOG_DIR/server.log:"
+  tail -n 40 "$LOG_DIR/server.log" >&2 2>/dev/null || true
+  if [[ -s "$LOG_DIR/kafkaServer.out" ]]; then
+    log "last lines of $LOG_DIR/kafkaServer.out:"
+    tail -n 20 "$LOG_DIR/kafkaServer.out" >&2
+  fi
+  cmd_stop >/dev/null 2>&1 || true
+  exit 1
+}
+
+# --- stop --------------------------------------------------------------------
+cmd_stop() {
+  local pid
+  pid="$(read_pid)"
+  if ! is_broker_pid "$pid"; then
+    rm -f "$PID_FILE"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 300; i++)); do   # up to 30 s
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "broker $pid did not stop after SIGTERM, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  rm -f "$PID_FILE"
+  echo "stopped"
+}
+
+cmd_status() {
+  local pid
+  pid="$(read_pid)"
+  if is_broker_pid "$pid"; then
+    echo "running pid=$pid bootstrap=$BOOTSTRAP"
+  else
+    echo "not running"
+    return 1
+  fi
+}
+
+# --- run / env ---------------------------------------------------------------
+cmd_run() {
+  (($# >= 1)) || die "usage: kafka.sh run CLASS [ARGS...]"
+  need_java
+  ensure_libs
+  [[ -f "$CACHE_DIR/log4j2-tools.properties" ]] || write_log_configs
+  tool_java
+  exec "${TOOL_JAVA[@]}" "$@"
+}
+
+cmd_env() {
+  printf '%s=%q\n' \
+    EOSPROXY_TEST_KAFKA "$BOOTSTRAP" \
+    EOSPROXY_KAFKA_VERSION "$KAFKA_VERSION" \
+    EOSPROXY_KAFKA_LIBS "$LIBS" \
+    EOSPROXY_KAFKA_RUN "$RUN_DIR" \
+    EOSPROXY_KAFKA_SH "$SELF"
+}
+
+main() {
+  local cmd="${1:-}"
+  shift || true
+  case "$cmd" in
+    fetch) cmd_fetch ;;
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    run) cmd_run "$@" ;;
+    env) cmd_env ;;
+    *) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

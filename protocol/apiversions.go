@@ -1,0 +1,70 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const errUnsupportedVersion int16 = 35
+
+// Features eosproxy passes on from the upstream's finalized features. Others,
+// in particular transaction.version, describe behaviour eosproxy would have
+// to implement itself before clients may rely on it.
+var passedFeatures = map[string]bool{
+	"metadata.version": true,
+	"kraft.version":    true,
+	"group.version":    true,
+}
+
+// RewriteApiVersions caps the upstream's ApiVersions answer to what eosproxy
+// can handle and returns the new body with the decoded upstream answer (as
+// the upstream sent it). An upstream that does not support the client's
+// version answers in v0 form with UNSUPPORTED_VERSION (KIP-511); that answer
+// is read and re-encoded as v0 too.
+func RewriteApiVersions(version int16, body []byte) ([]byte, *kmsg.ApiVersionsResponse, error) {
+	if len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == errUnsupportedVersion {
+		version = 0
+	}
+	up := kmsg.NewPtrApiVersionsResponse()
+	up.SetVersion(version)
+	if err := up.ReadFrom(body); err != nil {
+		return nil, nil, fmt.Errorf("decode ApiVersions v%d response: %w", version, err)
+	}
+	out := *up
+	out.ApiKeys = make([]kmsg.ApiVersionsResponseApiKey, 0, len(up.ApiKeys))
+	for _, k := range up.ApiKeys {
+		if IsDecoded(k.ApiKey) {
+			k.MaxVersion = min(k.MaxVersion, MaxKnownVersion(k.ApiKey))
+			if k.MaxVersion < k.MinVersion {
+				continue
+			}
+		}
+		out.ApiKeys = append(out.ApiKeys, k)
+	}
+	out.FinalizedFeatures = nil
+	for _, f := range up.FinalizedFeatures {
+		if passedFeatures[f.Name] {
+			out.FinalizedFeatures = append(out.FinalizedFeatures, f)
+		}
+	}
+	out.SupportedFeatures = nil
+	for _, f := range up.SupportedFeatures {
+		if passedFeatures[f.Name] {
+			out.SupportedFeatures = append(out.SupportedFeatures, f)
+		}
+	}
+	return out.AppendTo(make([]byte, 0, len(body))), up, nil
+}
+
+// ApiVersionsFallback is Kafka's answer to an ApiVersions request of a
+// version it does not know: a v0 body with UNSUPPORTED_VERSION listing only
+// ApiVersions' own range, so the client can retry with a version both know.
+func ApiVersionsFallback() []byte {
+	r := kmsg.NewPtrApiVersionsResponse()
+	r.SetVersion(0)
+	r.ErrorCode = errUnsupportedVersion
+	r.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: KeyApiVersions, MinVersion: 0, MaxVersion: MaxKnownVersion(KeyApiVersions)}}
+	return r.AppendTo(nil)
+}

@@ -1,0 +1,103 @@
+package protocol
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Mapper returns the client-facing address of an upstream broker. It may
+// start a listener for a broker it has not seen before, so it can fail.
+type Mapper func(nodeID int32, host string, port int32) (string, int32, error)
+
+// RewriteAddresses returns the response body with every upstream broker
+// address replaced by its client-facing one, or nil when the body names no
+// broker and can be sent unchanged (the common case for Produce and Fetch,
+// which carry node endpoints only after a leader change, KIP-951).
+func RewriteAddresses(key, version int16, body []byte, m Mapper) ([]byte, error) {
+	resp := kmsg.ResponseForKey(key)
+	if resp == nil {
+		return nil, fmt.Errorf("no response type for key %d", key)
+	}
+	resp.SetVersion(version)
+	if err := resp.(kmsg.UnsafeReadFrom).UnsafeReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode %s v%d response: %w", kmsg.NameForKey(key), version, err)
+	}
+	changed, err := mapBrokers(resp, m)
+	if err != nil || !changed {
+		return nil, err
+	}
+	return resp.AppendTo(make([]byte, 0, len(body)+64)), nil
+}
+
+// mapBrokers rewrites each broker address in resp and reports whether it
+// found any.
+func mapBrokers(resp kmsg.Response, m Mapper) (bool, error) {
+	n := 0
+	apply := func(id int32, host *string, port *int32) error {
+		n++
+		h, p, err := m(id, *host, *port)
+		if err != nil {
+			return fmt.Errorf("map broker %d at %s:%d: %w", id, *host, *port, err)
+		}
+		*host, *port = h, p
+		return nil
+	}
+	var err error
+	switch r := resp.(type) {
+	case *kmsg.MetadataResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	case *kmsg.FindCoordinatorResponse:
+		if r.Version < 4 {
+			// A failed lookup carries node -1 and an empty host: nothing to map.
+			if r.ErrorCode == 0 && r.NodeID >= 0 {
+				err = apply(r.NodeID, &r.Host, &r.Port)
+			}
+			break
+		}
+		for i := range r.Coordinators {
+			c := &r.Coordinators[i]
+			if c.ErrorCode == 0 && c.NodeID >= 0 {
+				err = firstErr(err, apply(c.NodeID, &c.Host, &c.Port))
+			}
+		}
+	case *kmsg.DescribeClusterResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	case *kmsg.ProduceResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	case *kmsg.FetchResponse:
+		for i := range r.Brokers {
+			b := &r.Brokers[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	case *kmsg.ShareFetchResponse:
+		for i := range r.NodeEndpoints {
+			b := &r.NodeEndpoints[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	case *kmsg.ShareAcknowledgeResponse:
+		for i := range r.NodeEndpoints {
+			b := &r.NodeEndpoints[i]
+			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))
+		}
+	default:
+		return false, fmt.Errorf("%s responses carry no addresses to rewrite", kmsg.NameForKey(resp.Key()))
+	}
+	return n > 0, err
+}
+
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,78 @@
+package protocol
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+// API keys eosproxy treats specially.
+const (
+	KeyProduce          int16 = 0
+	KeyFetch            int16 = 1
+	KeyMetadata         int16 = 3
+	KeyFindCoordinator  int16 = 10
+	KeyApiVersions      int16 = 18
+	KeyDescribeCluster  int16 = 60
+	KeyShareFetch       int16 = 78
+	KeyShareAcknowledge int16 = 79
+)
+
+type keyInfo struct {
+	known        bool
+	maxVersion   int16
+	firstFlexVer int16 // -1 when no version is flexible
+}
+
+// keyTable is derived from kmsg once, so the knowledge of which versions are
+// flexible has one source: the same generated code the clients use.
+var keyTable = func() []keyInfo {
+	var t []keyInfo
+	for k := int16(0); k < 1024; k++ {
+		req := kmsg.RequestForKey(k)
+		if req == nil {
+			t = append(t, keyInfo{})
+			continue
+		}
+		info := keyInfo{known: true, maxVersion: req.MaxVersion(), firstFlexVer: -1}
+		for v := int16(0); v <= info.maxVersion; v++ {
+			req.SetVersion(v)
+			if req.IsFlexible() {
+				info.firstFlexVer = v
+				break
+			}
+		}
+		t = append(t, info)
+	}
+	for len(t) > 0 && !t[len(t)-1].known {
+		t = t[:len(t)-1]
+	}
+	return t
+}()
+
+// RequestIsFlexible reports whether (key, version) uses KIP-482 flexible
+// encoding, and whether eosproxy knows the key at all. Versions above the
+// newest known one are flexible if any known version is, as flexibility is
+// never withdrawn.
+func RequestIsFlexible(key, version int16) (flexible, known bool) {
+	if key < 0 || int(key) >= len(keyTable) || !keyTable[key].known {
+		return false, false
+	}
+	f := keyTable[key].firstFlexVer
+	return f >= 0 && version >= f, true
+}
+
+// MaxKnownVersion is the newest version of key that eosproxy can decode, or -1.
+func MaxKnownVersion(key int16) int16 {
+	if key < 0 || int(key) >= len(keyTable) || !keyTable[key].known {
+		return -1
+	}
+	return keyTable[key].maxVersion
+}
+
+// IsDecoded reports whether responses to key are decoded by eosproxy; their
+// advertised versions are capped to what eosproxy can decode.
+func IsDecoded(key int16) bool {
+	switch key {
+	case KeyProduce, KeyFetch, KeyMetadata, KeyFindCoordinator, KeyApiVersions, KeyDescribeCluster,
+		KeyShareFetch, KeyShareAcknowledge:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,319 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Config is what the proxy needs to run. Zero values get Kafka-like defaults.
+type Config struct {
+	// Listen is the bootstrap listener's address. Broker listeners bind to
+	// its host, on BrokerPorts or else on the ports after its port.
+	Listen string
+	// AdvertiseHost is the host clients are told; default: Listen's host.
+	AdvertiseHost string
+	// Upstreams are the real cluster's bootstrap brokers.
+	Upstreams []string
+	// BrokerPortMin/Max, if set, is the range broker listeners use.
+	BrokerPortMin, BrokerPortMax int
+	// MaxRequestBytes bounds a request frame (Kafka's socket.request.max.bytes).
+	MaxRequestBytes int32
+	DialTimeout     time.Duration
+	// Ports persists broker ports across restarts; nil keeps them in memory.
+	Ports portStore
+	Log   zerolog.Logger
+}
+
+// Proxy is a running eosproxy front end.
+type Proxy struct {
+	cfg       Config
+	log       zerolog.Logger
+	bootstrap net.Listener
+	brokers   *brokerMap
+	admin     *kgo.Client // metadata look-ups of eosproxy's own
+	advHost   string
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// New validates cfg and binds the bootstrap listener and the listeners of
+// brokers known from an earlier run. Serve starts accepting.
+func New(cfg Config) (*Proxy, error) {
+	if len(cfg.Upstreams) == 0 {
+		return nil, errors.New("no upstream brokers configured")
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 100 << 20
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.Ports == nil {
+		cfg.Ports = &memPorts{}
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	listenPort, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("listen port %q: %w", portStr, err)
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}}
+	p.advHost = cfg.AdvertiseHost
+	if p.advHost == "" {
+		p.advHost = host
+	}
+	if p.advHost == "" || p.advHost == "0.0.0.0" || p.advHost == "::" {
+		return nil, fmt.Errorf("listen host %q is not an address clients can use: set the advertise host", host)
+	}
+	p.admin, err = kgo.NewClient(kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("upstream client: %w", err)
+	}
+	p.bootstrap, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		p.admin.Close()
+		return nil, fmt.Errorf("bootstrap listener: %w", err)
+	}
+	p.brokers = &brokerMap{
+		log:      p.log,
+		host:     host,
+		persist:  cfg.Ports,
+		nextPort: portAllocator(listenPort, cfg.BrokerPortMin, cfg.BrokerPortMax),
+		serve:    func(b *broker) { p.serveListener(b.ln, b.id) },
+		byID:     map[int32]*broker{},
+	}
+	// Clients that cached broker addresses before a restart reconnect to
+	// them directly: their listeners must be back before anything else.
+	ports, err := cfg.Ports.LoadPorts()
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("load broker ports: %w", err)
+	}
+	p.brokers.mu.Lock()
+	for id, port := range ports {
+		if _, err := p.brokers.listen(id, port); err != nil {
+			p.log.Warn().Err(err).Int32("broker", id).Msg("cannot reopen broker listener")
+		}
+	}
+	p.brokers.mu.Unlock()
+	return p, nil
+}
+
+// portAllocator hands out broker listener ports: from [lo, hi] if set, else
+// the ports after the bootstrap port; 0 (any port) if that is 0.
+func portAllocator(listenPort, lo, hi int) func(map[int32]bool) (int32, error) {
+	return func(used map[int32]bool) (int32, error) {
+		if lo == 0 && hi == 0 {
+			if listenPort == 0 {
+				return 0, nil
+			}
+			lo, hi = listenPort+1, 65535
+		}
+		for port := lo; port <= hi; port++ {
+			if !used[int32(port)] && port != listenPort {
+				return int32(port), nil
+			}
+		}
+		return 0, fmt.Errorf("broker port range %d-%d exhausted", lo, hi)
+	}
+}
+
+// Addr is the bootstrap address clients connect to.
+func (p *Proxy) Addr() string {
+	_, port, _ := net.SplitHostPort(p.bootstrap.Addr().String())
+	return net.JoinHostPort(p.advHost, port)
+}
+
+// Start learns the upstream's brokers (in the background if the upstream is
+// not reachable yet) and starts accepting clients.
+func (p *Proxy) Start(ctx context.Context) {
+	p.serveListener(p.bootstrap, -1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.refreshBrokers(ctx); err != nil {
+			p.log.Warn().Err(err).Msg("cannot learn upstream brokers yet; will on first client request")
+		}
+	}()
+}
+
+// refreshBrokers asks the upstream for its brokers and maps each one.
+func (p *Proxy) refreshBrokers(ctx context.Context) error {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	resp, err := req.RequestWith(ctx, p.admin)
+	if err != nil {
+		return fmt.Errorf("upstream metadata: %w", err)
+	}
+	for _, b := range resp.Brokers {
+		if _, _, err := p.mapBroker(b.NodeID, b.Host, b.Port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mapBroker is the protocol.Mapper for every rewritten response.
+func (p *Proxy) mapBroker(id int32, host string, port int32) (string, int32, error) {
+	cport, err := p.brokers.ensure(id, net.JoinHostPort(host, strconv.Itoa(int(port))))
+	return p.advHost, cport, err
+}
+
+func (p *Proxy) serveListener(ln net.Listener, brokerID int32) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			cl, err := ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					p.log.Error().Err(err).Str("listener", ln.Addr().String()).Msg("accept failed")
+				}
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.handle(cl, brokerID)
+			}()
+		}
+	}()
+}
+
+// handle pairs a client connection with an upstream connection to the broker
+// its listener stands for (any bootstrap broker for the bootstrap listener).
+func (p *Proxy) handle(cl net.Conn, brokerID int32) {
+	log := p.log.With().Str("client", cl.RemoteAddr().String()).Int32("broker", brokerID).Logger()
+	up, err := p.dialUpstream(brokerID)
+	if err != nil {
+		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
+		cl.Close()
+		return
+	}
+	c := newConn(p, cl, up, log)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		cl.Close()
+		up.Close()
+		return
+	}
+	p.conns[c] = struct{}{}
+	p.mu.Unlock()
+	log.Debug().Str("upstream", up.RemoteAddr().String()).Msg("connection opened")
+	c.run()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
+	d := net.Dialer{Timeout: p.cfg.DialTimeout}
+	if brokerID < 0 {
+		var errs []error
+		for _, addr := range p.cfg.Upstreams {
+			up, err := d.Dial("tcp", addr)
+			if err == nil {
+				return up, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+	_, addr := p.brokers.lookup(brokerID)
+	if addr == "" {
+		// Listener reopened from an earlier run: learn where the broker is.
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+		err := p.refreshBrokers(ctx)
+		cancel()
+		if _, addr = p.brokers.lookup(brokerID); addr == "" {
+			return nil, fmt.Errorf("upstream address of broker %d unknown: %w", brokerID, err)
+		}
+	}
+	return d.Dial("tcp", addr)
+}
+
+// Shutdown stops accepting, lets every connection finish the requests it has
+// already read, and closes what is left when ctx ends.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	p.bootstrap.Close()
+	p.brokers.closeAll()
+	for c := range p.conns {
+		c.stop()
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("in-flight requests not finished: %w", ctx.Err())
+		p.mu.Lock()
+		for c := range p.conns {
+			c.close()
+		}
+		p.mu.Unlock()
+		<-done
+	}
+	p.admin.Close()
+	return err
+}
+
+// Close stops everything at once.
+func (p *Proxy) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.Shutdown(ctx)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func keyName(key int16) string {
+	if n := kmsg.NameForKey(key); n != "" {
+		return n
+	}
+	return "key " + strconv.Itoa(int(key))
+}
+
+// memPorts keeps broker ports for one process lifetime only.
+type memPorts struct {
+	mu sync.Mutex
+	m  map[int32]int32
+}
+
+func (s *memPorts) LoadPorts() (map[int32]int32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int32]int32, len(s.m))
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (s *memPorts) SavePort(id, port int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[int32]int32{}
+	}
+	s.m[id] = port
+	return nil
+}

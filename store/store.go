@@ -1,0 +1,84 @@
+// Package store opens eosproxy's badger database and holds the small helpers
+// the other packages use over it. Everything eosproxy must remember across a
+// restart lives here, under key prefixes owned by one package each.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+)
+
+// DB is eosproxy's durable state.
+type DB struct {
+	*badger.DB
+}
+
+// Open opens (creating if needed) the badger database under dir.
+func Open(dir string, log zerolog.Logger) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log.With().Str("component", "badger").Logger()}).
+		// eosproxy keeps little state per producer; the defaults size badger
+		// for bulk ingest and would cost hundreds of MiB of RSS.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithSyncWrites(true)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open badger at %s: %w", dir, err)
+	}
+	return &DB{db}, nil
+}
+
+// Get returns the value stored at key, or nil if there is none.
+func (d *DB) Get(key []byte) ([]byte, error) {
+	var v []byte
+	err := d.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	return v, err
+}
+
+// Put durably stores value at key.
+func (d *DB) Put(key, value []byte) error {
+	return d.Update(func(txn *badger.Txn) error { return txn.Set(key, value) })
+}
+
+// Scan calls fn for every key with the given prefix, in key order.
+func (d *DB) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return d.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+type badgerLogger struct{ log zerolog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error().Msgf(f, a...) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn().Msgf(f, a...) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug().Msgf(f, a...) }
+func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Trace().Msgf(f, a...) }
