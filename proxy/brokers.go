@@ -24,7 +24,7 @@ type broker struct {
 type brokerMap struct {
 	log      zerolog.Logger
 	host     string // listener bind host
-	persist  portStore
+	persist  PortStore
 	nextPort func(used map[int32]bool) (int32, error)
 	serve    func(*broker)
 
@@ -33,8 +33,8 @@ type brokerMap struct {
 	closed bool
 }
 
-// portStore keeps broker-id → port assignments across restarts.
-type portStore interface {
+// PortStore keeps broker-id → port assignments across restarts.
+type PortStore interface {
 	LoadPorts() (map[int32]int32, error)
 	SavePort(id, port int32) error
 }
@@ -121,7 +121,7 @@ func (m *brokerMap) listen(id, port int32) (*broker, error) {
 		used[port] = true
 	}
 	b := &broker{id: id, port: int32(ln.Addr().(*net.TCPAddr).Port), ln: ln}
-	if fresh && port != 0 {
+	if fresh {
 		if err := m.persist.SavePort(id, b.port); err != nil {
 			ln.Close()
 			return nil, err

@@ -29,10 +29,10 @@ const (
 type respMode uint8
 
 const (
-	passThrough respMode = iota // stream the upstream's bytes unchanged
-	rewriteAddrs                // decode, map broker addresses, re-encode
-	capVersions                 // ApiVersions: cap to what eosproxy decodes
-	localAnswer                 // answered by eosproxy, nothing upstream
+	passThrough  respMode = iota // stream the upstream's bytes unchanged
+	rewriteAddrs                 // decode, map broker addresses, re-encode
+	capVersions                  // ApiVersions: cap to what eosproxy decodes
+	localAnswer                  // answered by eosproxy, nothing upstream
 )
 
 // slot is one request awaiting its response, in the order the client sent it.

@@ -29,7 +29,7 @@ type Config struct {
 	MaxRequestBytes int32
 	DialTimeout     time.Duration
 	// Ports persists broker ports across restarts; nil keeps them in memory.
-	Ports portStore
+	Ports PortStore
 	Log   zerolog.Logger
 }
 

@@ -124,7 +124,8 @@ EOF
   mv "$tmp" "$LIBS"
   write_log_configs
   touch "$CACHE_DIR/.complete"
-  log "fetched $(ls "$LIBS" | wc -l) jars"
+  local jars=("$LIBS"/*.jar)
+  log "fetched ${#jars[@]} jars"
 }
 
 # log4j2 configs (properties format: needs no extra parser on the classpath).
@@ -162,7 +163,9 @@ EOF
 }
 
 # --- process helpers -------------------------------------------------------
-read_pid() { [[ -f "$PID_FILE" ]] && tr -dc '0-9' <"$PID_FILE" || true; }
+read_pid() {
+  if [[ -f "$PID_FILE" ]]; then tr -dc '0-9' <"$PID_FILE"; fi
+}
 
 # True if $1 is a live kafka.Kafka JVM (guards against stale/reused pids).
 is_broker_pid() {
@@ -253,11 +256,14 @@ EOF
     sleep 0.2
   done
   # 2) real metadata round-trip through the Admin client.
-  local out
+  local out="" left
   while :; do
     kill -0 "$pid" 2>/dev/null || start_failed "broker process exited"
-    local left=$((deadline - SECONDS))
-    ((left > 0)) || start_failed "timed out waiting for metadata"
+    left=$((deadline - SECONDS))
+    if ((left <= 0)); then
+      [[ -z "$out" ]] || log "last metadata probe said: $(tail -n 5 <<<"$out")"
+      start_failed "timed out waiting for metadata"
+    fi
     if out="$(timeout "$left" "${TOOL_JAVA[@]}" org.apache.kafka.tools.TopicCommand \
                --bootstrap-server "$BOOTSTRAP" --list 2>&1)"; then
       break

@@ -1,0 +1,153 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eosproxy/eosproxy/proxy"
+)
+
+// backend is a Kafka cluster the proxy fronts in a test.
+type backend struct {
+	name  string
+	addrs []string
+	fake  *kfake.Cluster // nil for a real broker
+}
+
+// realKafka returns the real broker's bootstrap address, or skips the test
+// with the reason when none is configured.
+func realKafka(t *testing.T) string {
+	addr := os.Getenv("EOSPROXY_TEST_KAFKA")
+	if addr == "" {
+		t.Skip("real-broker tier skipped: EOSPROXY_TEST_KAFKA is not set (start one with integration/kafka/kafka.sh start)")
+	}
+	return addr
+}
+
+func newFake(t *testing.T, opts ...kfake.Opt) backend {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(3), kfake.AllowAutoTopicCreation()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return backend{name: "kfake", addrs: c.ListenAddrs(), fake: c}
+}
+
+// eachBackend runs fn against a fresh 3-broker kfake cluster and, when
+// configured, against the real broker.
+func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Run("kfake", func(t *testing.T) { fn(t, newFake(t)) })
+	t.Run("kafka", func(t *testing.T) { fn(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+}
+
+// logBuf collects the proxy's log lines for assertions.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type testProxy struct {
+	*proxy.Proxy
+	logs *logBuf
+}
+
+func startProxy(t *testing.T, b backend, mod ...func(*proxy.Config)) *testProxy {
+	t.Helper()
+	logs := &logBuf{}
+	cfg := proxy.Config{
+		Listen:    "127.0.0.1:0",
+		Upstreams: b.addrs,
+		Log:       zerolog.New(zerolog.MultiLevelWriter(logs, zerolog.NewTestWriter(t))).Level(zerolog.InfoLevel),
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p, err := proxy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start(context.Background())
+	t.Cleanup(p.Close)
+	return &testProxy{Proxy: p, logs: logs}
+}
+
+func newClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.MetadataMinAge(100 * time.Millisecond)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var topicSeq struct {
+	sync.Mutex
+	n int
+}
+
+// createTopic makes a uniquely named topic through the proxy.
+func createTopic(t *testing.T, adm *kadm.Client, partitions int32) string {
+	t.Helper()
+	topicSeq.Lock()
+	topicSeq.n++
+	name := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano()%1e6, topicSeq.n)
+	topicSeq.Unlock()
+	resp, err := adm.CreateTopic(testCtx(t), partitions, 1, nil, name)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic %s: %v %v", name, err, resp.Err)
+	}
+	return name
+}
+
+// assertProxyAddr fails unless addr is one of the proxy's addresses (same
+// host, never an upstream port).
+func assertProxyAddr(t *testing.T, p *testProxy, b backend, host string, port int32) {
+	t.Helper()
+	addr := net.JoinHostPort(host, fmt.Sprint(port))
+	for _, up := range b.addrs {
+		if addr == up {
+			t.Fatalf("client was told upstream address %s", addr)
+		}
+	}
+	phost, _, _ := net.SplitHostPort(p.Addr())
+	if host != phost {
+		t.Fatalf("client was told host %s, want proxy host %s", host, phost)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("advertised address %s does not answer: %v", addr, err)
+	}
+	c.Close()
+}

@@ -1,0 +1,272 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
+
+	"github.com/eosproxy/eosproxy/proxy"
+)
+
+// produceN writes n records "i" to topic and fails on any error.
+func produceN(t *testing.T, cl *kgo.Client, topic string, from, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := from; i < from+n; i++ {
+		wg.Add(1)
+		cl.Produce(testCtx(t), &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 7)), Value: []byte(strconv.Itoa(i))}, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatalf("produce: %v", firstErr)
+	}
+}
+
+// consumeAll reads exactly want records of topic with cl and returns their
+// values by partition, failing on timeout.
+func consumeAll(t *testing.T, cl *kgo.Client, want int) map[int32][]int {
+	t.Helper()
+	ctx := testCtx(t)
+	got := map[int32][]int{}
+	n := 0
+	for n < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d records before timeout", n, want)
+		}
+		for _, e := range fs.Errors() {
+			t.Fatalf("fetch %s/%d: %v", e.Topic, e.Partition, e.Err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			v, err := strconv.Atoi(string(r.Value))
+			if err != nil {
+				t.Fatalf("bad value %q", r.Value)
+			}
+			got[r.Partition] = append(got[r.Partition], v)
+			n++
+		})
+	}
+	if n != want {
+		t.Fatalf("consumed %d records, want %d", n, want)
+	}
+	return got
+}
+
+// checkAllOnceInOrder asserts values 0..n-1 each appear once and ascend within
+// each partition (the producer sends in ascending order per key).
+func checkAllOnceInOrder(t *testing.T, got map[int32][]int, n int) {
+	t.Helper()
+	seen := make([]int, n)
+	for p, vs := range got {
+		for i, v := range vs {
+			if v < 0 || v >= n {
+				t.Fatalf("partition %d: unexpected value %d", p, v)
+			}
+			seen[v]++
+			if i > 0 && vs[i-1] >= v {
+				t.Fatalf("partition %d: %d after %d", p, v, vs[i-1])
+			}
+		}
+	}
+	for v, c := range seen {
+		if c != 1 {
+			t.Fatalf("value %d seen %d times", v, c)
+		}
+	}
+}
+
+func TestProduceConsumeGroup(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		topic := createTopic(t, adm, 3)
+		const n = 5000
+		prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic))
+		produceN(t, prod, topic, 0, n)
+
+		group := topic + "-group"
+		cons := newClient(t, p.Addr(), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+		got := consumeAll(t, cons, n)
+		checkAllOnceInOrder(t, got, n)
+		if err := cons.CommitUncommittedOffsets(testCtx(t)); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+		offs, err := adm.FetchOffsets(testCtx(t), group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Err != nil {
+				t.Fatalf("offset %s/%d: %v", o.Topic, o.Partition, o.Err)
+			}
+			total += o.At
+		})
+		if total != n {
+			t.Fatalf("committed offsets sum to %d, want %d", total, n)
+		}
+	})
+}
+
+func TestAdminThroughProxy(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		topic := createTopic(t, adm, 2)
+
+		meta, err := adm.Metadata(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(meta.Brokers) == 0 {
+			t.Fatal("no brokers in metadata")
+		}
+		for _, br := range meta.Brokers {
+			assertProxyAddr(t, p, b, br.Host, br.Port)
+		}
+		if _, ok := meta.Topics[topic]; !ok {
+			t.Fatalf("topic %s missing from metadata", topic)
+		}
+
+		dc, err := kmsg.NewPtrDescribeClusterRequest().RequestWith(testCtx(t), newClient(t, p.Addr()))
+		if err != nil || dc.ErrorCode != 0 {
+			t.Fatalf("describe cluster: %v %v", err, dc)
+		}
+		if len(dc.Brokers) != len(meta.Brokers) {
+			t.Fatalf("describe cluster lists %d brokers, metadata %d", len(dc.Brokers), len(meta.Brokers))
+		}
+		for _, br := range dc.Brokers {
+			assertProxyAddr(t, p, b, br.Host, br.Port)
+		}
+
+		// FindCoordinator, batched (v4+) and single-key (v3) forms.
+		for _, v := range []int16{3, 4} {
+			req := kmsg.NewPtrFindCoordinatorRequest()
+			req.SetVersion(v)
+			req.CoordinatorKey = "g-" + topic
+			req.CoordinatorKeys = []string{"g-" + topic}
+			raw := newClient(t, p.Addr(), kgo.MaxVersions(maxVersion(int16(kmsg.FindCoordinator), v)))
+			resp, err := req.RequestWith(testCtx(t), raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v < 4 {
+				if resp.ErrorCode != 0 {
+					t.Fatalf("find coordinator v%d: error %d", v, resp.ErrorCode)
+				}
+				assertProxyAddr(t, p, b, resp.Host, resp.Port)
+				continue
+			}
+			for _, c := range resp.Coordinators {
+				if c.ErrorCode != 0 {
+					t.Fatalf("find coordinator v%d: error %d", v, c.ErrorCode)
+				}
+				assertProxyAddr(t, p, b, c.Host, c.Port)
+			}
+		}
+
+		del, err := adm.DeleteTopics(testCtx(t), topic)
+		if err != nil || del[topic].Err != nil {
+			t.Fatalf("delete topic: %v %v", err, del[topic].Err)
+		}
+	})
+}
+
+func TestLeaderMoveFollowed(t *testing.T) {
+	b := newFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 1)
+	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic))
+	produceN(t, prod, topic, 0, 100)
+
+	leader := b.fake.LeaderFor(topic, 0)
+	next := (leader + 1) % 3
+	if err := b.fake.MoveTopicPartition(topic, 0, next); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, prod, topic, 100, 100)
+
+	// The records after the move must have gone to the new leader; kfake
+	// answers NOT_LEADER from the old one, so the client followed through
+	// the proxy's listener for the new leader.
+	cons := newClient(t, p.Addr(), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	checkAllOnceInOrder(t, consumeAll(t, cons, 200), 200)
+}
+
+func TestAcksZero(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		topic := createTopic(t, adm, 1)
+		// With acks=0 the broker sends no response; the proxy must not wait
+		// for one, or every later response on the connection would be
+		// matched to the wrong request.
+		prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.NoAck()),
+			kgo.DisableIdempotentWrite(), kgo.MaxBufferedRecords(1))
+		for i := 0; i < 50; i++ {
+			if err := prod.ProduceSync(testCtx(t), &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Metadata on the same client after the acks=0 produces still gets
+		// its own answer.
+		if _, err := kadm.NewClient(prod).Metadata(testCtx(t), topic); err != nil {
+			t.Fatal(err)
+		}
+		cons := newClient(t, p.Addr(), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		checkAllOnceInOrder(t, consumeAll(t, cons, 50), 50)
+	})
+}
+
+func maxVersion(key int16, v int16) *kversion.Versions {
+	vs := kversion.Stable()
+	vs.SetMaxKeyVersion(key, v)
+	return vs
+}
+
+func TestProxyRestartKeepsBrokerPorts(t *testing.T) {
+	b := newFake(t)
+	ports := &fixedPorts{m: map[int32]int32{}}
+	p := startProxy(t, b, func(c *proxy.Config) { c.Ports = ports })
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	meta, err := adm.Metadata(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	// A restarted proxy reopens every broker listener at once, before any
+	// client asks for metadata: clients holding cached addresses reconnect.
+	p2 := startProxy(t, b, func(c *proxy.Config) { c.Ports = ports })
+	for _, br := range meta.Brokers {
+		assertProxyAddr(t, p2, b, br.Host, br.Port)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, br := range meta.Brokers {
+		cl := newClient(t, fmt.Sprintf("%s:%d", br.Host, br.Port))
+		if err := cl.Ping(ctx); err != nil {
+			t.Fatalf("broker %d listener after restart: %v", br.NodeID, err)
+		}
+	}
+}
