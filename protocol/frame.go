@@ -55,7 +55,7 @@ func ReadFrame(r io.Reader, limit int32, buf []byte) ([]byte, error) {
 }
 
 func truncated(err error) error {
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("truncated frame: %w", io.ErrUnexpectedEOF)
 	}
 	return err

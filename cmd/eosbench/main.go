@@ -1,0 +1,289 @@
+// Command eosbench measures what eosproxy costs: it runs the same Kafka
+// workloads direct to a backend and through an in-process eosproxy, side by
+// side in one run, and reports proxy/direct ratios of medians (see DESIGN.md,
+// "Performance method"). It also reports the method's own noise floor: the
+// same procedure with the direct path in both slots (an A/A comparison), so a
+// ratio can be judged against what the method reports when nothing differs.
+//
+// The backend is by default an in-process franz-go kfake cluster, eosproxy's
+// embedded backend. It shares the CPUs with the proxy and the clients, so on
+// a small machine the proxy's CPU competes with the broker's and the clients'
+// and the ratios include that contention; --upstream points the benchmark at
+// a real broker instead. eosproxy itself always runs in-process, listening
+// on loopback only.
+//
+// Usage:
+//
+//	go run ./cmd/eosbench [--phase 5s] [--rounds 5] [--workloads produce-100B,latency]
+//	                      [--upstream host:port] [--json out.json] [--cpuprofile cpu.out]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eosproxy/eosproxy/proxy"
+)
+
+type config struct {
+	upstream     string
+	phase        time.Duration
+	rounds       int
+	workloads    []string
+	jsonPath     string
+	cpuProfile   string
+	kfakeBrokers int
+	consumeMB    int
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	var workloads string
+	fs := flag.NewFlagSet("eosbench", flag.ContinueOnError)
+	fs.StringVar(&cfg.upstream, "upstream", "", "bootstrap host:port of a real broker (default: an in-process kfake cluster)")
+	fs.DurationVar(&cfg.phase, "phase", 5*time.Second, "measured duration of each phase")
+	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds per workload; each round runs a direct and a proxy phase plus an A/A pair")
+	fs.StringVar(&workloads, "workloads", strings.Join(workloadNames(), ","), "comma-separated workloads to run")
+	fs.StringVar(&cfg.jsonPath, "json", "", "also write all phase results to this JSON file")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
+	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the in-process kfake cluster")
+	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.phase <= 0 || cfg.rounds <= 0 || cfg.kfakeBrokers <= 0 || cfg.consumeMB <= 0 {
+		return cfg, errors.New("--phase, --rounds, --kfake-brokers and --consume-mb must be positive")
+	}
+	for _, w := range strings.Split(workloads, ",") {
+		if w = strings.TrimSpace(w); w == "" {
+			continue
+		}
+		if findWorkload(w) == nil {
+			return cfg, fmt.Errorf("unknown workload %q (known: %s)", w, strings.Join(workloadNames(), ", "))
+		}
+		cfg.workloads = append(cfg.workloads, w)
+	}
+	if len(cfg.workloads) == 0 {
+		return cfg, errors.New("no workloads selected")
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eosbench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "eosbench:", err)
+		os.Exit(1)
+	}
+}
+
+// bench is what every phase needs: where the two paths start, and an admin
+// client on the direct path for topic set-up between phases.
+type bench struct {
+	cfg       config
+	direct    []string // backend bootstrap addresses
+	proxied   []string // eosproxy bootstrap address
+	adminCl   *kgo.Client
+	admin     *kadm.Client
+	runID     string
+	consumeTo map[int32]int64 // consume workload: end offset per partition
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(ctx context.Context, cfg config) error {
+	start := time.Now()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	b := &bench{cfg: cfg, runID: fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff)}
+	backend := "upstream " + cfg.upstream
+	if cfg.upstream != "" {
+		b.direct = []string{cfg.upstream}
+	} else {
+		// Goroutines inherit pprof labels from the goroutine that starts
+		// them, so everything kfake starts here is attributable in a profile.
+		var cluster *kfake.Cluster
+		var err error
+		pprof.Do(ctx, pprof.Labels("role", "kfake"), func(context.Context) {
+			cluster, err = kfake.NewCluster(kfake.NumBrokers(cfg.kfakeBrokers))
+		})
+		if err != nil {
+			return fmt.Errorf("start kfake: %w", err)
+		}
+		defer cluster.Close()
+		b.direct = cluster.ListenAddrs()
+		backend = fmt.Sprintf("in-process kfake, %d broker(s), in memory", cfg.kfakeBrokers)
+	}
+
+	var p *proxy.Proxy
+	var err error
+	pprof.Do(ctx, pprof.Labels("role", "proxy"), func(ctx context.Context) {
+		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, Log: zerolog.Nop()})
+		if err == nil {
+			p.Start(ctx)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("start eosproxy: %w", err)
+	}
+	defer p.Close()
+	b.proxied = []string{p.Addr()}
+
+	b.adminCl, err = kgo.NewClient(kgo.SeedBrokers(b.direct...))
+	if err != nil {
+		return err
+	}
+	defer b.adminCl.Close()
+	b.admin = kadm.NewClient(b.adminCl)
+
+	progress("backend: %s at %v; eosproxy at %v; GOMAXPROCS=%d", backend, b.direct, b.proxied, runtime.GOMAXPROCS(0))
+	progress("%d workload(s) x %d round(s) x 4 phases (direct, proxy, A/A pair) of %v each", len(cfg.workloads), cfg.rounds, cfg.phase)
+
+	rep := report{
+		Backend:    backend,
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU:     runtime.NumCPU(),
+		GoVersion:  runtime.Version(),
+		Phase:      cfg.phase.String(),
+		Rounds:     cfg.rounds,
+	}
+	for _, name := range cfg.workloads {
+		wr, err := b.runWorkload(ctx, findWorkload(name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.Workloads = append(rep.Workloads, wr)
+	}
+	rep.Elapsed = time.Since(start).Round(time.Second).String()
+	rep.print(os.Stdout)
+	progress("done in %s", rep.Elapsed)
+	if cfg.jsonPath != "" {
+		if err := rep.writeJSON(cfg.jsonPath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Slots of one round. The A/A pair runs the direct path in both slots with
+// exactly the procedure of the direct/proxy pair, so D2/D1 is the ratio the
+// method reports when the two sides are the same.
+const (
+	slotDirect = "direct"
+	slotProxy  = "proxy"
+	slotAA1    = "aa-direct-1"
+	slotAA2    = "aa-direct-2"
+)
+
+// order alternates which side of each pair goes first (D P, P D, D P, ...)
+// so that drift over the run (a growing heap, a warming page cache, a
+// neighbour's load) does not consistently favour one side. The A/A pair is
+// interleaved with the main pair in every round so both see the same drift.
+func order(round int) []string {
+	if round%2 == 0 {
+		return []string{slotDirect, slotProxy, slotAA1, slotAA2}
+	}
+	return []string{slotProxy, slotDirect, slotAA2, slotAA1}
+}
+
+func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, error) {
+	// A fresh topic per workload: no workload reads another's leftovers.
+	topic := fmt.Sprintf("eosbench-%s-%s", w.name, b.runID)
+	if _, err := b.admin.CreateTopic(ctx, 3, -1, nil, topic); err != nil {
+		return workloadResult{}, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	defer func() {
+		// Best effort: on a real broker the benchmark should not leave data.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.admin.DeleteTopics(dctx, topic)
+	}()
+	if w.prepare != nil {
+		if err := w.prepare(ctx, b, topic); err != nil {
+			return workloadResult{}, fmt.Errorf("prepare: %w", err)
+		}
+	}
+	res := workloadResult{Name: w.name, Phases: map[string][]metrics{}}
+	for round := 0; round < b.cfg.rounds; round++ {
+		for _, slot := range order(round) {
+			seeds := b.direct
+			if slot == slotProxy {
+				seeds = b.proxied
+			}
+			m, err := b.runPhase(ctx, w, slot, seeds, topic)
+			if err != nil {
+				return res, fmt.Errorf("round %d %s phase: %w", round+1, slot, err)
+			}
+			res.Phases[slot] = append(res.Phases[slot], m)
+			progress("%-13s round %d/%d %-12s %s", w.name, round+1, b.cfg.rounds, slot, w.summary(m))
+		}
+	}
+	res.summarize(w)
+	return res, nil
+}
+
+// runPhase runs one bounded phase: whatever happens, it ends a grace period
+// after its planned end.
+func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []string, topic string) (metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, warmUp(b.cfg.phase)+b.cfg.phase+30*time.Second)
+	defer cancel()
+	var m metrics
+	var err error
+	// The client's goroutines carry role=client so that a CPU profile of
+	// the whole run can be split into client, proxy and kfake time.
+	pprof.Do(ctx, pprof.Labels("role", "client", "slot", slot), func(ctx context.Context) {
+		m, err = w.phase(ctx, b, seeds, topic)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if w.cleanup != nil {
+		if err := w.cleanup(ctx, b, topic); err != nil {
+			return nil, fmt.Errorf("cleanup: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// warmUp is how long a phase runs before it starts measuring: connection
+// set-up, metadata and filling the pipeline are not what is compared.
+func warmUp(phase time.Duration) time.Duration {
+	return min(phase/4, time.Second)
+}

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// metrics is one phase's result, by metric name.
+type metrics map[string]float64
+
+// row is one line of the result table: a metric compared across the sides.
+type row struct {
+	label  string
+	metric string
+	unit   string
+	// latency rows compare by difference (+ms) as well as by ratio; a
+	// ratio of small latencies alone overstates what a client feels.
+	latency bool
+	// also is a metric shown beside the main one, e.g. records/s.
+	also, alsoUnit string
+}
+
+type workload struct {
+	name    string
+	about   string
+	prepare func(ctx context.Context, b *bench, topic string) error
+	phase   func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error)
+	cleanup func(ctx context.Context, b *bench, topic string) error
+	rows    []row
+}
+
+var workloads = []*workload{
+	produceWorkload("produce-100B", 100),
+	produceWorkload("produce-1KiB", 1024),
+	{
+		name:    "consume",
+		about:   "fresh consumer per phase reading a pre-produced data set of 1 KiB records from the start",
+		prepare: prepareConsume,
+		phase:   consumePhase,
+		rows: []row{{label: "consume", metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+	},
+	{
+		name:    "latency",
+		about:   "one-at-a-time ProduceSync of 100-byte records, acks=all, no linger",
+		phase:   latencyPhase,
+		cleanup: trimTopic,
+		rows: []row{
+			{label: "latency p50", metric: "p50 ms", unit: "ms", latency: true},
+			{label: "latency p99", metric: "p99 ms", unit: "ms", latency: true},
+		},
+	},
+}
+
+func workloadNames() []string {
+	var names []string
+	for _, w := range workloads {
+		names = append(names, w.name)
+	}
+	return names
+}
+
+func findWorkload(name string) *workload {
+	for _, w := range workloads {
+		if w.name == name {
+			return w
+		}
+	}
+	return nil
+}
+
+func (w *workload) summary(m metrics) string {
+	var parts []string
+	for _, r := range w.rows {
+		parts = append(parts, fmt.Sprintf("%s=%s", r.metric, fmtNum(m[r.metric])))
+		if r.also != "" {
+			parts = append(parts, fmt.Sprintf("%s=%s", r.also, fmtNum(m[r.also])))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// producerOpts are shared by every producing workload. Idempotence is off so
+// that the proxy is measured passing records through, not the broker's
+// producer-state bookkeeping; five requests in flight per broker is what an
+// idempotent producer would use, so the pipe stays as full as it would be by
+// default. No compression: the proxy then carries the full payload, and the
+// client's CPU does not go to compressing it.
+func producerOpts(seeds []string, topic string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(seeds...),
+		kgo.DefaultProduceTopic(topic),
+		kgo.DisableIdempotentWrite(),
+		kgo.MaxProduceRequestsInflightPerBroker(5),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+}
+
+// produceWorkload produces records of size bytes asynchronously, as fast as
+// the client can, with kgo's default linger and batch size.
+func produceWorkload(name string, size int) *workload {
+	return &workload{
+		name:    name,
+		about:   fmt.Sprintf("async produce of %d-byte records as fast as possible, default linger and batch size", size),
+		phase:   func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) { return producePhase(ctx, b, seeds, topic, size) },
+		cleanup: trimTopic,
+		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+	}
+}
+
+func producePhase(ctx context.Context, b *bench, seeds []string, topic string, size int) (metrics, error) {
+	// Enough buffered records that the client never waits for room while a
+	// full pipeline of batches is in flight (5 requests of up to 1 MiB).
+	opts := append(producerOpts(seeds, topic),
+		kgo.MaxBufferedRecords(max(100_000, (64<<20)/size)),
+		kgo.MaxBufferedBytes(64<<20),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+
+	var acked atomic.Int64
+	var stopped atomic.Bool
+	var errOnce sync.Once
+	var produceErr error
+	promise := func(_ *kgo.Record, err error) {
+		if err == nil {
+			acked.Add(1)
+			return
+		}
+		// Records still buffered when the phase ends fail with the
+		// cancellation; only a failure before then is a real one.
+		if !stopped.Load() {
+			errOnce.Do(func() { produceErr = err })
+		}
+	}
+	value := make([]byte, size) // kgo does not modify a record's value
+	pctx, stopProducing := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for pctx.Err() == nil {
+			cl.Produce(pctx, &kgo.Record{Value: value}, promise)
+		}
+	}()
+
+	n0, t0, err := measureAfter(ctx, warmUp(b.cfg.phase), acked.Load)
+	if err == nil {
+		var n1 int64
+		var t1 time.Time
+		n1, t1, err = measureAfter(ctx, b.cfg.phase, acked.Load)
+		if err == nil {
+			secs := t1.Sub(t0).Seconds()
+			recs := float64(n1-n0) / secs
+			stopped.Store(true)
+			stopProducing()
+			<-done
+			if produceErr != nil {
+				return nil, fmt.Errorf("produce: %w", produceErr)
+			}
+			return metrics{"rec/s": recs, "MB/s": recs * float64(size) / 1e6}, nil
+		}
+	}
+	stopped.Store(true)
+	stopProducing()
+	<-done
+	return nil, err
+}
+
+// measureAfter waits d and then reads a counter, returning it with the time
+// it was read.
+func measureAfter(ctx context.Context, d time.Duration, read func() int64) (int64, time.Time, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return read(), time.Now(), nil
+	case <-ctx.Done():
+		return 0, time.Time{}, ctx.Err()
+	}
+}
+
+// trimTopic deletes everything produced so far, so that every phase starts
+// on the same, empty log and an in-memory backend does not grow all run.
+func trimTopic(ctx context.Context, b *bench, topic string) error {
+	ends, err := b.admin.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	resps, err := b.admin.DeleteRecords(ctx, ends.Offsets())
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("delete records: %w", err)
+	}
+	return nil
+}
+
+const consumeRecordSize = 1024
+
+// prepareConsume produces the data set every consume phase reads, once,
+// straight to the backend.
+func prepareConsume(ctx context.Context, b *bench, topic string) error {
+	n := b.cfg.consumeMB << 20 / consumeRecordSize
+	progress("consume: producing the %d MiB data set (%d records of %d bytes)", b.cfg.consumeMB, n, consumeRecordSize)
+	cl, err := kgo.NewClient(append(producerOpts(b.direct, topic), kgo.MaxBufferedBytes(64<<20))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	value := make([]byte, consumeRecordSize)
+	var errOnce sync.Once
+	var produceErr error
+	for range n {
+		cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				errOnce.Do(func() { produceErr = err })
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return err
+	}
+	if produceErr != nil {
+		return produceErr
+	}
+	ends, err := b.admin.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	b.consumeTo = map[int32]int64{}
+	for p, o := range ends[topic] {
+		b.consumeTo[p] = o.Offset
+	}
+	return nil
+}
+
+// consumePhase reads the data set from the start with a fresh client and
+// kgo's default fetch sizes. Should a phase reach the end of the data set,
+// it rewinds and reads it again, so a phase never runs dry.
+func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(seeds...),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+
+	rewind := map[string]map[int32]kgo.EpochOffset{topic: {}}
+	for p := range b.consumeTo {
+		rewind[topic][p] = kgo.EpochOffset{Epoch: -1, Offset: 0}
+	}
+	next := map[int32]int64{}
+	var bytes, recs int64
+	poll := func(until time.Time) error {
+		pctx, cancel := context.WithDeadline(ctx, until)
+		defer cancel()
+		for time.Now().Before(until) {
+			fs := cl.PollFetches(pctx)
+			var ferr error
+			fs.EachError(func(_ string, _ int32, err error) {
+				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && ferr == nil {
+					ferr = err
+				}
+			})
+			if ferr != nil {
+				return ferr
+			}
+			fs.EachPartition(func(p kgo.FetchTopicPartition) {
+				for _, r := range p.Records {
+					bytes += int64(len(r.Value))
+				}
+				recs += int64(len(p.Records))
+				if n := len(p.Records); n > 0 {
+					next[p.Partition] = p.Records[n-1].Offset + 1
+				}
+			})
+			if atEnd(next, b.consumeTo) {
+				clear(next)
+				cl.SetOffsets(rewind)
+			}
+		}
+		return ctx.Err()
+	}
+	if err := poll(time.Now().Add(warmUp(b.cfg.phase))); err != nil {
+		return nil, err
+	}
+	b0, r0, t0 := bytes, recs, time.Now()
+	if err := poll(t0.Add(b.cfg.phase)); err != nil {
+		return nil, err
+	}
+	secs := time.Since(t0).Seconds()
+	if recs == r0 {
+		return nil, errors.New("consumed nothing")
+	}
+	return metrics{"MB/s": float64(bytes-b0) / secs / 1e6, "rec/s": float64(recs-r0) / secs}, nil
+}
+
+func atEnd(next, end map[int32]int64) bool {
+	for p, e := range end {
+		if next[p] < e {
+			return false
+		}
+	}
+	return true
+}
+
+// latencyPhase produces one record at a time and times each request.
+// Linger is zero: with kgo's default 10ms linger every request would wait
+// for it and the phase would measure the timer, not the path.
+func latencyPhase(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
+	cl, err := kgo.NewClient(append(producerOpts(seeds, topic), kgo.ProducerLinger(0))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	value := make([]byte, 100)
+	var samples []time.Duration
+	measureFrom := time.Now().Add(warmUp(b.cfg.phase))
+	end := measureFrom.Add(b.cfg.phase)
+	for {
+		t := time.Now()
+		if !t.Before(end) {
+			break
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+			return nil, fmt.Errorf("produce: %w", err)
+		}
+		if !t.Before(measureFrom) {
+			samples = append(samples, time.Since(t))
+		}
+	}
+	if len(samples) == 0 {
+		return nil, errors.New("no requests completed")
+	}
+	slices.Sort(samples)
+	ms := func(q float64) float64 {
+		return float64(samples[int(q*float64(len(samples)-1))]) / 1e6
+	}
+	return metrics{"p50 ms": ms(0.50), "p99 ms": ms(0.99), "req/s": float64(len(samples)) / b.cfg.phase.Seconds()}, nil
+}
