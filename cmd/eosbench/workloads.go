@@ -45,7 +45,7 @@ var workloads = []*workload{
 		about:   "fresh consumer per phase reading a pre-produced data set of 1 KiB records from the start",
 		prepare: prepareConsume,
 		phase:   consumePhase,
-		rows: []row{{label: "consume", metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+		rows:    []row{{label: "consume", metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
 	},
 	{
 		name:    "latency",
@@ -108,9 +108,11 @@ func producerOpts(seeds []string, topic string) []kgo.Opt {
 // the client can, with kgo's default linger and batch size.
 func produceWorkload(name string, size int) *workload {
 	return &workload{
-		name:    name,
-		about:   fmt.Sprintf("async produce of %d-byte records as fast as possible, default linger and batch size", size),
-		phase:   func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) { return producePhase(ctx, b, seeds, topic, size) },
+		name:  name,
+		about: fmt.Sprintf("async produce of %d-byte records as fast as possible, default linger and batch size", size),
+		phase: func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
+			return producePhase(ctx, b, seeds, topic, size)
+		},
 		cleanup: trimTopic,
 		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
 	}
@@ -131,8 +133,7 @@ func producePhase(ctx context.Context, b *bench, seeds []string, topic string, s
 
 	var acked atomic.Int64
 	var stopped atomic.Bool
-	var errOnce sync.Once
-	var produceErr error
+	var failed firstErr
 	promise := func(_ *kgo.Record, err error) {
 		if err == nil {
 			acked.Add(1)
@@ -141,7 +142,7 @@ func producePhase(ctx context.Context, b *bench, seeds []string, topic string, s
 		// Records still buffered when the phase ends fail with the
 		// cancellation; only a failure before then is a real one.
 		if !stopped.Load() {
-			errOnce.Do(func() { produceErr = err })
+			failed.set(err)
 		}
 	}
 	value := make([]byte, size) // kgo does not modify a record's value
@@ -155,26 +156,42 @@ func producePhase(ctx context.Context, b *bench, seeds []string, topic string, s
 	}()
 
 	n0, t0, err := measureAfter(ctx, warmUp(b.cfg.phase), acked.Load)
+	var n1 int64
+	var t1 time.Time
 	if err == nil {
-		var n1 int64
-		var t1 time.Time
 		n1, t1, err = measureAfter(ctx, b.cfg.phase, acked.Load)
-		if err == nil {
-			secs := t1.Sub(t0).Seconds()
-			recs := float64(n1-n0) / secs
-			stopped.Store(true)
-			stopProducing()
-			<-done
-			if produceErr != nil {
-				return nil, fmt.Errorf("produce: %w", produceErr)
-			}
-			return metrics{"rec/s": recs, "MB/s": recs * float64(size) / 1e6}, nil
-		}
 	}
 	stopped.Store(true)
 	stopProducing()
 	<-done
-	return nil, err
+	if err == nil {
+		err = failed.get()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("produce: %w", err)
+	}
+	recs := float64(n1-n0) / t1.Sub(t0).Seconds()
+	return metrics{"rec/s": recs, "MB/s": recs * float64(size) / 1e6}, nil
+}
+
+// firstErr keeps the first error reported from any goroutine.
+type firstErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstErr) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // measureAfter waits d and then reads a counter, returning it with the time
@@ -223,20 +240,19 @@ func prepareConsume(ctx context.Context, b *bench, topic string) error {
 	}
 	defer cl.Close()
 	value := make([]byte, consumeRecordSize)
-	var errOnce sync.Once
-	var produceErr error
+	var failed firstErr
 	for range n {
 		cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
 			if err != nil {
-				errOnce.Do(func() { produceErr = err })
+				failed.set(err)
 			}
 		})
 	}
 	if err := cl.Flush(ctx); err != nil {
 		return err
 	}
-	if produceErr != nil {
-		return produceErr
+	if err := failed.get(); err != nil {
+		return err
 	}
 	ends, err := b.admin.ListEndOffsets(ctx, topic)
 	if err == nil {
