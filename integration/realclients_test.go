@@ -216,7 +216,7 @@ func TestKcatMetadataShowsOnlyProxy(t *testing.T) {
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 1)
 
-	out, _ := runTool(t, "", kcat, "-b", b.addrs[0], "-L", "-J", "-m", "30")
+	out, _ := runTool(t, "", kcat, "-b", p.Addr(), "-L", "-J", "-m", "30")
 	var md kcatMetadata
 	if err := json.Unmarshal([]byte(out), &md); err != nil {
 		t.Fatalf("kcat -L -J output is not JSON: %v\n%s", err, tail(out, 2000))
@@ -282,7 +282,7 @@ func TestConsoleProducerConsumer(t *testing.T) {
 
 	got, cerr := runTool(t, "", "bash", sh, "run", "org.apache.kafka.tools.consumer.ConsoleConsumer",
 		"--bootstrap-server", p.Addr(), "--topic", topic, "--group", group,
-		"--from-beginning", "--max-messages", strconv.Itoa(n-1), "--timeout-ms", "30000")
+		"--from-beginning", "--max-messages", strconv.Itoa(n), "--timeout-ms", "30000")
 	assertSameLines(t, splitLines(got), lines)
 	if !strings.Contains(cerr, fmt.Sprintf("Processed a total of %d messages", n)) {
 		t.Fatalf("console consumer did not report %d messages:\n%s", n, tail(cerr, 4000))

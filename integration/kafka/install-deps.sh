@@ -2,6 +2,7 @@
 # Install what the real-broker test tier needs, idempotently and quietly:
 #   - Debian packages: kcat, python3-confluent-kafka (import it with Debian's
 #     /usr/bin/python3, not a pyenv/venv python3 that may come first on PATH),
+#     docker-compose (only to validate docker-compose.yml; no engine needed),
 #     plus a JRE 17 and Maven if they are missing;
 #   - the Kafka jars, via `kafka.sh fetch` (cached; no-op when present).
 # `apt-get update` runs only when something must be installed and the package
@@ -16,7 +17,7 @@ if [[ "$(id -u)" != 0 ]]; then
   SUDO=(sudo -n)
 fi
 
-pkgs=(kcat python3-confluent-kafka)
+pkgs=(kcat python3-confluent-kafka docker-compose)
 command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 
