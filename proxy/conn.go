@@ -170,7 +170,9 @@ func (c *conn) readLoop() error {
 				// connection on a request version it does not support.
 				return bad("%s v%d is newer than eosproxy supports", keyName(hdr.APIKey), hdr.APIVersion)
 			}
-			s.mode = rewriteAddrs
+			if protocol.AddressesPossible(hdr.APIKey, hdr.APIVersion) {
+				s.mode = rewriteAddrs
+			}
 			if hdr.APIKey == protocol.KeyProduce {
 				acks, err := protocol.ProduceAcks(hdr.APIVersion, frame[hdr.BodyOffset:])
 				if err != nil {
@@ -272,7 +274,10 @@ func (c *conn) rewrite(s slot, resp []byte) error {
 	case capVersions:
 		body, _, err = protocol.RewriteApiVersions(s.ver, resp[hlen:])
 	case rewriteAddrs:
-		body, err = protocol.RewriteAddresses(s.key, s.ver, resp[hlen:], c.p.mapBroker)
+		var may bool
+		if may, err = protocol.MayCarryAddresses(s.key, s.ver, resp[hlen:]); may {
+			body, err = protocol.RewriteAddresses(s.key, s.ver, resp[hlen:], c.p.mapBroker)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("upstream %s v%d response: %w", keyName(s.key), s.ver, err)
