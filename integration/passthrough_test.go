@@ -207,6 +207,46 @@ func TestLeaderMoveFollowed(t *testing.T) {
 	}
 	produceN(t, prod, topic, 100, 100)
 
+	// KIP-951: the old leader answers NOT_LEADER with the new leader's node
+	// endpoint, which must name eosproxy, not the upstream.
+	meta, err := adm.Metadata(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oldAddr string
+	for _, br := range meta.Brokers {
+		if br.NodeID == leader {
+			oldAddr = fmt.Sprintf("%s:%d", br.Host, br.Port)
+		}
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(12)
+	req.Acks = -1
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = oneRecordBatch("to the old leader")
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	c := dial(t, oldAddr)
+	c.Write(rawRequest(req, 1))
+	_, body := readResponse(t, c)
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(12)
+	if err := resp.ReadFrom(body[1:]); err != nil { // skip the empty header tags
+		t.Fatal(err)
+	}
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != 6 {
+		t.Fatalf("old leader answered error %d, want NOT_LEADER_OR_FOLLOWER", code)
+	}
+	if len(resp.Brokers) == 0 {
+		t.Fatal("no node endpoints in the NOT_LEADER answer")
+	}
+	for _, br := range resp.Brokers {
+		assertProxyAddr(t, p, b, br.Host, br.Port)
+	}
+
 	// The records after the move must have gone to the new leader; kfake
 	// answers NOT_LEADER from the old one, so the client followed through
 	// the proxy's listener for the new leader.
