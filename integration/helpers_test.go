@@ -56,3 +56,13 @@ func oneRecordBatch(value string) []byte {
 }
 
 func varintLen(v int64) int { return len(binary.AppendVarint(nil, v)) }
+
+// idempotentBatch encodes a one-record batch from producer pid.
+func idempotentBatch(pid int64, epoch int16, seq int32, value string) []byte {
+	raw := oneRecordBatch(value)
+	binary.BigEndian.PutUint64(raw[43:], uint64(pid))
+	binary.BigEndian.PutUint16(raw[51:], uint16(epoch))
+	binary.BigEndian.PutUint32(raw[53:], uint32(seq))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
+}

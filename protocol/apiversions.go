@@ -34,14 +34,30 @@ func RewriteApiVersions(version int16, body []byte) ([]byte, *kmsg.ApiVersionsRe
 	}
 	out := *up
 	out.ApiKeys = make([]kmsg.ApiVersionsResponseApiKey, 0, len(up.ApiKeys))
+	have := map[int16]bool{}
 	for _, k := range up.ApiKeys {
+		have[k.ApiKey] = true
 		if IsDecoded(k.ApiKey) {
-			k.MaxVersion = min(k.MaxVersion, MaxKnownVersion(k.ApiKey))
+			k.MaxVersion = min(k.MaxVersion, MaxProxyVersion(k.ApiKey))
 			if k.MaxVersion < k.MinVersion {
 				continue
 			}
 		}
+		for _, local := range AnsweredLocally {
+			if k.ApiKey == local {
+				// eosproxy answers these itself: its own range, whatever
+				// the upstream's.
+				k.MinVersion, k.MaxVersion = 0, MaxProxyVersion(local)
+			}
+		}
 		out.ApiKeys = append(out.ApiKeys, k)
+	}
+	for _, local := range AnsweredLocally {
+		// A failed answer (the KIP-511 fallback) lists only what the client
+		// needs to retry; it gets nothing added.
+		if !have[local] && up.ErrorCode == 0 {
+			out.ApiKeys = append(out.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: local, MaxVersion: MaxProxyVersion(local)})
+		}
 	}
 	out.FinalizedFeatures = nil
 	for _, f := range up.FinalizedFeatures {

@@ -120,6 +120,16 @@ func TestReadFrameReusesBuffer(t *testing.T) {
 		t.Fatalf("cap = %d, want %d", cap(got), cap(buf))
 	}
 
+	// A buffer of exactly the frame's size is reused too.
+	exact := make([]byte, 0, len(body))
+	got, err = ReadFrame(bytes.NewReader(frameOf(body)), 1024, exact)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("exact buffer: %q, %v", got, err)
+	}
+	if &got[0] != &exact[:1][0] {
+		t.Fatal("a buffer of exactly the frame's size was not reused")
+	}
+
 	// A buffer too small for the frame is replaced; the caller's buffer is
 	// left alone beyond its length.
 	small := make([]byte, 0, 4)

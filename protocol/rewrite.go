@@ -23,16 +23,16 @@ func RewriteAddresses(key, version int16, body []byte, m Mapper) ([]byte, error)
 	if err := resp.(kmsg.UnsafeReadFrom).UnsafeReadFrom(body); err != nil {
 		return nil, fmt.Errorf("decode %s v%d response: %w", kmsg.NameForKey(key), version, err)
 	}
-	changed, err := mapBrokers(resp, m)
+	changed, err := MapBrokers(resp, m)
 	if err != nil || !changed {
 		return nil, err
 	}
 	return resp.AppendTo(make([]byte, 0, len(body)+64)), nil
 }
 
-// mapBrokers rewrites each broker address in resp and reports whether it
-// found any.
-func mapBrokers(resp kmsg.Response, m Mapper) (bool, error) {
+// MapBrokers rewrites each broker address in a decoded response and reports
+// whether it found any.
+func MapBrokers(resp kmsg.Response, m Mapper) (bool, error) {
 	n := 0
 	apply := func(id int32, host *string, port *int32) error {
 		n++
@@ -65,6 +65,12 @@ func mapBrokers(resp kmsg.Response, m Mapper) (bool, error) {
 			}
 		}
 	case *kmsg.DescribeClusterResponse:
+		if r.EndpointType == 2 {
+			// Controllers (KIP-919) share ids with brokers in combined
+			// mode; mapping them would repoint a broker's listener at its
+			// controller port. Brokers refuse this endpoint type anyway.
+			break
+		}
 		for i := range r.Brokers {
 			b := &r.Brokers[i]
 			err = firstErr(err, apply(b.NodeID, &b.Host, &b.Port))

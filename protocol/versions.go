@@ -4,14 +4,16 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 
 // API keys eosproxy treats specially.
 const (
-	KeyProduce          int16 = 0
-	KeyFetch            int16 = 1
-	KeyMetadata         int16 = 3
-	KeyFindCoordinator  int16 = 10
-	KeyApiVersions      int16 = 18
-	KeyDescribeCluster  int16 = 60
-	KeyShareFetch       int16 = 78
-	KeyShareAcknowledge int16 = 79
+	KeyProduce           int16 = 0
+	KeyFetch             int16 = 1
+	KeyMetadata          int16 = 3
+	KeyFindCoordinator   int16 = 10
+	KeyApiVersions       int16 = 18
+	KeyInitProducerID    int16 = 22
+	KeyDescribeProducers int16 = 61
+	KeyDescribeCluster   int16 = 60
+	KeyShareFetch        int16 = 78
+	KeyShareAcknowledge  int16 = 79
 )
 
 type keyInfo struct {
@@ -76,3 +78,18 @@ func IsDecoded(key int16) bool {
 	}
 	return false
 }
+
+// MaxProxyVersion is the newest version of key that eosproxy advertises and
+// accepts for a key it decodes or answers itself: what kmsg decodes, except
+// Produce v13, which names topics by id, while eosproxy keeps producer state
+// by topic name.
+func MaxProxyVersion(key int16) int16 {
+	if key == KeyProduce {
+		return min(12, MaxKnownVersion(key))
+	}
+	return MaxKnownVersion(key)
+}
+
+// AnsweredLocally lists the keys eosproxy serves itself and so advertises
+// even when the upstream lacks them.
+var AnsweredLocally = []int16{KeyInitProducerID, KeyDescribeProducers}

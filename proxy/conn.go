@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,10 +30,11 @@ const (
 type respMode uint8
 
 const (
-	passThrough  respMode = iota // stream the upstream's bytes unchanged
-	rewriteAddrs                 // decode, map broker addresses, re-encode
-	capVersions                  // ApiVersions: cap to what eosproxy decodes
-	localAnswer                  // answered by eosproxy, nothing upstream
+	passThrough   respMode = iota // stream the upstream's bytes unchanged
+	rewriteAddrs                  // decode, map broker addresses, re-encode
+	capVersions                   // ApiVersions: cap to what eosproxy decodes
+	localAnswer                   // answered by eosproxy, nothing upstream
+	produceAnswer                 // idempotent Produce: record outcomes, merge local answers
 )
 
 // slot is one request awaiting its response, in the order the client sent it.
@@ -40,7 +42,8 @@ type slot struct {
 	corr     int32
 	key, ver int16
 	mode     respMode
-	body     []byte // localAnswer: the response body
+	body     []byte       // localAnswer: the response body
+	plan     *producePlan // produceAnswer
 }
 
 // conn is one client connection paired with one upstream connection. The
@@ -61,10 +64,17 @@ type conn struct {
 	writerDone chan struct{}
 	stopping   atomic.Bool
 	closeOnce  sync.Once
+	// ctx ends when the connection closes, releasing waits on other
+	// connections' batches.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newConn(p *Proxy, cl, up net.Conn, log zerolog.Logger) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &conn{
+		ctx:        ctx,
+		cancel:     cancel,
 		p:          p,
 		log:        log,
 		cl:         cl,
@@ -94,6 +104,10 @@ func (c *conn) run() {
 	}
 	<-c.writerDone
 	c.close()
+	// Requests read but never answered: their batches' fate is unknown.
+	for s := range c.slots {
+		s.plan.fail()
+	}
 }
 
 // stop makes the connection finish the requests it has read and then close:
@@ -105,6 +119,7 @@ func (c *conn) stop() {
 
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
+		c.cancel()
 		c.cl.Close()
 		c.up.Close()
 	})
@@ -165,7 +180,7 @@ func (c *conn) readLoop() error {
 				s.mode, s.ver, s.body = localAnswer, 0, protocol.ApiVersionsFallback()
 			}
 		case protocol.IsDecoded(hdr.APIKey):
-			if hdr.APIVersion > protocol.MaxKnownVersion(hdr.APIKey) {
+			if hdr.APIVersion > protocol.MaxProxyVersion(hdr.APIKey) {
 				// eosproxy never advertises such a version; Kafka closes the
 				// connection on a request version it does not support.
 				return bad("%s v%d is newer than eosproxy supports", keyName(hdr.APIKey), hdr.APIVersion)
@@ -179,12 +194,29 @@ func (c *conn) readLoop() error {
 					return bad("produce request: %w", err)
 				}
 				expectResponse = acks != 0
+				if expectResponse {
+					if frame, err = c.produce(&s, frame, hdr); err != nil {
+						return err
+					}
+				}
+			}
+		case hdr.APIKey == protocol.KeyInitProducerID || hdr.APIKey == protocol.KeyDescribeProducers:
+			if hdr.BodyOffset < 0 || hdr.APIVersion > protocol.MaxProxyVersion(hdr.APIKey) {
+				return bad("%s v%d is newer than eosproxy supports", keyName(hdr.APIKey), hdr.APIVersion)
+			}
+			body, err := c.p.answerLocally(hdr, frame[hdr.BodyOffset:])
+			if err != nil {
+				return err
+			}
+			if body != nil {
+				s.mode, s.body = localAnswer, body
 			}
 		}
 		if expectResponse {
 			select {
 			case c.slots <- s:
 			case <-c.writerDone:
+				s.plan.fail()
 				return nil
 			}
 		}
@@ -201,7 +233,13 @@ func (c *conn) readLoop() error {
 	}
 }
 
-func (c *conn) writeLoop() error {
+func (c *conn) writeLoop() (err error) {
+	var cur slot // the slot whose answer is being read
+	defer func() {
+		if err != nil {
+			cur.plan.fail()
+		}
+	}()
 	src := flushingReader{c.ur, c.cw}
 	var hdr [8]byte
 	var buf []byte
@@ -225,6 +263,7 @@ func (c *conn) writeLoop() error {
 			}
 			continue
 		}
+		cur = s
 		if _, err := io.ReadFull(src, hdr[:]); err != nil {
 			return fmt.Errorf("read upstream response to %s: %w", keyName(s.key), err)
 		}
@@ -271,6 +310,8 @@ func (c *conn) rewrite(s slot, resp []byte) error {
 	}
 	var body []byte
 	switch s.mode {
+	case produceAnswer:
+		body, err = c.answerProduce(s.plan, s.ver, resp[hlen:])
 	case capVersions:
 		body, _, err = protocol.RewriteApiVersions(s.ver, resp[hlen:])
 	case rewriteAddrs:

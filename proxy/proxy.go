@@ -7,11 +7,15 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 // Config is what the proxy needs to run. Zero values get Kafka-like defaults.
@@ -28,9 +32,20 @@ type Config struct {
 	// MaxRequestBytes bounds a request frame (Kafka's socket.request.max.bytes).
 	MaxRequestBytes int32
 	DialTimeout     time.Duration
-	// Ports persists broker ports across restarts; nil keeps them in memory.
+	// DB holds eosproxy's durable state; nil keeps it in memory (tests).
+	DB *store.DB
+	// ProducerIDExpiration is how long an idle producer's state is kept
+	// (Kafka's producer.id.expiration.ms, default 24 h).
+	ProducerIDExpiration time.Duration
+	// Ports persists broker ports across restarts; default: in DB.
 	Ports PortStore
 	Log   zerolog.Logger
+}
+
+// Stats are counters for tests and operators.
+type Stats struct {
+	// Duplicates counts retried batches answered without a second write.
+	Duplicates int64
 }
 
 // Proxy is a running eosproxy front end.
@@ -41,6 +56,9 @@ type Proxy struct {
 	brokers   *brokerMap
 	admin     *kgo.Client // metadata look-ups of eosproxy's own
 	advHost   string
+	producers *dedup.Table
+	ownDB     *store.DB // opened by New, closed by Shutdown
+	metrics   struct{ duplicates atomic.Int64 }
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -60,8 +78,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
-	if cfg.Ports == nil {
-		cfg.Ports = &memPorts{}
+	if cfg.ProducerIDExpiration <= 0 {
+		cfg.ProducerIDExpiration = 24 * time.Hour
 	}
 	host, portStr, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
@@ -79,26 +97,44 @@ func New(cfg Config) (*Proxy, error) {
 	if p.advHost == "" || p.advHost == "0.0.0.0" || p.advHost == "::" {
 		return nil, fmt.Errorf("listen host %q is not an address clients can use: set the advertise host", host)
 	}
+	if cfg.DB == nil {
+		if p.ownDB, err = store.OpenInMemory(p.log); err != nil {
+			return nil, err
+		}
+		cfg.DB = p.ownDB
+	}
+	if cfg.Ports == nil {
+		cfg.Ports = DBPorts{DB: cfg.DB}
+	}
+	p.cfg = cfg
 	p.admin, err = kgo.NewClient(kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))
 	if err != nil {
+		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
+	}
+	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
+	if err != nil {
+		p.admin.Close()
+		p.closeState()
+		return nil, err
 	}
 	p.bootstrap, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		p.admin.Close()
+		p.closeState()
 		return nil, fmt.Errorf("bootstrap listener: %w", err)
 	}
 	p.brokers = &brokerMap{
 		log:      p.log,
 		host:     host,
-		persist:  cfg.Ports,
+		persist:  p.cfg.Ports,
 		nextPort: portAllocator(listenPort, cfg.BrokerPortMin, cfg.BrokerPortMax),
 		serve:    func(b *broker) { p.serveListener(b.ln, b.id) },
 		byID:     map[int32]*broker{},
 	}
 	// Clients that cached broker addresses before a restart reconnect to
 	// them directly: their listeners must be back before anything else.
-	ports, err := cfg.Ports.LoadPorts()
+	ports, err := p.cfg.Ports.LoadPorts()
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("load broker ports: %w", err)
@@ -251,6 +287,10 @@ func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
 // already read, and closes what is left when ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
 	p.closed = true
 	p.bootstrap.Close()
 	p.brokers.closeAll()
@@ -273,7 +313,23 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	p.admin.Close()
+	p.closeState()
 	return err
+}
+
+// closeState stops the producer table and closes a DB that New opened.
+func (p *Proxy) closeState() {
+	if p.producers != nil {
+		p.producers.Close()
+	}
+	if p.ownDB != nil {
+		p.ownDB.Close()
+	}
+}
+
+// Stats returns the proxy's counters.
+func (p *Proxy) Stats() Stats {
+	return Stats{Duplicates: p.metrics.duplicates.Load()}
 }
 
 // Close stops everything at once.
@@ -290,30 +346,4 @@ func keyName(key int16) string {
 		return n
 	}
 	return "key " + strconv.Itoa(int(key))
-}
-
-// memPorts keeps broker ports for one process lifetime only.
-type memPorts struct {
-	mu sync.Mutex
-	m  map[int32]int32
-}
-
-func (s *memPorts) LoadPorts() (map[int32]int32, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[int32]int32, len(s.m))
-	for k, v := range s.m {
-		out[k] = v
-	}
-	return out, nil
-}
-
-func (s *memPorts) SavePort(id, port int32) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[int32]int32{}
-	}
-	s.m[id] = port
-	return nil
 }

@@ -39,6 +39,19 @@ func Open(dir string, log zerolog.Logger) (*DB, error) {
 	return &DB{db}, nil
 }
 
+// OpenInMemory opens a database that lives only as long as the process: for
+// tests and tools that need eosproxy's logic but not its durability.
+func OpenInMemory(log zerolog.Logger) (*DB, error) {
+	opts := badger.DefaultOptions("").WithInMemory(true).
+		WithLogger(badgerLogger{log.With().Str("component", "badger").Logger()}).
+		WithMemTableSize(8 << 20).WithBlockCacheSize(4 << 20).WithIndexCacheSize(4 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open in-memory badger: %w", err)
+	}
+	return &DB{db}, nil
+}
+
 // Get returns the value stored at key, or nil if there is none.
 func (d *DB) Get(key []byte) ([]byte, error) {
 	var v []byte

@@ -23,6 +23,7 @@ type config struct {
 	MaxRequestBytes int
 	ShutdownTimeout time.Duration
 	EmbeddedBrokers int
+	ProducerIDExp   time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -40,6 +41,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console when stderr is a terminal)")
 	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted (Kafka's socket.request.max.bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
+	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
 	if err := fs.Parse(args); err != nil {

@@ -94,14 +94,15 @@ func run(cfg config, log zerolog.Logger) error {
 	}
 
 	p, err := proxy.New(proxy.Config{
-		Listen:          cfg.Listen,
-		AdvertiseHost:   cfg.AdvertiseHost,
-		Upstreams:       upstreams,
-		BrokerPortMin:   lo,
-		BrokerPortMax:   hi,
-		MaxRequestBytes: int32(cfg.MaxRequestBytes),
-		Ports:           proxy.DBPorts{DB: db},
-		Log:             log,
+		Listen:               cfg.Listen,
+		AdvertiseHost:        cfg.AdvertiseHost,
+		Upstreams:            upstreams,
+		BrokerPortMin:        lo,
+		BrokerPortMax:        hi,
+		MaxRequestBytes:      int32(cfg.MaxRequestBytes),
+		DB:                   db,
+		ProducerIDExpiration: cfg.ProducerIDExp,
+		Log:                  log,
 	})
 	if err != nil {
 		return err

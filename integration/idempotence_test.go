@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"net"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
+
+	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/store"
+)
+
+// noEOSVersions is the stable API set without the keys a broker needs for
+// idempotence and transactions: a backend behind eosproxy that cannot be
+// doing the exactly-once work itself.
+func noEOSVersions() *kversion.Versions {
+	vs := kversion.Stable()
+	for _, k := range []kmsg.Key{kmsg.InitProducerID, kmsg.AddPartitionsToTxn, kmsg.AddOffsetsToTxn,
+		kmsg.EndTxn, kmsg.TxnOffsetCommit, kmsg.WriteTxnMarkers, kmsg.DescribeProducers,
+		kmsg.DescribeTransactions, kmsg.ListTransactions} {
+		vs.SetMaxKeyVersion(int16(k), -1)
+	}
+	return vs
+}
+
+func newNoEOSFake(t *testing.T) backend {
+	return newFake(t, kfake.MaxVersions(noEOSVersions()))
+}
+
+// readBackend reads every record of topic straight from the backend,
+// bypassing eosproxy, and fails if any carries a producer id.
+func readBackend(t *testing.T, b backend, topic string, want int) map[int32][]int {
+	t.Helper()
+	cl := newClient(t, b.addrs[0], kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := map[int32][]int{}
+	n := 0
+	ctx := testCtx(t)
+	for n < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("backend holds %d records, want %d", n, want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.ProducerID != -1 {
+				t.Fatalf("backend record at %d/%d carries producer id %d", r.Partition, r.Offset, r.ProducerID)
+			}
+			v, _ := strconv.Atoi(string(r.Value))
+			got[r.Partition] = append(got[r.Partition], v)
+			n++
+		})
+	}
+	// Nothing beyond want: the end offsets say how many records there are.
+	ends, err := kadm.NewClient(cl).ListEndOffsets(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	if total != int64(want) {
+		t.Fatalf("backend partitions end at %d records in total, want %d", total, want)
+	}
+	return got
+}
+
+func TestIdempotentProducerThroughProxy(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 3)
+	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic))
+	const n = 5000
+	produceN(t, prod, topic, 0, n)
+	checkAllOnceInOrder(t, readBackend(t, b, topic, n), n)
+
+	// DescribeProducers (KIP-664) is answered from eosproxy's state.
+	described, err := adm.DescribeProducers(testCtx(t), kadm.TopicsSet{topic: {0: {}, 1: {}, 2: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producers := 0
+	described.EachProducer(func(p kadm.DescribedProducer) {
+		producers++
+		if p.LastSequence < 0 {
+			t.Fatalf("producer %d on %s/%d: last sequence %d", p.ProducerID, p.Topic, p.Partition, p.LastSequence)
+		}
+	})
+	if producers == 0 {
+		t.Fatal("DescribeProducers lists no producer")
+	}
+}
+
+// The backend writes a batch and then answers an error; the producer
+// retries; eosproxy must find the batch in the backend and answer the retry
+// as a duplicate instead of writing it again.
+func TestIdempotenceWhenBackendFailsAfterWrite(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 3)
+	var nth atomic.Int64
+	b.fake.Fault(kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Count: -1,
+		Err:  kerr.RequestTimedOut,
+		When: func(kmsg.Request) bool { return nth.Add(1)%3 == 0 },
+	})
+	b.fake.Fault(kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Count: -1,
+		Err:  kerr.NotEnoughReplicasAfterAppend,
+		When: func(kmsg.Request) bool { return nth.Load()%5 == 0 },
+	})
+	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.RetryBackoffFn(func(int) time.Duration { return time.Millisecond }))
+	const n = 3000
+	produceN(t, prod, topic, 0, n)
+	checkAllOnceInOrder(t, readBackend(t, b, topic, n), n)
+	if nth.Load() < 10 {
+		t.Fatalf("only %d produce requests reached the faulty backend", nth.Load())
+	}
+	if p.Stats().Duplicates == 0 {
+		t.Fatal("no retry was answered as a duplicate: the faults did not bite")
+	}
+}
+
+// rawProducer speaks Produce on one connection with explicit producer ids
+// and sequences.
+type rawProducer struct {
+	t     *testing.T
+	c     net.Conn
+	topic string
+	corr  int32
+}
+
+func (rp *rawProducer) produce(pid int64, epoch int16, seq int32, value string) kmsg.ProduceResponseTopicPartition {
+	rp.t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(9)
+	req.Acks = -1
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = rp.topic
+	part := kmsg.NewProduceRequestTopicPartition()
+	part.Records = idempotentBatch(pid, epoch, seq, value)
+	rt.Partitions = append(rt.Partitions, part)
+	req.Topics = append(req.Topics, rt)
+	rp.corr++
+	rp.c.Write(rawRequest(req, rp.corr))
+	corr, body := readResponse(rp.t, rp.c)
+	if corr != rp.corr {
+		rp.t.Fatalf("correlation %d, want %d", corr, rp.corr)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(9)
+	if err := resp.ReadFrom(body[1:]); err != nil {
+		rp.t.Fatal(err)
+	}
+	return resp.Topics[0].Partitions[0]
+}
+
+func initProducerID(t *testing.T, addr string) int64 {
+	t.Helper()
+	resp, err := kmsg.NewPtrInitProducerIDRequest().RequestWith(testCtx(t), newClient(t, addr))
+	if err != nil || resp.ErrorCode != 0 || resp.ProducerEpoch != 0 {
+		t.Fatalf("InitProducerId: %v %+v", err, resp)
+	}
+	return resp.ProducerID
+}
+
+func TestSequenceChecksAnsweredAsKafka(t *testing.T) {
+	b := newNoEOSFake(t)
+	dir := t.TempDir()
+	db, err := store.Open(dir, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	p := startProxy(t, b, func(c *proxy.Config) { c.DB = db })
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 1)
+	meta, err := adm.Metadata(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := meta.Topics[topic].Partitions[0].Leader
+	var leaderAddr string
+	for _, br := range meta.Brokers {
+		if br.NodeID == leader {
+			leaderAddr = net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port)))
+		}
+	}
+	pid := initProducerID(t, p.Addr())
+	if pid2 := initProducerID(t, p.Addr()); pid2 == pid {
+		t.Fatalf("InitProducerId handed out %d twice", pid)
+	}
+	rp := &rawProducer{t: t, c: dial(t, leaderAddr), topic: topic}
+	expect := func(what string, got kmsg.ProduceResponseTopicPartition, code int16, offset int64) {
+		t.Helper()
+		if got.ErrorCode != code || code == 0 && got.BaseOffset != offset {
+			t.Fatalf("%s: error %d offset %d, want error %d offset %d", what, got.ErrorCode, got.BaseOffset, code, offset)
+		}
+	}
+	expect("first", rp.produce(pid, 0, 0, "a"), 0, 0)
+	expect("second", rp.produce(pid, 0, 1, "b"), 0, 1)
+	expect("retry of second", rp.produce(pid, 0, 1, "b"), 0, 1)
+	expect("retry of first", rp.produce(pid, 0, 0, "a"), 0, 0)
+	expect("gap", rp.produce(pid, 0, 3, "d"), 45, 0)
+	expect("older sequence", rp.produce(pid, 0, 0, "z"), 0, 0) // same seq range as batch 0: a duplicate
+	expect("new epoch not at 0", rp.produce(pid, 1, 2, "c"), 45, 0)
+	expect("new epoch at 0", rp.produce(pid, 1, 0, "c"), 0, 2)
+	expect("stale epoch", rp.produce(pid, 0, 2, "x"), 47, 0)
+	if d := p.Stats().Duplicates; d != 3 {
+		t.Fatalf("%d duplicates counted, want 3", d)
+	}
+
+	// After a restart the state is back: retries are still duplicates, and
+	// the next batch is checked against the backend before it is written.
+	p.Close()
+	p2 := startProxy(t, b, func(c *proxy.Config) { c.DB = db })
+	_ = p2
+	rp2 := &rawProducer{t: t, c: dial(t, leaderAddr), topic: topic}
+	expect("retry after restart", rp2.produce(pid, 1, 0, "c"), 0, 2)
+	expect("stale epoch after restart", rp2.produce(pid, 0, 2, "x"), 47, 0)
+	expect("next after restart", rp2.produce(pid, 1, 1, "d"), 0, 3)
+	got := readBackend(t, b, topic, 4)
+	if len(got[0]) != 4 {
+		t.Fatalf("backend holds %v", got)
+	}
+}

@@ -1,0 +1,111 @@
+package protocol
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Offsets of the fields of a magic-2 record batch header.
+const (
+	batchLengthOff   = 8
+	batchMagicOff    = 16
+	batchCRCOff      = 17
+	batchAttrOff     = 21
+	batchLastDelta   = 23
+	batchFirstTSOff  = 27
+	batchProducerOff = 43
+	batchEpochOff    = 51
+	batchSeqOff      = 53
+	batchCountOff    = 57
+	// BatchHeaderLen is the size of a magic-2 record batch header.
+	BatchHeaderLen = 61
+)
+
+const (
+	attrTransactional = 0x10
+	attrControl       = 0x20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors for record batches Kafka would refuse with CORRUPT_MESSAGE.
+var (
+	ErrBatchCorrupt = errors.New("corrupt record batch")
+)
+
+// Batch is the header of one magic-2 record batch, as eosproxy needs it.
+type Batch struct {
+	Length        int // whole batch, including offset and length fields
+	ProducerID    int64
+	ProducerEpoch int16
+	BaseSequence  int32
+	Count         int32
+	Transactional bool
+	Control       bool
+}
+
+// ParseBatch reads the header of the record batch at the start of b and
+// checks its CRC-32C, so that eosproxy never re-signs a corrupt batch when it
+// rewrites the header.
+func ParseBatch(b []byte) (Batch, error) {
+	if len(b) < BatchHeaderLen {
+		return Batch{}, fmt.Errorf("%w: %d bytes, header needs %d", ErrBatchCorrupt, len(b), BatchHeaderLen)
+	}
+	if m := b[batchMagicOff]; m != 2 {
+		return Batch{}, fmt.Errorf("%w: magic %d, want 2", ErrBatchCorrupt, m)
+	}
+	n := int(int32(binary.BigEndian.Uint32(b[batchLengthOff:]))) + 12
+	if n < BatchHeaderLen || n > len(b) {
+		return Batch{}, fmt.Errorf("%w: length field says %d bytes of %d", ErrBatchCorrupt, n, len(b))
+	}
+	if crc := crc32.Checksum(b[batchAttrOff:n], castagnoli); crc != binary.BigEndian.Uint32(b[batchCRCOff:]) {
+		return Batch{}, fmt.Errorf("%w: CRC mismatch", ErrBatchCorrupt)
+	}
+	attrs := binary.BigEndian.Uint16(b[batchAttrOff:])
+	bt := Batch{
+		Length:        n,
+		ProducerID:    int64(binary.BigEndian.Uint64(b[batchProducerOff:])),
+		ProducerEpoch: int16(binary.BigEndian.Uint16(b[batchEpochOff:])),
+		BaseSequence:  int32(binary.BigEndian.Uint32(b[batchSeqOff:])),
+		Count:         int32(binary.BigEndian.Uint32(b[batchCountOff:])),
+		Transactional: attrs&attrTransactional != 0,
+		Control:       attrs&attrControl != 0,
+	}
+	if bt.Count <= 0 {
+		return Batch{}, fmt.Errorf("%w: %d records", ErrBatchCorrupt, bt.Count)
+	}
+	return bt, nil
+}
+
+// ClearProducer sets the batch's producer id, epoch and base sequence to -1
+// and recomputes its CRC-32C in place, so a backend without idempotence
+// stores it as an ordinary batch.
+func ClearProducer(b []byte, length int) {
+	binary.BigEndian.PutUint64(b[batchProducerOff:], ^uint64(0))
+	binary.BigEndian.PutUint16(b[batchEpochOff:], 0xffff)
+	binary.BigEndian.PutUint32(b[batchSeqOff:], 0xffffffff)
+	binary.BigEndian.PutUint32(b[batchCRCOff:], crc32.Checksum(b[batchAttrOff:length], castagnoli))
+}
+
+// Digest identifies a batch's content across eosproxy's rewrite and the
+// backend's storage: it covers what neither changes (the records, their
+// count, offset span and first timestamp) and leaves out what they do
+// (offset, leader epoch, producer fields, max timestamp, CRC).
+func Digest(b []byte, length int) [32]byte {
+	h := sha256.New()
+	h.Write(b[batchLastDelta : batchLastDelta+4])
+	h.Write(b[batchFirstTSOff : batchFirstTSOff+8])
+	h.Write(b[batchCountOff:length])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// BatchBaseOffset reads the base offset of the batch at the start of b.
+func BatchBaseOffset(b []byte) int64 { return int64(binary.BigEndian.Uint64(b)) }
+
+// BatchLastOffsetDelta reads the offset span of the batch at the start of b.
+func BatchLastOffsetDelta(b []byte) int32 { return int32(binary.BigEndian.Uint32(b[batchLastDelta:])) }
