@@ -32,6 +32,9 @@ type Config struct {
 	// MaxRequestBytes bounds a request frame (Kafka's socket.request.max.bytes).
 	MaxRequestBytes int32
 	DialTimeout     time.Duration
+	// Dial opens upstream connections; default net.Dialer. Tests put fault
+	// injection here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DB holds eosproxy's durable state; nil keeps it in memory (tests).
 	DB *store.DB
 	// ProducerIDExpiration is how long an idle producer's state is kept
@@ -77,6 +80,10 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{}
+		cfg.Dial = d.DialContext
 	}
 	if cfg.ProducerIDExpiration <= 0 {
 		cfg.ProducerIDExpiration = 24 * time.Hour
@@ -258,11 +265,15 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 }
 
 func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
-	d := net.Dialer{Timeout: p.cfg.DialTimeout}
+	dial := func(addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+		defer cancel()
+		return p.cfg.Dial(ctx, "tcp", addr)
+	}
 	if brokerID < 0 {
 		var errs []error
 		for _, addr := range p.cfg.Upstreams {
-			up, err := d.Dial("tcp", addr)
+			up, err := dial(addr)
 			if err == nil {
 				return up, nil
 			}
@@ -280,7 +291,7 @@ func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
 			return nil, fmt.Errorf("upstream address of broker %d unknown: %w", brokerID, err)
 		}
 	}
-	return d.Dial("tcp", addr)
+	return dial(addr)
 }
 
 // Shutdown stops accepting, lets every connection finish the requests it has
