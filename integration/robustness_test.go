@@ -297,3 +297,40 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		t.Fatal("bootstrap listener still accepting after shutdown")
 	}
 }
+
+func TestIdleTimeoutDropsSlowClient(t *testing.T) {
+	b := newFake(t)
+	p := startProxy(t, b, func(c *proxy.Config) { c.IdleTimeout = 300 * time.Millisecond })
+	slow := dial(t, p.Addr())
+	// Half a frame, then nothing: the proxy must not hold it for ever.
+	slow.Write(append(binary.BigEndian.AppendUint32(nil, 100), 0, 3, 0))
+	expectClosed(t, slow)
+	if !strings.Contains(p.logs.String(), "--idle-timeout") {
+		t.Fatalf("no log line naming the idle timeout:\n%s", p.logs.String())
+	}
+	// A client that keeps talking is not affected.
+	cl := newClient(t, p.Addr())
+	for i := 0; i < 3; i++ {
+		if _, err := kadm.NewClient(cl).Metadata(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestMaxConnectionsRefusesWithLogLine(t *testing.T) {
+	b := newFake(t)
+	p := startProxy(t, b, func(c *proxy.Config) { c.MaxConnections = 2 })
+	// Two connections that are known to be registered: each got an answer.
+	for i := 0; i < 2; i++ {
+		c := dial(t, p.Addr())
+		av := kmsg.NewPtrApiVersionsRequest()
+		av.SetVersion(3)
+		c.Write(rawRequest(av, 1))
+		readResponse(t, c)
+	}
+	third := dial(t, p.Addr())
+	expectClosed(t, third)
+	if !strings.Contains(p.logs.String(), "--max-connections reached") {
+		t.Fatalf("no log line for the refusal:\n%s", p.logs.String())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -153,11 +154,19 @@ func (c *conn) readLoop() error {
 	var buf []byte
 	var szb [4]byte
 	for {
+		if idle := c.p.cfg.IdleTimeout; idle > 0 {
+			c.cl.SetReadDeadline(time.Now().Add(idle))
+			if c.stopping.Load() { // stop's deadline must win
+				c.cl.SetReadDeadline(aLongTimeAgo)
+			}
+		}
 		frame, err := protocol.ReadFrame(src, c.p.cfg.MaxRequestBytes, buf)
 		if err != nil {
 			switch {
 			case c.stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded):
 				return c.uw.Flush()
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return bad("no complete request for %s (--idle-timeout)", c.p.cfg.IdleTimeout)
 			case errors.Is(err, protocol.ErrFrameTooLarge), errors.Is(err, protocol.ErrFrameNegative),
 				errors.Is(err, io.ErrUnexpectedEOF):
 				return bad("read request: %w", err)

@@ -32,6 +32,11 @@ type Config struct {
 	// MaxRequestBytes bounds a request frame (Kafka's socket.request.max.bytes).
 	MaxRequestBytes int32
 	DialTimeout     time.Duration
+	// IdleTimeout closes a client connection that sends no complete request
+	// for this long (Kafka's connections.max.idle.ms); 0 disables it.
+	IdleTimeout time.Duration
+	// MaxConnections bounds concurrent client connections; 0: no bound.
+	MaxConnections int
 	// Dial opens upstream connections; default net.Dialer. Tests put fault
 	// injection here.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -241,6 +246,14 @@ func (p *Proxy) serveListener(ln net.Listener, brokerID int32) {
 // its listener stands for (any bootstrap broker for the bootstrap listener).
 func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	log := p.log.With().Str("client", cl.RemoteAddr().String()).Int32("broker", brokerID).Logger()
+	p.mu.Lock()
+	n := len(p.conns)
+	p.mu.Unlock()
+	if p.cfg.MaxConnections > 0 && n >= p.cfg.MaxConnections {
+		log.Warn().Int("max", p.cfg.MaxConnections).Msg("refusing client connection: --max-connections reached")
+		cl.Close()
+		return
+	}
 	up, err := p.dialUpstream(brokerID)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")

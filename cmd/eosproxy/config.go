@@ -24,6 +24,8 @@ type config struct {
 	ShutdownTimeout time.Duration
 	EmbeddedBrokers int
 	ProducerIDExp   time.Duration
+	IdleTimeout     time.Duration
+	MaxConnections  int
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -42,6 +44,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted (Kafka's socket.request.max.bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long (Kafka's connections.max.idle.ms); 0 disables")
+	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent client connections; more are refused with a log line (0: no limit)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
 	if err := fs.Parse(args); err != nil {

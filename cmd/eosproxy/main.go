@@ -102,6 +102,8 @@ func run(cfg config, log zerolog.Logger) error {
 		MaxRequestBytes:      int32(cfg.MaxRequestBytes),
 		DB:                   db,
 		ProducerIDExpiration: cfg.ProducerIDExp,
+		IdleTimeout:          cfg.IdleTimeout,
+		MaxConnections:       cfg.MaxConnections,
 		Log:                  log,
 	})
 	if err != nil {
