@@ -5,17 +5,29 @@
 // same procedure with the direct path in both slots (an A/A comparison), so a
 // ratio can be judged against what the method reports when nothing differs.
 //
+// Method: per workload, a fresh 3-partition topic; then --rounds rounds, each
+// a direct and a proxy phase (D P, then P D, ...) and an A/A pair of two
+// direct phases. Every phase uses a new franz-go client, warms up for a
+// quarter of --phase (at most 1s), measures for --phase and stops by itself.
+// Before a phase the benchmark waits (up to --quiet-wait) for other processes
+// on the machine to go quiet, and each phase records how many cores the
+// benchmark and everything else used, so a spoiled phase can be recognised.
+//
 // The backend is by default an in-process franz-go kfake cluster, eosproxy's
-// embedded backend. It shares the CPUs with the proxy and the clients, so on
-// a small machine the proxy's CPU competes with the broker's and the clients'
-// and the ratios include that contention; --upstream points the benchmark at
-// a real broker instead. eosproxy itself always runs in-process, listening
-// on loopback only.
+// embedded backend, held in memory. It shares the CPUs with the proxy and the
+// clients: when the clients and kfake already keep every core busy, the
+// proxy's own CPU use shows up as lost throughput, so the ratios are a
+// pessimistic view of a proxy on its own machine. --upstream points the
+// benchmark at a real broker instead. eosproxy always runs in-process,
+// listening on loopback only.
 //
 // Usage:
 //
 //	go run ./cmd/eosbench [--phase 5s] [--rounds 5] [--workloads produce-100B,latency]
 //	                      [--upstream host:port] [--json out.json] [--cpuprofile cpu.out]
+//
+// With --cpuprofile, split the profile by party with pprof's tag filters, e.g.
+// go tool pprof -top -tagfocus=role=proxy cpu.out.
 package main
 
 import (
@@ -27,7 +39,9 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -47,6 +61,8 @@ type config struct {
 	cpuProfile   string
 	kfakeBrokers int
 	consumeMB    int
+	maxOthers    float64
+	quietWait    time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -61,6 +77,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
 	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the in-process kfake cluster")
 	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
+	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
+	fs.DurationVar(&cfg.quietWait, "quiet-wait", 30*time.Second, "longest wait for other processes to quieten before a phase")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -262,10 +280,14 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 // runPhase runs one bounded phase: whatever happens, it ends a grace period
 // after its planned end.
 func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []string, topic string) (metrics, error) {
+	if err := b.waitQuiet(ctx); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, warmUp(b.cfg.phase)+b.cfg.phase+30*time.Second)
 	defer cancel()
 	var m metrics
 	var err error
+	cpu0, host0, wall0 := cpuTime(), hostBusy(), time.Now()
 	// The client's goroutines carry role=client so that a CPU profile of
 	// the whole run can be split into client, proxy and kfake time.
 	pprof.Do(ctx, pprof.Labels("role", "client", "slot", slot), func(ctx context.Context) {
@@ -274,12 +296,99 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	if err != nil {
 		return nil, err
 	}
+	// The whole process's CPU use over the phase (client, proxy and
+	// in-process backend), in cores: a phase that is slow while using little
+	// CPU waited on something rather than competed for CPU.
+	wall := time.Since(wall0).Seconds()
+	own := (cpuTime() - cpu0).Seconds()
+	m["cores"] = own / wall
+	// CPU the rest of the machine used meanwhile: other processes compete
+	// with every party of this benchmark and are the usual cause of a wide
+	// spread between phases.
+	if host0 >= 0 {
+		if host1 := hostBusy(); host1 >= 0 {
+			m["others cores"] = max(0, (host1-host0).Seconds()-own) / wall
+		}
+	}
 	if w.cleanup != nil {
 		if err := w.cleanup(ctx, b, topic); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
 		}
 	}
+	// Client, proxy and kfake share one heap: collect this phase's garbage
+	// now, so the next phase does not pay for it, whichever side it is.
+	runtime.GC()
 	return m, nil
+}
+
+// cpuTime is the CPU time, user and system, the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// waitQuiet waits, up to --quiet-wait, until the rest of the machine uses
+// less than --max-others cores. On a shared machine another process's burst
+// can halve one phase and not the next, a spread the medians cannot fully
+// absorb in a few rounds; waiting it out costs little.
+func (b *bench) waitQuiet(ctx context.Context) error {
+	if b.cfg.maxOthers <= 0 || hostBusy() < 0 {
+		return nil
+	}
+	const window = 500 * time.Millisecond
+	start := time.Now()
+	for waited := false; ; waited = true {
+		cpu0, host0, t0 := cpuTime(), hostBusy(), time.Now()
+		select {
+		case <-time.After(window):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		others := max(0, (hostBusy()-host0-(cpuTime()-cpu0)).Seconds()) / time.Since(t0).Seconds()
+		switch {
+		case others < b.cfg.maxOthers:
+			if waited {
+				progress("other processes quiet after %s", time.Since(start).Round(time.Second))
+			}
+			return nil
+		case time.Since(start) > b.cfg.quietWait:
+			progress("other processes still use %.2f cores after %s; running the phase anyway", others, b.cfg.quietWait)
+			return nil
+		case !waited:
+			progress("waiting: other processes use %.2f cores (limit %.2f)", others, b.cfg.maxOthers)
+		}
+	}
+}
+
+// hostBusy is the CPU time all processes have used so far, from Linux's
+// /proc/stat; -1 where that is not available.
+func hostBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return -1
+	}
+	// user nice system idle iowait irq softirq steal: all but idle and
+	// iowait are busy. The unit is USER_HZ, 100 per second on Linux.
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return -1
+		}
+		busy += n
+	}
+	return time.Duration(busy) * (time.Second / 100)
 }
 
 // warmUp is how long a phase runs before it starts measuring: connection

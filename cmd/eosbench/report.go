@@ -116,6 +116,19 @@ func (rep *report) print(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.label, cell(slotDirect, c.DirectMedian), cell(slotProxy, c.ProxyMedian), ratio, aa)
 		}
 	}
+	var others []float64
+	for _, wr := range rep.Workloads {
+		for _, ms := range wr.Phases {
+			for _, m := range ms {
+				others = append(others, m["others cores"])
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nOther processes on the machine used a median %.2f cores (max %.2f) during the phases", median(others), slices.Max(others))
+	if slices.Max(others) > 0.3 {
+		fmt.Fprintf(w, ": they competed for CPU, so expect a wider spread")
+	}
+	fmt.Fprintln(w, ".")
 	fmt.Fprintf(w, "\nPer-phase values, in run order (the spread behind each median):\n\n")
 	for _, wr := range rep.Workloads {
 		for _, c := range wr.Comparisons {

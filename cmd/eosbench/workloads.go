@@ -84,6 +84,7 @@ func (w *workload) summary(m metrics) string {
 			parts = append(parts, fmt.Sprintf("%s=%s", r.also, fmtNum(m[r.also])))
 		}
 	}
+	parts = append(parts, fmt.Sprintf("cores=%.2f others=%.2f", m["cores"], m["others cores"]))
 	return strings.Join(parts, " ")
 }
 
@@ -270,7 +271,9 @@ func prepareConsume(ctx context.Context, b *bench, topic string) error {
 
 // consumePhase reads the data set from the start with a fresh client and
 // kgo's default fetch sizes. Should a phase reach the end of the data set,
-// it rewinds and reads it again, so a phase never runs dry.
+// it rewinds and reads it again, so a phase never runs dry; a rewind costs
+// about one fetch round trip, little against reading the whole data set, and
+// the phase reports how many it made.
 func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(seeds...),
@@ -287,7 +290,7 @@ func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (
 		rewind[topic][p] = kgo.EpochOffset{Epoch: -1, Offset: 0}
 	}
 	next := map[int32]int64{}
-	var bytes, recs int64
+	var bytes, recs, rewinds int64
 	poll := func(until time.Time) error {
 		pctx, cancel := context.WithDeadline(ctx, until)
 		defer cancel()
@@ -314,6 +317,7 @@ func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (
 			if atEnd(next, b.consumeTo) {
 				clear(next)
 				cl.SetOffsets(rewind)
+				rewinds++
 			}
 		}
 		return ctx.Err()
@@ -321,7 +325,7 @@ func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (
 	if err := poll(time.Now().Add(warmUp(b.cfg.phase))); err != nil {
 		return nil, err
 	}
-	b0, r0, t0 := bytes, recs, time.Now()
+	b0, r0, w0, t0 := bytes, recs, rewinds, time.Now()
 	if err := poll(t0.Add(b.cfg.phase)); err != nil {
 		return nil, err
 	}
@@ -329,7 +333,11 @@ func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (
 	if recs == r0 {
 		return nil, errors.New("consumed nothing")
 	}
-	return metrics{"MB/s": float64(bytes-b0) / secs / 1e6, "rec/s": float64(recs-r0) / secs}, nil
+	return metrics{
+		"MB/s":    float64(bytes-b0) / secs / 1e6,
+		"rec/s":   float64(recs-r0) / secs,
+		"rewinds": float64(rewinds - w0),
+	}, nil
 }
 
 func atEnd(next, end map[int32]int64) bool {
