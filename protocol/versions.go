@@ -82,10 +82,19 @@ func IsDecoded(key int16) bool {
 // MaxProxyVersion is the newest version of key that eosproxy advertises and
 // accepts for a key it decodes or answers itself: what kmsg decodes, except
 // Produce v13, which names topics by id, while eosproxy keeps producer state
-// by topic name.
+// by topic name, and Fetch v16+.
+//
+// Fetch is capped at v15: from v16 a response may end with node endpoints
+// (KIP-951), and since a frame's size goes first, every response would have
+// to be held whole before a byte of it is sent, on the path that carries
+// nearly all of a consumer's bytes. Below v16 Fetch responses stream through
+// untouched; clients learn a new leader from Metadata instead.
 func MaxProxyVersion(key int16) int16 {
-	if key == KeyProduce {
+	switch key {
+	case KeyProduce:
 		return min(12, MaxKnownVersion(key))
+	case KeyFetch:
+		return min(15, MaxKnownVersion(key))
 	}
 	return MaxKnownVersion(key)
 }

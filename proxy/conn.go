@@ -24,8 +24,12 @@ const (
 	// response; Kafka clients default to 5, admin tools to 100.
 	maxInFlight = 1024
 	// keepBuf is the largest frame buffer a connection keeps between
-	// requests; a rare huge request does not pin its memory.
-	keepBuf = 1 << 20
+	// requests: big enough for a producer's multi-partition requests (1 MiB
+	// batches each by default), so a rare huge request does not pin memory.
+	keepBuf = 8 << 20
+	// spliceMin is the response remainder above which bytes go socket to
+	// socket (splice on Linux) instead of through user space.
+	spliceMin = 64 << 10
 )
 
 type respMode uint8
@@ -373,6 +377,9 @@ func (c *conn) writeFrame(parts ...[]byte) error {
 // could block so earlier responses are never held back.
 func (c *conn) copyUpstream(n int) error {
 	for n > 0 {
+		if n-c.ur.Buffered() >= spliceMin {
+			return c.spliceUpstream(n)
+		}
 		if c.ur.Buffered() == 0 {
 			if err := c.cw.Flush(); err != nil {
 				return err
@@ -387,6 +394,24 @@ func (c *conn) copyUpstream(n int) error {
 		}
 		c.ur.Discard(len(chunk))
 		n -= len(chunk)
+	}
+	return nil
+}
+
+// spliceUpstream sends what is buffered and then the rest of an n-byte
+// response from the upstream socket straight to the client socket.
+func (c *conn) spliceUpstream(n int) error {
+	buffered, _ := c.ur.Peek(c.ur.Buffered())
+	if _, err := c.cw.Write(buffered); err != nil {
+		return err
+	}
+	c.ur.Discard(len(buffered))
+	if err := c.cw.Flush(); err != nil {
+		return err
+	}
+	rest := int64(n - len(buffered))
+	if m, err := io.CopyN(c.cl, c.up, rest); err != nil {
+		return fmt.Errorf("stream upstream response (%d of %d bytes): %w", m, rest, err)
 	}
 	return nil
 }
