@@ -514,8 +514,7 @@ func TestRewriteAddressesKeepsPayload(t *testing.T) {
 
 func TestRewriteAddressesFindCoordinatorErrors(t *testing.T) {
 	for v := int16(0); v <= maxResponseVersion(KeyFindCoordinator); v++ {
-		var resp *kmsg.FindCoordinatorResponse
-		resp = kmsg.NewPtrFindCoordinatorResponse()
+		resp := kmsg.NewPtrFindCoordinatorResponse()
 		resp.SetVersion(v)
 		if v < 4 {
 			resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = 15, -1, "", -1
