@@ -104,7 +104,11 @@ func (c *conn) run() {
 	}()
 	err := c.readLoop()
 	if err != nil {
-		c.logClose(err, "client")
+		side := "client"
+		if errors.As(err, new(*upstreamError)) {
+			side = "upstream"
+		}
+		c.logClose(err, side)
 		c.close()
 	}
 	<-c.writerDone
@@ -147,6 +151,13 @@ type badRequest struct{ err error }
 
 func (e *badRequest) Error() string { return e.err.Error() }
 func (e *badRequest) Unwrap() error { return e.err }
+
+// upstreamError marks a failed write toward the upstream broker seen by the
+// client-side loop, so the log names the side that failed.
+type upstreamError struct{ err error }
+
+func (e *upstreamError) Error() string { return "write upstream: " + e.err.Error() }
+func (e *upstreamError) Unwrap() error { return e.err }
 
 func bad(format string, args ...any) error {
 	return &badRequest{fmt.Errorf(format, args...)}
@@ -238,10 +249,10 @@ func (c *conn) readLoop() error {
 		}
 		binary.BigEndian.PutUint32(szb[:], uint32(len(frame)))
 		if _, err := c.uw.Write(szb[:]); err != nil {
-			return fmt.Errorf("write upstream: %w", err)
+			return &upstreamError{err}
 		}
 		if _, err := c.uw.Write(frame); err != nil {
-			return fmt.Errorf("write upstream: %w", err)
+			return &upstreamError{err}
 		}
 	}
 }
