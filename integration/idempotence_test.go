@@ -234,3 +234,77 @@ func TestSequenceChecksAnsweredAsKafka(t *testing.T) {
 		t.Fatalf("backend holds %v", got)
 	}
 }
+
+// One Produce request whose partitions get different fates: each partition
+// must still be answered, and only what is good reaches the backend once.
+func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
+	b := newFake(t, kfake.NumBrokers(1), kfake.MaxVersions(noEOSVersions()))
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 3)
+	meta, err := adm.Metadata(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := meta.Brokers[0]
+	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
+	pid := initProducerID(t, p.Addr())
+
+	send := func(corr int32, batches map[int32][]byte) map[int32]kmsg.ProduceResponseTopicPartition {
+		t.Helper()
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(9)
+		req.Acks = -1
+		req.TimeoutMillis = 5000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = topic
+		for part := int32(0); part < 3; part++ {
+			if recs, ok := batches[part]; ok {
+				rp := kmsg.NewProduceRequestTopicPartition()
+				rp.Partition, rp.Records = part, recs
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+		}
+		req.Topics = append(req.Topics, rt)
+		c.Write(rawRequest(req, corr))
+		got, body := readResponse(t, c)
+		if got != corr {
+			t.Fatalf("correlation %d, want %d", got, corr)
+		}
+		resp := kmsg.NewPtrProduceResponse()
+		resp.SetVersion(9)
+		if err := resp.ReadFrom(body[1:]); err != nil {
+			t.Fatal(err)
+		}
+		out := map[int32]kmsg.ProduceResponseTopicPartition{}
+		for _, rp := range resp.Topics[0].Partitions {
+			out[rp.Partition] = rp
+		}
+		if len(out) != len(batches) {
+			t.Fatalf("answer covers partitions %v, request had %d", out, len(batches))
+		}
+		return out
+	}
+
+	corrupt := oneRecordBatch("corrupt")
+	corrupt[16] = 9 // magic
+	got := send(1, map[int32][]byte{0: corrupt, 1: oneRecordBatch("plain"), 2: idempotentBatch(pid, 0, 0, "idem")})
+	if got[0].ErrorCode != 2 || got[1].ErrorCode != 0 || got[2].ErrorCode != 0 {
+		t.Fatalf("first request: %+v", got)
+	}
+	// Retry of partition 2's batch (a duplicate, answered locally) beside a
+	// new plain batch on partition 1 (forwarded).
+	got2 := send(2, map[int32][]byte{1: oneRecordBatch("plain2"), 2: idempotentBatch(pid, 0, 0, "idem")})
+	if got2[1].ErrorCode != 0 || got2[1].BaseOffset != 1 || got2[2].ErrorCode != 0 || got2[2].BaseOffset != got[2].BaseOffset {
+		t.Fatalf("second request: %+v", got2)
+	}
+	ends, err := adm.ListEndOffsets(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for part, want := range map[int32]int64{0: 0, 1: 2, 2: 1} {
+		if o, _ := ends.Lookup(topic, part); o.Offset != want {
+			t.Fatalf("partition %d ends at %d, want %d", part, o.Offset, want)
+		}
+	}
+}

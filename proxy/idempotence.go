@@ -81,8 +81,8 @@ func (c *conn) planProduce(ctx context.Context, frame []byte, hdr protocol.Reque
 		return nil, frame, nil
 	}
 	plan.order = order
-	plan.forward = len(plan.tokens) > 0 || !dropped && len(req.Topics) > 0
 	if !dropped {
+		plan.forward = true
 		return plan, frame, nil
 	}
 	topics := req.Topics[:0]
@@ -92,8 +92,8 @@ func (c *conn) planProduce(ctx context.Context, frame []byte, hdr protocol.Reque
 		}
 	}
 	req.Topics = topics
-	if len(topics) == 0 {
-		plan.forward = false
+	// Whatever is left, idempotent or not, still goes upstream.
+	if plan.forward = len(topics) > 0; !plan.forward {
 		return plan, nil, nil
 	}
 	out := append(make([]byte, 0, len(frame)), frame[:hdr.BodyOffset]...)
