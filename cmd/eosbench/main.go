@@ -7,7 +7,13 @@
 //
 // Method: per workload, a fresh 3-partition topic; then --rounds rounds, each
 // a direct and a proxy phase (D P, then P D, ...) and an A/A pair of two
-// direct phases. Every phase uses a new franz-go client, warms up for a
+// direct phases. The produce-idem-* workloads compare idempotence (issue 3,
+// target >= 0.9x both): their direct (D) and proxy (P) phases run an
+// idempotent producer, and a third phase per round, proxy-plain (Q), runs
+// the plain producer through eosproxy (D P Q, then Q P D, ...); they report
+// P/D and P/Q. The plain and the idempotent producer both keep five produce
+// requests in flight per broker, kgo's own limit with idempotence on (see
+// idemProducerOpts). Every phase uses a new franz-go client, warms up for a
 // quarter of --phase (at most 1s), measures for --phase and stops by itself.
 // Before a phase the benchmark waits (up to --quiet-wait) for other processes
 // on the machine to go quiet, and each phase records how many cores the
@@ -19,15 +25,20 @@
 // proxy's own CPU use shows up as lost throughput, so the ratios are a
 // pessimistic view of a proxy on its own machine. --upstream points the
 // benchmark at a real broker instead. eosproxy always runs in-process,
-// listening on loopback only.
+// listening on loopback only, with its state in an on-disk badger database
+// as in production (fsynced before each idempotent produce is answered), in
+// a temporary directory under --data-dir that is removed at exit.
 //
 // Usage:
 //
 //	go run ./cmd/eosbench [--phase 5s] [--rounds 5] [--workloads produce-100B,latency]
 //	                      [--upstream host:port] [--json out.json] [--cpuprofile cpu.out]
+//	                      [--blockprofile block.out] [--data-dir dir]
 //
 // With --cpuprofile, split the profile by party with pprof's tag filters, e.g.
-// go tool pprof -top -tagfocus=role=proxy cpu.out.
+// go tool pprof -top -tagfocus=role=proxy cpu.out. --blockprofile shows
+// where goroutines waited instead (block profiles carry no labels; focus on
+// the proxy's packages, e.g. go tool pprof -top -focus=eosproxy block.out).
 package main
 
 import (
@@ -39,6 +50,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +62,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 type config struct {
@@ -59,10 +72,12 @@ type config struct {
 	workloads    []string
 	jsonPath     string
 	cpuProfile   string
+	blockProfile string
 	kfakeBrokers int
 	consumeMB    int
 	maxOthers    float64
 	quietWait    time.Duration
+	dataDir      string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -75,10 +90,12 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&workloads, "workloads", strings.Join(workloadNames(), ","), "comma-separated workloads to run")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write all phase results to this JSON file")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
+	fs.StringVar(&cfg.blockProfile, "blockprofile", "", "write a profile of where goroutines waited (channels, locks, select) over the whole run: where a path is slow without using CPU")
 	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the in-process kfake cluster")
 	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
 	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
 	fs.DurationVar(&cfg.quietWait, "quiet-wait", 30*time.Second, "longest wait for other processes to quieten before a phase")
+	fs.StringVar(&cfg.dataDir, "data-dir", os.TempDir(), "directory under which eosproxy's on-disk state is created (and removed at exit); a tmpfs here makes fsyncs free")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -149,6 +166,22 @@ func run(ctx context.Context, cfg config) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if cfg.blockProfile != "" {
+		// Sample about one wait per 10µs spent waiting: short enough to see
+		// a path's per-request waits, cheap enough not to change them.
+		runtime.SetBlockProfileRate(int((10 * time.Microsecond).Nanoseconds()))
+		defer func() {
+			runtime.SetBlockProfileRate(0)
+			if f, err := os.Create(cfg.blockProfile); err != nil {
+				progress("block profile: %v", err)
+			} else {
+				defer f.Close()
+				if err := pprof.Lookup("block").WriteTo(f, 0); err != nil {
+					progress("block profile: %v", err)
+				}
+			}
+		}()
+	}
 
 	b := &bench{cfg: cfg, runID: fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff)}
 	backend := "upstream " + cfg.upstream
@@ -170,14 +203,27 @@ func run(ctx context.Context, cfg config) error {
 		backend = fmt.Sprintf("in-process kfake, %d broker(s), in memory", cfg.kfakeBrokers)
 	}
 
+	// eosproxy's state on disk, as in production: the idempotent producer
+	// phases then pay for the fsync before each answer.
+	dir, err := os.MkdirTemp(cfg.dataDir, "eosbench-state-")
+	if err != nil {
+		return fmt.Errorf("eosproxy data dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	var db *store.DB
 	var p *proxy.Proxy
-	var err error
 	pprof.Do(ctx, pprof.Labels("role", "proxy"), func(ctx context.Context) {
-		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, Log: zerolog.Nop()})
+		if db, err = store.Open(dir, zerolog.Nop()); err != nil {
+			return
+		}
+		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, DB: db, Log: zerolog.Nop()})
 		if err == nil {
 			p.Start(ctx)
 		}
 	})
+	if db != nil {
+		defer db.Close() // after the proxy, which does not close a DB it was given
+	}
 	if err != nil {
 		return fmt.Errorf("start eosproxy: %w", err)
 	}
@@ -191,11 +237,17 @@ func run(ctx context.Context, cfg config) error {
 	defer b.adminCl.Close()
 	b.admin = kadm.NewClient(b.adminCl)
 
-	progress("backend: %s at %v; eosproxy at %v; GOMAXPROCS=%d", backend, b.direct, b.proxied, runtime.GOMAXPROCS(0))
-	progress("%d workload(s) x %d round(s) x 4 phases (direct, proxy, A/A pair) of %v each", len(cfg.workloads), cfg.rounds, cfg.phase)
+	proxyState := fmt.Sprintf("on-disk badger in %s (%s)", dir, fsType(dir))
+	progress("backend: %s at %v; eosproxy at %v, state %s; GOMAXPROCS=%d", backend, b.direct, b.proxied, proxyState, runtime.GOMAXPROCS(0))
+	phases := 0
+	for _, name := range cfg.workloads {
+		phases += len(order(0, findWorkload(name)))
+	}
+	progress("%d workload(s) x %d round(s): %d phases (direct, proxy, [proxy-plain,] A/A pair) of %v each", len(cfg.workloads), cfg.rounds, phases*cfg.rounds, cfg.phase)
 
 	rep := report{
 		Backend:    backend,
+		ProxyState: proxyState,
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU:     runtime.NumCPU(),
 		GoVersion:  runtime.Version(),
@@ -228,17 +280,28 @@ const (
 	slotProxy  = "proxy"
 	slotAA1    = "aa-direct-1"
 	slotAA2    = "aa-direct-2"
+	// slotProxyPlain is the idempotence workloads' third slot: the plain
+	// producer through eosproxy, against which the idempotent one is set.
+	slotProxyPlain = "proxy-plain"
 )
 
 // order alternates which side of each pair goes first (D P, P D, D P, ...)
 // so that drift over the run (a growing heap, a warming page cache, a
 // neighbour's load) does not consistently favour one side. The A/A pair is
 // interleaved with the main pair in every round so both see the same drift.
-func order(round int) []string {
-	if round%2 == 0 {
-		return []string{slotDirect, slotProxy, slotAA1, slotAA2}
+// An idempotence workload runs D P Q, then Q P D, ...: over two rounds every
+// pair of its three slots has swapped places, as D and P do.
+func order(round int, w *workload) []string {
+	sides := []string{slotDirect, slotProxy}
+	if w.idem {
+		sides = append(sides, slotProxyPlain)
 	}
-	return []string{slotProxy, slotDirect, slotAA2, slotAA1}
+	aa := []string{slotAA1, slotAA2}
+	if round%2 == 1 {
+		slices.Reverse(sides)
+		slices.Reverse(aa)
+	}
+	return append(sides, aa...)
 }
 
 func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, error) {
@@ -260,9 +323,9 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 	}
 	res := workloadResult{Name: w.name, Phases: map[string][]metrics{}}
 	for round := 0; round < b.cfg.rounds; round++ {
-		for _, slot := range order(round) {
+		for _, slot := range order(round, w) {
 			seeds := b.direct
-			if slot == slotProxy {
+			if slot == slotProxy || slot == slotProxyPlain {
 				seeds = b.proxied
 			}
 			m, err := b.runPhase(ctx, w, slot, seeds, topic)
@@ -270,7 +333,7 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 				return res, fmt.Errorf("round %d %s phase: %w", round+1, slot, err)
 			}
 			res.Phases[slot] = append(res.Phases[slot], m)
-			progress("%-13s round %d/%d %-12s %s", w.name, round+1, b.cfg.rounds, slot, w.summary(m))
+			progress("%-17s round %d/%d %-12s %s", w.name, round+1, b.cfg.rounds, slot, w.summary(m))
 		}
 	}
 	res.summarize(w)
@@ -291,7 +354,7 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	// The client's goroutines carry role=client so that a CPU profile of
 	// the whole run can be split into client, proxy and kfake time.
 	pprof.Do(ctx, pprof.Labels("role", "client", "slot", slot), func(ctx context.Context) {
-		m, err = w.phase(ctx, b, seeds, topic)
+		m, err = w.phase(ctx, b, slot, seeds, topic)
 	})
 	if err != nil {
 		return nil, err
@@ -395,4 +458,26 @@ func hostBusy() time.Duration {
 // set-up, metadata and filling the pipeline are not what is compared.
 func warmUp(phase time.Duration) time.Duration {
 	return min(phase/4, time.Second)
+}
+
+// fsType names the file system dir is on, as far as Linux's statfs tells:
+// on a tmpfs the fsyncs eosproxy makes cost nothing, unlike in production.
+func fsType(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "file system unknown"
+	}
+	switch uint32(st.Type) { // Linux's magic numbers fit in 32 bits
+	case 0x01021994:
+		return "tmpfs: fsyncs cost nothing"
+	case 0xEF53:
+		return "ext2/3/4"
+	case 0x58465342:
+		return "xfs"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x794C7630:
+		return "overlayfs"
+	}
+	return fmt.Sprintf("file system 0x%x", st.Type)
 }

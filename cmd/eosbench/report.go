@@ -11,6 +11,7 @@ import (
 
 type report struct {
 	Backend    string           `json:"backend"`
+	ProxyState string           `json:"proxy_state"`
 	GOMAXPROCS int              `json:"gomaxprocs"`
 	NumCPU     int              `json:"num_cpu"`
 	GoVersion  string           `json:"go_version"`
@@ -23,6 +24,9 @@ type report struct {
 type workloadResult struct {
 	Name  string `json:"name"`
 	About string `json:"about"`
+	// Idempotence marks a produce-idem-* workload: direct and proxy ran an
+	// idempotent producer, proxy-plain a plain one through eosproxy.
+	Idempotence bool `json:"idempotence,omitempty"`
 	// Phases holds every phase's metrics per slot, in run order.
 	Phases      map[string][]metrics `json:"phases"`
 	Comparisons []comparison         `json:"comparisons"`
@@ -43,11 +47,16 @@ type comparison struct {
 	AA2Median    float64 `json:"aa2_median"`
 	AARatio      float64 `json:"aa_ratio"`          // aa2 / aa1
 	AADiff       float64 `json:"aa_diff,omitempty"` // aa2 - aa1, latency rows
-	row          row
+	// Idempotence workloads: the plain producer through eosproxy, and the
+	// idempotent one through eosproxy against it.
+	ProxyPlainMedian float64 `json:"proxy_plain_median,omitempty"`
+	PlainRatio       float64 `json:"proxy_vs_plain_ratio,omitempty"` // proxy / proxy-plain
+	row              row
 }
 
 func (wr *workloadResult) summarize(w *workload) {
 	wr.About = w.about
+	wr.Idempotence = w.idem
 	wr.rows = w.rows
 	for _, r := range w.rows {
 		c := comparison{
@@ -61,6 +70,10 @@ func (wr *workloadResult) summarize(w *workload) {
 		}
 		c.Ratio = c.ProxyMedian / c.DirectMedian
 		c.AARatio = c.AA2Median / c.AA1Median
+		if w.idem {
+			c.ProxyPlainMedian = wr.median(slotProxyPlain, r.metric)
+			c.PlainRatio = c.ProxyMedian / c.ProxyPlainMedian
+		}
 		if r.latency {
 			c.Diff = c.ProxyMedian - c.DirectMedian
 			c.AADiff = c.AA2Median - c.AA1Median
@@ -91,30 +104,41 @@ func median(v []float64) float64 {
 	return v[len(v)/2]
 }
 
+// idemTarget is what issue 3 asks of idempotent produce through eosproxy,
+// against both the backend's own idempotence and eosproxy's plain path.
+const idemTarget = 0.9
+
 func (rep *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n## eosbench: direct vs through eosproxy\n\n")
-	fmt.Fprintf(w, "backend: %s; GOMAXPROCS %d; %d round(s) of %s phases; run time %s\n\n",
-		rep.Backend, rep.GOMAXPROCS, rep.Rounds, rep.Phase, rep.Elapsed)
-	fmt.Fprintln(w, "| workload | direct median | proxy median | proxy/direct | A/A noise (direct/direct) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	fmt.Fprintf(w, "backend: %s; eosproxy state: %s; GOMAXPROCS %d; %d round(s) of %s phases; run time %s\n\n",
+		rep.Backend, rep.ProxyState, rep.GOMAXPROCS, rep.Rounds, rep.Phase, rep.Elapsed)
+	var plain, idem []workloadResult
 	for _, wr := range rep.Workloads {
-		for _, c := range wr.Comparisons {
-			r := c.row
-			cell := func(slot string, med float64) string {
-				s := fmtNum(med) + " " + r.unit
-				if r.also != "" {
-					s += fmt.Sprintf(" (%s %s)", fmtNum(wr.median(slot, r.also)), r.alsoUnit)
-				}
-				return s
-			}
-			ratio := fmt.Sprintf("%.2fx", c.Ratio)
-			aa := fmt.Sprintf("%.2fx", c.AARatio)
-			if r.latency {
-				ratio = fmt.Sprintf("%+.3f ms (%.2fx)", c.Diff, c.Ratio)
-				aa = fmt.Sprintf("%+.3f ms (%.2fx)", c.AADiff, c.AARatio)
-			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.label, cell(slotDirect, c.DirectMedian), cell(slotProxy, c.ProxyMedian), ratio, aa)
+		if wr.Idempotence {
+			idem = append(idem, wr)
+		} else {
+			plain = append(plain, wr)
 		}
+	}
+	if len(plain) > 0 {
+		fmt.Fprintln(w, "| workload | direct median | proxy median | proxy/direct | A/A noise (direct/direct) |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+		for _, wr := range plain {
+			for _, c := range wr.Comparisons {
+				r := c.row
+				ratio := fmt.Sprintf("%.2fx", c.Ratio)
+				aa := fmt.Sprintf("%.2fx", c.AARatio)
+				if r.latency {
+					ratio = fmt.Sprintf("%+.3f ms (%.2fx)", c.Diff, c.Ratio)
+					aa = fmt.Sprintf("%+.3f ms (%.2fx)", c.AADiff, c.AARatio)
+				}
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.label, wr.cell(r, slotDirect), wr.cell(r, slotProxy), ratio, aa)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if len(idem) > 0 {
+		rep.printIdempotence(w, idem)
 	}
 	var others []float64
 	for _, wr := range rep.Workloads {
@@ -124,25 +148,103 @@ func (rep *report) print(w io.Writer) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nOther processes on the machine used a median %.2f cores (max %.2f) during the phases", median(others), slices.Max(others))
+	fmt.Fprintf(w, "Other processes on the machine used a median %.2f cores (max %.2f) during the phases", median(others), slices.Max(others))
 	if slices.Max(others) > 0.3 {
 		fmt.Fprintf(w, ": they competed for CPU, so expect a wider spread")
 	}
 	fmt.Fprintln(w, ".")
 	fmt.Fprintf(w, "\nPer-phase values, in run order (the spread behind each median):\n\n")
 	for _, wr := range rep.Workloads {
+		slots := []string{slotDirect, slotProxy, slotAA1, slotAA2}
+		if wr.Idempotence {
+			slots = []string{slotDirect, slotProxy, slotProxyPlain, slotAA1, slotAA2}
+		}
+		type shown struct{ label, metric string }
+		var lines []shown
 		for _, c := range wr.Comparisons {
+			lines = append(lines, shown{c.row.label + " " + c.Unit, c.Metric})
+		}
+		if wr.Idempotence {
+			// How each path kept the producer's pipe full.
+			lines = append(lines,
+				shown{wr.Name + " max produce requests in flight per broker", "max inflight"},
+				shown{wr.Name + " produce requests/s", "req/s"},
+				shown{wr.Name + " KiB per produce request", "KiB/req"},
+				shown{wr.Name + " ms per produce request (write to answer)", "ms/req"})
+		}
+		for _, l := range lines {
 			var parts []string
-			for _, slot := range []string{slotDirect, slotProxy, slotAA1, slotAA2} {
+			for _, slot := range slots {
 				var vs []string
 				for _, m := range wr.Phases[slot] {
-					vs = append(vs, fmtNum(m[c.Metric]))
+					if l.metric == "max inflight" {
+						vs = append(vs, fmt.Sprintf("%.0f", m[l.metric]))
+					} else {
+						vs = append(vs, fmtNum(m[l.metric]))
+					}
 				}
 				parts = append(parts, fmt.Sprintf("%s [%s]", slot, strings.Join(vs, " ")))
 			}
-			fmt.Fprintf(w, "- %s %s: %s\n", c.row.label, c.Unit, strings.Join(parts, ", "))
+			fmt.Fprintf(w, "- %s: %s\n", l.label, strings.Join(parts, ", "))
 		}
 	}
+}
+
+// printIdempotence prints the idempotence comparison of issue 3: idempotent
+// produce through eosproxy (P) against idempotent produce direct (D) and
+// against plain produce through eosproxy (Q).
+func (rep *report) printIdempotence(w io.Writer, idem []workloadResult) {
+	fmt.Fprintf(w, "### idempotence: idempotent produce through eosproxy (P) vs idempotent direct (D) and plain through eosproxy (Q); target >= %.1fx both\n\n", idemTarget)
+	fmt.Fprintln(w, "| workload | D: idempotent, direct | P: idempotent, eosproxy | Q: plain, eosproxy | P/D | P/Q | A/A noise (D/D) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	below := false
+	ratio := func(v float64) string {
+		if v < idemTarget {
+			below = true
+			return fmt.Sprintf("%.2fx *", v)
+		}
+		return fmt.Sprintf("%.2fx", v)
+	}
+	var inflight []string
+	for _, wr := range idem {
+		for _, c := range wr.Comparisons {
+			r := c.row
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %.2fx |\n", r.label,
+				wr.cell(r, slotDirect), wr.cell(r, slotProxy), wr.cell(r, slotProxyPlain),
+				ratio(c.Ratio), ratio(c.PlainRatio), c.AARatio)
+		}
+		inflight = append(inflight, fmt.Sprintf("%s D %s, P %s, Q %s", wr.Name,
+			wr.maxOf(slotDirect, "max inflight"), wr.maxOf(slotProxy, "max inflight"), wr.maxOf(slotProxyPlain, "max inflight")))
+	}
+	fmt.Fprintln(w)
+	if below {
+		fmt.Fprintf(w, "\\* below the %.1fx target; judge it against the A/A noise.\n\n", idemTarget)
+	}
+	fmt.Fprintf(w, "D and P: kgo's default idempotent producer, acks=all. Q: the same producer with idempotence off, so P/Q is what eosproxy's own idempotence costs (producer-state checks, re-signed batches, state fsynced before each answer). "+
+		"Both keep at most 5 produce requests in flight per broker: kgo's fixed limit with idempotence on (1 until the first answer, then 5 for Produce v4+), and MaxProduceRequestsInflightPerBroker(5) for Q. "+
+		"Most seen in flight on one broker: %s.\n\n", strings.Join(inflight, "; "))
+}
+
+// cell is a table cell: a slot's median of a row's metric, with the row's
+// companion metric beside it.
+func (wr *workloadResult) cell(r row, slot string) string {
+	s := fmtNum(wr.median(slot, r.metric)) + " " + r.unit
+	if r.also != "" {
+		s += fmt.Sprintf(" (%s %s)", fmtNum(wr.median(slot, r.also)), r.alsoUnit)
+	}
+	return s
+}
+
+// maxOf is the largest value of a metric over a slot's phases.
+func (wr *workloadResult) maxOf(slot, metric string) string {
+	var v []float64
+	for _, m := range wr.Phases[slot] {
+		v = append(v, m[metric])
+	}
+	if len(v) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", slices.Max(v))
 }
 
 func (rep *report) writeJSON(path string) error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // metrics is one phase's result, by metric name.
@@ -32,14 +33,21 @@ type workload struct {
 	name    string
 	about   string
 	prepare func(ctx context.Context, b *bench, topic string) error
-	phase   func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error)
+	// phase runs one phase of the given slot against seeds.
+	phase   func(ctx context.Context, b *bench, slot string, seeds []string, topic string) (metrics, error)
 	cleanup func(ctx context.Context, b *bench, topic string) error
 	rows    []row
+	// idem marks an idempotence comparison: its direct and proxy slots run
+	// an idempotent producer, and a third slot, proxy-plain, runs a plain
+	// one through eosproxy.
+	idem bool
 }
 
 var workloads = []*workload{
 	produceWorkload("produce-100B", 100),
 	produceWorkload("produce-1KiB", 1024),
+	produceIdemWorkload("produce-idem-100B", 100),
+	produceIdemWorkload("produce-idem-1KiB", 1024),
 	{
 		name:    "consume",
 		about:   "fresh consumer per phase reading a pre-produced data set of 1 KiB records from the start",
@@ -84,16 +92,19 @@ func (w *workload) summary(m metrics) string {
 			parts = append(parts, fmt.Sprintf("%s=%s", r.also, fmtNum(m[r.also])))
 		}
 	}
+	if v, ok := m["max inflight"]; ok {
+		parts = append(parts, fmt.Sprintf("inflight<=%.0f", v))
+	}
 	parts = append(parts, fmt.Sprintf("cores=%.2f others=%.2f", m["cores"], m["others cores"]))
 	return strings.Join(parts, " ")
 }
 
-// producerOpts are shared by every producing workload. Idempotence is off so
-// that the proxy is measured passing records through, not the broker's
+// producerOpts are shared by every plain producing workload. Idempotence is
+// off so that the proxy is measured passing records through, not the
 // producer-state bookkeeping; five requests in flight per broker is what an
-// idempotent producer would use, so the pipe stays as full as it would be by
-// default. No compression: the proxy then carries the full payload, and the
-// client's CPU does not go to compressing it.
+// idempotent producer uses (see idemProducerOpts), so the pipe stays as full
+// as it would be by default. No compression: the proxy then carries the full
+// payload, and the client's CPU does not go to compressing it.
 func producerOpts(seeds []string, topic string) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(seeds...),
@@ -105,26 +116,141 @@ func producerOpts(seeds []string, topic string) []kgo.Opt {
 	}
 }
 
+// idemProducerOpts are producerOpts with kgo's default idempotence left on.
+// kgo then refuses MaxProduceRequestsInflightPerBroker and sets the limit
+// itself: one produce request in flight per broker until the first answer,
+// then five once that answer shows Produce v4 or later (kgo v1.22 sink.go,
+// newSink and firstRespCheck; both Kafka and eosproxy answer v4+). So the
+// plain producer's five in flight is the same pipe depth, and the
+// idempotence comparison holds it equal; every produce phase records the
+// most requests it had in flight to one broker ("max inflight"), so that
+// this can be checked in each run.
+func idemProducerOpts(seeds []string, topic string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(seeds...),
+		kgo.DefaultProduceTopic(topic),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+}
+
 // produceWorkload produces records of size bytes asynchronously, as fast as
 // the client can, with kgo's default linger and batch size.
 func produceWorkload(name string, size int) *workload {
 	return &workload{
 		name:  name,
 		about: fmt.Sprintf("async produce of %d-byte records as fast as possible, default linger and batch size", size),
-		phase: func(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
-			return producePhase(ctx, b, seeds, topic, size)
+		phase: func(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
+			return producePhase(ctx, b, producerOpts(seeds, topic), size)
 		},
 		cleanup: trimTopic,
 		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
 	}
 }
 
-func producePhase(ctx context.Context, b *bench, seeds []string, topic string, size int) (metrics, error) {
+// produceIdemWorkload is produceWorkload with an idempotent producer, for
+// the comparison issue 3 asks for: idempotent produce through eosproxy
+// (slot proxy) against idempotent produce straight to a backend that
+// supports it (slot direct), and against plain produce through eosproxy
+// (slot proxy-plain), which isolates what eosproxy's own idempotence costs:
+// producer-state checks, re-signing batches, and the fsynced, group-committed
+// state write before each answer. The plain producer keeps the same pipe
+// depth, five requests in flight per broker (see idemProducerOpts).
+func produceIdemWorkload(name string, size int) *workload {
+	return &workload{
+		name:  name,
+		about: fmt.Sprintf("as produce-%s but idempotent (kgo default, acks=all); proxy-plain: the plain producer through eosproxy, same 5 requests in flight per broker", sizeName(size)),
+		phase: func(ctx context.Context, b *bench, slot string, seeds []string, topic string) (metrics, error) {
+			opts := idemProducerOpts(seeds, topic)
+			if slot == slotProxyPlain {
+				opts = producerOpts(seeds, topic)
+			}
+			return producePhase(ctx, b, opts, size)
+		},
+		cleanup: trimTopic,
+		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+		idem:    true,
+	}
+}
+
+func sizeName(size int) string {
+	if size%1024 == 0 {
+		return fmt.Sprintf("%dKiB", size/1024)
+	}
+	return fmt.Sprintf("%dB", size)
+}
+
+// produceStats watches a client's produce requests: how many are written to
+// a broker and not yet answered, the most seen at once on any one broker
+// (kgo calls the write hook before the read hook of the same request, but
+// for a race that can only make it undercount), and, per completed request,
+// its bytes and its time from write to answer. These show how a path keeps
+// the pipe full: fewer, larger, slower requests mean the path holds batches
+// back.
+type produceStats struct {
+	mu    sync.Mutex
+	now   map[int32]int
+	max   int
+	reqs  int64
+	bytes int64
+	e2e   time.Duration
+}
+
+func (h *produceStats) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key != produceKey || err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.now[meta.NodeID]++
+	h.max = max(h.max, h.now[meta.NodeID])
+}
+
+func (h *produceStats) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, _ error) {
+	if key != produceKey {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.now[meta.NodeID]--
+}
+
+func (h *produceStats) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
+	if key != produceKey || e.Err() != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reqs++
+	h.bytes += int64(e.BytesWritten)
+	h.e2e += e.DurationE2E()
+}
+
+// totals reads the counters of completed requests.
+func (h *produceStats) totals() (reqs, bytes int64, e2e time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reqs, h.bytes, h.e2e
+}
+
+func (h *produceStats) peak() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.max
+}
+
+var produceKey = kmsg.Produce.Int16()
+
+// producePhase produces with a client built from opts plus the buffer sizes
+// every producing phase shares.
+func producePhase(ctx context.Context, b *bench, opts []kgo.Opt, size int) (metrics, error) {
+	hook := &produceStats{now: map[int32]int{}}
 	// Enough buffered records that the client never waits for room while a
 	// full pipeline of batches is in flight (5 requests of up to 1 MiB).
-	opts := append(producerOpts(seeds, topic),
+	opts = append(opts,
 		kgo.MaxBufferedRecords(max(100_000, (64<<20)/size)),
 		kgo.MaxBufferedBytes(64<<20),
+		kgo.WithHooks(hook),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -157,11 +283,13 @@ func producePhase(ctx context.Context, b *bench, seeds []string, topic string, s
 	}()
 
 	n0, t0, err := measureAfter(ctx, warmUp(b.cfg.phase), acked.Load)
+	reqs0, bytes0, e2e0 := hook.totals()
 	var n1 int64
 	var t1 time.Time
 	if err == nil {
 		n1, t1, err = measureAfter(ctx, b.cfg.phase, acked.Load)
 	}
+	reqs1, bytes1, e2e1 := hook.totals()
 	stopped.Store(true)
 	stopProducing()
 	<-done
@@ -171,8 +299,15 @@ func producePhase(ctx context.Context, b *bench, seeds []string, topic string, s
 	if err != nil {
 		return nil, fmt.Errorf("produce: %w", err)
 	}
-	recs := float64(n1-n0) / t1.Sub(t0).Seconds()
-	return metrics{"rec/s": recs, "MB/s": recs * float64(size) / 1e6}, nil
+	secs := t1.Sub(t0).Seconds()
+	recs := float64(n1-n0) / secs
+	m := metrics{"rec/s": recs, "MB/s": recs * float64(size) / 1e6, "max inflight": float64(hook.peak())}
+	if reqs := reqs1 - reqs0; reqs > 0 {
+		m["req/s"] = float64(reqs) / secs
+		m["KiB/req"] = float64(bytes1-bytes0) / float64(reqs) / 1024
+		m["ms/req"] = float64(e2e1-e2e0) / float64(reqs) / 1e6
+	}
+	return m, nil
 }
 
 // firstErr keeps the first error reported from any goroutine.
@@ -274,7 +409,7 @@ func prepareConsume(ctx context.Context, b *bench, topic string) error {
 // it rewinds and reads it again, so a phase never runs dry; a rewind costs
 // about one fetch round trip, little against reading the whole data set, and
 // the phase reports how many it made.
-func consumePhase(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
+func consumePhase(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(seeds...),
 		kgo.ConsumeTopics(topic),
@@ -352,7 +487,7 @@ func atEnd(next, end map[int32]int64) bool {
 // latencyPhase produces one record at a time and times each request.
 // Linger is zero: with kgo's default 10ms linger every request would wait
 // for it and the phase would measure the timer, not the path.
-func latencyPhase(ctx context.Context, b *bench, seeds []string, topic string) (metrics, error) {
+func latencyPhase(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
 	cl, err := kgo.NewClient(append(producerOpts(seeds, topic), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return nil, err
