@@ -237,7 +237,10 @@ func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, dig
 			Int32("seq", b.FirstSeq).Int64("offset", off).Msg("batch found in the backend after an unknown outcome; not writing it again")
 		ns = Apply(ns, b, off, t.now().UnixMilli())
 	}
-	ns.Unverified = false
+	// Batches are released to the backend before their state is durable
+	// (WrittenAll), so after a crash several may have landed unrecorded, one
+	// after another: the key stays unverified until a batch is not found.
+	ns.Unverified = found
 	return t.store(key, ns, found)
 }
 
@@ -257,35 +260,43 @@ func (t *Table) store(key Key, st State, persist bool) error {
 	return nil
 }
 
-// WrittenAll records each token's batch at its base offset, durably in one
-// group commit, and lets the next batches go. A token whose state could not
-// be made durable gets an error and its key becomes unverified: eosproxy
+// WrittenAll records each token's batch at its base offset and makes the
+// new states durable in one group commit. The next batch of each key may go
+// to the backend as soon as this one's answer is known, before the state is
+// on disk (the wait for the disk is the caller's, before it answers the
+// client): a crash in between leaves batches in the backend that the state
+// does not know, which settle finds when they are retried. A state that
+// could not be made durable gets an error and becomes unverified: eosproxy
 // must not answer "ok" for it.
 func WrittenAll(toks []*Token, offsets []int64) []error {
 	if len(toks) == 0 {
 		return nil
 	}
 	t := toks[0].t
-	states := make([]State, len(toks))
-	bases := make([]State, len(toks))
 	waits := make([]chan error, len(toks))
 	now := t.now().UnixMilli()
 	for i, tok := range toks {
 		t.mu.Lock()
+		var base State
 		if e := t.entries[tok.key]; e != nil && e.st != nil {
-			bases[i] = *e.st
+			base = *e.st
 		}
 		t.mu.Unlock()
-		states[i] = Apply(bases[i], tok.batch, offsets[i], now)
-		waits[i] = t.submit(tok.key, states[i])
+		ns := Apply(base, tok.batch, offsets[i], now)
+		waits[i] = t.submit(tok.key, ns)
+		tok.release(&ns)
 	}
 	errs := make([]error, len(toks))
 	for i, tok := range toks {
 		if errs[i] = <-waits[i]; errs[i] != nil {
-			states[i] = bases[i]
-			states[i].Unverified = true
+			t.mu.Lock()
+			if e := t.entries[tok.key]; e != nil && e.st != nil {
+				cp := *e.st
+				cp.Unverified = true
+				e.st = &cp
+			}
+			t.mu.Unlock()
 		}
-		tok.release(&states[i])
 	}
 	return errs
 }
