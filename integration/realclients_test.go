@@ -85,7 +85,13 @@ func kafkaSh(t *testing.T) string {
 // both outputs.
 func runTool(t *testing.T, stdin string, name string, args ...string) (stdout, stderr string) {
 	t.Helper()
-	stdout, stderr, err := runToolErr(t, stdin, name, args...)
+	return runToolFor(t, toolTimeout, stdin, name, args...)
+}
+
+// runToolFor is runTool with its own time bound.
+func runToolFor(t *testing.T, timeout time.Duration, stdin string, name string, args ...string) (stdout, stderr string) {
+	t.Helper()
+	stdout, stderr, err := runToolErrFor(t, timeout, stdin, name, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\nstderr:\n%s\nstdout:\n%s", name, strings.Join(args, " "), err, tail(stderr, 4000), tail(stdout, 2000))
 	}
@@ -94,7 +100,12 @@ func runTool(t *testing.T, stdin string, name string, args ...string) (stdout, s
 
 func runToolErr(t *testing.T, stdin string, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	return runToolErrFor(t, toolTimeout, stdin, name, args...)
+}
+
+func runToolErrFor(t *testing.T, timeout time.Duration, stdin string, name string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = t.TempDir()
@@ -106,7 +117,7 @@ func runToolErr(t *testing.T, stdin string, name string, args ...string) (stdout
 	err = cmd.Run()
 	t.Logf("%s %s: %v in %s", filepath.Base(name), strings.Join(firstN(args, 3), " "), exitStatus(err), time.Since(start).Round(time.Millisecond))
 	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s: %w", toolTimeout, err)
+		err = fmt.Errorf("timed out after %s: %w", timeout, err)
 	}
 	return out.String(), errb.String(), err
 }

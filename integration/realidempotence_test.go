@@ -11,10 +11,8 @@ package integration
 // through the proxy for eosproxy's own view of the producer.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,24 +34,7 @@ const idemToolTimeout = 90 * time.Second
 // the test with both outputs on a non-zero exit or a timeout.
 func runIdemTool(t *testing.T, stdin string, name string, args ...string) (stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), idemToolTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = t.TempDir()
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.WaitDelay = 5 * time.Second // do not hang on pipes held by a killed tool's children
-	start := time.Now()
-	err := cmd.Run()
-	t.Logf("%s %s: %v in %s", filepath.Base(name), strings.Join(firstN(args, 3), " "), exitStatus(err), time.Since(start).Round(time.Millisecond))
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s: %w", idemToolTimeout, err)
-	}
-	if err != nil {
-		t.Fatalf("%s %s: %v\nstderr:\n%s\nstdout:\n%s", name, strings.Join(args, " "), err, tail(errb.String(), 4000), tail(out.String(), 2000))
-	}
-	return out.String(), errb.String()
+	return runToolFor(t, idemToolTimeout, stdin, name, args...)
 }
 
 // javaProblems are stderr lines of a Kafka Java tool that mean a send failed
