@@ -308,3 +308,47 @@ func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
 		}
 	}
 }
+
+// A client may pipeline up to five batches per partition: eosproxy takes
+// them all at once on one connection, writes them in order and answers each.
+func TestFivePipelinedBatchesPerPartition(t *testing.T) {
+	b := newFake(t, kfake.NumBrokers(1), kfake.MaxVersions(noEOSVersions()))
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 1)
+	meta, err := adm.Metadata(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := meta.Brokers[0]
+	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
+	pid := initProducerID(t, p.Addr())
+	for seq := int32(0); seq < 5; seq++ {
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(9)
+		req.Acks = -1
+		req.TimeoutMillis = 5000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = idempotentBatch(pid, 0, seq, strconv.Itoa(int(seq)))
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		if _, err := c.Write(rawRequest(req, seq+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := int32(0); seq < 5; seq++ {
+		corr, body := readResponse(t, c)
+		resp := kmsg.NewPtrProduceResponse()
+		resp.SetVersion(9)
+		if err := resp.ReadFrom(body[1:]); err != nil {
+			t.Fatal(err)
+		}
+		got := resp.Topics[0].Partitions[0]
+		if corr != seq+1 || got.ErrorCode != 0 || got.BaseOffset != int64(seq) {
+			t.Fatalf("answer %d: correlation %d, error %d, offset %d", seq, corr, got.ErrorCode, got.BaseOffset)
+		}
+	}
+	checkAllOnceInOrder(t, readBackend(t, b, topic, 5), 5)
+}

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/eosproxy/eosproxy/proxy"
 )
@@ -308,5 +310,22 @@ func TestProxyRestartKeepsBrokerPorts(t *testing.T) {
 		if err := cl.Ping(ctx); err != nil {
 			t.Fatalf("broker %d listener after restart: %v", br.NodeID, err)
 		}
+	}
+}
+
+// SASL handshake and authenticate frames pass through on the paired
+// upstream connection: the backend authenticates the client.
+func TestSASLPassesThrough(t *testing.T) {
+	b := newFake(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "alice", "secret"))
+	p := startProxy(t, b)
+	cl := newClient(t, p.Addr(), kgo.SASL(plain.Auth{User: "alice", Pass: "secret"}.AsMechanism()))
+	if _, err := kadm.NewClient(cl).Metadata(testCtx(t)); err != nil {
+		t.Fatalf("authenticated client: %v", err)
+	}
+	wrong := newClient(t, p.Addr(), kgo.SASL(plain.Auth{User: "alice", Pass: "wrong"}.AsMechanism()), kgo.RequestRetries(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(wrong).Metadata(ctx); err == nil {
+		t.Fatal("a wrong password was accepted")
 	}
 }
