@@ -98,11 +98,6 @@ func runToolFor(t *testing.T, timeout time.Duration, stdin string, name string, 
 	return stdout, stderr
 }
 
-func runToolErr(t *testing.T, stdin string, name string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	return runToolErrFor(t, toolTimeout, stdin, name, args...)
-}
-
 func runToolErrFor(t *testing.T, timeout time.Duration, stdin string, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
