@@ -298,6 +298,13 @@ func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
 	if got2[1].ErrorCode != 0 || got2[1].BaseOffset != 1 || got2[2].ErrorCode != 0 || got2[2].BaseOffset != got[2].BaseOffset {
 		t.Fatalf("second request: %+v", got2)
 	}
+	// An idempotent batch whose CRC does not match is refused, not
+	// re-signed and forwarded.
+	badCRC := idempotentBatch(pid, 0, 1, "idem2")
+	badCRC[len(badCRC)-1] ^= 0xff
+	if got3 := send(3, map[int32][]byte{2: badCRC}); got3[2].ErrorCode != 2 {
+		t.Fatalf("bad CRC answered %+v, want CORRUPT_MESSAGE", got3[2])
+	}
 	ends, err := adm.ListEndOffsets(testCtx(t), topic)
 	if err != nil {
 		t.Fatal(err)
