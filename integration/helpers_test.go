@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"slices"
 	"sync"
+	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -65,4 +67,43 @@ func idempotentBatch(pid int64, epoch int16, seq int32, value string) []byte {
 	binary.BigEndian.PutUint32(raw[53:], uint32(seq))
 	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
 	return raw
+}
+
+// produceRequest is an acks=all Produce of version v carrying one batch per
+// partition of topic.
+func produceRequest(v int16, topic string, batches map[int32][]byte) *kmsg.ProduceRequest {
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(v)
+	req.Acks = -1
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	parts := make([]int32, 0, len(batches))
+	for part := range batches {
+		parts = append(parts, part)
+	}
+	slices.Sort(parts)
+	for _, part := range parts {
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = part, batches[part]
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+// produceAnswer decodes a flexible (v9+) Produce response body read by
+// readResponse, by partition of its first topic.
+func produceAnswer(t *testing.T, v int16, body []byte) map[int32]kmsg.ProduceResponseTopicPartition {
+	t.Helper()
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(v)
+	if err := resp.ReadFrom(body[1:]); err != nil { // after the empty header tags
+		t.Fatal(err)
+	}
+	out := map[int32]kmsg.ProduceResponseTopicPartition{}
+	for _, rp := range resp.Topics[0].Partitions {
+		out[rp.Partition] = rp
+	}
+	return out
 }

@@ -141,28 +141,14 @@ type rawProducer struct {
 
 func (rp *rawProducer) produce(pid int64, epoch int16, seq int32, value string) kmsg.ProduceResponseTopicPartition {
 	rp.t.Helper()
-	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(9)
-	req.Acks = -1
-	req.TimeoutMillis = 5000
-	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = rp.topic
-	part := kmsg.NewProduceRequestTopicPartition()
-	part.Records = idempotentBatch(pid, epoch, seq, value)
-	rt.Partitions = append(rt.Partitions, part)
-	req.Topics = append(req.Topics, rt)
+	req := produceRequest(9, rp.topic, map[int32][]byte{0: idempotentBatch(pid, epoch, seq, value)})
 	rp.corr++
 	rp.c.Write(rawRequest(req, rp.corr))
 	corr, body := readResponse(rp.t, rp.c)
 	if corr != rp.corr {
 		rp.t.Fatalf("correlation %d, want %d", corr, rp.corr)
 	}
-	resp := kmsg.NewPtrProduceResponse()
-	resp.SetVersion(9)
-	if err := resp.ReadFrom(body[1:]); err != nil {
-		rp.t.Fatal(err)
-	}
-	return resp.Topics[0].Partitions[0]
+	return produceAnswer(rp.t, 9, body)[0]
 }
 
 func initProducerID(t *testing.T, addr string) int64 {
@@ -252,34 +238,12 @@ func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
 
 	send := func(corr int32, batches map[int32][]byte) map[int32]kmsg.ProduceResponseTopicPartition {
 		t.Helper()
-		req := kmsg.NewPtrProduceRequest()
-		req.SetVersion(9)
-		req.Acks = -1
-		req.TimeoutMillis = 5000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = topic
-		for part := int32(0); part < 3; part++ {
-			if recs, ok := batches[part]; ok {
-				rp := kmsg.NewProduceRequestTopicPartition()
-				rp.Partition, rp.Records = part, recs
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-		}
-		req.Topics = append(req.Topics, rt)
-		c.Write(rawRequest(req, corr))
+		c.Write(rawRequest(produceRequest(9, topic, batches), corr))
 		got, body := readResponse(t, c)
 		if got != corr {
 			t.Fatalf("correlation %d, want %d", got, corr)
 		}
-		resp := kmsg.NewPtrProduceResponse()
-		resp.SetVersion(9)
-		if err := resp.ReadFrom(body[1:]); err != nil {
-			t.Fatal(err)
-		}
-		out := map[int32]kmsg.ProduceResponseTopicPartition{}
-		for _, rp := range resp.Topics[0].Partitions {
-			out[rp.Partition] = rp
-		}
+		out := produceAnswer(t, 9, body)
 		if len(out) != len(batches) {
 			t.Fatalf("answer covers partitions %v, request had %d", out, len(batches))
 		}
@@ -331,28 +295,14 @@ func TestFivePipelinedBatchesPerPartition(t *testing.T) {
 	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
 	pid := initProducerID(t, p.Addr())
 	for seq := int32(0); seq < 5; seq++ {
-		req := kmsg.NewPtrProduceRequest()
-		req.SetVersion(9)
-		req.Acks = -1
-		req.TimeoutMillis = 5000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = topic
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Records = idempotentBatch(pid, 0, seq, strconv.Itoa(int(seq)))
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
+		req := produceRequest(9, topic, map[int32][]byte{0: idempotentBatch(pid, 0, seq, strconv.Itoa(int(seq)))})
 		if _, err := c.Write(rawRequest(req, seq+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for seq := int32(0); seq < 5; seq++ {
 		corr, body := readResponse(t, c)
-		resp := kmsg.NewPtrProduceResponse()
-		resp.SetVersion(9)
-		if err := resp.ReadFrom(body[1:]); err != nil {
-			t.Fatal(err)
-		}
-		got := resp.Topics[0].Partitions[0]
+		got := produceAnswer(t, 9, body)[0]
 		if corr != seq+1 || got.ErrorCode != 0 || got.BaseOffset != int64(seq) {
 			t.Fatalf("answer %d: correlation %d, error %d, offset %d", seq, corr, got.ErrorCode, got.BaseOffset)
 		}

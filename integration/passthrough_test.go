@@ -221,16 +221,7 @@ func TestLeaderMoveFollowed(t *testing.T) {
 			oldAddr = fmt.Sprintf("%s:%d", br.Host, br.Port)
 		}
 	}
-	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(12)
-	req.Acks = -1
-	req.TimeoutMillis = 5000
-	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewProduceRequestTopicPartition()
-	rp.Records = oneRecordBatch("to the old leader")
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
+	req := produceRequest(12, topic, map[int32][]byte{0: oneRecordBatch("to the old leader")})
 	c := dial(t, oldAddr)
 	c.Write(rawRequest(req, 1))
 	_, body := readResponse(t, c)
