@@ -1,0 +1,204 @@
+package check
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// buildProxy builds cmd/eosproxy into dir and returns the binary's path.
+func buildProxy(dir string) (string, error) {
+	bin := filepath.Join(dir, "eosproxy")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/eosproxy/eosproxy/cmd/eosproxy").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build eosproxy: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// proxyLogs writes the JSON log lines of every run of eosproxy to a file
+// and watches them: the "ready" line of the current run, warnings, errors,
+// and output that is not JSON (a panic, a runtime fault).
+type proxyLogs struct {
+	mu      sync.Mutex
+	file    io.Writer
+	partial []byte
+	counts  map[string]int
+	notable []string // first warnings and errors
+	raw     []string // first non-JSON lines
+	ready   chan string
+}
+
+func (l *proxyLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		l.file.Write(p)
+	}
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.line(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *proxyLogs) line(s string) {
+	var m struct {
+		Level     string `json:"level"`
+		Message   string `json:"message"`
+		Bootstrap string `json:"bootstrap"`
+	}
+	if json.Unmarshal([]byte(s), &m) != nil {
+		if strings.TrimSpace(s) != "" && len(l.raw) < 100 {
+			l.raw = append(l.raw, s)
+		}
+		return
+	}
+	l.counts[m.Message]++
+	if (m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic") && len(l.notable) < 20 {
+		l.notable = append(l.notable, s)
+	}
+	if m.Message == "eosproxy ready" && l.ready != nil {
+		select {
+		case l.ready <- m.Bootstrap:
+		default:
+		}
+	}
+}
+
+// crashed lists non-JSON output that looks like eosproxy died by itself.
+func (l *proxyLogs) crashed() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, s := range l.raw {
+		if strings.Contains(s, "panic") || strings.Contains(s, "fatal error") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// proxyProc owns the eosproxy child process across SIGKILLs and restarts,
+// always with the same arguments (same data dir, same ports).
+type proxyProc struct {
+	bin    string
+	args   []string
+	logs   *proxyLogs
+	cmd    *exec.Cmd
+	exited chan struct{}
+	runs   int
+}
+
+// start runs eosproxy and waits for its "eosproxy ready" line.
+func (pp *proxyProc) start() (string, error) {
+	ready := make(chan string, 1)
+	pp.logs.mu.Lock()
+	pp.logs.ready = ready
+	pp.logs.mu.Unlock()
+	cmd := exec.Command(pp.bin, pp.args...)
+	cmd.Stderr = pp.logs
+	cmd.Stdout = pp.logs
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	pp.cmd, pp.exited = cmd, exited
+	pp.runs++
+	select {
+	case addr := <-ready:
+		return addr, nil
+	case <-exited:
+		pp.cmd = nil
+		return "", fmt.Errorf("eosproxy run %d exited before it was ready: %v", pp.runs, cmd.ProcessState)
+	case <-time.After(30 * time.Second):
+		return "", fmt.Errorf("eosproxy run %d not ready after 30 s", pp.runs)
+	}
+}
+
+// kill SIGKILLs the current run and waits until it is gone. A run that
+// already exited by itself is an error.
+func (pp *proxyProc) kill() error {
+	if pp.cmd == nil {
+		return errors.New("eosproxy is not running")
+	}
+	select {
+	case <-pp.exited:
+		state := pp.cmd.ProcessState
+		pp.cmd = nil
+		return fmt.Errorf("eosproxy run %d exited by itself: %v", pp.runs, state)
+	default:
+	}
+	if err := pp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("SIGKILL: %w", err)
+	}
+	select {
+	case <-pp.exited:
+	case <-time.After(30 * time.Second):
+		return errors.New("eosproxy did not die on SIGKILL")
+	}
+	if ws, ok := pp.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		return fmt.Errorf("eosproxy run %d ended with %v, not by the SIGKILL", pp.runs, pp.cmd.ProcessState)
+	}
+	pp.cmd = nil
+	return nil
+}
+
+// stop ends whichever run is current (cleanup).
+func (pp *proxyProc) stop() {
+	if pp.cmd != nil {
+		pp.cmd.Process.Kill()
+		<-pp.exited
+		pp.cmd = nil
+	}
+}
+
+// freePortRange finds n consecutive free ports on 127.0.0.1 below the
+// kernel's ephemeral range: no client's outgoing connection can take one
+// of them while eosproxy is down between a kill and its restart.
+func freePortRange(rng *rand.Rand, n int) (int, error) {
+	lo, hi := 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > lo+1000 {
+				hi = v
+			}
+		}
+	}
+	for range 200 {
+		base := lo + rng.IntN(hi-lo-n)
+		var lns []net.Listener
+		for i := range n {
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
+			if err != nil {
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if len(lns) == n {
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("no %d consecutive free ports in %d-%d", n, lo, hi)
+}
