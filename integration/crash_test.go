@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eosproxy/eosproxy/integration/faults"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -202,40 +203,6 @@ func (cp *crashProxy) kill() {
 	cp.cmd = nil
 }
 
-// fixedLoopbackPorts finds n consecutive free ports on 127.0.0.1 below the
-// kernel's ephemeral range, so that no client's outgoing connection can
-// take one of them while eosproxy is down between a kill and its restart.
-func fixedLoopbackPorts(t *testing.T, rng *rand.Rand, n int) int {
-	t.Helper()
-	lo, hi := 10000, 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > lo+1000 {
-				hi = v
-			}
-		}
-	}
-	for range 200 {
-		base := lo + rng.IntN(hi-lo-n)
-		var lns []net.Listener
-		for i := range n {
-			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
-			if err != nil {
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if len(lns) == n {
-			return base
-		}
-	}
-	t.Fatalf("no %d consecutive free ports in %d-%d", n, lo, hi)
-	return 0
-}
-
 // readBackendAll reads every record of topic straight from the backend up
 // to the partitions' current ends and returns the values by partition.
 func readBackendAll(t *testing.T, b backend, topic string) (map[int32][]int, int64) {
@@ -279,7 +246,10 @@ func TestIdempotenceAcrossSIGKILL(t *testing.T) {
 
 	// Fixed ports: clients reconnect to the same bootstrap and broker
 	// addresses after every restart.
-	base := fixedLoopbackPorts(t, rng, 1+len(b.addrs))
+	base, err := faults.FreePortRange(rng, 1+len(b.addrs))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cp := newCrashProxy(t, bin,
 		"--log-format", "json", "--log-level", "info",
 		"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)),

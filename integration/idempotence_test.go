@@ -14,27 +14,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/eosproxy/eosproxy/integration/faults"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
 )
 
-// noEOSVersions is the stable API set without the keys a broker needs for
-// idempotence and transactions: a backend behind eosproxy that cannot be
-// doing the exactly-once work itself.
-func noEOSVersions() *kversion.Versions {
-	vs := kversion.Stable()
-	for _, k := range []kmsg.Key{kmsg.InitProducerID, kmsg.AddPartitionsToTxn, kmsg.AddOffsetsToTxn,
-		kmsg.EndTxn, kmsg.TxnOffsetCommit, kmsg.WriteTxnMarkers, kmsg.DescribeProducers,
-		kmsg.DescribeTransactions, kmsg.ListTransactions} {
-		vs.SetMaxKeyVersion(int16(k), -1)
-	}
-	return vs
-}
-
 func newNoEOSFake(t *testing.T) backend {
-	return newFake(t, kfake.MaxVersions(noEOSVersions()))
+	return newFake(t, kfake.MaxVersions(faults.NoEOSVersions()))
 }
 
 // readBackend reads every record of topic straight from the backend,
@@ -224,17 +211,8 @@ func TestSequenceChecksAnsweredAsKafka(t *testing.T) {
 // One Produce request whose partitions get different fates: each partition
 // must still be answered, and only what is good reaches the backend once.
 func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
-	b := newFake(t, kfake.NumBrokers(1), kfake.MaxVersions(noEOSVersions()))
-	p := startProxy(t, b)
-	adm := kadm.NewClient(newClient(t, p.Addr()))
-	topic := createTopic(t, adm, 3)
-	meta, err := adm.Metadata(testCtx(t), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := meta.Brokers[0]
-	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
-	pid := initProducerID(t, p.Addr())
+	rs := newRawSetup(t, 3)
+	adm, topic, c, pid := rs.adm, rs.topic, rs.c, rs.pid
 
 	send := func(corr int32, batches map[int32][]byte) map[int32]kmsg.ProduceResponseTopicPartition {
 		t.Helper()
@@ -283,17 +261,8 @@ func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
 // A client may pipeline up to five batches per partition: eosproxy takes
 // them all at once on one connection, writes them in order and answers each.
 func TestFivePipelinedBatchesPerPartition(t *testing.T) {
-	b := newFake(t, kfake.NumBrokers(1), kfake.MaxVersions(noEOSVersions()))
-	p := startProxy(t, b)
-	adm := kadm.NewClient(newClient(t, p.Addr()))
-	topic := createTopic(t, adm, 1)
-	meta, err := adm.Metadata(testCtx(t), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := meta.Brokers[0]
-	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
-	pid := initProducerID(t, p.Addr())
+	rs := newRawSetup(t, 1)
+	b, topic, c, pid := rs.b, rs.topic, rs.c, rs.pid
 	for seq := int32(0); seq < 5; seq++ {
 		req := produceRequest(9, topic, map[int32][]byte{0: idempotentBatch(pid, 0, seq, strconv.Itoa(int(seq)))})
 		if _, err := c.Write(rawRequest(req, seq+1)); err != nil {
@@ -308,4 +277,30 @@ func TestFivePipelinedBatchesPerPartition(t *testing.T) {
 		}
 	}
 	checkAllOnceInOrder(t, readBackend(t, b, topic, 5), 5)
+}
+
+// rawSetup is a one-broker backend without the EOS API keys behind eosproxy,
+// a fresh topic, a raw connection to the broker's eosproxy listener and a
+// producer id from eosproxy: what the raw Produce tests start from.
+type rawSetup struct {
+	b     backend
+	adm   *kadm.Client
+	topic string
+	c     net.Conn
+	pid   int64
+}
+
+func newRawSetup(t *testing.T, partitions int32) rawSetup {
+	t.Helper()
+	b := newFake(t, kfake.NumBrokers(1), kfake.MaxVersions(faults.NoEOSVersions()))
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, partitions)
+	meta, err := adm.Metadata(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := meta.Brokers[0]
+	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
+	return rawSetup{b: b, adm: adm, topic: topic, c: c, pid: initProducerID(t, p.Addr())}
 }

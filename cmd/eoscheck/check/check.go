@@ -22,11 +22,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/eosproxy/eosproxy/integration/faults"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // Config is one eoscheck run.
@@ -96,19 +96,6 @@ func (c *Config) defaults() {
 	}
 }
 
-// noEOSVersions is the stable API set without the keys a broker needs for
-// idempotence and transactions: the backend cannot be doing the
-// exactly-once work itself.
-func noEOSVersions() *kversion.Versions {
-	vs := kversion.Stable()
-	for _, k := range []kmsg.Key{kmsg.InitProducerID, kmsg.AddPartitionsToTxn, kmsg.AddOffsetsToTxn,
-		kmsg.EndTxn, kmsg.TxnOffsetCommit, kmsg.WriteTxnMarkers, kmsg.DescribeProducers,
-		kmsg.DescribeTransactions, kmsg.ListTransactions} {
-		vs.SetMaxKeyVersion(int16(k), -1)
-	}
-	return vs
-}
-
 // producer is one idempotent producer's bookkeeping.
 type producer struct {
 	cl    *kgo.Client
@@ -155,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		backend = strings.Split(cfg.Upstream, ",")
 		rep.Backend = cfg.Upstream
 	} else {
-		fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.MaxVersions(noEOSVersions()))
+		fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.MaxVersions(faults.NoEOSVersions()))
 		if err != nil {
 			return rep, err
 		}
@@ -185,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, err
 		}
 	}
-	base, err := freePortRange(rng, 1+len(brokers))
+	base, err := faults.FreePortRange(rng, 1+len(brokers))
 	if err != nil {
 		return rep, err
 	}

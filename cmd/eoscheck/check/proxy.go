@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,36 +165,4 @@ func (pp *proxyProc) stop() {
 		<-pp.exited
 		pp.cmd = nil
 	}
-}
-
-// freePortRange finds n consecutive free ports on 127.0.0.1 below the
-// kernel's ephemeral range: no client's outgoing connection can take one
-// of them while eosproxy is down between a kill and its restart.
-func freePortRange(rng *rand.Rand, n int) (int, error) {
-	lo, hi := 10000, 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > lo+1000 {
-				hi = v
-			}
-		}
-	}
-	for range 200 {
-		base := lo + rng.IntN(hi-lo-n)
-		var lns []net.Listener
-		for i := range n {
-			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
-			if err != nil {
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if len(lns) == n {
-			return base, nil
-		}
-	}
-	return 0, fmt.Errorf("no %d consecutive free ports in %d-%d", n, lo, hi)
 }
