@@ -99,7 +99,7 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 		if err != nil {
 			return err
 		}
-		st, err := decodeState(v)
+		st, err := UnmarshalState(v)
 		if err != nil {
 			return fmt.Errorf("producer state %+v: %w", key, err)
 		}
@@ -372,7 +372,7 @@ func (t *Table) persist(key Key, st State) error { return <-t.submit(key, st) }
 // submit queues a durable write of key's state and returns where its
 // outcome will be sent.
 func (t *Table) submit(key Key, st State) chan error {
-	return t.enqueue(commit{key: encodeKey(key), val: encodeState(st), done: make(chan error, 1)})
+	return t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: make(chan error, 1)})
 }
 
 func (t *Table) enqueue(c commit) chan error {
@@ -511,7 +511,9 @@ func decodeKey(b []byte) (Key, error) {
 
 const stateVersion = 1
 
-func encodeState(st State) []byte {
+// MarshalState encodes a producer's state for badger; the transaction
+// coordinator keeps its producers' sequence state in the same form.
+func MarshalState(st State) []byte {
 	b := []byte{stateVersion}
 	b = binary.BigEndian.AppendUint16(b, uint16(st.Epoch))
 	b = binary.BigEndian.AppendUint64(b, uint64(st.LowWater))
@@ -526,7 +528,8 @@ func encodeState(st State) []byte {
 	return b
 }
 
-func decodeState(b []byte) (State, error) {
+// UnmarshalState decodes what MarshalState encoded.
+func UnmarshalState(b []byte) (State, error) {
 	const head, per = 1 + 2 + 8 + 8 + 1, 2 + 4 + 4 + 8
 	if len(b) < head || b[0] != stateVersion {
 		return State{}, errors.New("corrupt or unknown state encoding")

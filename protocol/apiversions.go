@@ -9,9 +9,17 @@ import (
 
 const errUnsupportedVersion int16 = 35
 
-// Features eosproxy passes on from the upstream's finalized features. Others,
-// in particular transaction.version, describe behaviour eosproxy would have
-// to implement itself before clients may rely on it.
+// TxnVersion is the transaction.version eosproxy finalizes: 2, KIP-890's
+// protocol (implicit partition adds on Produce v12+, an epoch bump on every
+// EndTxn v5+). Clients that do not know it use the classic protocol, which
+// eosproxy serves too.
+const TxnVersion int16 = 2
+
+const txnVersionFeature = "transaction.version"
+
+// Features eosproxy passes on from the upstream's finalized features. Others
+// describe behaviour eosproxy would have to implement itself before clients
+// may rely on it; transaction.version is eosproxy's own (TxnVersion).
 var passedFeatures = map[string]bool{
 	"metadata.version": true,
 	"kraft.version":    true,
@@ -70,6 +78,19 @@ func RewriteApiVersions(version int16, body []byte) ([]byte, *kmsg.ApiVersionsRe
 		if passedFeatures[f.Name] {
 			out.SupportedFeatures = append(out.SupportedFeatures, f)
 		}
+	}
+	if up.ErrorCode == 0 && version >= 3 {
+		// eosproxy is the transaction coordinator: the transaction protocol
+		// clients may use is its own, whatever the backend's.
+		out.SupportedFeatures = append(out.SupportedFeatures, kmsg.ApiVersionsResponseSupportedFeature{
+			Name: txnVersionFeature, MinVersion: 0, MaxVersion: TxnVersion,
+		})
+		out.FinalizedFeatures = append(out.FinalizedFeatures, kmsg.ApiVersionsResponseFinalizedFeature{
+			Name: txnVersionFeature, MinVersionLevel: TxnVersion, MaxVersionLevel: TxnVersion,
+		})
+		// Clients keep the finalized features of the highest epoch seen and
+		// ignore an epoch of -1 (a backend that has no features).
+		out.FinalizedFeaturesEpoch = max(out.FinalizedFeaturesEpoch, 1)
 	}
 	return out.AppendTo(make([]byte, 0, len(body))), up, nil
 }

@@ -94,6 +94,19 @@ func ParseBatchHeader(b []byte) (Batch, error) {
 // and recomputes its CRC-32C in place, so a backend without idempotence
 // stores it as an ordinary batch.
 func ClearProducer(b []byte, length int) {
+	clearProducer(b, length)
+}
+
+// ClearTransactional is ClearProducer for a committed transactional batch:
+// it also drops the transactional flag, since eosproxy writes only committed
+// data and a backend must not wait for a commit marker that never comes.
+func ClearTransactional(b []byte, length int) {
+	attrs := binary.BigEndian.Uint16(b[batchAttrOff:])
+	binary.BigEndian.PutUint16(b[batchAttrOff:], attrs&^attrTransactional)
+	clearProducer(b, length)
+}
+
+func clearProducer(b []byte, length int) {
 	binary.BigEndian.PutUint64(b[batchProducerOff:], ^uint64(0))
 	binary.BigEndian.PutUint16(b[batchEpochOff:], 0xffff)
 	binary.BigEndian.PutUint32(b[batchSeqOff:], 0xffffffff)

@@ -37,3 +37,16 @@ func ProduceAcks(version int16, body []byte) (int16, error) {
 	}
 	return int16(binary.BigEndian.Uint16(body[off:])), nil
 }
+
+// ProduceIsTransactional reports whether a Produce request body carries a
+// transactional id, without decoding the rest.
+func ProduceIsTransactional(version int16, body []byte) bool {
+	switch {
+	case version >= 9:
+		n, _, err := uvarint(body)
+		return err == nil && n > 0
+	case version >= 3:
+		return len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) >= 0
+	}
+	return false
+}

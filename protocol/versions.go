@@ -7,11 +7,18 @@ const (
 	KeyProduce           int16 = 0
 	KeyFetch             int16 = 1
 	KeyMetadata          int16 = 3
+	KeyOffsetFetch       int16 = 9
 	KeyFindCoordinator   int16 = 10
 	KeyApiVersions       int16 = 18
 	KeyInitProducerID    int16 = 22
+	KeyAddPartitionsTxn  int16 = 24
+	KeyAddOffsetsTxn     int16 = 25
+	KeyEndTxn            int16 = 26
+	KeyTxnOffsetCommit   int16 = 28
 	KeyDescribeProducers int16 = 61
 	KeyDescribeCluster   int16 = 60
+	KeyDescribeTxns      int16 = 65
+	KeyListTxns          int16 = 66
 	KeyShareFetch        int16 = 78
 	KeyShareAcknowledge  int16 = 79
 )
@@ -73,7 +80,7 @@ func MaxKnownVersion(key int16) int16 {
 func IsDecoded(key int16) bool {
 	switch key {
 	case KeyProduce, KeyFetch, KeyMetadata, KeyFindCoordinator, KeyApiVersions, KeyDescribeCluster,
-		KeyShareFetch, KeyShareAcknowledge:
+		KeyShareFetch, KeyShareAcknowledge, KeyOffsetFetch:
 		return true
 	}
 	return false
@@ -95,10 +102,31 @@ func MaxProxyVersion(key int16) int16 {
 		return min(12, MaxKnownVersion(key))
 	case KeyFetch:
 		return min(15, MaxKnownVersion(key))
+	case KeyAddPartitionsTxn:
+		// v4+ is the broker-to-coordinator form (a batch of transactions);
+		// clients use v0–v3.
+		return min(3, MaxKnownVersion(key))
+	case KeyTxnOffsetCommit:
+		// v6 names topics by id; held offsets are kept by topic name.
+		return min(5, MaxKnownVersion(key))
+	case KeyOffsetFetch:
+		// v10 names topics by id; pending offsets are kept by topic name.
+		return min(9, MaxKnownVersion(key))
 	}
 	return MaxKnownVersion(key)
 }
 
 // AnsweredLocally lists the keys eosproxy serves itself and so advertises
-// even when the upstream lacks them.
-var AnsweredLocally = []int16{KeyInitProducerID, KeyDescribeProducers}
+// even when the upstream lacks them: it is the transaction coordinator.
+var AnsweredLocally = []int16{KeyInitProducerID, KeyAddPartitionsTxn, KeyAddOffsetsTxn, KeyEndTxn,
+	KeyTxnOffsetCommit, KeyDescribeProducers, KeyDescribeTxns, KeyListTxns}
+
+// IsTxnKey reports whether key is a transaction coordinator request that
+// eosproxy answers itself (InitProducerId is answered locally in all forms).
+func IsTxnKey(key int16) bool {
+	switch key {
+	case KeyAddPartitionsTxn, KeyAddOffsetsTxn, KeyEndTxn, KeyTxnOffsetCommit, KeyDescribeTxns, KeyListTxns:
+		return true
+	}
+	return false
+}

@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/txnstate"
 )
 
 // upstreamBackend answers dedup's questions about the backend with
@@ -86,5 +89,188 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 			return 0, false, fmt.Errorf("fetch %s/%d at %d made no progress", topic, partition, offset)
 		}
 		offset = next
+	}
+}
+
+// txnBackend carries out commits for the transaction coordinator with
+// eosproxy's own client.
+type txnBackend struct{ upstreamBackend }
+
+func (b txnBackend) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
+	var topics []string
+	for _, tp := range tps {
+		if !slices.Contains(topics, tp.Topic) {
+			topics = append(topics, tp.Topic)
+		}
+	}
+	offs, err := kadm.NewClient(b.p.admin).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[txnstate.TopicPartition]int64, len(tps))
+	for _, tp := range tps {
+		o, ok := offs.Lookup(tp.Topic, tp.Partition)
+		if !ok {
+			return nil, fmt.Errorf("no end offset for %s/%d", tp.Topic, tp.Partition)
+		}
+		if o.Err != nil {
+			return nil, fmt.Errorf("end offset of %s/%d: %w", tp.Topic, tp.Partition, o.Err)
+		}
+		out[tp] = o.Offset
+	}
+	return out, nil
+}
+
+func (b txnBackend) FindBatch(ctx context.Context, tp txnstate.TopicPartition, from int64, digest [32]byte) (int64, bool, error) {
+	return b.upstreamBackend.FindBatch(ctx, tp.Topic, tp.Partition, from, digest)
+}
+
+// Produce sends the batches to their leaders, one request per leader, in
+// parallel, with acks=all.
+func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicPartition][]byte) map[txnstate.TopicPartition]txnstate.ProduceResult {
+	out := make(map[txnstate.TopicPartition]txnstate.ProduceResult, len(batches))
+	failAll := func(tps []txnstate.TopicPartition, err error, ambiguous bool) {
+		for _, tp := range tps {
+			out[tp] = txnstate.ProduceResult{Err: err, Ambiguous: ambiguous}
+		}
+	}
+	var topics []string
+	var all []txnstate.TopicPartition
+	for tp := range batches {
+		all = append(all, tp)
+		if !slices.Contains(topics, tp.Topic) {
+			topics = append(topics, tp.Topic)
+		}
+	}
+	meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topics...)
+	if err != nil {
+		failAll(all, fmt.Errorf("metadata: %w", err), false)
+		return out
+	}
+	byID := map[[16]byte]string{}
+	for _, t := range meta.Topics {
+		byID[t.ID] = t.Topic
+	}
+	byLeader := map[int32]*kmsg.ProduceRequest{}
+	sent := map[int32][]txnstate.TopicPartition{}
+	for tp, batch := range batches {
+		pd, ok := meta.Topics[tp.Topic].Partitions[tp.Partition]
+		if !ok || pd.Err != nil || pd.Leader < 0 {
+			failAll([]txnstate.TopicPartition{tp}, fmt.Errorf("no leader (%v)", pd.Err), false)
+			continue
+		}
+		req := byLeader[pd.Leader]
+		if req == nil {
+			req = kmsg.NewPtrProduceRequest()
+			req.Acks = -1
+			req.TimeoutMillis = 30000
+			byLeader[pd.Leader] = req
+		}
+		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
+		if i < 0 {
+			t := kmsg.NewProduceRequestTopic()
+			// Produce v13 names topics by id; kgo picks the version.
+			t.Topic, t.TopicID = tp.Topic, meta.Topics[tp.Topic].ID
+			req.Topics = append(req.Topics, t)
+			i = len(req.Topics) - 1
+		}
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = tp.Partition, batch
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		sent[pd.Leader] = append(sent[pd.Leader], tp)
+	}
+	type answer struct {
+		leader int32
+		resp   *kmsg.ProduceResponse
+		err    error
+	}
+	answers := make(chan answer, len(byLeader))
+	for leader, req := range byLeader {
+		go func() {
+			resp, err := req.RequestWith(ctx, b.p.admin.Broker(int(leader)))
+			answers <- answer{leader, resp, err}
+		}()
+	}
+	for range byLeader {
+		a := <-answers
+		if a.err != nil {
+			// The request may have been written before the connection failed.
+			failAll(sent[a.leader], fmt.Errorf("produce to broker %d: %w", a.leader, a.err), true)
+			continue
+		}
+		for _, t := range a.resp.Topics {
+			topic := t.Topic
+			if topic == "" {
+				topic = byID[t.TopicID]
+			}
+			for _, rp := range t.Partitions {
+				tp := txnstate.TopicPartition{Topic: topic, Partition: rp.Partition}
+				if _, ok := batches[tp]; !ok {
+					continue
+				}
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					out[tp] = txnstate.ProduceResult{Err: err, Ambiguous: ambiguous(rp.ErrorCode)}
+					continue
+				}
+				out[tp] = txnstate.ProduceResult{BaseOffset: rp.BaseOffset}
+			}
+		}
+	}
+	return out
+}
+
+// CommitOffsets commits a transaction's held offsets to the backend's group
+// coordinator as the member that sent them. If that member is no longer in
+// the group (it left after committing, or eosproxy rolls a commit forward
+// after a restart), they are committed with the admin identity (no member,
+// generation -1), which Kafka accepts while the group is empty.
+func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.GroupOffsets) error {
+	member, gen, instance := g.MemberID, g.GenerationID, g.GroupInstanceID
+	for attempt := 0; ; attempt++ {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Group, req.Generation, req.MemberID = group, gen, member
+		if instance != "" {
+			req.InstanceID = &instance
+		}
+		byTopic := map[string][]kmsg.OffsetCommitRequestTopicPartition{}
+		for tp, o := range g.Offsets {
+			rp := kmsg.NewOffsetCommitRequestTopicPartition()
+			rp.Partition, rp.Offset, rp.LeaderEpoch = tp.Partition, o.Offset, o.LeaderEpoch
+			md := o.Metadata
+			rp.Metadata = &md
+			byTopic[tp.Topic] = append(byTopic[tp.Topic], rp)
+		}
+		for topic, parts := range byTopic {
+			rt := kmsg.NewOffsetCommitRequestTopic()
+			rt.Topic, rt.Partitions = topic, parts
+			req.Topics = append(req.Topics, rt)
+		}
+		resp, err := req.RequestWith(ctx, b.p.admin)
+		if err != nil {
+			return err
+		}
+		var code int16
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != 0 {
+					code = p.ErrorCode
+				}
+			}
+		}
+		switch code {
+		case 0:
+			return nil
+		case 22, 25, 82: // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID
+			if attempt > 0 {
+				return fmt.Errorf("%w: commit offsets of group %q: %v", txnstate.ErrPermanent, group, kerr.ErrorForCode(code))
+			}
+			member, gen, instance = "", -1, ""
+			continue
+		}
+		err = kerr.ErrorForCode(code)
+		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable && code != 27 { // 27: REBALANCE_IN_PROGRESS
+			return fmt.Errorf("%w: commit offsets of group %q: %v", txnstate.ErrPermanent, group, err)
+		}
+		return fmt.Errorf("commit offsets of group %q: %w", group, err)
 	}
 }

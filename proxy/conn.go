@@ -47,8 +47,9 @@ type slot struct {
 	corr     int32
 	key, ver int16
 	mode     respMode
-	body     []byte       // localAnswer: the response body
-	plan     *producePlan // produceAnswer
+	body     []byte        // localAnswer: the response body
+	wait     func() []byte // localAnswer made later: blocks until the body is ready
+	plan     *producePlan  // produceAnswer
 }
 
 // conn is one client connection paired with one upstream connection. The
@@ -56,15 +57,16 @@ type slot struct {
 // and answers each from the upstream's stream or locally, so responses reach
 // the client in request order whichever source they come from.
 type conn struct {
-	p     *Proxy
-	log   zerolog.Logger
-	cl    net.Conn
-	up    net.Conn
-	cr    *bufio.Reader
-	cw    *bufio.Writer
-	ur    *bufio.Reader
-	uw    *bufio.Writer
-	slots chan slot
+	p        *Proxy
+	brokerID int32 // the upstream broker this listener stands for; -1: bootstrap
+	log      zerolog.Logger
+	cl       net.Conn
+	up       net.Conn
+	cr       *bufio.Reader
+	cw       *bufio.Writer
+	ur       *bufio.Reader
+	uw       *bufio.Writer
+	slots    chan slot
 
 	writerDone chan struct{}
 	stopping   atomic.Bool
@@ -212,23 +214,43 @@ func (c *conn) readLoop() error {
 			if protocol.AddressesPossible(hdr.APIKey, hdr.APIVersion) {
 				s.mode = rewriteAddrs
 			}
-			if hdr.APIKey == protocol.KeyProduce {
+			switch hdr.APIKey {
+			case protocol.KeyProduce:
 				acks, err := protocol.ProduceAcks(hdr.APIVersion, frame[hdr.BodyOffset:])
 				if err != nil {
 					return bad("produce request: %w", err)
 				}
 				expectResponse = acks != 0
-				if expectResponse {
-					if frame, err = c.produce(&s, frame, hdr); err != nil {
-						return err
+				if frame, err = c.produce(&s, frame, hdr, acks); err != nil {
+					return err
+				}
+			case protocol.KeyFindCoordinator:
+				body, err := c.p.findTxnCoordinator(c.ctx, hdr, frame[hdr.BodyOffset:])
+				if err != nil {
+					return err
+				}
+				if body != nil {
+					s.mode, s.body = localAnswer, body
+				}
+			case protocol.KeyOffsetFetch:
+				if c.p.coord.AnyOffsetsPending() {
+					if body := c.p.unstableOffsets(hdr, frame[hdr.BodyOffset:]); body != nil {
+						s.mode, s.body = localAnswer, body
 					}
 				}
 			}
-		case hdr.APIKey == protocol.KeyInitProducerID || hdr.APIKey == protocol.KeyDescribeProducers:
+		case hdr.APIKey == protocol.KeyInitProducerID || hdr.APIKey == protocol.KeyDescribeProducers ||
+			protocol.IsTxnKey(hdr.APIKey):
 			if hdr.BodyOffset < 0 || hdr.APIVersion > protocol.MaxProxyVersion(hdr.APIKey) {
 				return bad("%s v%d is newer than eosproxy supports", keyName(hdr.APIKey), hdr.APIVersion)
 			}
-			body, err := c.p.answerLocally(hdr, frame[hdr.BodyOffset:])
+			var body []byte
+			var err error
+			if protocol.IsTxnKey(hdr.APIKey) {
+				body, err = c.answerTxn(c.ctx, hdr, frame[hdr.BodyOffset:])
+			} else {
+				body, err = c.p.answerLocally(c.ctx, hdr, frame[hdr.BodyOffset:])
+			}
 			if err != nil {
 				return err
 			}
@@ -282,6 +304,14 @@ func (c *conn) writeLoop() (err error) {
 			return c.cw.Flush()
 		}
 		if s.mode == localAnswer {
+			if s.wait != nil {
+				if c.cw.Buffered() > 0 {
+					if err := c.cw.Flush(); err != nil {
+						return err
+					}
+				}
+				s.body = s.wait()
+			}
 			if err := c.writeResponse(s, s.body); err != nil {
 				return err
 			}

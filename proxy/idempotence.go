@@ -47,9 +47,6 @@ func (c *conn) planProduce(ctx context.Context, frame []byte, hdr protocol.Reque
 	if err := req.ReadFrom(frame[hdr.BodyOffset:]); err != nil {
 		return nil, nil, bad("decode Produce v%d: %w", hdr.APIVersion, err)
 	}
-	if req.TransactionID != nil {
-		return nil, frame, nil // transactions: not handled by eosproxy yet
-	}
 	var plan *producePlan
 	dropped := false
 	order := make([]reqTopic, len(req.Topics))
@@ -260,9 +257,27 @@ type reqTopic struct {
 	Partitions []int32
 }
 
-// produce runs eosproxy's idempotence checks on an acks≠0 Produce request
-// and returns the frame to forward.
-func (c *conn) produce(s *slot, frame []byte, hdr protocol.RequestHeader) ([]byte, error) {
+// produce runs eosproxy's idempotence checks on a Produce request, or
+// buffers a transactional one, and returns the frame to forward (nil when
+// nothing goes upstream).
+func (c *conn) produce(s *slot, frame []byte, hdr protocol.RequestHeader, acks int16) ([]byte, error) {
+	if protocol.ProduceIsTransactional(hdr.APIVersion, frame[hdr.BodyOffset:]) {
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(hdr.APIVersion)
+		if err := req.ReadFrom(frame[hdr.BodyOffset:]); err != nil {
+			return nil, bad("decode Produce v%d: %w", hdr.APIVersion, err)
+		}
+		if acks != -1 {
+			// Kafka refuses it with INVALID_REQUIRED_ACKS; with acks=0 there
+			// is no answer to carry that, so the connection closes.
+			return nil, bad("transactional Produce with acks=%d (must be -1)", acks)
+		}
+		s.mode, s.wait = localAnswer, c.produceTxn(req)
+		return nil, nil
+	}
+	if acks == 0 {
+		return frame, nil
+	}
 	plan, fwd, err := c.planProduce(c.ctx, frame, hdr)
 	if err != nil || plan == nil {
 		return frame, err
@@ -283,7 +298,7 @@ func (c *conn) produce(s *slot, frame []byte, hdr protocol.RequestHeader) ([]byt
 // answerLocally answers the requests eosproxy serves itself from its state:
 // InitProducerId for idempotent producers and DescribeProducers. A nil body
 // means the request passes through.
-func (p *Proxy) answerLocally(hdr protocol.RequestHeader, body []byte) ([]byte, error) {
+func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, body []byte) ([]byte, error) {
 	switch hdr.APIKey {
 	case protocol.KeyInitProducerID:
 		req := kmsg.NewPtrInitProducerIDRequest()
@@ -292,7 +307,7 @@ func (p *Proxy) answerLocally(hdr protocol.RequestHeader, body []byte) ([]byte, 
 			return nil, bad("decode InitProducerId v%d: %w", hdr.APIVersion, err)
 		}
 		if req.TransactionalID != nil {
-			return nil, nil // transactions: not handled by eosproxy yet
+			return p.initProducerIDTxn(ctx, req), nil
 		}
 		resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 		// Kafka gives an idempotent producer a new id on every call, even

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -15,7 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/store"
+	"github.com/eosproxy/eosproxy/txnstate"
 )
 
 // Config is what the proxy needs to run. Zero values get Kafka-like defaults.
@@ -47,7 +50,18 @@ type Config struct {
 	ProducerIDExpiration time.Duration
 	// Ports persists broker ports across restarts; default: in DB.
 	Ports PortStore
-	Log   zerolog.Logger
+	// TransactionMaxTimeout is Kafka's transaction.max.timeout.ms (15 min).
+	TransactionMaxTimeout time.Duration
+	// MaxTransactionBytes bounds one transaction's buffered data;
+	// TransactionBufferBytes all of it. 0: no bound.
+	MaxTransactionBytes    int64
+	TransactionBufferBytes int64
+	// TransactionalIDExpiration is transactional.id.expiration.ms (7 days).
+	TransactionalIDExpiration time.Duration
+	// CommitAnswerWithin is how long EndTxn(commit) waits for the committed
+	// data to reach the backend before answering on the durable decision.
+	CommitAnswerWithin time.Duration
+	Log                zerolog.Logger
 }
 
 // Stats are counters for tests and operators.
@@ -65,6 +79,7 @@ type Proxy struct {
 	admin     *kgo.Client // metadata look-ups of eosproxy's own
 	advHost   string
 	producers *dedup.Table
+	coord     *txnstate.Coordinator
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	metrics   struct{ duplicates atomic.Int64 }
 
@@ -125,6 +140,24 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
 	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
+	if err != nil {
+		p.admin.Close()
+		p.closeState()
+		return nil, err
+	}
+	if cfg.TransactionMaxTimeout <= 0 {
+		cfg.TransactionMaxTimeout = 15 * time.Minute
+	}
+	p.coord, err = txnstate.Open(cfg.DB, txnstate.Options{
+		Config:              txnstate.Config{MaxTimeoutMs: int32(min(cfg.TransactionMaxTimeout.Milliseconds(), math.MaxInt32)), TxnVersion: int8(protocol.TxnVersion)},
+		MaxTransactionBytes: cfg.MaxTransactionBytes,
+		MaxBufferBytes:      cfg.TransactionBufferBytes,
+		Expiration:          cfg.TransactionalIDExpiration,
+		AnswerWithin:        cfg.CommitAnswerWithin,
+		NewProducerID:       p.producers.NewProducerID,
+		Backend:             txnBackend{upstreamBackend{p}},
+		Log:                 p.log,
+	})
 	if err != nil {
 		p.admin.Close()
 		p.closeState()
@@ -261,6 +294,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 		return
 	}
 	c := newConn(p, cl, up, log)
+	c.brokerID = brokerID
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -343,6 +377,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // closeState stops the producer table and closes a DB that New opened.
 func (p *Proxy) closeState() {
+	if p.coord != nil {
+		p.coord.Close()
+	}
 	if p.producers != nil {
 		p.producers.Close()
 	}

@@ -26,6 +26,10 @@ type config struct {
 	ProducerIDExp   time.Duration
 	IdleTimeout     time.Duration
 	MaxConnections  int
+	TxnMaxTimeout   time.Duration
+	MaxTxnBytes     int64
+	TxnBufferBytes  int64
+	TxnIDExp        time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -46,6 +50,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long (Kafka's connections.max.idle.ms); 0 disables")
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent client connections; more are refused with a log line (0: no limit)")
+	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")
+	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most bytes of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION and the transaction can only abort (0: no limit)")
+	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
+	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
 	if err := fs.Parse(args); err != nil {

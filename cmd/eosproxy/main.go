@@ -94,17 +94,21 @@ func run(cfg config, log zerolog.Logger) error {
 	}
 
 	p, err := proxy.New(proxy.Config{
-		Listen:               cfg.Listen,
-		AdvertiseHost:        cfg.AdvertiseHost,
-		Upstreams:            upstreams,
-		BrokerPortMin:        lo,
-		BrokerPortMax:        hi,
-		MaxRequestBytes:      int32(cfg.MaxRequestBytes),
-		DB:                   db,
-		ProducerIDExpiration: cfg.ProducerIDExp,
-		IdleTimeout:          cfg.IdleTimeout,
-		MaxConnections:       cfg.MaxConnections,
-		Log:                  log,
+		Listen:                    cfg.Listen,
+		AdvertiseHost:             cfg.AdvertiseHost,
+		Upstreams:                 upstreams,
+		BrokerPortMin:             lo,
+		BrokerPortMax:             hi,
+		MaxRequestBytes:           int32(cfg.MaxRequestBytes),
+		DB:                        db,
+		ProducerIDExpiration:      cfg.ProducerIDExp,
+		IdleTimeout:               cfg.IdleTimeout,
+		MaxConnections:            cfg.MaxConnections,
+		TransactionMaxTimeout:     cfg.TxnMaxTimeout,
+		MaxTransactionBytes:       cfg.MaxTxnBytes,
+		TransactionBufferBytes:    cfg.TxnBufferBytes,
+		TransactionalIDExpiration: cfg.TxnIDExp,
+		Log:                       log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,404 @@
+package proxy
+
+import (
+	"context"
+	"maps"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+// eosproxy is the transaction coordinator: the requests below never reach
+// the backend. Each handler decodes the request, asks txnstate's Coordinator
+// and encodes Kafka's answer for the request's version.
+//
+//	InitProducerId v0–v5 (with a transactional id)   initProducerIDTxn
+//	AddPartitionsToTxn v0–v3 (the client form)        addPartitionsToTxn
+//	AddOffsetsToTxn v0–v4                             addOffsetsToTxn
+//	EndTxn v0–v5 (v5: KIP-890 epoch bump)             endTxn
+//	TxnOffsetCommit v0–v5                             txnOffsetCommit
+//	DescribeTransactions v0, ListTransactions v0–v2   describeTxns, listTxns
+//	FindCoordinator for transactional ids (type 1)    findTxnCoordinator
+//	OffsetFetch with RequireStable while offsets are pending: UNSTABLE_OFFSET_COMMIT
+//	Produce with a transactional id                   produceTxn
+
+const (
+	errUnstableOffsetCommit int16 = 88
+	coordinatorTypeTxn      int8  = 1
+)
+
+func (c *conn) answerTxn(ctx context.Context, hdr protocol.RequestHeader, body []byte) ([]byte, error) {
+	p := c.p
+	req := kmsg.RequestForKey(hdr.APIKey)
+	req.SetVersion(hdr.APIVersion)
+	if err := req.ReadFrom(body); err != nil {
+		return nil, bad("decode %s v%d: %w", keyName(hdr.APIKey), hdr.APIVersion, err)
+	}
+	switch r := req.(type) {
+	case *kmsg.AddPartitionsToTxnRequest:
+		return p.addPartitionsToTxn(r), nil
+	case *kmsg.AddOffsetsToTxnRequest:
+		res := p.coord.AddOffsets(r.TransactionalID, txnstate.AddOffsetsRequest{
+			ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Group: r.Group, Version: r.Version})
+		resp := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+		resp.ErrorCode = res.Err
+		return resp.AppendTo(nil), nil
+	case *kmsg.EndTxnRequest:
+		res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
+			ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
+		resp := r.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
+		return resp.AppendTo(nil), nil
+	case *kmsg.TxnOffsetCommitRequest:
+		return p.txnOffsetCommit(r), nil
+	case *kmsg.DescribeTransactionsRequest:
+		return p.describeTxns(r), nil
+	case *kmsg.ListTransactionsRequest:
+		return p.listTxns(r, c.brokerID), nil
+	}
+	return nil, bad("%s is not a transaction request", keyName(hdr.APIKey))
+}
+
+func (p *Proxy) initProducerIDTxn(ctx context.Context, r *kmsg.InitProducerIDRequest) []byte {
+	res := p.coord.InitProducerID(ctx, txnstate.InitProducerIDRequest{
+		TransactionalID: *r.TransactionalID, TimeoutMs: r.TransactionTimeoutMillis,
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Version: r.Version,
+	})
+	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
+	return resp.AppendTo(nil)
+}
+
+func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
+	var parts []txnstate.TopicPartition
+	for _, t := range r.Topics {
+		for _, part := range t.Partitions {
+			parts = append(parts, txnstate.TopicPartition{Topic: t.Topic, Partition: part})
+		}
+	}
+	res := p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Partitions: parts, Version: r.Version})
+	resp := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+	for _, t := range r.Topics {
+		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+		rt.Topic = t.Topic
+		for _, part := range t.Partitions {
+			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = part, res.Err
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp.AppendTo(nil)
+}
+
+func (p *Proxy) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) []byte {
+	offs := map[txnstate.TopicPartition]txnstate.Offset{}
+	for _, t := range r.Topics {
+		for _, part := range t.Partitions {
+			o := txnstate.Offset{Offset: part.Offset, LeaderEpoch: part.LeaderEpoch}
+			if part.Metadata != nil {
+				o.Metadata = *part.Metadata
+			}
+			offs[txnstate.TopicPartition{Topic: t.Topic, Partition: part.Partition}] = o
+		}
+	}
+	req := txnstate.TxnOffsetCommitRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Group: r.Group,
+		MemberID: r.MemberID, GenerationID: r.Generation, Offsets: offs, Version: r.Version,
+	}
+	if r.Version < 3 {
+		req.GenerationID = -1
+	}
+	if r.InstanceID != nil {
+		req.GroupInstanceID = *r.InstanceID
+	}
+	res := p.coord.TxnOffsetCommit(r.TransactionalID, req)
+	resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+	for _, t := range r.Topics {
+		rt := kmsg.NewTxnOffsetCommitResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		for _, part := range t.Partitions {
+			rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = part.Partition, res.Err
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp.AppendTo(nil)
+}
+
+func (p *Proxy) describeTxns(r *kmsg.DescribeTransactionsRequest) []byte {
+	resp := r.ResponseKind().(*kmsg.DescribeTransactionsResponse)
+	for _, id := range r.TransactionalIDs {
+		st := kmsg.NewDescribeTransactionsResponseTransactionState()
+		st.TransactionalID = id
+		t := p.coord.Get(id)
+		if t == nil {
+			st.ErrorCode = txnstate.ErrTransactionalIDNotFound
+			st.ProducerID, st.ProducerEpoch, st.StartTimestamp = -1, -1, -1
+			resp.TransactionStates = append(resp.TransactionStates, st)
+			continue
+		}
+		st.State, st.TimeoutMillis, st.StartTimestamp = t.State.String(), t.TimeoutMs, t.StartTimeMs
+		st.ProducerID, st.ProducerEpoch = t.ProducerID, t.Epoch
+		byTopic := map[string][]int32{}
+		for tp := range t.Partitions {
+			byTopic[tp.Topic] = append(byTopic[tp.Topic], tp.Partition)
+		}
+		for _, topic := range slices.Sorted(maps.Keys(byTopic)) {
+			rt := kmsg.NewDescribeTransactionsResponseTransactionStateTopic()
+			rt.Topic, rt.Partitions = topic, byTopic[topic]
+			slices.Sort(rt.Partitions)
+			st.Topics = append(st.Topics, rt)
+		}
+		resp.TransactionStates = append(resp.TransactionStates, st)
+	}
+	return resp.AppendTo(nil)
+}
+
+// listTxns answers ListTransactions. Admin clients ask every broker and
+// merge the answers, so only the broker eosproxy names as coordinator lists
+// the transactions; the others answer with none.
+func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte {
+	resp := r.ResponseKind().(*kmsg.ListTransactionsResponse)
+	states := map[txnstate.State]bool{}
+	for _, name := range r.StateFilters {
+		s, ok := txnstate.ParseState(name)
+		if !ok {
+			resp.UnknownStateFilters = append(resp.UnknownStateFilters, name)
+			continue
+		}
+		states[s] = true
+	}
+	var pattern *regexp.Regexp
+	if r.TransactionalIDPattern != nil && *r.TransactionalIDPattern != "" {
+		var err error
+		if pattern, err = regexp.Compile(*r.TransactionalIDPattern); err != nil {
+			resp.ErrorCode = 42 // INVALID_REQUEST
+			return resp.AppendTo(nil)
+		}
+	}
+	if coord, ok := p.txnCoordinatorID(); !ok || (brokerID >= 0 && brokerID != coord) {
+		return resp.AppendTo(nil)
+	}
+	now := time.Now().UnixMilli()
+	for _, t := range p.coord.List() {
+		switch {
+		case len(r.StateFilters) > 0 && !states[t.State],
+			len(r.ProducerIDFilters) > 0 && !slices.Contains(r.ProducerIDFilters, t.ProducerID),
+			r.DurationFilterMillis >= 0 && r.Version >= 1 && (t.State != txnstate.Ongoing || now-t.StartTimeMs < r.DurationFilterMillis),
+			pattern != nil && !pattern.MatchString(t.TransactionalID):
+			continue
+		}
+		st := kmsg.NewListTransactionsResponseTransactionState()
+		st.TransactionalID, st.ProducerID, st.TransactionState = t.TransactionalID, t.ProducerID, t.State.String()
+		resp.TransactionStates = append(resp.TransactionStates, st)
+	}
+	return resp.AppendTo(nil)
+}
+
+// txnCoordinatorID is the broker id eosproxy names as the coordinator of
+// every transactional id: the lowest upstream broker id, whose listener, like
+// every eosproxy listener, serves the coordinator requests itself.
+func (p *Proxy) txnCoordinatorID() (int32, bool) {
+	p.brokers.mu.RLock()
+	defer p.brokers.mu.RUnlock()
+	id, found := int32(0), false
+	for bid, b := range p.brokers.byID {
+		if b.upstream == "" {
+			continue
+		}
+		if !found || bid < id {
+			id, found = bid, true
+		}
+	}
+	return id, found
+}
+
+// findTxnCoordinator answers FindCoordinator for transactional ids with
+// eosproxy itself; other FindCoordinator requests pass (nil).
+func (p *Proxy) findTxnCoordinator(ctx context.Context, hdr protocol.RequestHeader, body []byte) ([]byte, error) {
+	r := kmsg.NewPtrFindCoordinatorRequest()
+	r.SetVersion(hdr.APIVersion)
+	if err := r.ReadFrom(body); err != nil {
+		return nil, bad("decode FindCoordinator v%d: %w", hdr.APIVersion, err)
+	}
+	if r.CoordinatorType != coordinatorTypeTxn {
+		return nil, nil
+	}
+	id, ok := p.txnCoordinatorID()
+	if !ok {
+		rctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+		err := p.refreshBrokers(rctx)
+		cancel()
+		if err != nil {
+			p.log.Warn().Err(err).Msg("cannot learn upstream brokers to name a transaction coordinator")
+		}
+		id, ok = p.txnCoordinatorID()
+	}
+	var code int16
+	var port int32
+	if ok {
+		b, _ := p.brokers.lookup(id)
+		port = b.port
+	} else {
+		code = errCoordinatorNotAvailable
+		id = -1
+	}
+	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
+	if r.Version < 4 {
+		resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = code, id, p.advHost, port
+		return resp.AppendTo(nil), nil
+	}
+	for _, key := range r.CoordinatorKeys {
+		co := kmsg.NewFindCoordinatorResponseCoordinator()
+		co.Key, co.ErrorCode, co.NodeID, co.Host, co.Port = key, code, id, p.advHost, port
+		resp.Coordinators = append(resp.Coordinators, co)
+	}
+	return resp.AppendTo(nil), nil
+}
+
+// unstableOffsets answers an OffsetFetch with RequireStable that names
+// offsets a transaction still holds with UNSTABLE_OFFSET_COMMIT, which
+// clients retry, as Kafka does; nil lets the request pass.
+func (p *Proxy) unstableOffsets(hdr protocol.RequestHeader, body []byte) []byte {
+	r := kmsg.NewPtrOffsetFetchRequest()
+	r.SetVersion(hdr.APIVersion)
+	if err := r.ReadFrom(body); err != nil || !r.RequireStable {
+		return nil // the backend judges what eosproxy cannot read
+	}
+	pending := func(group, topic string, parts []int32, all bool) bool {
+		if all {
+			return p.coord.OffsetsPending(group, nil)
+		}
+		for _, part := range parts {
+			if p.coord.OffsetsPending(group, &txnstate.TopicPartition{Topic: topic, Partition: part}) {
+				return true
+			}
+		}
+		return false
+	}
+	resp := r.ResponseKind().(*kmsg.OffsetFetchResponse)
+	unstable := false
+	if r.Version < 8 {
+		for _, t := range r.Topics {
+			unstable = unstable || pending(r.Group, t.Topic, t.Partitions, false)
+		}
+		unstable = unstable || (r.Topics == nil && pending(r.Group, "", nil, true))
+		if !unstable {
+			return nil
+		}
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetFetchResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetFetchResponseTopicPartition()
+				rp.Partition, rp.Offset, rp.ErrorCode = part, -1, errUnstableOffsetCommit
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp.AppendTo(nil)
+	}
+	for _, g := range r.Groups {
+		for _, t := range g.Topics {
+			unstable = unstable || pending(g.Group, t.Topic, t.Partitions, false)
+		}
+		unstable = unstable || (g.Topics == nil && pending(g.Group, "", nil, true))
+	}
+	if !unstable {
+		return nil
+	}
+	for _, g := range r.Groups {
+		rg := kmsg.NewOffsetFetchResponseGroup()
+		rg.Group = g.Group
+		for _, t := range g.Topics {
+			rt := kmsg.NewOffsetFetchResponseGroupTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+				rp.Partition, rp.Offset, rp.ErrorCode = part, -1, errUnstableOffsetCommit
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			rg.Topics = append(rg.Topics, rt)
+		}
+		if g.Topics == nil {
+			rg.ErrorCode = errUnstableOffsetCommit
+		}
+		resp.Groups = append(resp.Groups, rg)
+	}
+	return resp.AppendTo(nil)
+}
+
+// produceTxn buffers a transactional Produce request's batches in the
+// coordinator; nothing is forwarded. The answer is NONE with base offset -1
+// for each accepted batch (its offset is known only once it is committed),
+// given once the batch is durable: wait builds it.
+func (c *conn) produceTxn(req *kmsg.ProduceRequest) (wait func() []byte) {
+	id := *req.TransactionID
+	type pending struct {
+		rp   *kmsg.ProduceResponseTopicPartition
+		wait func() int16
+	}
+	var waits []pending
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, t := range req.Topics {
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		rt.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(t.Partitions))
+		for i, part := range t.Partitions {
+			rp := &rt.Partitions[i]
+			*rp = kmsg.NewProduceResponseTopicPartition()
+			rp.Partition = part.Partition
+			rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
+			code, msg, w := c.bufferTxnBatch(id, req.Version, t.Topic, part.Partition, part.Records)
+			rp.ErrorCode = code
+			if msg != "" {
+				rp.ErrorMessage = &msg
+			}
+			if w != nil {
+				waits = append(waits, pending{rp, w})
+			}
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return func() []byte {
+		for _, w := range waits {
+			w.rp.ErrorCode = w.wait()
+		}
+		return resp.AppendTo(nil)
+	}
+}
+
+func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition int32, records []byte) (int16, string, func() int16) {
+	if len(records) == 0 {
+		return errInvalidRecord, "", nil
+	}
+	bt, err := protocol.ParseBatch(records)
+	if err != nil {
+		c.log.Warn().Err(err).Str("txn", id).Str("topic", topic).Int32("partition", partition).
+			Msg("rejecting corrupt transactional record batch")
+		return errCorruptMessage, "", nil
+	}
+	if bt.Length != len(records) || !bt.Transactional || bt.ProducerID < 0 || bt.Control {
+		return errInvalidRecord, "a transactional Produce takes one transactional batch per partition", nil
+	}
+	batch := append([]byte(nil), records...)
+	protocol.ClearTransactional(batch, bt.Length)
+	ans := c.p.coord.Produce(id, txnstate.ProduceRequest{
+		ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch,
+		Partition: txnstate.TopicPartition{Topic: topic, Partition: partition}, Version: version,
+	}, dedup.BatchInfo{Epoch: bt.ProducerEpoch, FirstSeq: bt.BaseSequence, Count: bt.Count}, batch)
+	if ans.Err != 0 {
+		c.log.Debug().Str("txn", id).Str("topic", topic).Int32("partition", partition).
+			Str("err", txnstate.ErrorName(ans.Err)).Int16("code", ans.Err).Msg("transactional batch refused")
+	}
+	return ans.Err, ans.Msg, ans.Wait
+}

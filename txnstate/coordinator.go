@@ -1,0 +1,727 @@
+package txnstate
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/store"
+)
+
+// Error codes the coordinator answers with besides the state machine's.
+const (
+	ErrCoordinatorNotAvailable int16 = 15
+	ErrPolicyViolation         int16 = 44
+	ErrTransactionalIDNotFound int16 = 105
+)
+
+// Backend is what the coordinator needs of the real cluster to carry out a
+// commit: eosproxy's proxy package implements it over its own client.
+type Backend interface {
+	// EndOffsets returns each partition's log end offset.
+	EndOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error)
+	// Produce writes one batch per partition (acks=all) and reports each.
+	Produce(ctx context.Context, batches map[TopicPartition][]byte) map[TopicPartition]ProduceResult
+	// FindBatch reads the partition from offset from and reports where a
+	// batch with this content digest is (protocol.Digest), if anywhere.
+	FindBatch(ctx context.Context, tp TopicPartition, from int64, digest [32]byte) (int64, bool, error)
+	// CommitOffsets commits a group's offsets as the member that sent them.
+	// An error wrapping ErrPermanent will not succeed on a retry.
+	CommitOffsets(ctx context.Context, group string, g GroupOffsets) error
+}
+
+// ErrPermanent marks a backend failure that retrying cannot fix.
+var ErrPermanent = errors.New("permanent failure")
+
+// ProduceResult is the backend's answer for one batch.
+type ProduceResult struct {
+	BaseOffset int64
+	Err        error
+	// Ambiguous: the batch may have been written although Err says otherwise
+	// (a timeout, a dropped connection).
+	Ambiguous bool
+}
+
+// Options configure a Coordinator.
+type Options struct {
+	Config
+	// MaxTransactionBytes bounds the data buffered for one transaction;
+	// MaxBufferBytes all buffered data. 0: no bound.
+	MaxTransactionBytes int64
+	MaxBufferBytes      int64
+	// Expiration is transactional.id.expiration.ms (default 7 days).
+	Expiration time.Duration
+	// AnswerWithin is how long EndTxn(commit) waits for the forwarding to
+	// finish before answering on the strength of the durable decision.
+	AnswerWithin time.Duration
+	// CheckInterval is how often timed-out transactions are looked for.
+	CheckInterval time.Duration
+	// NewProducerID allocates a producer id (shared with idempotent producers).
+	NewProducerID func() (int64, error)
+	Backend       Backend
+	Log           zerolog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Coordinator is eosproxy's transaction coordinator: the pure decisions of
+// this package, made durable in badger, with the buffered batches and their
+// forwarding on commit.
+type Coordinator struct {
+	opt Options
+	db  *store.DB
+	log zerolog.Logger
+
+	mu   sync.Mutex
+	txns map[string]*entry
+
+	buffered atomic.Int64  // bytes buffered in all open transactions
+	counter  atomic.Uint64 // orders buffered batches
+	pending  atomic.Int32  // transactions holding group offsets
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// entry is one transactional id. mu serialises its decisions; txn is readable
+// without it (Describe, List, OffsetFetch).
+type entry struct {
+	id  string
+	mu  sync.Mutex
+	txn atomic.Pointer[Txn]
+	// seqs is the producer's sequence state per partition, for seqPID.
+	seqs   map[TopicPartition]dedup.State
+	seqPID int64
+	// bytes buffered in the open transaction.
+	bytes int64
+	// writes in flight; a decision that reads buffered data waits for them.
+	writes sync.WaitGroup
+	last   *write
+	broken atomic.Bool // a buffered write failed: the transaction can only abort
+	// done is closed when the running commit forwarding or abort finishes;
+	// nil when none runs.
+	done chan struct{}
+}
+
+type write struct {
+	done chan struct{}
+	err  error
+}
+
+// Open loads the coordinator's state and resumes every commit or abort a
+// previous run had decided but not finished (roll forward).
+func Open(db *store.DB, opt Options) (*Coordinator, error) {
+	if opt.MaxTimeoutMs <= 0 {
+		opt.MaxTimeoutMs = 15 * 60 * 1000
+	}
+	if opt.TxnVersion == 0 {
+		opt.TxnVersion = 2
+	}
+	if opt.Expiration <= 0 {
+		opt.Expiration = 7 * 24 * time.Hour
+	}
+	if opt.AnswerWithin <= 0 {
+		opt.AnswerWithin = 5 * time.Second
+	}
+	if opt.CheckInterval <= 0 {
+		opt.CheckInterval = time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	c := &Coordinator{opt: opt, db: db, log: opt.Log.With().Str("component", "txn").Logger(), txns: map[string]*entry{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	for _, e := range c.txns {
+		if t := e.txn.Load(); t.State == PrepareCommit || t.State == PrepareAbort {
+			c.log.Info().Str("txn", e.id).Stringer("state", t.State).Msg("resuming transaction completion")
+			c.startFinish(e, t)
+		}
+	}
+	c.wg.Add(1)
+	go c.timeoutLoop()
+	return c, nil
+}
+
+func (c *Coordinator) load() error {
+	err := c.db.Scan([]byte(prefixMeta), func(k, v []byte) error {
+		t, err := decodeTxn(v)
+		if err != nil {
+			return err
+		}
+		e := &entry{id: t.TransactionalID, seqs: map[TopicPartition]dedup.State{}, seqPID: t.ProducerID}
+		e.txn.Store(t)
+		c.txns[e.id] = e
+		if len(t.PendingOffsets) > 0 {
+			c.pending.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load transactions: %w", err)
+	}
+	err = c.db.Scan([]byte(prefixSeq), func(k, v []byte) error {
+		id, tp, _, err := parseTPKey(prefixSeq, k)
+		if err != nil || len(v) < 8 {
+			return fmt.Errorf("corrupt sequence key %q", k)
+		}
+		e := c.txns[id]
+		if e == nil || int64(binary.BigEndian.Uint64(v)) != e.seqPID {
+			return nil // an earlier producer id's: irrelevant
+		}
+		st, err := dedup.UnmarshalState(v[8:])
+		if err != nil {
+			return fmt.Errorf("sequence state of %q: %w", id, err)
+		}
+		e.seqs[tp] = st
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load transaction sequences: %w", err)
+	}
+	var top uint64
+	err = c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBatch)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			id, _, rest, err := parseTPKey(prefixBatch, item.Key())
+			if err != nil || len(rest) != 8 {
+				return fmt.Errorf("corrupt batch key %q", item.Key())
+			}
+			top = max(top, binary.BigEndian.Uint64(rest))
+			if e := c.txns[id]; e != nil {
+				e.bytes += item.ValueSize()
+				c.buffered.Add(item.ValueSize())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load buffered batches: %w", err)
+	}
+	c.counter.Store(top)
+	return nil
+}
+
+// Close stops the coordinator's background work; a commit being forwarded
+// resumes on the next Open.
+func (c *Coordinator) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+func (c *Coordinator) nowMs() int64 { return c.opt.Now().UnixMilli() }
+
+func (c *Coordinator) entry(id string, create bool) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.txns[id]
+	if e == nil && create {
+		e = &entry{id: id, seqs: map[TopicPartition]dedup.State{}, seqPID: NoProducerID}
+		c.txns[id] = e
+	}
+	return e
+}
+
+// lock returns id's entry locked (nil if unknown and !create), retrying if
+// an expiry removed the entry while this caller waited for it.
+func (c *Coordinator) lock(id string, create bool) *entry {
+	for {
+		e := c.entry(id, create)
+		if e == nil {
+			return nil
+		}
+		e.mu.Lock()
+		c.mu.Lock()
+		live := c.txns[id] == e
+		c.mu.Unlock()
+		if live {
+			return e
+		}
+		e.mu.Unlock()
+	}
+}
+
+// newPID adapts the allocator to the decisions' signature, remembering a
+// failure so the caller can answer COORDINATOR_NOT_AVAILABLE.
+func (c *Coordinator) newPID(errp *error) func() int64 {
+	return func() int64 {
+		id, err := c.opt.NewProducerID()
+		if err != nil {
+			*errp = err
+			return NoProducerID
+		}
+		return id
+	}
+}
+
+// commit makes n the durable state of e (together with extra writes) and
+// swaps it in. Called with e.mu held.
+func (c *Coordinator) commit(e *entry, n *Txn, extra func(*badger.Txn) error) error {
+	old := e.txn.Load()
+	err := c.db.Update(func(txn *badger.Txn) error {
+		if n.ProducerID != e.seqPID {
+			// A new producer id starts with no sequence state.
+			for tp := range e.seqs {
+				if err := txn.Delete(tpKey(prefixSeq, e.id, tp)); err != nil {
+					return err
+				}
+			}
+		}
+		if extra != nil {
+			if err := extra(txn); err != nil {
+				return err
+			}
+		}
+		return txn.Set(idKey(prefixMeta, e.id), encodeTxn(n))
+	})
+	if err != nil {
+		return fmt.Errorf("persist transaction %q: %w", e.id, err)
+	}
+	c.swap(e, old, n)
+	return nil
+}
+
+func (c *Coordinator) swap(e *entry, old, n *Txn) {
+	if n.ProducerID != e.seqPID {
+		e.seqs = map[TopicPartition]dedup.State{}
+		e.seqPID = n.ProducerID
+	}
+	had := old != nil && len(old.PendingOffsets) > 0
+	if has := len(n.PendingOffsets) > 0; has != had {
+		if has {
+			c.pending.Add(1)
+		} else {
+			c.pending.Add(-1)
+		}
+	}
+	e.txn.Store(n)
+}
+
+// apply persists a decision's new state and starts what its Action asks.
+// Called with e.mu held.
+func (c *Coordinator) apply(e *entry, r Result) Result {
+	if r.Txn == nil {
+		return r
+	}
+	if err := c.commit(e, r.Txn, nil); err != nil {
+		c.log.Error().Err(err).Msg("cannot persist transaction state")
+		return fail(ErrCoordinatorNotAvailable)
+	}
+	if r.Action != NoAction {
+		c.startFinish(e, r.Txn)
+	}
+	return r
+}
+
+// InitProducerID answers InitProducerId with a transactional id.
+func (c *Coordinator) InitProducerID(ctx context.Context, req InitProducerIDRequest) Result {
+	e := c.lock(req.TransactionalID, true)
+	defer e.mu.Unlock()
+	e.writes.Wait()
+	var allocErr error
+	r := InitProducerID(c.opt.Config, e.txn.Load(), req, c.nowMs(), c.newPID(&allocErr))
+	if allocErr != nil {
+		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
+		return fail(ErrCoordinatorNotAvailable)
+	}
+	if r.Action == Discard {
+		c.log.Info().Str("txn", req.TransactionalID).Msg("new producer instance: aborting the previous one's open transaction")
+	}
+	return c.apply(e, r)
+}
+
+// AddPartitions answers AddPartitionsToTxn.
+func (c *Coordinator) AddPartitions(id string, req AddPartitionsRequest) Result {
+	return c.decide(id, func(t *Txn, now int64) Result { return AddPartitions(t, req, now) })
+}
+
+// AddOffsets answers AddOffsetsToTxn.
+func (c *Coordinator) AddOffsets(id string, req AddOffsetsRequest) Result {
+	return c.decide(id, func(t *Txn, now int64) Result { return AddOffsets(t, req, now) })
+}
+
+// TxnOffsetCommit holds a group's offsets in the transaction.
+func (c *Coordinator) TxnOffsetCommit(id string, req TxnOffsetCommitRequest) Result {
+	return c.decide(id, func(t *Txn, now int64) Result { return TxnOffsetCommit(t, req, now) })
+}
+
+func (c *Coordinator) decide(id string, fn func(*Txn, int64) Result) Result {
+	e := c.lock(id, false)
+	if e == nil {
+		return fn(nil, c.nowMs())
+	}
+	defer e.mu.Unlock()
+	return c.apply(e, fn(e.txn.Load(), c.nowMs()))
+}
+
+// EndTxn answers EndTxn. A commit is answered once forwarding finished, or
+// after AnswerWithin on the strength of the durable decision; the id then
+// answers CONCURRENT_TRANSACTIONS until forwarding is done.
+func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) Result {
+	e := c.lock(id, false)
+	if e == nil {
+		return EndTxn(nil, req, c.nowMs(), nil)
+	}
+	e.writes.Wait()
+	var allocErr error
+	r := EndTxn(e.txn.Load(), req, c.nowMs(), c.newPID(&allocErr))
+	if allocErr != nil {
+		e.mu.Unlock()
+		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
+		return fail(ErrCoordinatorNotAvailable)
+	}
+	if r.Action == Forward && e.broken.Load() {
+		// Some of the transaction's data is not durable: it cannot commit.
+		e.mu.Unlock()
+		return fail(ErrInvalidTxnState)
+	}
+	r = c.apply(e, r)
+	done := e.done
+	e.mu.Unlock()
+	if r.Action != NoAction && done != nil {
+		t := time.NewTimer(c.opt.AnswerWithin)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			c.log.Warn().Str("txn", id).Dur("after", c.opt.AnswerWithin).
+				Msg("transaction completion still running; answering on the durable decision")
+		case <-ctx.Done():
+		}
+	}
+	return r
+}
+
+// ProduceAnswer is the outcome of buffering one transactional batch.
+type ProduceAnswer struct {
+	Err int16
+	Msg string
+	// Wait, when set, blocks until the batch is durable and returns the
+	// error code to answer with then.
+	Wait func() int16
+}
+
+// Produce buffers one transactional batch, already cleared of its producer
+// fields (protocol.ClearTransactional), after the transaction's and the
+// sequence checks. batch is kept; the caller must not reuse it.
+func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInfo, batch []byte) ProduceAnswer {
+	e := c.lock(id, false)
+	if e == nil {
+		r := Produce(nil, req, c.nowMs())
+		return ProduceAnswer{Err: r.Err}
+	}
+	defer e.mu.Unlock()
+	now := c.nowMs()
+	r := Produce(e.txn.Load(), req, now)
+	if r.Err != ErrNone {
+		return ProduceAnswer{Err: r.Err}
+	}
+	if e.broken.Load() {
+		return ProduceAnswer{Err: verificationError(ErrTransactionAbortable, req.Version >= 11), Msg: "an earlier batch of the transaction could not be stored"}
+	}
+	tp := req.Partition
+	var st *dedup.State
+	if s, ok := e.seqs[tp]; ok && e.seqPID == req.ProducerID {
+		st = &s
+	}
+	d := dedup.Decide(st, info)
+	switch {
+	case d.Verdict == dedup.Duplicate, d.Verdict == dedup.Reject && d.Err == dedup.ErrDuplicateSequence:
+		// A retry of a batch already buffered: answered as written, once the
+		// original is durable.
+		last := e.last
+		if last == nil {
+			return ProduceAnswer{}
+		}
+		return ProduceAnswer{Wait: func() int16 { <-last.done; return storageCode(last.err) }}
+	case d.Verdict == dedup.Reject:
+		return ProduceAnswer{Err: d.Err}
+	}
+	n := int64(len(batch))
+	if lim := c.opt.MaxTransactionBytes; lim > 0 && e.bytes+n > lim {
+		return ProduceAnswer{Err: ErrPolicyViolation, Msg: fmt.Sprintf("transaction %q would exceed --max-transaction-bytes (%d bytes); it can only abort", id, lim)}
+	}
+	if lim := c.opt.MaxBufferBytes; lim > 0 && c.buffered.Load()+n > lim {
+		return ProduceAnswer{Err: ErrPolicyViolation, Msg: fmt.Sprintf("eosproxy's transaction buffer is full (--transaction-buffer-bytes %d)", lim)}
+	}
+	var prev dedup.State
+	if st != nil {
+		prev = *st
+	}
+	ns := dedup.Apply(prev, info, -1, now)
+	tx := c.db.NewTransaction(true)
+	setErr := tx.Set(batchKey(id, tp, c.counter.Add(1)), batch)
+	if setErr == nil {
+		setErr = tx.Set(tpKey(prefixSeq, id, tp), append(binary.BigEndian.AppendUint64(nil, uint64(req.ProducerID)), dedup.MarshalState(ns)...))
+	}
+	if setErr == nil && r.Txn != nil {
+		setErr = tx.Set(idKey(prefixMeta, id), encodeTxn(r.Txn))
+	}
+	if setErr != nil {
+		tx.Discard()
+		c.log.Error().Err(setErr).Str("txn", id).Msg("cannot buffer transactional batch")
+		return ProduceAnswer{Err: errStorage}
+	}
+	if r.Txn != nil {
+		c.swap(e, e.txn.Load(), r.Txn)
+	}
+	e.seqs[tp] = ns
+	e.bytes += n
+	c.buffered.Add(n)
+	w := &write{done: make(chan struct{})}
+	e.last = w
+	e.writes.Add(1)
+	tx.CommitWith(func(err error) {
+		if err != nil {
+			e.broken.Store(true)
+			c.log.Error().Err(err).Str("txn", id).Msg("buffered transactional batch not durable; the transaction can only abort")
+		}
+		w.err = err
+		close(w.done)
+		e.writes.Done()
+	})
+	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
+}
+
+const errStorage int16 = 56
+
+func storageCode(err error) int16 {
+	if err != nil {
+		return errStorage
+	}
+	return ErrNone
+}
+
+// Get returns the state of a transactional id, nil if unknown.
+func (c *Coordinator) Get(id string) *Txn {
+	if e := c.entry(id, false); e != nil {
+		if t := e.txn.Load(); t != nil && t.State != Dead {
+			return t
+		}
+	}
+	return nil
+}
+
+// List returns every known transactional id's state, sorted by id.
+func (c *Coordinator) List() []*Txn {
+	c.mu.Lock()
+	es := slices.Collect(maps.Values(c.txns))
+	c.mu.Unlock()
+	var out []*Txn
+	for _, e := range es {
+		if t := e.txn.Load(); t != nil && t.State != Dead {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Txn) int { return compareStr(a.TransactionalID, b.TransactionalID) })
+	return out
+}
+
+// OffsetsPending reports whether an open or committing transaction holds
+// offsets for group on tp (any partition when tp is nil): what Kafka calls
+// an unstable offset.
+func (c *Coordinator) OffsetsPending(group string, tp *TopicPartition) bool {
+	if c.pending.Load() == 0 {
+		return false
+	}
+	c.mu.Lock()
+	es := slices.Collect(maps.Values(c.txns))
+	c.mu.Unlock()
+	for _, e := range es {
+		t := e.txn.Load()
+		if t == nil || (t.State != Ongoing && t.State != PrepareCommit) {
+			continue
+		}
+		g, ok := t.PendingOffsets[group]
+		if !ok {
+			continue
+		}
+		if tp == nil {
+			if len(g.Offsets) > 0 {
+				return true
+			}
+			continue
+		}
+		if _, ok := g.Offsets[*tp]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// AnyOffsetsPending reports cheaply whether any transaction holds offsets.
+func (c *Coordinator) AnyOffsetsPending() bool { return c.pending.Load() > 0 }
+
+// Buffered returns the bytes of transactional data waiting for a commit.
+func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }
+
+// startFinish runs a decided commit or abort in the background. Called with
+// e.mu held (or before the coordinator serves requests).
+func (c *Coordinator) startFinish(e *entry, t *Txn) {
+	if e.done != nil {
+		return // already running (a roll-forward found it first)
+	}
+	done := make(chan struct{})
+	e.done = done
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.finish(e, t, done)
+	}()
+}
+
+func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
+	log := c.log.With().Str("txn", e.id).Int64("producer", t.ProducerID).Logger()
+	commit := t.State == PrepareCommit
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		var err error
+		if commit {
+			err = c.forward(c.ctx, t, log)
+		} else {
+			err = c.discard(e.id)
+		}
+		if err == nil {
+			break
+		}
+		if c.ctx.Err() != nil {
+			return // closing: the next Open resumes it
+		}
+		log.Warn().Err(err).Bool("commit", commit).Dur("retry_in", wait).Msg("transaction completion failed; retrying")
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		r := Complete(e.txn.Load(), c.nowMs())
+		if r.Err != ErrNone {
+			log.Error().Str("err", ErrorName(r.Err)).Msg("cannot complete transaction")
+			break
+		}
+		if err := c.commit(e, r.Txn, nil); err != nil {
+			log.Error().Err(err).Msg("cannot persist completed transaction; retrying")
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(wait):
+				continue
+			}
+		}
+		break
+	}
+	c.buffered.Add(-e.bytes)
+	e.bytes = 0
+	e.broken.Store(false)
+	e.last = nil
+	e.done = nil
+	close(done)
+	if commit {
+		log.Debug().Msg("transaction committed")
+	} else {
+		log.Debug().Msg("transaction aborted")
+	}
+}
+
+// discard drops every buffered batch of id (and any forwarding progress).
+func (c *Coordinator) discard(id string) error {
+	for _, prefix := range []string{prefixBatch, prefixLow} {
+		if err := c.deletePrefix(idKey(prefix, id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) deletePrefix(prefix []byte) error {
+	var keys [][]byte
+	err := c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wb := c.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
+func (c *Coordinator) timeoutLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opt.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		es := slices.Collect(maps.Values(c.txns))
+		c.mu.Unlock()
+		for _, e := range es {
+			c.expire(e)
+		}
+	}
+}
+
+// expire aborts e's transaction if it timed out, and forgets e if it was
+// unused for Expiration.
+func (c *Coordinator) expire(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := c.nowMs()
+	cur := e.txn.Load()
+	if r := Timeout(c.opt.Config, cur, now); r.Txn != nil {
+		e.writes.Wait()
+		c.log.Info().Str("txn", e.id).Int32("timeout_ms", cur.TimeoutMs).Msg("transaction timed out: aborting it and fencing its producer")
+		c.apply(e, r)
+		return
+	}
+	if r := Expire(cur, now, c.opt.Expiration.Milliseconds()); r.Txn != nil && e.done == nil {
+		err := c.db.Update(func(txn *badger.Txn) error {
+			for tp := range e.seqs {
+				if err := txn.Delete(tpKey(prefixSeq, e.id, tp)); err != nil {
+					return err
+				}
+			}
+			return txn.Delete(idKey(prefixMeta, e.id))
+		})
+		if err != nil {
+			c.log.Warn().Err(err).Str("txn", e.id).Msg("cannot expire transactional id")
+			return
+		}
+		c.swap(e, cur, r.Txn)
+		c.mu.Lock()
+		delete(c.txns, e.id)
+		c.mu.Unlock()
+		c.log.Info().Str("txn", e.id).Msg("transactional id expired")
+	}
+}

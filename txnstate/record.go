@@ -1,0 +1,175 @@
+package txnstate
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Badger keys of the coordinator. A transactional id or topic may hold any
+// byte, so each is length-prefixed; within one id the buffered batches of a
+// partition sort by the order they arrived in.
+//
+//	txn/m/<id>                          the Txn (JSON)
+//	txn/s/<id><topic><partition>         the producer's sequence state there
+//	txn/b/<id><topic><partition><n>      one buffered batch, n a global counter
+//	txn/w/<id><topic><partition>         forwarding low-water offset
+const (
+	prefixMeta  = "txn/m/"
+	prefixSeq   = "txn/s/"
+	prefixBatch = "txn/b/"
+	prefixLow   = "txn/w/"
+)
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func readStr(b []byte) (string, []byte, error) {
+	if len(b) < 2 {
+		return "", nil, errors.New("short key")
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return "", nil, errors.New("short key")
+	}
+	return string(b[2 : 2+n]), b[2+n:], nil
+}
+
+func idKey(prefix, id string) []byte { return appendStr([]byte(prefix), id) }
+
+func tpKey(prefix, id string, tp TopicPartition) []byte {
+	b := appendStr(idKey(prefix, id), tp.Topic)
+	return binary.BigEndian.AppendUint32(b, uint32(tp.Partition))
+}
+
+func batchKey(id string, tp TopicPartition, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(tpKey(prefixBatch, id, tp), n)
+}
+
+// parseTPKey splits a key made by tpKey (or batchKey: rest holds the counter).
+func parseTPKey(prefix string, key []byte) (id string, tp TopicPartition, rest []byte, err error) {
+	b := key[len(prefix):]
+	if id, b, err = readStr(b); err != nil {
+		return
+	}
+	if tp.Topic, b, err = readStr(b); err != nil {
+		return
+	}
+	if len(b) < 4 {
+		return "", tp, nil, errors.New("short key")
+	}
+	tp.Partition = int32(binary.BigEndian.Uint32(b))
+	return id, tp, b[4:], nil
+}
+
+// record is Txn as stored: maps keyed by structs become lists.
+type record struct {
+	ID         string
+	PID        int64
+	LastPID    int64
+	NextPID    int64
+	Epoch      int16
+	LastEpoch  int16
+	TimeoutMs  int32
+	State      State
+	Partitions []TopicPartition `json:",omitempty"`
+	Groups     []groupRecord    `json:",omitempty"`
+	StartMs    int64
+	UpdateMs   int64
+	Version    int8
+}
+
+type groupRecord struct {
+	Group      string
+	MemberID   string `json:",omitempty"`
+	Generation int32
+	InstanceID string         `json:",omitempty"`
+	Offsets    []offsetRecord `json:",omitempty"`
+}
+
+type offsetRecord struct {
+	TopicPartition
+	Offset
+}
+
+func encodeTxn(t *Txn) []byte {
+	r := record{
+		ID: t.TransactionalID, PID: t.ProducerID, LastPID: t.LastProducerID, NextPID: t.NextProducerID,
+		Epoch: t.Epoch, LastEpoch: t.LastEpoch, TimeoutMs: t.TimeoutMs, State: t.State,
+		StartMs: t.StartTimeMs, UpdateMs: t.LastUpdateMs, Version: t.TxnVersion,
+	}
+	for tp := range t.Partitions {
+		r.Partitions = append(r.Partitions, tp)
+	}
+	slices.SortFunc(r.Partitions, compareTP)
+	for g, o := range t.PendingOffsets {
+		gr := groupRecord{Group: g, MemberID: o.MemberID, Generation: o.GenerationID, InstanceID: o.GroupInstanceID}
+		for tp, off := range o.Offsets {
+			gr.Offsets = append(gr.Offsets, offsetRecord{tp, off})
+		}
+		slices.SortFunc(gr.Offsets, func(a, b offsetRecord) int { return compareTP(a.TopicPartition, b.TopicPartition) })
+		r.Groups = append(r.Groups, gr)
+	}
+	slices.SortFunc(r.Groups, func(a, b groupRecord) int { return compareStr(a.Group, b.Group) })
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(fmt.Sprintf("txnstate: encode %q: %v", t.TransactionalID, err)) // only plain types: cannot fail
+	}
+	return b
+}
+
+func decodeTxn(b []byte) (*Txn, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode transaction state: %w", err)
+	}
+	if !r.State.Valid() {
+		return nil, fmt.Errorf("decode transaction state of %q: unknown state %d", r.ID, r.State)
+	}
+	t := &Txn{
+		TransactionalID: r.ID, ProducerID: r.PID, LastProducerID: r.LastPID, NextProducerID: r.NextPID,
+		Epoch: r.Epoch, LastEpoch: r.LastEpoch, TimeoutMs: r.TimeoutMs, State: r.State,
+		StartTimeMs: r.StartMs, LastUpdateMs: r.UpdateMs, TxnVersion: r.Version,
+	}
+	if len(r.Partitions) > 0 {
+		t.Partitions = make(map[TopicPartition]struct{}, len(r.Partitions))
+		for _, tp := range r.Partitions {
+			t.Partitions[tp] = struct{}{}
+		}
+	}
+	if len(r.Groups) > 0 {
+		t.PendingOffsets = make(map[string]GroupOffsets, len(r.Groups))
+		for _, g := range r.Groups {
+			o := GroupOffsets{MemberID: g.MemberID, GenerationID: g.Generation, GroupInstanceID: g.InstanceID}
+			if len(g.Offsets) > 0 {
+				o.Offsets = make(map[TopicPartition]Offset, len(g.Offsets))
+				for _, off := range g.Offsets {
+					o.Offsets[off.TopicPartition] = off.Offset
+				}
+			}
+			t.PendingOffsets[g.Group] = o
+		}
+	}
+	return t, nil
+}
+
+func compareStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func compareTP(a, b TopicPartition) int {
+	if c := compareStr(a.Topic, b.Topic); c != 0 {
+		return c
+	}
+	return int(a.Partition) - int(b.Partition)
+}
