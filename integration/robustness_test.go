@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -154,9 +155,20 @@ func TestApiVersions(t *testing.T) {
 				t.Fatalf("key %d not advertised", k)
 			}
 		}
+		// eosproxy is the transaction coordinator: the transaction protocol
+		// is its own (KIP-890's), whatever the backend finalized.
+		var tv []string
 		for _, f := range resp.FinalizedFeatures {
 			if f.Name == "transaction.version" {
-				t.Fatal("transaction.version passed on although eosproxy does not implement it")
+				tv = append(tv, fmt.Sprintf("%d..%d", f.MinVersionLevel, f.MaxVersionLevel))
+			}
+		}
+		if fmt.Sprint(tv) != "[2..2]" {
+			t.Fatalf("finalized transaction.version %v, want eosproxy's [2..2]", tv)
+		}
+		for _, k := range []int16{22, 24, 25, 26, 28, 65, 66} {
+			if !seen[k] {
+				t.Fatalf("transaction coordinator key %d not advertised", k)
 			}
 		}
 	})

@@ -24,6 +24,9 @@ var upstreamKeys = []apiRange{
 	{KeyDescribeCluster, 0, 1},
 	{KeyShareFetch, 7, 9}, // minimum above what eosproxy decodes: dropped
 	{KeyShareAcknowledge, 1, 4},
+	{KeyOffsetFetch, 0, 10},     // decoded: capped at v9 (v10 names topics by id)
+	{KeyAddPartitionsTxn, 0, 5}, // answered by eosproxy: v4+ is broker-to-coordinator, not offered
+	{KeyEndTxn, 3, 9},           // answered by eosproxy: its own 0..max, whatever the upstream's
 	{9999, 0, 3},
 }
 
@@ -68,7 +71,7 @@ func isAnsweredLocally(key int16) bool {
 
 // expectedKeys is what eosproxy advertises for an upstream advertising ups:
 // decoded keys capped to what eosproxy handles, keys it answers itself at
-// its own range (added when the upstream lacks them), the rest unchanged.
+// its own range, 0..max (added when the upstream lacks them), the rest unchanged.
 func expectedKeys(ups []apiRange) []apiRange {
 	var out []apiRange
 	have := map[int16]bool{}
@@ -81,7 +84,7 @@ func expectedKeys(ups []apiRange) []apiRange {
 			}
 		}
 		if isAnsweredLocally(k.key) {
-			k.max = MaxProxyVersion(k.key)
+			k.min, k.max = 0, MaxProxyVersion(k.key)
 		}
 		out = append(out, k)
 	}
@@ -109,10 +112,22 @@ func TestRewriteApiVersionsEveryVersion(t *testing.T) {
 		KeyMetadata:        {KeyMetadata, 0, 13},
 		KeyApiVersions:     {KeyApiVersions, 0, 5},
 		2:                  {2, 1, 40},
-		22:                 {22, 0, 5}, // InitProducerId: answered by eosproxy
-		61:                 {61, 0, 0}, // DescribeProducers: answered by eosproxy, added
+		22:                 {22, 0, 5},             // InitProducerId: answered by eosproxy
+		24:                 {24, 0, 3},             // AddPartitionsToTxn: answered by eosproxy, v4+ not offered
+		25:                 {25, 0, 4},             // AddOffsetsToTxn: answered by eosproxy, added
+		26:                 {26, 0, 5},             // EndTxn: answered by eosproxy, min lowered to 0
+		28:                 {28, 0, 5},             // TxnOffsetCommit: answered by eosproxy, added, v6 not offered
+		61:                 {61, 0, 0},             // DescribeProducers: answered by eosproxy, added
+		65:                 {65, 0, 0},             // DescribeTransactions: answered by eosproxy, added
+		66:                 {66, 0, 2},             // ListTransactions: answered by eosproxy, added
+		KeyOffsetFetch:     {KeyOffsetFetch, 0, 9}, // v10 names topics by id: not offered
 		9999:               {9999, 0, 3},
 		KeyDescribeCluster: {KeyDescribeCluster, 0, 1},
+	}
+	for _, k := range AnsweredLocally {
+		if _, ok := hand[k]; !ok {
+			t.Fatalf("key %d, answered by eosproxy, has no hand-written expectation", k)
+		}
 	}
 	for v := int16(0); v <= kmsg.NewPtrApiVersionsResponse().MaxVersion(); v++ {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
@@ -186,10 +201,13 @@ func TestRewriteApiVersionsEveryVersion(t *testing.T) {
 				sup = append(sup, fmt.Sprintf("%s=%d..%d", f.Name, f.MinVersion, f.MaxVersion))
 			}
 			if v >= 3 {
-				if want := "[metadata.version=27..27 group.version=1..1]"; fmt.Sprint(fin) != want {
+				// The passed features in the upstream's order, then
+				// eosproxy's own transaction.version, replacing the
+				// upstream's.
+				if want := "[metadata.version=27..27 group.version=1..1 transaction.version=2..2]"; fmt.Sprint(fin) != want {
 					t.Errorf("finalized features = %v, want %s", fin, want)
 				}
-				if want := "[metadata.version=1..27 group.version=0..1 kraft.version=0..1]"; fmt.Sprint(sup) != want {
+				if want := "[metadata.version=1..27 group.version=0..1 kraft.version=0..1 transaction.version=0..2]"; fmt.Sprint(sup) != want {
 					t.Errorf("supported features = %v, want %s", sup, want)
 				}
 				if dec.FinalizedFeaturesEpoch != 42 || !dec.ZkMigrationReady {
@@ -211,8 +229,10 @@ func TestRewriteApiVersionsEveryVersion(t *testing.T) {
 				ak.ApiKey, ak.MinVersion, ak.MaxVersion = k.key, k.min, k.max
 				want.ApiKeys = append(want.ApiKeys, ak)
 			}
-			want.FinalizedFeatures = []kmsg.ApiVersionsResponseFinalizedFeature{upResp.FinalizedFeatures[1], upResp.FinalizedFeatures[3]}
-			want.SupportedFeatures = []kmsg.ApiVersionsResponseSupportedFeature{upResp.SupportedFeatures[0], upResp.SupportedFeatures[2], upResp.SupportedFeatures[3]}
+			want.FinalizedFeatures = []kmsg.ApiVersionsResponseFinalizedFeature{upResp.FinalizedFeatures[1], upResp.FinalizedFeatures[3],
+				{Name: "transaction.version", MinVersionLevel: 2, MaxVersionLevel: 2}}
+			want.SupportedFeatures = []kmsg.ApiVersionsResponseSupportedFeature{upResp.SupportedFeatures[0], upResp.SupportedFeatures[2], upResp.SupportedFeatures[3],
+				{Name: "transaction.version", MinVersion: 0, MaxVersion: 2}}
 			if w := want.AppendTo(nil); !bytes.Equal(out, w) {
 				t.Fatalf("result\n got %x\nwant %x", out, w)
 			}
@@ -221,11 +241,13 @@ func TestRewriteApiVersionsEveryVersion(t *testing.T) {
 }
 
 func TestRewriteApiVersionsNoFeatures(t *testing.T) {
-	// Only transaction.version finalized: the result has none at all.
+	// Only transaction.version finalized upstream, with the default epoch
+	// -1: the result has eosproxy's transaction.version alone, at an epoch
+	// clients accept.
 	r := kmsg.NewPtrApiVersionsResponse()
 	r.SetVersion(3)
 	r.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: KeyApiVersions, MinVersion: 0, MaxVersion: 3}}
-	r.FinalizedFeatures = []kmsg.ApiVersionsResponseFinalizedFeature{{Name: "transaction.version", MinVersionLevel: 2, MaxVersionLevel: 2}}
+	r.FinalizedFeatures = []kmsg.ApiVersionsResponseFinalizedFeature{{Name: "transaction.version", MinVersionLevel: 1, MaxVersionLevel: 1}}
 	out, _, err := RewriteApiVersions(3, r.AppendTo(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -235,13 +257,178 @@ func TestRewriteApiVersionsNoFeatures(t *testing.T) {
 	if err := dec.ReadFrom(out); err != nil {
 		t.Fatal(err)
 	}
-	if len(dec.FinalizedFeatures) != 0 || len(dec.ApiKeys) != 1+len(AnsweredLocally) || dec.ApiKeys[0].ApiKey != KeyApiVersions {
+	if len(dec.ApiKeys) != 1+len(AnsweredLocally) || dec.ApiKeys[0].ApiKey != KeyApiVersions {
 		t.Fatalf("got %+v", dec)
+	}
+	if fin := finalizedOf(dec); fin != "[transaction.version=2..2]" {
+		t.Errorf("finalized features = %s, want eosproxy's transaction.version=2..2 alone", fin)
+	}
+	if sup := supportedOf(dec); sup != "[transaction.version=0..2]" {
+		t.Errorf("supported features = %s, want eosproxy's transaction.version=0..2 alone", sup)
+	}
+	if dec.FinalizedFeaturesEpoch != 1 {
+		t.Errorf("finalized features epoch %d, want 1", dec.FinalizedFeaturesEpoch)
+	}
+}
+
+func finalizedOf(r *kmsg.ApiVersionsResponse) string {
+	var out []string
+	for _, f := range r.FinalizedFeatures {
+		out = append(out, fmt.Sprintf("%s=%d..%d", f.Name, f.MinVersionLevel, f.MaxVersionLevel))
+	}
+	return fmt.Sprint(out)
+}
+
+func supportedOf(r *kmsg.ApiVersionsResponse) string {
+	var out []string
+	for _, f := range r.SupportedFeatures {
+		out = append(out, fmt.Sprintf("%s=%d..%d", f.Name, f.MinVersion, f.MaxVersion))
+	}
+	return fmt.Sprint(out)
+}
+
+type feature struct {
+	name     string
+	min, max int16
+}
+
+// featuresUpstream is an upstream ApiVersions answer with the given
+// features and a minimal key list.
+func featuresUpstream(v, errCode int16, epoch int64, sup, fin []feature) *kmsg.ApiVersionsResponse {
+	r := kmsg.NewPtrApiVersionsResponse()
+	r.SetVersion(v)
+	r.ErrorCode = errCode
+	r.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: KeyApiVersions, MinVersion: 0, MaxVersion: 4}, {ApiKey: KeyProduce, MinVersion: 0, MaxVersion: 11}}
+	for _, f := range sup {
+		r.SupportedFeatures = append(r.SupportedFeatures, kmsg.ApiVersionsResponseSupportedFeature{Name: f.name, MinVersion: f.min, MaxVersion: f.max})
+	}
+	r.FinalizedFeaturesEpoch = epoch
+	for _, f := range fin {
+		r.FinalizedFeatures = append(r.FinalizedFeatures, kmsg.ApiVersionsResponseFinalizedFeature{Name: f.name, MinVersionLevel: f.min, MaxVersionLevel: f.max})
+	}
+	return r
+}
+
+// txnVersionCases are upstreams with every kind of transaction.version
+// (and of features epoch): eosproxy, the coordinator, advertises its own
+// whatever they say.
+var txnVersionCases = []struct {
+	name     string
+	errCode  int16
+	epoch    int64
+	sup, fin []feature
+	// wantSup and wantFin are the result's features, wantEpoch its epoch.
+	wantSup, wantFin string
+	wantEpoch        int64
+}{
+	{
+		name: "no features, epoch -1 (ZooKeeper-era broker)", epoch: -1,
+		wantSup: "[transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 1,
+	},
+	{
+		name: "no features, epoch 0", epoch: 0,
+		wantSup: "[transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 1,
+	},
+	{
+		name: "metadata only, no transaction.version", epoch: 1,
+		sup:     []feature{{"metadata.version", 1, 21}},
+		fin:     []feature{{"metadata.version", 21, 21}},
+		wantSup: "[metadata.version=1..21 transaction.version=0..2]", wantFin: "[metadata.version=21..21 transaction.version=2..2]", wantEpoch: 1,
+	},
+	{
+		name: "transaction.version 0 finalized", epoch: 7,
+		sup:     []feature{{"metadata.version", 1, 25}, {"transaction.version", 0, 0}, {"kraft.version", 0, 1}},
+		fin:     []feature{{"metadata.version", 25, 25}, {"transaction.version", 0, 0}},
+		wantSup: "[metadata.version=1..25 kraft.version=0..1 transaction.version=0..2]", wantFin: "[metadata.version=25..25 transaction.version=2..2]", wantEpoch: 7,
+	},
+	{
+		name: "transaction.version 1 finalized, listed first", epoch: 3,
+		sup:     []feature{{"transaction.version", 0, 1}, {"group.version", 0, 1}},
+		fin:     []feature{{"transaction.version", 1, 1}, {"group.version", 1, 1}},
+		wantSup: "[group.version=0..1 transaction.version=0..2]", wantFin: "[group.version=1..1 transaction.version=2..2]", wantEpoch: 3,
+	},
+	{
+		name: "transaction.version 2 finalized, as eosproxy's", epoch: 42,
+		sup:     []feature{{"transaction.version", 0, 2}},
+		fin:     []feature{{"transaction.version", 2, 2}},
+		wantSup: "[transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 42,
+	},
+	{
+		name: "transaction.version 3, a future broker", epoch: 1 << 40,
+		sup:     []feature{{"transaction.version", 0, 3}, {"share.version", 0, 1}},
+		fin:     []feature{{"share.version", 1, 1}, {"transaction.version", 3, 3}},
+		wantSup: "[transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 1 << 40,
+	},
+	{
+		name: "transaction.version supported but not finalized", epoch: 5,
+		sup:     []feature{{"transaction.version", 0, 2}, {"metadata.version", 1, 27}},
+		wantSup: "[metadata.version=1..27 transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 5,
+	},
+	{
+		name: "transaction.version listed twice", epoch: 2,
+		sup:     []feature{{"transaction.version", 0, 1}, {"transaction.version", 0, 2}},
+		fin:     []feature{{"transaction.version", 1, 1}, {"transaction.version", 0, 0}},
+		wantSup: "[transaction.version=0..2]", wantFin: "[transaction.version=2..2]", wantEpoch: 2,
+	},
+	{
+		// A failed answer gets nothing added, features included; the
+		// upstream's transaction.version is dropped all the same.
+		name: "failed answer", errCode: 31, epoch: 9,
+		sup:     []feature{{"metadata.version", 1, 27}, {"transaction.version", 0, 2}},
+		fin:     []feature{{"transaction.version", 2, 2}, {"metadata.version", 27, 27}},
+		wantSup: "[metadata.version=1..27]", wantFin: "[metadata.version=27..27]", wantEpoch: 9,
+	},
+}
+
+func TestRewriteApiVersionsTxnVersionIsEosproxys(t *testing.T) {
+	if TxnVersion != 2 {
+		t.Fatalf("TxnVersion = %d; the expectations below are for 2", TxnVersion)
+	}
+	for _, tc := range txnVersionCases {
+		for v := int16(0); v <= MaxKnownVersion(KeyApiVersions); v++ {
+			t.Run(fmt.Sprintf("%s/v%d", tc.name, v), func(t *testing.T) {
+				upResp := featuresUpstream(v, tc.errCode, tc.epoch, tc.sup, tc.fin)
+				body := upResp.AppendTo(nil)
+				out, up, err := RewriteApiVersions(v, body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkRewriteApiVersions(t, v, body)
+				dec := kmsg.NewPtrApiVersionsResponse()
+				dec.SetVersion(v)
+				if err := dec.ReadFrom(out); err != nil {
+					t.Fatal(err)
+				}
+				if v < 3 {
+					// No features in the encoding, and nothing else changes
+					// with them.
+					if len(dec.FinalizedFeatures) != 0 || len(dec.SupportedFeatures) != 0 {
+						t.Fatalf("features in a v%d answer: %+v", v, dec)
+					}
+					return
+				}
+				if got := supportedOf(dec); got != tc.wantSup {
+					t.Errorf("supported features = %s, want %s", got, tc.wantSup)
+				}
+				if got := finalizedOf(dec); got != tc.wantFin {
+					t.Errorf("finalized features = %s, want %s", got, tc.wantFin)
+				}
+				if dec.FinalizedFeaturesEpoch != tc.wantEpoch {
+					t.Errorf("finalized features epoch %d, want %d", dec.FinalizedFeaturesEpoch, tc.wantEpoch)
+				}
+				// The upstream's answer, returned for eosproxy's own use,
+				// keeps the upstream's features as sent.
+				if supportedOf(up) != supportedOf(upResp) || finalizedOf(up) != finalizedOf(upResp) || up.FinalizedFeaturesEpoch != tc.epoch {
+					t.Errorf("upstream answer altered: %s %s epoch %d", supportedOf(up), finalizedOf(up), up.FinalizedFeaturesEpoch)
+				}
+			})
+		}
 	}
 }
 
 // An upstream without idempotence or transactions (no InitProducerId,
-// no DescribeProducers) still gets them advertised: eosproxy answers them.
+// no DescribeProducers, no transaction keys) still gets them advertised:
+// eosproxy answers them.
 func TestRewriteApiVersionsAddsLocallyAnsweredKeys(t *testing.T) {
 	ups := []apiRange{{KeyProduce, 0, 9}, {KeyMetadata, 0, 12}, {KeyApiVersions, 0, 4}}
 	for v := int16(0); v <= MaxKnownVersion(KeyApiVersions); v++ {
@@ -259,9 +446,15 @@ func TestRewriteApiVersionsAddsLocallyAnsweredKeys(t *testing.T) {
 		if err := dec.ReadFrom(out); err != nil {
 			t.Fatal(err)
 		}
-		want := append(append([]apiRange(nil), ups...), apiRange{22, 0, MaxProxyVersion(22)}, apiRange{61, 0, MaxProxyVersion(61)})
+		want := append([]apiRange(nil), ups...)
+		for _, k := range []int16{22, 24, 25, 26, 28, 61, 65, 66} {
+			want = append(want, apiRange{k, 0, MaxProxyVersion(k)})
+		}
 		if got := keysOf(dec); fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(want) != fmt.Sprint(expectedKeys(ups)) {
 			t.Fatalf("v%d: keys = %v, want %v", v, got, want)
+		}
+		if v >= 3 && (finalizedOf(dec) != "[transaction.version=2..2]" || supportedOf(dec) != "[transaction.version=0..2]") {
+			t.Fatalf("v%d: features %s %s, want eosproxy's transaction.version alone", v, finalizedOf(dec), supportedOf(dec))
 		}
 	}
 }
@@ -432,14 +625,81 @@ func checkRewriteApiVersions(t *testing.T, v int16, body []byte) {
 			}
 		}
 	}
-	for _, f := range dec.FinalizedFeatures {
-		if !passedFeatures[f.Name] {
-			t.Fatalf("v%d: finalized feature %q passed", v, f.Name)
+	checkFeatures(t, v, dv, body, up, dec)
+}
+
+// checkFeatures checks the features of a rewritten ApiVersions answer dec
+// (read as version dv) against the upstream's answer up: the passed ones
+// exactly as the upstream sent them, in its order, no other feature of the
+// upstream's, and for a successful v3+ answer eosproxy's own
+// transaction.version last, once: finalized at TxnVersion, supported from 0,
+// at a features epoch of at least 1.
+func checkFeatures(t *testing.T, v, dv int16, body []byte, up, dec *kmsg.ApiVersionsResponse) {
+	t.Helper()
+	own := up.ErrorCode == 0 && dv >= 3
+	var wantFin []kmsg.ApiVersionsResponseFinalizedFeature
+	for _, f := range up.FinalizedFeatures {
+		if passedFeatures[f.Name] {
+			wantFin = append(wantFin, f)
 		}
 	}
-	for _, f := range dec.SupportedFeatures {
-		if !passedFeatures[f.Name] {
-			t.Fatalf("v%d: supported feature %q passed", v, f.Name)
+	var wantSup []kmsg.ApiVersionsResponseSupportedFeature
+	for _, f := range up.SupportedFeatures {
+		if passedFeatures[f.Name] {
+			wantSup = append(wantSup, f)
+		}
+	}
+	if own {
+		wantFin = append(wantFin, kmsg.ApiVersionsResponseFinalizedFeature{Name: "transaction.version", MinVersionLevel: 2, MaxVersionLevel: 2})
+		wantSup = append(wantSup, kmsg.ApiVersionsResponseSupportedFeature{Name: "transaction.version", MinVersion: 0, MaxVersion: 2})
+	}
+	if dv < 3 {
+		// Features are not in the encoding below v3.
+		wantFin, wantSup = nil, nil
+	}
+	txnFin, txnSup := 0, 0
+	for i, f := range dec.FinalizedFeatures {
+		switch {
+		case f.Name == "transaction.version":
+			txnFin++
+			if !own || f.MinVersionLevel != TxnVersion || f.MaxVersionLevel != TxnVersion {
+				t.Fatalf("v%d: finalized transaction.version %d..%d in an answer with error %d\ninput %x", v, f.MinVersionLevel, f.MaxVersionLevel, up.ErrorCode, body)
+			}
+		case !passedFeatures[f.Name]:
+			t.Fatalf("v%d: finalized feature %q passed\ninput %x", v, f.Name, body)
+		}
+		if i >= len(wantFin) || f.Name != wantFin[i].Name || f.MinVersionLevel != wantFin[i].MinVersionLevel || f.MaxVersionLevel != wantFin[i].MaxVersionLevel {
+			t.Fatalf("v%d: finalized features = %s, want %s\ninput %x", v, finalizedOf(dec), finalizedOf(&kmsg.ApiVersionsResponse{FinalizedFeatures: wantFin}), body)
+		}
+	}
+	for i, f := range dec.SupportedFeatures {
+		switch {
+		case f.Name == "transaction.version":
+			txnSup++
+			if !own || f.MinVersion != 0 || f.MaxVersion != TxnVersion {
+				t.Fatalf("v%d: supported transaction.version %d..%d in an answer with error %d\ninput %x", v, f.MinVersion, f.MaxVersion, up.ErrorCode, body)
+			}
+		case !passedFeatures[f.Name]:
+			t.Fatalf("v%d: supported feature %q passed\ninput %x", v, f.Name, body)
+		}
+		if i >= len(wantSup) || f.Name != wantSup[i].Name || f.MinVersion != wantSup[i].MinVersion || f.MaxVersion != wantSup[i].MaxVersion {
+			t.Fatalf("v%d: supported features = %s, want %s\ninput %x", v, supportedOf(dec), supportedOf(&kmsg.ApiVersionsResponse{SupportedFeatures: wantSup}), body)
+		}
+	}
+	if len(dec.FinalizedFeatures) != len(wantFin) || len(dec.SupportedFeatures) != len(wantSup) {
+		t.Fatalf("v%d: features %s %s, want %s %s\ninput %x", v, finalizedOf(dec), supportedOf(dec),
+			finalizedOf(&kmsg.ApiVersionsResponse{FinalizedFeatures: wantFin}), supportedOf(&kmsg.ApiVersionsResponse{SupportedFeatures: wantSup}), body)
+	}
+	if own && (txnFin != 1 || txnSup != 1) {
+		t.Fatalf("v%d: %d finalized and %d supported transaction.version, want 1 and 1\ninput %x", v, txnFin, txnSup, body)
+	}
+	if dv >= 3 {
+		wantEpoch := up.FinalizedFeaturesEpoch
+		if own {
+			wantEpoch = max(wantEpoch, 1)
+		}
+		if dec.FinalizedFeaturesEpoch != wantEpoch {
+			t.Fatalf("v%d: finalized features epoch %d, upstream %d, want %d\ninput %x", v, dec.FinalizedFeaturesEpoch, up.FinalizedFeaturesEpoch, wantEpoch, body)
 		}
 	}
 }

@@ -750,6 +750,7 @@ func TestIsDecoded(t *testing.T) {
 	want := map[int16]bool{
 		KeyProduce: true, KeyFetch: true, KeyMetadata: true, KeyFindCoordinator: true,
 		KeyApiVersions: true, KeyDescribeCluster: true, KeyShareFetch: true, KeyShareAcknowledge: true,
+		KeyOffsetFetch: true,
 	}
 	for k := int16(-2); k < 1100; k++ {
 		if IsDecoded(k) != want[k] {
@@ -761,5 +762,60 @@ func TestIsDecoded(t *testing.T) {
 		if MaxKnownVersion(k) < 0 {
 			t.Errorf("decoded key %d unknown to kmsg", k)
 		}
+	}
+}
+
+// MaxProxyVersion, by hand: the caps are eosproxy's choices, not kmsg's.
+func TestMaxProxyVersion(t *testing.T) {
+	caps := map[int16]int16{
+		KeyProduce:          12, // v13 names topics by id
+		KeyFetch:            15, // v16+ responses cannot stream
+		KeyAddPartitionsTxn: 3,  // v4+ is broker-to-coordinator
+		KeyTxnOffsetCommit:  5,  // v6 names topics by id
+		KeyOffsetFetch:      9,  // v10 names topics by id
+	}
+	for k := int16(-2); k < 1100; k++ {
+		want := MaxKnownVersion(k)
+		if c, ok := caps[k]; ok {
+			if want < c {
+				t.Errorf("key %d: kmsg knows up to v%d, below eosproxy's cap v%d", k, want, c)
+			}
+			want = c
+		}
+		if got := MaxProxyVersion(k); got != want {
+			t.Errorf("MaxProxyVersion(%d) = %d, want %d", k, got, want)
+		}
+	}
+}
+
+func TestIsTxnKey(t *testing.T) {
+	want := map[int16]bool{24: true, 25: true, 26: true, 28: true, 65: true, 66: true}
+	for k := int16(-2); k < 1100; k++ {
+		if IsTxnKey(k) != want[k] {
+			t.Errorf("IsTxnKey(%d) = %v, want %v", k, IsTxnKey(k), want[k])
+		}
+	}
+	// eosproxy answers every transaction key itself, and besides them only
+	// InitProducerId and DescribeProducers.
+	local := map[int16]bool{}
+	for _, k := range AnsweredLocally {
+		if local[k] {
+			t.Errorf("key %d listed twice in AnsweredLocally", k)
+		}
+		local[k] = true
+		if !IsTxnKey(k) && k != KeyInitProducerID && k != KeyDescribeProducers {
+			t.Errorf("key %d answered locally but not a transaction key", k)
+		}
+		if MaxProxyVersion(k) < 0 {
+			t.Errorf("key %d answered locally but unknown to kmsg", k)
+		}
+	}
+	for k := range want {
+		if !local[k] {
+			t.Errorf("transaction key %d not in AnsweredLocally", k)
+		}
+	}
+	if !local[KeyInitProducerID] || !local[KeyDescribeProducers] {
+		t.Errorf("AnsweredLocally = %v lacks InitProducerId or DescribeProducers", AnsweredLocally)
 	}
 }

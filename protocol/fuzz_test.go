@@ -135,6 +135,10 @@ func FuzzRewriteApiVersions(f *testing.F) {
 		f.Add(v, apiVersionsUpstream(v).AppendTo(nil))
 	}
 	f.Add(int16(3), ApiVersionsFallback())
+	// Upstreams with every kind of transaction.version, or none.
+	for _, tc := range txnVersionCases {
+		f.Add(int16(3), featuresUpstream(3, tc.errCode, tc.epoch, tc.sup, tc.fin).AppendTo(nil))
+	}
 	f.Fuzz(func(t *testing.T, version int16, body []byte) {
 		v := int16(uint16(version) % uint16(MaxKnownVersion(KeyApiVersions)+1))
 		n := heapAllocated(func() { checkRewriteApiVersions(t, v, body) })
@@ -155,5 +159,24 @@ func FuzzProduceAcks(f *testing.F) {
 		if n > 64<<10 {
 			t.Fatalf("allocated %d bytes reading acks", n)
 		}
+	})
+}
+
+func FuzzProduceIsTransactional(f *testing.F) {
+	for _, v := range []int16{0, 2, 3, 8, 9, 12, kmsg.NewPtrProduceRequest().MaxVersion()} {
+		for _, txn := range []*string{nil, strp(""), strp("txn-1")} {
+			f.Add(v, produceBody(v, txn, -1))
+		}
+	}
+	f.Add(int16(9), []byte{0x80})
+	f.Add(int16(3), []byte{0xff, 0xfe, 0, 1})
+	f.Add(int16(14), []byte{2, 'x', 0, 1})
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		var got bool
+		n := heapAllocated(func() { got = ProduceIsTransactional(version, body) })
+		if n > 64<<10 {
+			t.Fatalf("allocated %d bytes reading the transactional id", n)
+		}
+		checkProduceIsTransactional(t, version, body, got)
 	})
 }

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -169,4 +170,169 @@ func checkProduceAcks(t *testing.T, v int16, body []byte) {
 	if len(body) < 2 {
 		t.Fatalf("v%d: acks %d from %d bytes", v, acks, len(body))
 	}
+}
+
+// txnIDPrefixLen is how many bytes of a Produce body the transactional id's
+// length takes, from the protocol specification: none below v3, an int16
+// until v8, a uvarint from v9 (flexible).
+func txnIDPrefixLen(v int16, txnID *string) int {
+	switch {
+	case v < 3:
+		return 0
+	case v < 9:
+		return 2
+	case txnID == nil:
+		return 1
+	default:
+		return len(binary.AppendUvarint(nil, uint64(len(*txnID)+1)))
+	}
+}
+
+func TestProduceIsTransactionalEveryVersion(t *testing.T) {
+	long := strings.Repeat("t", 200) // a two-byte compact length
+	txnIDs := []*string{nil, strp(""), strp("t"), strp("txn-1"), strp(long)}
+	maxV := kmsg.NewPtrProduceRequest().MaxVersion()
+	if maxV < 12 {
+		t.Fatalf("kmsg Produce max version %d", maxV)
+	}
+	for v := int16(0); v <= maxV; v++ {
+		for _, txn := range txnIDs {
+			txnName := "nil"
+			if txn != nil {
+				txnName = fmt.Sprintf("%.8q", *txn)
+			}
+			t.Run(fmt.Sprintf("v%d/txn=%s", v, txnName), func(t *testing.T) {
+				body := produceBody(v, txn, -1)
+				// Kafka's rule: a non-null transactional id, which exists
+				// from v3; an empty one is not null.
+				want := v >= 3 && txn != nil
+				if got := produceIsTransactionalAllocs(t, v, body); got != want {
+					t.Fatalf("ProduceIsTransactional = %v, want %v", got, want)
+				}
+				req := kmsg.NewPtrProduceRequest()
+				req.SetVersion(v)
+				if err := req.ReadFrom(body); err != nil {
+					t.Fatalf("kmsg: %v", err)
+				}
+				if (req.TransactionID != nil) != want {
+					t.Fatalf("test bug: kmsg reads transactional id %v", req.TransactionID)
+				}
+				// Every prefix: no panic; one too short to hold the length
+				// of the transactional id is never transactional; from
+				// there on the answer is the whole body's, as only the
+				// length is read (the caller decodes the rest).
+				n0 := txnIDPrefixLen(v, txn)
+				for n := 0; n <= len(body); n++ {
+					got := ProduceIsTransactional(v, body[:n:n])
+					checkProduceIsTransactional(t, v, body[:n:n], got)
+					switch {
+					case n < n0 && got:
+						t.Fatalf("%d of %d bytes (length in %d): transactional", n, len(body), n0)
+					case n >= n0 && got != want:
+						t.Fatalf("%d of %d bytes (length in %d): %v, want %v", n, len(body), n0, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestProduceIsTransactionalMalformed(t *testing.T) {
+	cases := []struct {
+		name string
+		v    int16
+		body []byte
+		want bool
+	}{
+		{"v0 empty", 0, nil, false},
+		{"v2 looks transactional", 2, []byte{0, 5, 't', 'x', 'n', '-', '1', 0xff, 0xff}, false},
+		{"v-1", -1, []byte{0, 1, 'x'}, false},
+		{"v3 empty", 3, nil, false},
+		{"v3 one byte", 3, []byte{0}, false},
+		{"v8 one byte", 8, []byte{0x7f}, false},
+		{"v3 null", 3, []byte{0xff, 0xff}, false},
+		{"v3 length -2, read as null", 3, []byte{0xff, 0xfe, 0, 1}, false},
+		{"v5 min int16 length", 5, []byte{0x80, 0x00}, false},
+		{"v3 empty id", 3, []byte{0, 0}, true},
+		{"v8 id cut short", 8, []byte{0, 4, 'a'}, true},
+		{"v8 max int16 length", 8, []byte{0x7f, 0xff}, true},
+		{"v9 empty", 9, nil, false},
+		{"v9 null", 9, []byte{0}, false},
+		{"v9 null, overlong varint", 9, []byte{0x80, 0x00}, false},
+		{"v9 empty id", 9, []byte{1}, true},
+		{"v9 varint cut", 9, []byte{0x80}, false},
+		{"v12 varint cut after four bytes", 12, []byte{0xff, 0xff, 0xff, 0xff}, false},
+		{"v9 varint overflow", 9, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 1}, false},
+		{"v12 id cut short", 12, []byte{6, 't', 'x'}, true},
+		{"v13 huge length", 13, append(binary.AppendUvarint(nil, 1<<40), 0, 1), true},
+		{"v14 above known, flexible", 14, []byte{2, 'x', 0, 1}, true},
+		{"max int16 version, null", 32767, []byte{0}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := produceIsTransactionalAllocs(t, tc.v, tc.body)
+			if got != tc.want {
+				t.Fatalf("ProduceIsTransactional = %v, want %v", got, tc.want)
+			}
+			checkProduceIsTransactional(t, tc.v, tc.body, got)
+		})
+	}
+}
+
+func TestProduceIsTransactionalGarbageNeverPanics(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	seeds := [][]byte{produceBody(3, nil, -1), produceBody(8, strp("txn-1"), -1), produceBody(9, nil, 1), produceBody(12, strp("txn-2"), -1)}
+	for i := 0; i < 50000; i++ {
+		var b []byte
+		if i%2 == 0 {
+			b = make([]byte, rng.IntN(24))
+			for j := range b {
+				b[j] = byte(rng.Uint32())
+			}
+		} else {
+			b = bytes.Clone(seeds[rng.IntN(len(seeds))])
+			for range 1 + rng.IntN(3) {
+				b[rng.IntN(min(len(b), 8))] = byte(rng.Uint32())
+			}
+		}
+		v := int16(rng.IntN(20)) - 2
+		checkProduceIsTransactional(t, v, b, ProduceIsTransactional(v, b))
+	}
+}
+
+// checkProduceIsTransactional checks what holds for any input, got being
+// ProduceIsTransactional(v, body): never a transactional request below v3
+// or without the bytes of the id's length, and the same answer as kmsg's
+// whenever kmsg decodes the body.
+func checkProduceIsTransactional(t *testing.T, v int16, body []byte, got bool) {
+	t.Helper()
+	if again := ProduceIsTransactional(v, body); again != got {
+		t.Fatalf("v%d: %v, then %v", v, got, again)
+	}
+	if got && (v < 3 || len(body) == 0 || (v < 9 && len(body) < 2)) {
+		t.Fatalf("v%d: transactional from %x", v, body)
+	}
+	if v >= 0 && v <= kmsg.NewPtrProduceRequest().MaxVersion() {
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(v)
+		if err := req.ReadFrom(body); err == nil && (req.TransactionID != nil) != got {
+			t.Fatalf("v%d: ProduceIsTransactional %v, kmsg reads transactional id %v\ninput %x", v, got, req.TransactionID, body)
+		}
+	}
+}
+
+// produceIsTransactionalAllocs checks that ProduceIsTransactional allocates
+// at most the error of a bad varint, which frame.go's uvarint makes afresh;
+// never anything sized by the input, which it leaves as it was.
+func produceIsTransactionalAllocs(t *testing.T, v int16, body []byte) bool {
+	t.Helper()
+	orig := bytes.Clone(body)
+	var got bool
+	if n := testing.AllocsPerRun(1, func() { got = ProduceIsTransactional(v, body) }); n > 1 {
+		t.Fatalf("v%d: %v allocations", v, n)
+	}
+	if !bytes.Equal(body, orig) {
+		t.Fatalf("v%d: input modified", v)
+	}
+	return got
 }

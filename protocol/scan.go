@@ -36,7 +36,7 @@ func AddressesPossible(key, version int16) bool {
 	case KeyFetch:
 		return version >= 16
 	}
-	return IsDecoded(key) && key != KeyApiVersions
+	return IsDecoded(key) && key != KeyApiVersions && key != KeyOffsetFetch
 }
 
 // scanner walks flexible-version fields; after the first overrun every call

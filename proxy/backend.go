@@ -226,6 +226,17 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 // generation -1), which Kafka accepts while the group is empty.
 func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.GroupOffsets) error {
 	member, gen, instance := g.MemberID, g.GenerationID, g.GroupInstanceID
+	var topics []string
+	for tp := range g.Offsets {
+		if !slices.Contains(topics, tp.Topic) {
+			topics = append(topics, tp.Topic)
+		}
+	}
+	// OffsetCommit v10 names topics by id; kgo picks the version.
+	meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
 	for attempt := 0; ; attempt++ {
 		req := kmsg.NewPtrOffsetCommitRequest()
 		req.Group, req.Generation, req.MemberID = group, gen, member
@@ -242,7 +253,7 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 		}
 		for topic, parts := range byTopic {
 			rt := kmsg.NewOffsetCommitRequestTopic()
-			rt.Topic, rt.Partitions = topic, parts
+			rt.Topic, rt.TopicID, rt.Partitions = topic, meta.Topics[topic].ID, parts
 			req.Topics = append(req.Topics, rt)
 		}
 		resp, err := req.RequestWith(ctx, b.p.admin)
@@ -262,15 +273,15 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 			return nil
 		case 22, 25, 82: // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID
 			if attempt > 0 {
-				return fmt.Errorf("%w: commit offsets of group %q: %v", txnstate.ErrPermanent, group, kerr.ErrorForCode(code))
+				return fmt.Errorf("%w: %v", txnstate.ErrPermanent, kerr.ErrorForCode(code))
 			}
 			member, gen, instance = "", -1, ""
 			continue
 		}
 		err = kerr.ErrorForCode(code)
 		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable && code != 27 { // 27: REBALANCE_IN_PROGRESS
-			return fmt.Errorf("%w: commit offsets of group %q: %v", txnstate.ErrPermanent, group, err)
+			return fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
 		}
-		return fmt.Errorf("commit offsets of group %q: %w", group, err)
+		return err
 	}
 }
