@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -94,7 +96,53 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 
 // txnBackend carries out commits for the transaction coordinator with
 // eosproxy's own client.
-type txnBackend struct{ upstreamBackend }
+type txnBackend struct {
+	upstreamBackend
+	leaders *leaderCache
+}
+
+// leaderCache remembers partition leaders and topic ids between forwarding
+// rounds; an entry is dropped when a write through it fails.
+type leaderCache struct {
+	mu     sync.Mutex
+	leader map[txnstate.TopicPartition]int32
+	ids    map[string][16]byte
+}
+
+func (lc *leaderCache) lookup(ctx context.Context, b upstreamBackend, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int32, map[string][16]byte, error) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.leader == nil {
+		lc.leader, lc.ids = map[txnstate.TopicPartition]int32{}, map[string][16]byte{}
+	}
+	var missing []string
+	for _, tp := range tps {
+		if _, ok := lc.leader[tp]; !ok && !slices.Contains(missing, tp.Topic) {
+			missing = append(missing, tp.Topic)
+		}
+	}
+	if len(missing) > 0 {
+		meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, missing...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("metadata: %w", err)
+		}
+		for _, t := range meta.Topics {
+			lc.ids[t.Topic] = t.ID
+			for _, pd := range t.Partitions {
+				if pd.Err == nil && pd.Leader >= 0 {
+					lc.leader[txnstate.TopicPartition{Topic: t.Topic, Partition: pd.Partition}] = pd.Leader
+				}
+			}
+		}
+	}
+	return maps.Clone(lc.leader), maps.Clone(lc.ids), nil
+}
+
+func (lc *leaderCache) forget(tp txnstate.TopicPartition) {
+	lc.mu.Lock()
+	delete(lc.leader, tp)
+	lc.mu.Unlock()
+}
 
 func (b txnBackend) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
 	var topics []string
@@ -134,50 +182,46 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 			out[tp] = txnstate.ProduceResult{Err: err, Ambiguous: ambiguous}
 		}
 	}
-	var topics []string
 	var all []txnstate.TopicPartition
 	for tp := range batches {
 		all = append(all, tp)
-		if !slices.Contains(topics, tp.Topic) {
-			topics = append(topics, tp.Topic)
-		}
 	}
-	meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topics...)
+	leaders, ids, err := b.leaders.lookup(ctx, b.upstreamBackend, all)
 	if err != nil {
-		failAll(all, fmt.Errorf("metadata: %w", err), false)
+		failAll(all, err, false)
 		return out
 	}
 	byID := map[[16]byte]string{}
-	for _, t := range meta.Topics {
-		byID[t.ID] = t.Topic
+	for topic, id := range ids {
+		byID[id] = topic
 	}
 	byLeader := map[int32]*kmsg.ProduceRequest{}
 	sent := map[int32][]txnstate.TopicPartition{}
 	for tp, batch := range batches {
-		pd, ok := meta.Topics[tp.Topic].Partitions[tp.Partition]
-		if !ok || pd.Err != nil || pd.Leader < 0 {
-			failAll([]txnstate.TopicPartition{tp}, fmt.Errorf("no leader (%v)", pd.Err), false)
+		leader, ok := leaders[tp]
+		if !ok {
+			failAll([]txnstate.TopicPartition{tp}, errors.New("no leader"), false)
 			continue
 		}
-		req := byLeader[pd.Leader]
+		req := byLeader[leader]
 		if req == nil {
 			req = kmsg.NewPtrProduceRequest()
 			req.Acks = -1
 			req.TimeoutMillis = 30000
-			byLeader[pd.Leader] = req
+			byLeader[leader] = req
 		}
 		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
 		if i < 0 {
 			t := kmsg.NewProduceRequestTopic()
 			// Produce v13 names topics by id; kgo picks the version.
-			t.Topic, t.TopicID = tp.Topic, meta.Topics[tp.Topic].ID
+			t.Topic, t.TopicID = tp.Topic, ids[tp.Topic]
 			req.Topics = append(req.Topics, t)
 			i = len(req.Topics) - 1
 		}
 		rp := kmsg.NewProduceRequestTopicPartition()
 		rp.Partition, rp.Records = tp.Partition, batch
 		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-		sent[pd.Leader] = append(sent[pd.Leader], tp)
+		sent[leader] = append(sent[leader], tp)
 	}
 	type answer struct {
 		leader int32
@@ -214,6 +258,11 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 				}
 				out[tp] = txnstate.ProduceResult{BaseOffset: rp.BaseOffset}
 			}
+		}
+	}
+	for tp, r := range out {
+		if r.Err != nil {
+			b.leaders.forget(tp)
 		}
 	}
 	return out

@@ -155,7 +155,7 @@ func New(cfg Config) (*Proxy, error) {
 		Expiration:          cfg.TransactionalIDExpiration,
 		AnswerWithin:        cfg.CommitAnswerWithin,
 		NewProducerID:       p.producers.NewProducerID,
-		Backend:             txnBackend{upstreamBackend{p}},
+		Backend:             txnBackend{upstreamBackend{p}, &leaderCache{}},
 		Log:                 p.log,
 	})
 	if err != nil {

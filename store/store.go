@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/rs/zerolog"
 )
 
 // DB is eosproxy's durable state.
 type DB struct {
 	*badger.DB
+	stop, done chan struct{} // value-log garbage collection; nil in memory
 }
 
 // Open opens (creating if needed) the badger database under dir.
@@ -31,12 +34,59 @@ func Open(dir string, log zerolog.Logger) (*DB, error) {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
+		// Buffered transactional batches (up to a MiB each) go to the value
+		// log, written once; only small values and pointers live in the LSM
+		// tree. Inline, every compaction would rewrite them, through
+		// table builders holding hundreds of MiB.
+		WithValueThreshold(4 << 10).
+		WithNumCompactors(2).
+		// Record batches are often compressed by their producers already.
+		WithCompression(options.None).
 		WithSyncWrites(true)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger at %s: %w", dir, err)
 	}
-	return &DB{db}, nil
+	d := &DB{DB: db, stop: make(chan struct{}), done: make(chan struct{})}
+	go d.gcLoop(log)
+	return d, nil
+}
+
+// gcLoop reclaims value-log space: committed or aborted transactions leave
+// whole value-log files of deleted batches behind.
+func (d *DB) gcLoop(log zerolog.Logger) {
+	defer close(d.done)
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		for n := 0; ; n++ {
+			err := d.RunValueLogGC(0.5)
+			if err != nil {
+				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+					log.Warn().Err(err).Msg("value log garbage collection failed")
+				}
+				break
+			}
+			if n > 100 {
+				break
+			}
+		}
+	}
+}
+
+// Close stops the garbage collection and closes the database.
+func (d *DB) Close() error {
+	if d.stop != nil {
+		close(d.stop)
+		<-d.done
+		d.stop = nil
+	}
+	return d.DB.Close()
 }
 
 // OpenInMemory opens a database that lives only as long as the process: for
@@ -49,7 +99,7 @@ func OpenInMemory(log zerolog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open in-memory badger: %w", err)
 	}
-	return &DB{db}, nil
+	return &DB{DB: db}, nil
 }
 
 // Get returns the value stored at key, or nil if there is none.

@@ -453,11 +453,18 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		return ProduceAnswer{Err: d.Err}
 	}
 	n := int64(len(batch))
+	var over string
 	if lim := c.opt.MaxTransactionBytes; lim > 0 && e.bytes+n > lim {
-		return ProduceAnswer{Err: ErrPolicyViolation, Msg: fmt.Sprintf("transaction %q would exceed --max-transaction-bytes (%d bytes); it can only abort", id, lim)}
+		over = fmt.Sprintf("transaction %q would exceed --max-transaction-bytes (%d bytes); it can only abort", id, lim)
+	} else if lim := c.opt.MaxBufferBytes; lim > 0 && c.buffered.Load()+n > lim {
+		over = fmt.Sprintf("eosproxy's transaction buffer is full (--transaction-buffer-bytes %d bytes); the transaction can only abort", lim)
 	}
-	if lim := c.opt.MaxBufferBytes; lim > 0 && c.buffered.Load()+n > lim {
-		return ProduceAnswer{Err: ErrPolicyViolation, Msg: fmt.Sprintf("eosproxy's transaction buffer is full (--transaction-buffer-bytes %d)", lim)}
+	if over != "" {
+		// A transaction missing a batch must not commit: Kafka's producers
+		// abort after a failed batch, and eosproxy holds them to it.
+		e.broken.Store(true)
+		c.log.Warn().Str("txn", id).Int64("buffered", e.bytes).Msg(over)
+		return ProduceAnswer{Err: ErrPolicyViolation, Msg: over}
 	}
 	var prev dedup.State
 	if st != nil {
@@ -592,8 +599,12 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 		var err error
 		if commit {
 			err = c.forward(c.ctx, t, log)
-		} else {
-			err = c.discard(e.id)
+		}
+		if err == nil {
+			// The forwarding low-water offsets stay until Complete is
+			// durable: without them, a crash in between would find
+			// batches left and send them again.
+			err = c.deletePrefix(idKey(prefixBatch, e.id))
 		}
 		if err == nil {
 			break
@@ -616,7 +627,7 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 			log.Error().Str("err", ErrorName(r.Err)).Msg("cannot complete transaction")
 			break
 		}
-		if err := c.commit(e, r.Txn, nil); err != nil {
+		if err := c.commit(e, r.Txn, c.deleteLowWater(e.id)); err != nil {
 			log.Error().Err(err).Msg("cannot persist completed transaction; retrying")
 			select {
 			case <-c.ctx.Done():
@@ -640,14 +651,22 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 	}
 }
 
-// discard drops every buffered batch of id (and any forwarding progress).
-func (c *Coordinator) discard(id string) error {
-	for _, prefix := range []string{prefixBatch, prefixLow} {
-		if err := c.deletePrefix(idKey(prefix, id)); err != nil {
-			return err
+// deleteLowWater deletes id's forwarding low-water offsets within a write.
+func (c *Coordinator) deleteLowWater(id string) func(*badger.Txn) error {
+	return func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixLow, id)})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
 		}
+		it.Close()
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 func (c *Coordinator) deletePrefix(prefix []byte) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
@@ -13,29 +14,35 @@ import (
 	"github.com/eosproxy/eosproxy/protocol"
 )
 
-// roundBytes bounds the data one forwarding round holds in memory.
-const roundBytes = 16 << 20
+// roundBytes bounds the data one forwarding round holds in memory;
+// persistEvery is how much forwarded data may be recorded only in memory.
+const (
+	roundBytes   = 16 << 20
+	persistEvery = 64 << 20
+)
 
 // forward writes a committed transaction's buffered batches to the backend,
 // exactly once and in order per partition, then its held group offsets.
 //
-// Per partition one batch is in flight at a time, and a batch's buffered
-// copy is deleted, together with the partition's low-water offset moving past
-// it, in one badger write once the backend acknowledged it. So whatever
-// happens — an error after the write, a dropped connection, eosproxy killed —
-// only the first remaining batch of a partition can be in the backend
-// without eosproxy knowing, and it can only be there at or after the
-// low-water offset: before resending it, the partition is read from there
-// for the batch's content digest (the same check the idempotent path uses).
-// The low-water offsets are taken before the first batch is sent.
-func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) error {
+// Per partition one batch is in flight at a time, and a batch is sent only
+// once the backend acknowledged the one before it: the batches of a
+// partition in the backend are always a prefix of its buffered ones. Before
+// the first batch goes out, each partition's end offset is recorded (the
+// low-water offset): everything eosproxy writes lands after it. Progress —
+// acknowledged batches deleted, low-water offsets moved past them — is made
+// durable only every persistEvery bytes and when an attempt fails; after a
+// crash or an unclear answer (a timeout, a dropped connection) the next
+// attempt reads the partition from its low-water offset and skips, in order,
+// every remaining batch it finds there by content digest (the look-up the
+// idempotent path uses), then resends from the first one missing.
+func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (err error) {
 	id := t.TransactionalID
 	remaining, low, err := c.forwardState(id)
 	if err != nil {
 		return err
 	}
 	// A partition with a low-water offset from before this call may have
-	// had its first remaining batch sent by an earlier attempt.
+	// had batches sent by an earlier attempt.
 	unverified := map[TopicPartition]bool{}
 	for tp := range low {
 		unverified[tp] = true
@@ -68,82 +75,167 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) e
 			return fmt.Errorf("persist forwarding low-water offsets: %w", err)
 		}
 	}
-	cursor := map[TopicPartition]uint64{}
+
+	// One read snapshot and one iterator per partition for the whole
+	// attempt: the buffered batches do not change while a commit runs.
+	rd := c.db.NewTransaction(false)
+	defer rd.Discard()
+	its := map[TopicPartition]*badger.Iterator{}
+	defer func() {
+		for _, it := range its {
+			it.Close()
+		}
+	}()
+	type buffered struct {
+		key, batch []byte
+	}
+	next := func(tp TopicPartition) (buffered, error) {
+		it := its[tp]
+		if it == nil {
+			it = rd.NewIterator(badger.IteratorOptions{Prefix: tpKey(prefixBatch, id, tp)})
+			it.Rewind()
+			its[tp] = it
+		}
+		if !it.Valid() {
+			return buffered{}, fmt.Errorf("buffered batch of %s/%d missing", tp.Topic, tp.Partition)
+		}
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return buffered{}, fmt.Errorf("read buffered batch of %s/%d: %w", tp.Topic, tp.Partition, err)
+		}
+		b := buffered{it.Item().KeyCopy(nil), v}
+		it.Next()
+		return b, nil
+	}
+
+	// Forwarded but not yet recorded as such.
+	var done [][]byte
+	doneBytes := 0
+	persist := func() error {
+		if len(done) == 0 {
+			return nil
+		}
+		wb := c.db.NewWriteBatch()
+		defer wb.Cancel()
+		for _, k := range done {
+			if err := wb.Delete(k); err != nil {
+				return err
+			}
+		}
+		for tp, o := range low {
+			if err := wb.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
+				return err
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return fmt.Errorf("record forwarding progress: %w", err)
+		}
+		done, doneBytes = nil, 0
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			// Spare the next attempt the look-ups for what is known.
+			if perr := persist(); perr != nil {
+				log.Warn().Err(perr).Msg("cannot record forwarding progress")
+			}
+		}
+	}()
+	acked := func(tp TopicPartition, b buffered, base int64) {
+		low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
+		done = append(done, b.key)
+		doneBytes += len(b.batch)
+		if remaining[tp]--; remaining[tp] == 0 {
+			delete(remaining, tp)
+		}
+	}
+
+	current := map[TopicPartition]buffered{}
+	start, rounds, batches, found := time.Now(), 0, 0, 0
 	for len(remaining) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		round, keys, err := c.nextRound(id, remaining, cursor)
-		if err != nil {
-			return err
+		rounds++
+		tps := make([]TopicPartition, 0, len(remaining))
+		for tp := range remaining {
+			tps = append(tps, tp)
 		}
-		acked := map[TopicPartition]int64{}
-		for tp, b := range round {
-			if !unverified[tp] {
-				continue
+		slices.SortFunc(tps, compareTP)
+		round := map[TopicPartition][]byte{}
+		size := 0
+		for _, tp := range tps {
+			if size >= roundBytes {
+				break
 			}
-			off, found, err := c.opt.Backend.FindBatch(ctx, tp, low[tp], protocol.Digest(b, len(b)))
-			if err != nil {
-				return fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
+			b, ok := current[tp]
+			if !ok {
+				if b, err = next(tp); err != nil {
+					return err
+				}
+				current[tp] = b
 			}
-			unverified[tp] = false
-			if found {
+			// Skip the batches an earlier attempt wrote (a prefix).
+			for unverified[tp] {
+				off, hit, err := c.opt.Backend.FindBatch(ctx, tp, low[tp], protocol.Digest(b.batch, len(b.batch)))
+				if err != nil {
+					return fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
+				}
+				if !hit {
+					unverified[tp] = false
+					break
+				}
+				found++
 				log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
 					Msg("batch of an interrupted commit found in the backend; not resending it")
-				acked[tp] = off + int64(protocol.BatchLastOffsetDelta(b)) + 1
-				delete(round, tp)
+				acked(tp, b, off)
+				delete(current, tp)
+				if remaining[tp] == 0 {
+					break
+				}
+				if b, err = next(tp); err != nil {
+					return err
+				}
+				current[tp] = b
+			}
+			if remaining[tp] > 0 {
+				round[tp] = b.batch
+				size += len(b.batch)
 			}
 		}
+		if len(round) == 0 {
+			continue
+		}
+		batches += len(round)
+		results := c.opt.Backend.Produce(ctx, round)
 		var failures []error
-		if len(round) > 0 {
-			results := c.opt.Backend.Produce(ctx, round)
-			for tp, b := range round {
-				res, ok := results[tp]
-				switch {
-				case !ok:
-					unverified[tp] = true
-					failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
-				case res.Err == nil:
-					acked[tp] = res.BaseOffset + int64(protocol.BatchLastOffsetDelta(b)) + 1
-				case res.Ambiguous:
-					unverified[tp] = true
-					failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
-				default:
-					failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
-				}
-			}
-		}
-		if len(acked) > 0 {
-			err := c.db.Update(func(txn *badger.Txn) error {
-				for tp, next := range acked {
-					if err := txn.Delete(keys[tp]); err != nil {
-						return err
-					}
-					if err := txn.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(next))); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				// The batches are in the backend; the next attempt finds them.
-				for tp := range acked {
-					unverified[tp] = true
-				}
-				return fmt.Errorf("record forwarding progress: %w", err)
-			}
-			for tp, next := range acked {
-				low[tp] = next
-				cursor[tp] = binary.BigEndian.Uint64(keys[tp][len(keys[tp])-8:]) + 1
-				if remaining[tp]--; remaining[tp] == 0 {
-					delete(remaining, tp)
-				}
+		for tp := range round {
+			res, ok := results[tp]
+			switch {
+			case !ok:
+				unverified[tp] = true
+				failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
+			case res.Err == nil:
+				acked(tp, current[tp], res.BaseOffset)
+				delete(current, tp)
+			case res.Ambiguous:
+				unverified[tp] = true
+				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
+			default:
+				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
 			}
 		}
 		if len(failures) > 0 {
 			return fmt.Errorf("forward batches: %w", errors.Join(failures...))
 		}
+		if doneBytes >= persistEvery {
+			if err := persist(); err != nil {
+				return err
+			}
+		}
 	}
+	log.Debug().Int("rounds", rounds).Int("batches", batches).Int("found", found).Dur("took", time.Since(start)).
+		Msg("transaction data forwarded")
 	for group, g := range t.PendingOffsets {
 		if len(g.Offsets) == 0 {
 			continue
@@ -156,7 +248,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) e
 			return fmt.Errorf("commit offsets of group %q: %w", group, err)
 		}
 	}
-	return c.deletePrefix(idKey(prefixLow, id))
+	return nil
 }
 
 // forwardState counts id's buffered batches per partition and loads the
@@ -193,46 +285,4 @@ func (c *Coordinator) forwardState(id string) (map[TopicPartition]int, map[Topic
 		return nil, nil, fmt.Errorf("read buffered transaction %q: %w", id, err)
 	}
 	return remaining, low, nil
-}
-
-// nextRound reads the next buffered batch of each partition with data left,
-// up to roundBytes, seeking past what earlier rounds forwarded.
-func (c *Coordinator) nextRound(id string, remaining map[TopicPartition]int, cursor map[TopicPartition]uint64) (map[TopicPartition][]byte, map[TopicPartition][]byte, error) {
-	tps := make([]TopicPartition, 0, len(remaining))
-	for tp := range remaining {
-		tps = append(tps, tp)
-	}
-	slices.SortFunc(tps, compareTP)
-	round := map[TopicPartition][]byte{}
-	keys := map[TopicPartition][]byte{}
-	size := 0
-	err := c.db.View(func(txn *badger.Txn) error {
-		for _, tp := range tps {
-			if size >= roundBytes {
-				break
-			}
-			prefix := tpKey(prefixBatch, id, tp)
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			it.Seek(batchKey(id, tp, cursor[tp]))
-			if !it.Valid() {
-				it.Close()
-				return fmt.Errorf("buffered batch of %s/%d missing", tp.Topic, tp.Partition)
-			}
-			item := it.Item()
-			v, err := item.ValueCopy(nil)
-			if err == nil {
-				round[tp], keys[tp] = v, item.KeyCopy(nil)
-				size += len(v)
-			}
-			it.Close()
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("read buffered transaction %q: %w", id, err)
-	}
-	return round, keys, nil
 }

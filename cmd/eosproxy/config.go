@@ -30,6 +30,7 @@ type config struct {
 	MaxTxnBytes     int64
 	TxnBufferBytes  int64
 	TxnIDExp        time.Duration
+	DebugListen     string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -54,6 +55,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most bytes of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION and the transaction can only abort (0: no limit)")
 	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
+	fs.StringVar(&c.DebugListen, "debug-listen", "", "optional `host:port` serving Go's /debug/pprof profiles, for diagnosing CPU and memory use (keep it on loopback)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
 	if err := fs.Parse(args); err != nil {

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,6 +72,16 @@ func run(cfg config, log zerolog.Logger) error {
 	lo, hi, err := cfg.brokerPortRange()
 	if err != nil {
 		return err
+	}
+	if cfg.DebugListen != "" {
+		ln, err := net.Listen("tcp", cfg.DebugListen)
+		if err != nil {
+			return fmt.Errorf("debug listener: %w", err)
+		}
+		defer ln.Close()
+		// The default mux holds exactly net/http/pprof's handlers.
+		go http.Serve(ln, nil)
+		log.Info().Str("listen", ln.Addr().String()).Msg("serving /debug/pprof")
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
 	if err != nil {
