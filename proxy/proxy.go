@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate"
+	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
 // Config is what the proxy needs to run. Zero values get Kafka-like defaults.
@@ -45,6 +47,9 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DB holds eosproxy's durable state; nil keeps it in memory (tests).
 	DB *store.DB
+	// SpoolDir holds the record batches of open transactions; default: a
+	// temporary directory removed by Shutdown (for an in-memory DB).
+	SpoolDir string
 	// ProducerIDExpiration is how long an idle producer's state is kept
 	// (Kafka's producer.id.expiration.ms, default 24 h).
 	ProducerIDExpiration time.Duration
@@ -81,6 +86,8 @@ type Proxy struct {
 	producers *dedup.Table
 	coord     *txnstate.Coordinator
 	ownDB     *store.DB // opened by New, closed by Shutdown
+	spool     *spool.Spool
+	ownSpool  string // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
 
 	mu     sync.Mutex
@@ -148,6 +155,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.TransactionMaxTimeout <= 0 {
 		cfg.TransactionMaxTimeout = 15 * time.Minute
 	}
+	if cfg.SpoolDir == "" {
+		if p.ownSpool, err = os.MkdirTemp("", "eosproxy-spool-"); err != nil {
+			p.admin.Close()
+			p.closeState()
+			return nil, fmt.Errorf("spool dir: %w", err)
+		}
+		cfg.SpoolDir = p.ownSpool
+	}
+	if p.spool, err = spool.Open(cfg.SpoolDir, 0, p.log); err != nil {
+		p.admin.Close()
+		p.closeState()
+		return nil, err
+	}
 	p.coord, err = txnstate.Open(cfg.DB, txnstate.Options{
 		Config:              txnstate.Config{MaxTimeoutMs: int32(min(cfg.TransactionMaxTimeout.Milliseconds(), math.MaxInt32)), TxnVersion: int8(protocol.TxnVersion)},
 		MaxTransactionBytes: cfg.MaxTransactionBytes,
@@ -155,6 +175,7 @@ func New(cfg Config) (*Proxy, error) {
 		Expiration:          cfg.TransactionalIDExpiration,
 		AnswerWithin:        cfg.CommitAnswerWithin,
 		NewProducerID:       p.producers.NewProducerID,
+		Spool:               p.spool,
 		Backend:             txnBackend{upstreamBackend{p}, &leaderCache{}},
 		Log:                 p.log,
 	})
@@ -382,6 +403,12 @@ func (p *Proxy) closeState() {
 	}
 	if p.producers != nil {
 		p.producers.Close()
+	}
+	if p.spool != nil {
+		p.spool.Close()
+	}
+	if p.ownSpool != "" {
+		os.RemoveAll(p.ownSpool)
 	}
 	if p.ownDB != nil {
 		p.ownDB.Close()

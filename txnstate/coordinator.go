@@ -16,6 +16,7 @@ import (
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/store"
+	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
 // Error codes the coordinator answers with besides the state machine's.
@@ -66,6 +67,8 @@ type Options struct {
 	AnswerWithin time.Duration
 	// CheckInterval is how often timed-out transactions are looked for.
 	CheckInterval time.Duration
+	// Spool holds the buffered batches' bytes; the index is in badger.
+	Spool *spool.Spool
 	// NewProducerID allocates a producer id (shared with idempotent producers).
 	NewProducerID func() (int64, error)
 	Backend       Backend
@@ -203,9 +206,20 @@ func (c *Coordinator) load() error {
 				return fmt.Errorf("corrupt batch key %q", item.Key())
 			}
 			top = max(top, binary.BigEndian.Uint64(rest))
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ref, err := spool.UnmarshalRef(v)
+			if err != nil {
+				return fmt.Errorf("batch key %q: %w", item.Key(), err)
+			}
+			if err := c.opt.Spool.Retain(ref); err != nil {
+				return fmt.Errorf("batch of %q: %w", id, err)
+			}
 			if e := c.txns[id]; e != nil {
-				e.bytes += item.ValueSize()
-				c.buffered.Add(item.ValueSize())
+				e.bytes += int64(ref.Length)
+				c.buffered.Add(int64(ref.Length))
 			}
 		}
 		return nil
@@ -214,6 +228,7 @@ func (c *Coordinator) load() error {
 		return fmt.Errorf("load buffered batches: %w", err)
 	}
 	c.counter.Store(top)
+	c.opt.Spool.Sweep()
 	return nil
 }
 
@@ -471,29 +486,45 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		prev = *st
 	}
 	ns := dedup.Apply(prev, info, -1, now)
-	tx := c.db.NewTransaction(true)
-	setErr := tx.Set(batchKey(id, tp, c.counter.Add(1)), batch)
-	if setErr == nil {
-		setErr = tx.Set(tpKey(prefixSeq, id, tp), append(binary.BigEndian.AppendUint64(nil, uint64(req.ProducerID)), dedup.MarshalState(ns)...))
-	}
-	if setErr == nil && r.Txn != nil {
-		setErr = tx.Set(idKey(prefixMeta, id), encodeTxn(r.Txn))
-	}
-	if setErr != nil {
-		tx.Discard()
-		c.log.Error().Err(setErr).Str("txn", id).Msg("cannot buffer transactional batch")
+	ref, err := c.opt.Spool.Append(batch)
+	if err != nil {
+		c.log.Error().Err(err).Str("txn", id).Msg("cannot buffer transactional batch")
 		return ProduceAnswer{Err: errStorage}
 	}
+	writes := []kv{
+		{batchKey(id, tp, c.counter.Add(1)), ref.Marshal()},
+		{tpKey(prefixSeq, id, tp), append(binary.BigEndian.AppendUint64(nil, uint64(req.ProducerID)), dedup.MarshalState(ns)...)},
+	}
 	if r.Txn != nil {
+		writes = append(writes, kv{idKey(prefixMeta, id), encodeTxn(r.Txn)})
 		c.swap(e, e.txn.Load(), r.Txn)
 	}
 	e.seqs[tp] = ns
 	e.bytes += n
 	c.buffered.Add(n)
+	// The batch is durable in the spool before the index that points to it
+	// is written, and the index writes of one transactional id are made in
+	// the order of their decisions (a later sequence state must not be
+	// overwritten by an earlier one).
+	prevWrite := e.last
 	w := &write{done: make(chan struct{})}
 	e.last = w
 	e.writes.Add(1)
-	tx.CommitWith(func(err error) {
+	go func() {
+		err := c.opt.Spool.Sync(ref)
+		if prevWrite != nil {
+			<-prevWrite.done
+		}
+		if err == nil {
+			err = c.db.Update(func(txn *badger.Txn) error {
+				for _, w := range writes {
+					if err := txn.Set(w.k, w.v); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
 		if err != nil {
 			e.broken.Store(true)
 			c.log.Error().Err(err).Str("txn", id).Msg("buffered transactional batch not durable; the transaction can only abort")
@@ -501,9 +532,11 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		w.err = err
 		close(w.done)
 		e.writes.Done()
-	})
+	}()
 	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
 }
+
+type kv struct{ k, v []byte }
 
 const errStorage int16 = 56
 
@@ -604,7 +637,7 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 			// The forwarding low-water offsets stay until Complete is
 			// durable: without them, a crash in between would find
 			// batches left and send them again.
-			err = c.deletePrefix(idKey(prefixBatch, e.id))
+			err = c.dropBatches(e.id)
 		}
 		if err == nil {
 			break
@@ -667,6 +700,48 @@ func (c *Coordinator) deleteLowWater(id string) func(*badger.Txn) error {
 		}
 		return nil
 	}
+}
+
+// dropBatches deletes id's buffered batches: the index, then the data.
+func (c *Coordinator) dropBatches(id string) error {
+	var keys [][]byte
+	var refs []spool.Ref
+	err := c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixBatch, id), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if r, err := spool.UnmarshalRef(v); err == nil {
+				refs = append(refs, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.deleteKeys(keys); err != nil {
+		return err
+	}
+	for _, r := range refs {
+		c.opt.Spool.Release(r)
+	}
+	return nil
+}
+
+func (c *Coordinator) deleteKeys(keys [][]byte) error {
+	wb := c.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
 }
 
 func (c *Coordinator) deletePrefix(prefix []byte) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
 // roundBytes bounds the data one forwarding round holds in memory;
@@ -88,6 +89,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 	}()
 	type buffered struct {
 		key, batch []byte
+		ref        spool.Ref
 	}
 	next := func(tp TopicPartition) (buffered, error) {
 		it := its[tp]
@@ -100,21 +102,31 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 			return buffered{}, fmt.Errorf("buffered batch of %s/%d missing", tp.Topic, tp.Partition)
 		}
 		v, err := it.Item().ValueCopy(nil)
+		var ref spool.Ref
+		if err == nil {
+			ref, err = spool.UnmarshalRef(v)
+		}
+		var batch []byte
+		if err == nil {
+			batch, err = c.opt.Spool.Read(ref)
+		}
 		if err != nil {
 			return buffered{}, fmt.Errorf("read buffered batch of %s/%d: %w", tp.Topic, tp.Partition, err)
 		}
-		b := buffered{it.Item().KeyCopy(nil), v}
+		b := buffered{it.Item().KeyCopy(nil), batch, ref}
 		it.Next()
 		return b, nil
 	}
 
 	// Forwarded but not yet recorded as such.
 	var done [][]byte
+	var doneRefs []spool.Ref
 	doneBytes := 0
 	persist := func() error {
 		if len(done) == 0 {
 			return nil
 		}
+
 		wb := c.db.NewWriteBatch()
 		defer wb.Cancel()
 		for _, k := range done {
@@ -130,7 +142,10 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 		if err := wb.Flush(); err != nil {
 			return fmt.Errorf("record forwarding progress: %w", err)
 		}
-		done, doneBytes = nil, 0
+		for _, r := range doneRefs {
+			c.opt.Spool.Release(r)
+		}
+		done, doneRefs, doneBytes = nil, nil, 0
 		return nil
 	}
 	defer func() {
@@ -144,6 +159,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 	acked := func(tp TopicPartition, b buffered, base int64) {
 		low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
 		done = append(done, b.key)
+		doneRefs = append(doneRefs, b.ref)
 		doneBytes += len(b.batch)
 		if remaining[tp]--; remaining[tp] == 0 {
 			delete(remaining, tp)

@@ -114,6 +114,7 @@ func run(cfg config, log zerolog.Logger) error {
 		BrokerPortMax:             hi,
 		MaxRequestBytes:           int32(cfg.MaxRequestBytes),
 		DB:                        db,
+		SpoolDir:                  filepath.Join(cfg.DataDir, "spool"),
 		ProducerIDExpiration:      cfg.ProducerIDExp,
 		IdleTimeout:               cfg.IdleTimeout,
 		MaxConnections:            cfg.MaxConnections,
