@@ -13,8 +13,19 @@
 // the plain producer through eosproxy (D P Q, then Q P D, ...); they report
 // P/D and P/Q. The plain and the idempotent producer both keep five produce
 // requests in flight per broker, kgo's own limit with idempotence on (see
-// idemProducerOpts). Every phase uses a new franz-go client, warms up for a
-// quarter of --phase (at most 1s), measures for --phase and stops by itself.
+// idemProducerOpts). The txn-* workloads compare transactions (target:
+// committed throughput >= 0.9x direct, commit p99 <= direct + 5 ms): every
+// phase runs one franz-go transactional producer with a transactional.id of
+// its own, producing 1 KiB records async as fast as it can and committing
+// every 100 ms (txn-1KiB-100ms) or every 1000 records (txn-1KiB-1000rec),
+// each time Flush, then EndTransaction(TryCommit); the direct side uses the
+// backend's native transactions (kfake's or Kafka's coordinator), the proxy
+// side eosproxy's. They report committed records/s (only records whose
+// transaction committed) and the commit latency p50/p99, where commit is the
+// EndTransaction call alone, after Flush returned (flush+commit, from when
+// the commit was due, is shown beside it), as P/D and P - D in ms. Every
+// phase uses a new franz-go client, warms up for a quarter of --phase (at
+// most 1s), measures for --phase and stops by itself.
 // Before a phase the benchmark waits (up to --quiet-wait) for other processes
 // on the machine to go quiet, and each phase records how many cores the
 // benchmark and everything else used, so a spoiled phase can be recognised.
@@ -29,11 +40,30 @@
 // as in production (fsynced before each idempotent produce is answered), in
 // a temporary directory under --data-dir that is removed at exit.
 //
+// txn-buffer, run only when named in --workloads, is a single measurement
+// rather than rounds of phases, and only meaningful through eosproxy: it
+// builds cmd/eosproxy (or takes --proxy-bin) and runs it as a child process
+// in front of the same backend, so that its memory is its own, then writes
+// --txn-buffer-bytes (default 1 GiB) of 1 KiB records inside one open
+// transaction (timeout --txn-buffer-timeout, default 10 min), sampling the
+// child's VmRSS every 250 ms. It reports the RSS before writing, at 25, 50,
+// 75 and 100% of the data acknowledged, and at its peak, then ends the
+// transaction (--txn-buffer-end abort, the default, or commit, which
+// forwards it all to the backend: with kfake, into eosbench's own memory)
+// and reports how long that took, with a verdict against the 256 MiB
+// target. It also checks the backend's high watermarks while the
+// transaction is open: if the backend already holds the records, eosproxy
+// passed the transaction through and the verdict says it measured nothing.
+//
 // Usage:
 //
 //	go run ./cmd/eosbench [--phase 5s] [--rounds 5] [--workloads produce-100B,latency]
 //	                      [--upstream host:port] [--json out.json] [--cpuprofile cpu.out]
 //	                      [--blockprofile block.out] [--data-dir dir]
+//	go run ./cmd/eosbench --workloads txn-1KiB-100ms,txn-1KiB-1000rec [--upstream host:port]
+//	go run ./cmd/eosbench --workloads txn-buffer [--txn-buffer-bytes 1GiB]
+//	                      [--txn-buffer-timeout 10m] [--txn-buffer-end abort|commit]
+//	                      [--proxy-bin path] [--proxy-args "--flag value"] [--upstream host:port]
 //
 // With --cpuprofile, split the profile by party with pprof's tag filters, e.g.
 // go tool pprof -top -tagfocus=role=proxy cpu.out. --blockprofile shows
@@ -78,16 +108,22 @@ type config struct {
 	maxOthers    float64
 	quietWait    time.Duration
 	dataDir      string
+	// txn-buffer
+	txnBufferBytes   int64
+	txnBufferTimeout time.Duration
+	txnBufferCommit  bool
+	proxyBin         string
+	proxyArgs        []string
 }
 
 func parseFlags(args []string) (config, error) {
 	var cfg config
-	var workloads string
+	var workloads, bufferBytes, bufferEnd, proxyArgs string
 	fs := flag.NewFlagSet("eosbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.upstream, "upstream", "", "bootstrap host:port of a real broker (default: an in-process kfake cluster)")
 	fs.DurationVar(&cfg.phase, "phase", 5*time.Second, "measured duration of each phase")
 	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds per workload; each round runs a direct and a proxy phase plus an A/A pair")
-	fs.StringVar(&workloads, "workloads", strings.Join(workloadNames(), ","), "comma-separated workloads to run")
+	fs.StringVar(&workloads, "workloads", strings.Join(defaultWorkloads(), ","), "comma-separated workloads to run, of: "+strings.Join(workloadNames(), ", ")+" (txn-buffer only when named)")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write all phase results to this JSON file")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
 	fs.StringVar(&cfg.blockProfile, "blockprofile", "", "write a profile of where goroutines waited (channels, locks, select) over the whole run: where a path is slow without using CPU")
@@ -96,8 +132,29 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
 	fs.DurationVar(&cfg.quietWait, "quiet-wait", 30*time.Second, "longest wait for other processes to quieten before a phase")
 	fs.StringVar(&cfg.dataDir, "data-dir", os.TempDir(), "directory under which eosproxy's on-disk state is created (and removed at exit); a tmpfs here makes fsyncs free")
+	fs.StringVar(&bufferBytes, "txn-buffer-bytes", "1GiB", "txn-buffer: data written inside the one open transaction (bytes, or with a KiB, MiB or GiB suffix)")
+	fs.DurationVar(&cfg.txnBufferTimeout, "txn-buffer-timeout", 10*time.Minute, "txn-buffer: the producer's transaction timeout, also the longest the writing may take (eosproxy's --transaction-max-timeout must be at least this)")
+	fs.StringVar(&bufferEnd, "txn-buffer-end", "abort", "txn-buffer: end the transaction with abort or commit (commit forwards all of it to the backend: an in-process kfake then holds it in eosbench's memory)")
+	fs.StringVar(&cfg.proxyBin, "proxy-bin", "", "txn-buffer: eosproxy binary to run as the child process (default: go build ./cmd/eosproxy into a temporary directory)")
+	fs.StringVar(&proxyArgs, "proxy-args", "", "txn-buffer: more flags for the eosproxy child, space-separated (e.g. a larger per-transaction bound)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	cfg.proxyArgs = strings.Fields(proxyArgs)
+	n, err := parseBytes(bufferBytes)
+	if err != nil || n < txnRecordSize {
+		return cfg, fmt.Errorf("--txn-buffer-bytes %q: want a size of at least %d bytes, e.g. 1GiB", bufferBytes, txnRecordSize)
+	}
+	cfg.txnBufferBytes = n
+	switch bufferEnd {
+	case "abort":
+	case "commit":
+		cfg.txnBufferCommit = true
+	default:
+		return cfg, fmt.Errorf("--txn-buffer-end %q: want abort or commit", bufferEnd)
+	}
+	if cfg.txnBufferTimeout <= 0 {
+		return cfg, errors.New("--txn-buffer-timeout must be positive")
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -241,9 +298,13 @@ func run(ctx context.Context, cfg config) error {
 	progress("backend: %s at %v; eosproxy at %v, state %s; GOMAXPROCS=%d", backend, b.direct, b.proxied, proxyState, runtime.GOMAXPROCS(0))
 	phases := 0
 	for _, name := range cfg.workloads {
-		phases += len(order(0, findWorkload(name)))
+		if w := findWorkload(name); w.single == nil {
+			phases += len(order(0, w))
+		}
 	}
-	progress("%d workload(s) x %d round(s): %d phases (direct, proxy, [proxy-plain,] A/A pair) of %v each", len(cfg.workloads), cfg.rounds, phases*cfg.rounds, cfg.phase)
+	if phases > 0 {
+		progress("%d workload(s) x %d round(s): %d phases (direct, proxy, [proxy-plain,] A/A pair) of %v each", len(cfg.workloads), cfg.rounds, phases*cfg.rounds, cfg.phase)
+	}
 
 	rep := report{
 		Backend:    backend,
@@ -320,6 +381,13 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 		if err := w.prepare(ctx, b, topic); err != nil {
 			return workloadResult{}, fmt.Errorf("prepare: %w", err)
 		}
+	}
+	if w.single != nil {
+		buf, err := w.single(ctx, b, topic)
+		if err != nil {
+			return workloadResult{}, err
+		}
+		return workloadResult{Name: w.name, About: w.about, Buffer: buf}, nil
 	}
 	res := workloadResult{Name: w.name, Phases: map[string][]metrics{}}
 	for round := 0; round < b.cfg.rounds; round++ {

@@ -27,9 +27,14 @@ type workloadResult struct {
 	// Idempotence marks a produce-idem-* workload: direct and proxy ran an
 	// idempotent producer, proxy-plain a plain one through eosproxy.
 	Idempotence bool `json:"idempotence,omitempty"`
+	// Transactions marks a txn-* workload: direct used the backend's native
+	// transactions, proxy eosproxy's.
+	Transactions bool `json:"transactions,omitempty"`
 	// Phases holds every phase's metrics per slot, in run order.
-	Phases      map[string][]metrics `json:"phases"`
-	Comparisons []comparison         `json:"comparisons"`
+	Phases map[string][]metrics `json:"phases,omitempty"`
+	// Buffer is the txn-buffer measurement, which has no phases.
+	Buffer      *bufferResult `json:"txn_buffer,omitempty"`
+	Comparisons []comparison  `json:"comparisons"`
 	rows        []row
 }
 
@@ -57,6 +62,7 @@ type comparison struct {
 func (wr *workloadResult) summarize(w *workload) {
 	wr.About = w.about
 	wr.Idempotence = w.idem
+	wr.Transactions = w.txn
 	wr.rows = w.rows
 	for _, r := range w.rows {
 		c := comparison{
@@ -112,11 +118,16 @@ func (rep *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n## eosbench: direct vs through eosproxy\n\n")
 	fmt.Fprintf(w, "backend: %s; eosproxy state: %s; GOMAXPROCS %d; %d round(s) of %s phases; run time %s\n\n",
 		rep.Backend, rep.ProxyState, rep.GOMAXPROCS, rep.Rounds, rep.Phase, rep.Elapsed)
-	var plain, idem []workloadResult
+	var plain, idem, txn, buffer []workloadResult
 	for _, wr := range rep.Workloads {
-		if wr.Idempotence {
+		switch {
+		case wr.Buffer != nil:
+			buffer = append(buffer, wr)
+		case wr.Idempotence:
 			idem = append(idem, wr)
-		} else {
+		case wr.Transactions:
+			txn = append(txn, wr)
+		default:
 			plain = append(plain, wr)
 		}
 	}
@@ -140,6 +151,12 @@ func (rep *report) print(w io.Writer) {
 	if len(idem) > 0 {
 		rep.printIdempotence(w, idem)
 	}
+	if len(txn) > 0 {
+		rep.printTransactions(w, txn)
+	}
+	for _, wr := range buffer {
+		wr.Buffer.print(w)
+	}
 	var others []float64
 	for _, wr := range rep.Workloads {
 		for _, ms := range wr.Phases {
@@ -148,6 +165,9 @@ func (rep *report) print(w io.Writer) {
 			}
 		}
 	}
+	if len(others) == 0 {
+		return // no phases: only single measurements ran
+	}
 	fmt.Fprintf(w, "Other processes on the machine used a median %.2f cores (max %.2f) during the phases", median(others), slices.Max(others))
 	if slices.Max(others) > 0.3 {
 		fmt.Fprintf(w, ": they competed for CPU, so expect a wider spread")
@@ -155,6 +175,9 @@ func (rep *report) print(w io.Writer) {
 	fmt.Fprintln(w, ".")
 	fmt.Fprintf(w, "\nPer-phase values, in run order (the spread behind each median):\n\n")
 	for _, wr := range rep.Workloads {
+		if wr.Buffer != nil {
+			continue
+		}
 		slots := []string{slotDirect, slotProxy, slotAA1, slotAA2}
 		if wr.Idempotence {
 			slots = []string{slotDirect, slotProxy, slotProxyPlain, slotAA1, slotAA2}
@@ -171,6 +194,12 @@ func (rep *report) print(w io.Writer) {
 				shown{wr.Name + " produce requests/s", "req/s"},
 				shown{wr.Name + " KiB per produce request", "KiB/req"},
 				shown{wr.Name + " ms per produce request (write to answer)", "ms/req"})
+		}
+		if wr.Transactions {
+			lines = append(lines,
+				shown{wr.Name + " flush+commit p50 ms", "flush+commit p50 ms"},
+				shown{wr.Name + " transactions/s", "txn/s"},
+				shown{wr.Name + " records per transaction", "rec/txn"})
 		}
 		for _, l := range lines {
 			var parts []string
@@ -223,6 +252,80 @@ func (rep *report) printIdempotence(w io.Writer, idem []workloadResult) {
 	fmt.Fprintf(w, "D and P: kgo's default idempotent producer, acks=all. Q: the same producer with idempotence off, so P/Q is what eosproxy's own idempotence costs (producer-state checks, re-signed batches, state fsynced before each answer). "+
 		"Both keep at most 5 produce requests in flight per broker: kgo's fixed limit with idempotence on (1 until the first answer, then 5 for Produce v4+), and MaxProduceRequestsInflightPerBroker(5) for Q. "+
 		"Most seen in flight on one broker: %s.\n\n", strings.Join(inflight, "; "))
+}
+
+// printTransactions prints the transaction comparison: transactional
+// produce through eosproxy, eosproxy being the coordinator (P), against the
+// same client using the backend's native transactions (D).
+func (rep *report) printTransactions(w io.Writer, txn []workloadResult) {
+	fmt.Fprintf(w, "### transactions: transactional produce through eosproxy (P) vs native transactions direct (D); target committed throughput >= %.1fx, commit p99 <= D + %.0f ms\n\n", txnTarget, txnCommitSlackMs)
+	fmt.Fprintln(w, "| workload | D: native, direct | P: through eosproxy | P/D | P - D | target | A/A noise (D/D) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|---:|")
+	missed := false
+	verdict := func(ok bool, s string) string {
+		if !ok {
+			missed = true
+			return s + ": MISS *"
+		}
+		return s + ": ok"
+	}
+	for _, wr := range txn {
+		for _, c := range wr.Comparisons {
+			r := c.row
+			diff, target := "", ""
+			aa := fmt.Sprintf("%.2fx", c.AARatio)
+			switch {
+			case r.latency:
+				diff = fmt.Sprintf("%+.2f ms", c.Diff)
+				aa = fmt.Sprintf("%+.2f ms (%.2fx)", c.AADiff, c.AARatio)
+				if c.Metric == "commit p99 ms" {
+					target = verdict(c.Diff <= txnCommitSlackMs, fmt.Sprintf("<= +%.0f ms", txnCommitSlackMs))
+				}
+			default:
+				target = verdict(c.Ratio >= txnTarget, fmt.Sprintf(">= %.2fx", txnTarget))
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %.2fx | %s | %s | %s |\n", r.label,
+				wr.cell(r, slotDirect), wr.cell(r, slotProxy), c.Ratio, diff, target, aa)
+		}
+	}
+	fmt.Fprintln(w)
+	if missed {
+		fmt.Fprintf(w, "\\* misses the target; judge it against the A/A noise.\n\n")
+	}
+	var shape []string
+	for _, wr := range txn {
+		shape = append(shape, fmt.Sprintf("%s D %s txn/s of %s records, P %s txn/s of %s records", wr.Name,
+			fmtNum(wr.median(slotDirect, "txn/s")), fmtNum(wr.median(slotDirect, "rec/txn")),
+			fmtNum(wr.median(slotProxy, "txn/s")), fmtNum(wr.median(slotProxy, "rec/txn"))))
+	}
+	fmt.Fprintf(w, "Each phase: one kgo transactional producer (idempotent, acks=all, a transactional.id of its own, %v transaction timeout, %d MiB client buffer), "+
+		"BeginTransaction, 1 KiB records produced async as fast as possible until the commit is due, Flush, EndTransaction(TryCommit). "+
+		"Committed: records whose transaction committed, per second. Commit: the EndTransaction call alone, after Flush returned. "+
+		"Flush+commit: from when the commit was due to EndTransaction's return. Medians over rounds of each phase's p50/p99 (%s).\n\n",
+		txnTimeout, txnBufferedBytes>>20, strings.Join(shape, "; "))
+}
+
+// print prints the txn-buffer measurement.
+func (br *bufferResult) print(w io.Writer) {
+	fmt.Fprintf(w, "### txn-buffer: eosproxy's memory while one open transaction holds %.0f MiB (%s; target RSS <= %.0f MiB)\n\n", br.BufferedMiB, br.Path, br.TargetMiB)
+	fmt.Fprintln(w, "| buffered | eosproxy RSS | of it anon | of it file-backed |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	line := func(label string, m memUse) {
+		fmt.Fprintf(w, "| %s | %.0f MiB | %.0f MiB | %.0f MiB |\n", label, m.RSSMiB, m.AnonMiB, m.FileMiB)
+	}
+	line("before writing", br.Before)
+	for _, c := range br.Checkpoints {
+		line(fmt.Sprintf("%.0f%% (sampled at %.1f%%)", c.Percent, c.BufferedPercent), c.memUse)
+	}
+	line("max while buffering", br.MaxBuffering)
+	line(fmt.Sprintf("max while ending (%s)", br.End), br.MaxEnd)
+	line("1 s after the end", br.AfterEnd)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Wrote %d records of %d bytes in %.1f s (%.1f MB/s) in one transaction; eosproxy's state directory then took %.0f MiB on disk (%.0f MiB apparent); "+
+		"the backend's high watermarks summed to %d while the transaction was open and %d 1 s after the end; the %s took %s ms. "+
+		"RSS is VmRSS of the eosproxy child, sampled every %v from /proc/<pid>/status, with its RssAnon and RssFile parts (maxima are per column); eosproxy %s.\n\n",
+		br.Records, txnRecordSize, br.WriteSeconds, br.WriteMBps, br.DiskMiB, br.DiskApparentMiB, br.BackendRecordsWhileOpen, br.BackendRecordsAfterEnd, br.End, fmtNum(br.EndMs), rssSampleEvery, br.ChildExit)
+	fmt.Fprintf(w, "**%s**\n\n", br.Verdict)
 }
 
 // cell is a table cell: a slot's median of a row's metric, with the row's

@@ -41,6 +41,13 @@ type workload struct {
 	// an idempotent producer, and a third slot, proxy-plain, runs a plain
 	// one through eosproxy.
 	idem bool
+	// txn marks a transactional comparison (the txn-* workloads), reported
+	// against its own targets.
+	txn bool
+	// single, when set, replaces the rounds of phases: one measurement that
+	// is only meaningful through eosproxy (txn-buffer). Such a workload has
+	// no phase and no rows, and runs only when asked for by name.
+	single func(ctx context.Context, b *bench, topic string) (*bufferResult, error)
 }
 
 var workloads = []*workload{
@@ -65,12 +72,31 @@ var workloads = []*workload{
 			{label: "latency p99", metric: "p99 ms", unit: "ms", latency: true},
 		},
 	},
+	txnWorkload("txn-1KiB-100ms", 100*time.Millisecond, 0),
+	txnWorkload("txn-1KiB-1000rec", 0, 1000),
+	{
+		name:   "txn-buffer",
+		about:  "eosproxy as a child process: RSS while one open transaction buffers --txn-buffer-bytes of 1 KiB records, then the time to abort (or commit) it",
+		single: txnBufferRun,
+	},
 }
 
+// workloadNames lists every workload; defaultWorkloads those run when
+// --workloads is not given, which leaves out the single measurements.
 func workloadNames() []string {
 	var names []string
 	for _, w := range workloads {
 		names = append(names, w.name)
+	}
+	return names
+}
+
+func defaultWorkloads() []string {
+	var names []string
+	for _, w := range workloads {
+		if w.single == nil {
+			names = append(names, w.name)
+		}
 	}
 	return names
 }
