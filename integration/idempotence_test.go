@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"encoding/binary"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -247,6 +249,19 @@ func TestMixedProduceRequestAnswersEveryPartition(t *testing.T) {
 	if got3 := send(3, map[int32][]byte{2: badCRC}); got3[2].ErrorCode != 2 {
 		t.Fatalf("bad CRC answered %+v, want CORRUPT_MESSAGE", got3[2])
 	}
+	// Plain batches are checked too: a bad CRC, or a length field claiming
+	// more bytes than there are, is refused by eosproxy and never reaches
+	// the backend (the end offsets below would move).
+	plainBadCRC := oneRecordBatch("plain-bad-crc")
+	plainBadCRC[len(plainBadCRC)-1] ^= 0xff
+	lying := oneRecordBatch("lying-length")
+	binary.BigEndian.PutUint32(lying[8:], uint32(len(lying)+100))
+	if got4 := send(4, map[int32][]byte{0: lying, 1: plainBadCRC}); got4[0].ErrorCode != 2 || got4[1].ErrorCode != 2 {
+		t.Fatalf("plain corrupt batches answered %+v, want CORRUPT_MESSAGE for both", got4)
+	}
+	if n := strings.Count(rs.p.logs.String(), "rejecting corrupt record batch"); n != 4 {
+		t.Fatalf("eosproxy refused %d corrupt batches itself, want 4 (bad magic, two bad CRCs, a lying length)", n)
+	}
 	ends, err := adm.ListEndOffsets(testCtx(t), topic)
 	if err != nil {
 		t.Fatal(err)
@@ -283,6 +298,7 @@ func TestFivePipelinedBatchesPerPartition(t *testing.T) {
 // a fresh topic, a raw connection to the broker's eosproxy listener and a
 // producer id from eosproxy: what the raw Produce tests start from.
 type rawSetup struct {
+	p     *testProxy
 	b     backend
 	adm   *kadm.Client
 	topic string
@@ -302,5 +318,5 @@ func newRawSetup(t *testing.T, partitions int32) rawSetup {
 	}
 	br := meta.Brokers[0]
 	c := dial(t, net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))))
-	return rawSetup{b: b, adm: adm, topic: topic, c: c, pid: initProducerID(t, p.Addr())}
+	return rawSetup{p: p, b: b, adm: adm, topic: topic, c: c, pid: initProducerID(t, p.Addr())}
 }

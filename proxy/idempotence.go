@@ -111,14 +111,12 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	if len(records) == 0 {
 		return ans, true
 	}
-	bt, err := protocol.ParseBatchHeader(records)
+	// Every batch's CRC is checked, not only the ones eosproxy re-signs
+	// (it must not bless a corrupt batch with a fresh CRC): a corrupt batch
+	// is refused here, never forwarded, whatever the backend would do.
+	bt, err := protocol.ParseBatch(records)
 	if err == nil && (bt.ProducerID < 0 || bt.Transactional) {
-		return ans, true // the backend checks what passes through unchanged
-	}
-	if err == nil {
-		// eosproxy re-signs what it rewrites: it must not bless a corrupt
-		// batch with a fresh CRC.
-		bt, err = protocol.ParseBatch(records)
+		return ans, true // the backend checks the rest of what passes unchanged
 	}
 	if err != nil {
 		ensure()
