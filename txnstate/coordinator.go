@@ -111,7 +111,11 @@ type entry struct {
 	// writes in flight; a decision that reads buffered data waits for them.
 	writes sync.WaitGroup
 	last   *write
-	broken atomic.Bool // a buffered write failed: the transaction can only abort
+	// queue holds index writes waiting for the flusher (flushing).
+	qmu      sync.Mutex
+	queue    []*write
+	flushing bool
+	broken   atomic.Bool // a buffered write failed: the transaction can only abort
 	// done is closed when the running commit forwarding or abort finishes;
 	// nil when none runs.
 	done chan struct{}
@@ -120,6 +124,8 @@ type entry struct {
 type write struct {
 	done chan struct{}
 	err  error
+	ref  spool.Ref
+	kvs  []kv
 }
 
 // Open loads the coordinator's state and resumes every commit or abort a
@@ -502,24 +508,53 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 	e.seqs[tp] = ns
 	e.bytes += n
 	c.buffered.Add(n)
-	// The batch is durable in the spool before the index that points to it
-	// is written, and the index writes of one transactional id are made in
-	// the order of their decisions (a later sequence state must not be
-	// overwritten by an earlier one).
-	prevWrite := e.last
-	w := &write{done: make(chan struct{})}
+	w := &write{done: make(chan struct{}), ref: ref, kvs: writes}
 	e.last = w
 	e.writes.Add(1)
-	go func() {
-		err := c.opt.Spool.Sync(ref)
-		if prevWrite != nil {
-			<-prevWrite.done
+	c.enqueue(e, w)
+	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
+}
+
+// enqueue hands a batch's index writes to e's flusher. One flusher per
+// transactional id makes them durable in decision order (a later sequence
+// state must never be overwritten by an earlier one), each batch's data in
+// the spool before the index that points to it, and everything that queued
+// up meanwhile in one badger write: one fsync for many batches.
+func (c *Coordinator) enqueue(e *entry, w *write) {
+	e.qmu.Lock()
+	e.queue = append(e.queue, w)
+	start := !e.flushing
+	e.flushing = true
+	e.qmu.Unlock()
+	if start {
+		go c.flush(e)
+	}
+}
+
+func (c *Coordinator) flush(e *entry) {
+	for {
+		e.qmu.Lock()
+		ws := e.queue
+		e.queue = nil
+		if len(ws) == 0 {
+			e.flushing = false
+			e.qmu.Unlock()
+			return
+		}
+		e.qmu.Unlock()
+		var err error
+		for _, w := range ws {
+			if err = c.opt.Spool.Sync(w.ref); err != nil {
+				break
+			}
 		}
 		if err == nil {
 			err = c.db.Update(func(txn *badger.Txn) error {
-				for _, w := range writes {
-					if err := txn.Set(w.k, w.v); err != nil {
-						return err
+				for _, w := range ws {
+					for _, kv := range w.kvs {
+						if err := txn.Set(kv.k, kv.v); err != nil {
+							return err
+						}
 					}
 				}
 				return nil
@@ -527,13 +562,14 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		}
 		if err != nil {
 			e.broken.Store(true)
-			c.log.Error().Err(err).Str("txn", id).Msg("buffered transactional batch not durable; the transaction can only abort")
+			c.log.Error().Err(err).Str("txn", e.id).Msg("buffered transactional batch not durable; the transaction can only abort")
 		}
-		w.err = err
-		close(w.done)
-		e.writes.Done()
-	}()
-	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
+		for _, w := range ws {
+			w.err = err
+			close(w.done)
+			e.writes.Done()
+		}
+	}
 }
 
 type kv struct{ k, v []byte }
