@@ -286,6 +286,7 @@ func (p *Proxy) unstableOffsets(hdr protocol.RequestHeader, body []byte) []byte 
 		return false
 	}
 	resp := r.ResponseKind().(*kmsg.OffsetFetchResponse)
+	requested := p.requestedOffsets
 	unstable := false
 	if r.Version < 8 {
 		for _, t := range r.Topics {
@@ -295,12 +296,12 @@ func (p *Proxy) unstableOffsets(hdr protocol.RequestHeader, body []byte) []byte 
 		if !unstable {
 			return nil
 		}
-		for _, t := range r.Topics {
+		for _, t := range requested(r.Group, r.Topics == nil, r.Topics) {
 			rt := kmsg.NewOffsetFetchResponseTopic()
 			rt.Topic = t.Topic
 			for _, part := range t.Partitions {
 				rp := kmsg.NewOffsetFetchResponseTopicPartition()
-				rp.Partition, rp.Offset, rp.ErrorCode = part, -1, errUnstableOffsetCommit
+				rp.Partition, rp.Offset, rp.LeaderEpoch, rp.ErrorCode = part, -1, -1, errUnstableOffsetCommit
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
@@ -319,22 +320,41 @@ func (p *Proxy) unstableOffsets(hdr protocol.RequestHeader, body []byte) []byte 
 	for _, g := range r.Groups {
 		rg := kmsg.NewOffsetFetchResponseGroup()
 		rg.Group = g.Group
+		var topics []kmsg.OffsetFetchRequestTopic
 		for _, t := range g.Topics {
+			topics = append(topics, kmsg.OffsetFetchRequestTopic{Topic: t.Topic, Partitions: t.Partitions})
+		}
+		for _, t := range requested(g.Group, g.Topics == nil, topics) {
 			rt := kmsg.NewOffsetFetchResponseGroupTopic()
-			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			rt.Topic = t.Topic
 			for _, part := range t.Partitions {
 				rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
-				rp.Partition, rp.Offset, rp.ErrorCode = part, -1, errUnstableOffsetCommit
+				rp.Partition, rp.Offset, rp.LeaderEpoch, rp.ErrorCode = part, -1, -1, errUnstableOffsetCommit
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			rg.Topics = append(rg.Topics, rt)
 		}
-		if g.Topics == nil {
-			rg.ErrorCode = errUnstableOffsetCommit
-		}
 		resp.Groups = append(resp.Groups, rg)
 	}
 	return resp.AppendTo(nil)
+}
+
+// requested is what an unstable OffsetFetch answer lists: the partitions
+// asked for, or for "all of the group's" (Topics null) the ones a
+// transaction holds. Every one gets UNSTABLE_OFFSET_COMMIT: clients retry the
+// whole fetch on the first, so none of them is used.
+func (p *Proxy) requestedOffsets(group string, all bool, topics []kmsg.OffsetFetchRequestTopic) []kmsg.OffsetFetchRequestTopic {
+	if !all {
+		return topics
+	}
+	var out []kmsg.OffsetFetchRequestTopic
+	for _, tp := range p.coord.PendingPartitions(group) {
+		if n := len(out); n == 0 || out[n-1].Topic != tp.Topic {
+			out = append(out, kmsg.OffsetFetchRequestTopic{Topic: tp.Topic})
+		}
+		out[len(out)-1].Partitions = append(out[len(out)-1].Partitions, tp.Partition)
+	}
+	return out
 }
 
 // produceTxn buffers a transactional Produce request's batches in the

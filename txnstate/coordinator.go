@@ -407,9 +407,29 @@ func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) 
 		return fail(ErrCoordinatorNotAvailable)
 	}
 	if r.Action == Forward && e.broken.Load() {
-		// Some of the transaction's data is not durable: it cannot commit.
+		// A batch of the transaction was refused (a limit) or is not
+		// durable: it cannot commit. Older clients get INVALID_TXN_STATE,
+		// as Kafka answers an EndTxn it cannot carry out, and abort. For a
+		// KIP-890 client (EndTxn v5+) the abort, the only outcome left, is
+		// carried out now (bumping the epoch, as its own abort would) and
+		// the answer is TRANSACTION_ABORTABLE: franz-go, which commits
+		// whatever succeeded, then resumes with its producer id (KIP-360),
+		// which a completed abort answers with the bumped epoch.
+		if req.Version < 5 {
+			e.mu.Unlock()
+			return fail(ErrInvalidTxnState)
+		}
+		abort := req
+		abort.Commit = false
+		if ar := c.apply(e, EndTxn(e.txn.Load(), abort, c.nowMs(), c.newPID(&allocErr))); ar.Err == ErrNone {
+			c.log.Info().Str("txn", id).Msg("commit of a transaction missing a refused batch: aborted it instead")
+		}
+		done := e.done
 		e.mu.Unlock()
-		return fail(ErrInvalidTxnState)
+		if done != nil {
+			<-done
+		}
+		return fail(ErrTransactionAbortable)
 	}
 	r = c.apply(e, r)
 	done := e.done
@@ -482,7 +502,15 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 	}
 	if over != "" {
 		// A transaction missing a batch must not commit: Kafka's producers
-		// abort after a failed batch, and eosproxy holds them to it.
+		// abort after a failed batch, and eosproxy holds them to it. The
+		// refused batch still opens the transaction (Produce v12 adds its
+		// partition), so that the mark applies to this transaction.
+		if r.Txn != nil {
+			if err := c.commit(e, r.Txn, nil); err != nil {
+				c.log.Error().Err(err).Msg("cannot persist transaction state")
+				return ProduceAnswer{Err: errStorage}
+			}
+		}
 		e.broken.Store(true)
 		c.log.Warn().Str("txn", id).Int64("buffered", e.bytes).Msg(over)
 		return ProduceAnswer{Err: ErrPolicyViolation, Msg: over}
@@ -642,6 +670,33 @@ func (c *Coordinator) OffsetsPending(group string, tp *TopicPartition) bool {
 
 // AnyOffsetsPending reports cheaply whether any transaction holds offsets.
 func (c *Coordinator) AnyOffsetsPending() bool { return c.pending.Load() > 0 }
+
+// PendingPartitions lists the partitions for which an open or committing
+// transaction holds offsets of group.
+func (c *Coordinator) PendingPartitions(group string) []TopicPartition {
+	if c.pending.Load() == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	es := slices.Collect(maps.Values(c.txns))
+	c.mu.Unlock()
+	seen := map[TopicPartition]bool{}
+	var out []TopicPartition
+	for _, e := range es {
+		t := e.txn.Load()
+		if t == nil || (t.State != Ongoing && t.State != PrepareCommit) {
+			continue
+		}
+		for tp := range t.PendingOffsets[group].Offsets {
+			if !seen[tp] {
+				seen[tp] = true
+				out = append(out, tp)
+			}
+		}
+	}
+	slices.SortFunc(out, compareTP)
+	return out
+}
 
 // Buffered returns the bytes of transactional data waiting for a commit.
 func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }

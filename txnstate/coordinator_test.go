@@ -1,0 +1,828 @@
+package txnstate_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+const (
+	errOutOfOrder        int16 = dedup.ErrOutOfOrderSequence // 45
+	errInvalidEpoch      int16 = txnstate.ErrInvalidProducerEpoch
+	errTxnAbortable      int16 = txnstate.ErrTransactionAbortable
+	errInvalidTxnState   int16 = txnstate.ErrInvalidTxnState
+	errNotEnoughReplicas int16 = txnstate.ErrNotEnoughReplicas
+)
+
+func ends(be *fakeBackend, tps ...TP) map[TP]int64 {
+	m := map[TP]int64{}
+	for _, p := range tps {
+		m[p] = be.end(p)
+	}
+	return m
+}
+
+func versionName(tv2 bool) string {
+	if tv2 {
+		return "TV2"
+	}
+	return "TV1"
+}
+
+// TestCommitForwardsOnceInOrder runs two committed transactions over three
+// partitions and a consumer group: every batch reaches the backend exactly
+// once, per partition in the order produced, cleared of its producer fields,
+// and the offsets are committed as the member that sent them.
+func TestCommitForwardsOnceInOrder(t *testing.T) {
+	for _, tv2 := range []bool{false, true} {
+		t.Run(versionName(tv2), func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			a0, a1, b0, in := tp("a", 0), tp("a", 1), tp("b", 0), tp("in", 3)
+			e.be.seed(a0, 3)
+			e.be.seed(b0, 1)
+			from := ends(e.be, a0, a1, b0)
+			p := e.initProducer("tx", tv2, 60_000)
+			sent := 0
+			for round := range 2 {
+				p.begin(a0, a1, b0)
+				for i := range 8 {
+					for _, part := range []TP{a0, a1, b0} {
+						p.send(part, 1+i%3, 40)
+						sent++
+					}
+				}
+				p.offsets("grp", "member-1", int32(7+round), "static-1", map[TP]txnstate.Offset{in: {Offset: int64(42 + round), LeaderEpoch: 3, Metadata: "meta"}})
+
+				tx := e.c.Get("tx")
+				if tx == nil || tx.State != txnstate.Ongoing || len(tx.Partitions) != 3 || !tx.HasGroup("grp") {
+					t.Fatalf("before commit: %+v", tx)
+				}
+				if !e.c.OffsetsPending("grp", &in) || !e.c.OffsetsPending("grp", nil) || !e.c.AnyOffsetsPending() {
+					t.Fatal("offsets held by the open transaction not reported pending")
+				}
+				if e.c.OffsetsPending("grp", &a0) || e.c.OffsetsPending("other", nil) {
+					t.Fatal("offsets reported pending for a partition or group the transaction does not hold")
+				}
+				if e.c.Buffered() == 0 {
+					t.Fatal("Buffered() is 0 with an open transaction")
+				}
+				if got := be(e).attempts(); got != sent-24 {
+					t.Fatalf("%d batches sent to the backend before the commit", got-(sent-24))
+				}
+
+				if r := p.end(true); r.Err != txnstate.ErrNone {
+					t.Fatalf("EndTxn(commit): %s", txnstate.ErrorName(r.Err))
+				}
+				done := e.waitState("tx", txnstate.CompleteCommit)
+				if len(done.Partitions) != 0 || len(done.PendingOffsets) != 0 {
+					t.Fatalf("completed transaction still holds %+v", done)
+				}
+				checkForwarded(t, e.be, from, p.committed)
+				attempts, finds := e.be.counts()
+				if attempts != sent || finds != 0 {
+					t.Fatalf("%d batches sent (%d look-ups) for %d buffered", attempts, finds, sent)
+				}
+				commits := e.be.groupCommits()
+				want := groupCommit{"grp", txnstate.GroupOffsets{MemberID: "member-1", GenerationID: int32(7 + round), GroupInstanceID: "static-1",
+					Offsets: map[TP]txnstate.Offset{in: {Offset: int64(42 + round), LeaderEpoch: 3, Metadata: "meta"}}}}
+				if len(commits) != round+1 || !sameCommit(commits[round], want) {
+					t.Fatalf("group commits %+v, want %d, the last %+v", commits, round+1, want)
+				}
+				if e.c.OffsetsPending("grp", nil) || e.c.AnyOffsetsPending() {
+					t.Fatal("offsets still pending after the commit")
+				}
+				if e.c.Buffered() != 0 {
+					t.Fatalf("Buffered() = %d after the commit", e.c.Buffered())
+				}
+				if n := len(e.indexed()); n != 0 {
+					t.Fatalf("%d batches left in the index after the commit", n)
+				}
+			}
+			if l := e.c.List(); len(l) != 1 || l[0].TransactionalID != "tx" {
+				t.Fatalf("List() = %+v", l)
+			}
+		})
+	}
+}
+
+// be is a shorthand for the attempts counter.
+type beView struct{ f *fakeBackend }
+
+func be(e *env) beView { return beView{e.be} }
+
+func (v beView) attempts() int { a, _ := v.f.counts(); return a }
+
+func sameCommit(a, b groupCommit) bool {
+	return a.group == b.group && a.g.MemberID == b.g.MemberID && a.g.GenerationID == b.g.GenerationID &&
+		a.g.GroupInstanceID == b.g.GroupInstanceID && maps.Equal(a.g.Offsets, b.g.Offsets)
+}
+
+// TestAbortDiscards: an aborted transaction forwards nothing and its spool
+// data goes away (the segments holding it are deleted once it is no longer
+// the current one).
+func TestAbortDiscards(t *testing.T) {
+	const segBytes = 8 << 10
+	for _, tc := range []struct {
+		name  string
+		abort func(t *testing.T, p *producer)
+	}{
+		{"EndTxn", func(t *testing.T, p *producer) {
+			if r := p.end(false); r.Err != txnstate.ErrNone {
+				t.Fatalf("EndTxn(abort): %s", txnstate.ErrorName(r.Err))
+			}
+		}},
+		{"new producer instance", func(t *testing.T, p *producer) {
+			old := *p
+			p.reinit(60_000) // CONCURRENT_TRANSACTIONS while the abort runs, then a new epoch
+			if p.epoch <= old.epoch {
+				t.Fatalf("epoch %d after fencing %d", p.epoch, old.epoch)
+			}
+			// The old instance is fenced.
+			if code := wait(old.produce(tp("a", 0), old.build(tp("a", 0), 1, 10), old.produceVersion())); code != errInvalidEpoch {
+				t.Fatalf("produce of the fenced instance: %s", txnstate.ErrorName(code))
+			}
+			r := p.e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: old.endVersion()})
+			if r.Err != txnstate.ErrProducerFenced {
+				t.Fatalf("EndTxn of the fenced instance: %s", txnstate.ErrorName(r.Err))
+			}
+		}},
+	} {
+		for _, tv2 := range []bool{false, true} {
+			t.Run(tc.name+"/"+versionName(tv2), func(t *testing.T) {
+				e := newEnv(t, envConfig{segBytes: segBytes})
+				a0, a1 := tp("a", 0), tp("a", 1)
+				from := ends(e.be, a0, a1)
+				p := e.initProducer("tx", tv2, 60_000)
+				p.begin(a0, a1)
+				for i := range 40 {
+					p.send([]TP{a0, a1}[i%2], 1, 900)
+				}
+				p.offsets("grp", "m", 1, "", map[TP]txnstate.Offset{tp("in", 0): {Offset: 9}})
+				if got := e.sp.DiskBytes(); got < 40*900 {
+					t.Fatalf("DiskBytes %d with 40 batches of ~1 KiB buffered", got)
+				}
+				if n := len(e.indexed()); n != 40 {
+					t.Fatalf("%d batches in the index, want 40", n)
+				}
+
+				tc.abort(t, p)
+				e.waitState("tx", txnstate.CompleteAbort)
+
+				if attempts, _ := e.be.counts(); attempts != 0 {
+					t.Fatalf("abort sent %d batches to the backend", attempts)
+				}
+				if c := e.be.groupCommits(); len(c) != 0 {
+					t.Fatalf("abort committed offsets: %+v", c)
+				}
+				if got := e.sp.DiskBytes(); got > segBytes {
+					t.Fatalf("DiskBytes %d after the abort; only the current segment (≤ %d) may remain", got, segBytes)
+				}
+				if n := len(e.indexed()); n != 0 || e.c.Buffered() != 0 {
+					t.Fatalf("after the abort: %d batches indexed, Buffered() = %d", n, e.c.Buffered())
+				}
+				if e.c.OffsetsPending("grp", nil) {
+					t.Fatal("aborted offsets still pending")
+				}
+
+				// The next transaction starts clean and commits only its own data.
+				p.begin(a0)
+				p.send(a0, 2, 900)
+				p.send(a0, 1, 900)
+				if r := p.end(true); r.Err != txnstate.ErrNone {
+					t.Fatalf("commit after abort: %s", txnstate.ErrorName(r.Err))
+				}
+				e.waitState("tx", txnstate.CompleteCommit)
+				checkForwarded(t, e.be, from, map[TP][][32]byte{a0: p.committed[a0], a1: nil})
+				if total(p.committed) != 2 {
+					t.Fatalf("committed %d batches", total(p.committed))
+				}
+				// The aborted data's current segment goes with the next rotation.
+				if got := e.sp.DiskBytes(); got > segBytes {
+					t.Fatalf("DiskBytes %d after the second transaction", got)
+				}
+			})
+		}
+	}
+}
+
+// TestProduceRetry: a retried batch (same producer, epoch and sequence) is
+// answered as written, even while the original is still being made durable,
+// and is neither buffered nor forwarded a second time.
+func TestProduceRetry(t *testing.T) {
+	for _, tv2 := range []bool{false, true} {
+		t.Run(versionName(tv2), func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			a0 := tp("a", 0)
+			from := ends(e.be, a0)
+			p := e.initProducer("tx", tv2, 60_000)
+			p.begin(a0)
+			v := p.produceVersion()
+
+			b0 := p.build(a0, 3, 100)
+			first := p.produce(a0, b0, v)
+			retry := p.produce(a0, b0, v) // before the original is durable
+			if first.Err != 0 || retry.Err != 0 {
+				t.Fatalf("answers %d, %d", first.Err, retry.Err)
+			}
+			if wait(retry) != 0 || wait(first) != 0 {
+				t.Fatal("retry or original failed")
+			}
+			p.accepted(a0, b0)
+			size := e.c.Buffered()
+			disk := e.sp.DiskBytes()
+			if size != int64(len(b0)) {
+				t.Fatalf("Buffered() = %d, one batch of %d", size, len(b0))
+			}
+			if code := wait(p.produce(a0, b0, v)); code != 0 {
+				t.Fatalf("retry after durability: %s", txnstate.ErrorName(code))
+			}
+			b1 := p.send(a0, 2, 100)
+			// Retries of both, the older one last.
+			for _, b := range [][]byte{b1, b0} {
+				if code := wait(p.produce(a0, b, v)); code != 0 {
+					t.Fatalf("retry: %s", txnstate.ErrorName(code))
+				}
+			}
+			if got := e.c.Buffered(); got != size+int64(len(b1)) {
+				t.Fatalf("Buffered() = %d after retries, want %d", got, size+int64(len(b1)))
+			}
+			if got := e.sp.DiskBytes(); got != disk+int64(len(b1)) {
+				t.Fatalf("DiskBytes %d after retries, want %d", got, disk+int64(len(b1)))
+			}
+			if n := len(e.indexed()); n != 2 {
+				t.Fatalf("%d batches indexed, want 2", n)
+			}
+			p.send(a0, 1, 100)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+			if attempts, _ := e.be.counts(); attempts != 3 {
+				t.Fatalf("%d batches sent, want 3", attempts)
+			}
+		})
+	}
+}
+
+// TestProduceRefused covers the Produce answers that buffer nothing.
+func TestProduceRefused(t *testing.T) {
+	a0, a1 := tp("a", 0), tp("a", 1)
+	for _, tc := range []struct {
+		name string
+		tv2  bool
+		do   func(e *env, p *producer) int16
+		want int16
+	}{
+		{"out of order sequence", true, func(e *env, p *producer) int16 {
+			p.seq[a0] += 5
+			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
+		}, errOutOfOrder},
+		{"out of order sequence TV1", false, func(e *env, p *producer) int16 {
+			p.seq[a0] += 2
+			return wait(p.produce(a0, p.build(a0, 1, 10), 9))
+		}, errOutOfOrder},
+		{"sequence not from 0 on a new epoch", true, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			_ = old
+			p.begin(a0)
+			p.seq[a0] = 1
+			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
+		}, errOutOfOrder},
+		{"fenced epoch v12", true, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			return wait(old.produce(a0, old.build(a0, 1, 10), 12))
+		}, errInvalidEpoch},
+		{"fenced epoch v9", false, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			p.begin(a0)
+			return wait(old.produce(a0, old.build(a0, 1, 10), 9))
+		}, errInvalidEpoch},
+		{"fenced epoch AddPartitions v3", false, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			return e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: old.pid, Epoch: old.epoch, Partitions: []TP{a1}, Version: 3}).Err
+		}, txnstate.ErrProducerFenced},
+		{"fenced epoch AddPartitions v1", false, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			return e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: old.pid, Epoch: old.epoch, Partitions: []TP{a1}, Version: 1}).Err
+		}, errInvalidEpoch},
+		{"fenced epoch TxnOffsetCommit", true, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			return e.c.TxnOffsetCommit(p.id, txnstate.TxnOffsetCommitRequest{ProducerID: old.pid, Epoch: old.epoch, Group: "g", Version: 5}).Err
+		}, errInvalidEpoch},
+		{"fenced epoch EndTxn v3", false, func(e *env, p *producer) int16 {
+			old := *p
+			p.reinit(60_000)
+			return e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 3}).Err
+		}, txnstate.ErrProducerFenced},
+		{"unknown transactional id", true, func(e *env, p *producer) int16 {
+			p.id = "nobody"
+			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
+		}, txnstate.ErrInvalidProducerIDMapping},
+		{"other producer id", true, func(e *env, p *producer) int16 {
+			p.pid += 100
+			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
+		}, txnstate.ErrInvalidProducerIDMapping},
+		{"partition not added v9", false, func(e *env, p *producer) int16 {
+			return wait(p.produce(a1, p.build(a1, 1, 10), 9))
+		}, errInvalidTxnState},
+		{"partition not added v11", false, func(e *env, p *producer) int16 {
+			return wait(p.produce(a1, p.build(a1, 1, 10), 11))
+		}, errTxnAbortable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			p := e.initProducer("tx", tc.tv2, 60_000)
+			p.begin(a0)
+			p.send(a0, 1, 10)
+			buffered, disk := e.c.Buffered(), e.sp.DiskBytes()
+			if got := tc.do(e, p); got != tc.want {
+				t.Fatalf("got %s (%d), want %s (%d)", txnstate.ErrorName(got), got, txnstate.ErrorName(tc.want), tc.want)
+			}
+			if e.c.Buffered() > buffered || e.sp.DiskBytes() > disk {
+				t.Fatalf("a refused batch was buffered: %d → %d bytes, disk %d → %d", buffered, e.c.Buffered(), disk, e.sp.DiskBytes())
+			}
+		})
+	}
+}
+
+// TestProduceDurableBeforeAnswer: once Wait returns NONE, the batch is in
+// the spool and in the index (and survives a restart: see
+// TestRestartKeepsOngoing).
+func TestProduceDurableBeforeAnswer(t *testing.T) {
+	e := newEnv(t, envConfig{segBytes: 4 << 10})
+	p := e.initProducer("tx", true, 60_000)
+	var want [][]byte
+	for i := range 30 {
+		part := tp("a", int32(i%3))
+		raw := p.build(part, 1+i%4, 200)
+		ans := p.produce(part, raw, 12)
+		if ans.Err != 0 || ans.Wait == nil {
+			t.Fatalf("produce %d: %+v", i, ans)
+		}
+		if code := ans.Wait(); code != 0 {
+			t.Fatalf("produce %d: %s", i, txnstate.ErrorName(code))
+		}
+		p.accepted(part, raw)
+		bt, _ := protocol.ParseBatch(raw)
+		cleared := slices.Clone(raw)
+		protocol.ClearTransactional(cleared, bt.Length)
+		want = append(want, cleared)
+		got := e.indexed()
+		for _, w := range want {
+			if !slices.ContainsFunc(got, func(b []byte) bool { return bytes.Equal(b, w) }) {
+				t.Fatalf("after batch %d was answered, a batch is missing from the index or differs in the spool", i)
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d batches indexed, %d produced", len(got), len(want))
+		}
+	}
+}
+
+// TestConcurrentTransactions commits transactions of several ids at once
+// over shared partitions (run with -race).
+func TestConcurrentTransactions(t *testing.T) {
+	e := newEnv(t, envConfig{segBytes: 16 << 10})
+	parts := []TP{tp("s", 0), tp("s", 1)}
+	from := ends(e.be, parts...)
+	const ids = 6
+	ps := make([]*producer, ids)
+	for i := range ps {
+		ps[i] = e.initProducer(fmt.Sprintf("tx-%d", i), i%2 == 0, 60_000)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, ids*100)
+	for _, p := range ps {
+		wg.Go(func() {
+			for range 2 {
+				p.begin(parts...)
+				var answers []txnstate.ProduceAnswer
+				for i := range 12 {
+					part := parts[i%2]
+					raw := p.build(part, 1+i%3, 300)
+					a := p.produce(part, raw, p.produceVersion())
+					if a.Err != 0 {
+						errs <- fmt.Sprintf("%s: produce: %s", p.id, txnstate.ErrorName(a.Err))
+						return
+					}
+					p.accepted(part, raw)
+					answers = append(answers, a) // pipelined, as clients do
+				}
+				for _, a := range answers {
+					if code := wait(a); code != 0 {
+						errs <- fmt.Sprintf("%s: produce: %s", p.id, txnstate.ErrorName(code))
+						return
+					}
+				}
+				r := p.e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: p.pid, Epoch: p.epoch, Commit: true, Version: p.endVersion()})
+				if r.Err != 0 {
+					errs <- fmt.Sprintf("%s: commit: %s", p.id, txnstate.ErrorName(r.Err))
+					return
+				}
+				for part, ds := range p.open {
+					p.committed[part] = append(p.committed[part], ds...)
+				}
+				p.open = map[TP][][32]byte{}
+				if p.tv2 {
+					p.pid, p.epoch, p.seq = r.ProducerID, r.Epoch, map[TP]int32{}
+				}
+				// Wait for the forwarding before the next transaction.
+				deadline := time.Now().Add(10 * time.Second)
+				for tx := e.c.Get(p.id); tx.State != txnstate.CompleteCommit; tx = e.c.Get(p.id) {
+					if time.Now().After(deadline) {
+						errs <- p.id + ": commit never completed"
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Fatal(s)
+	}
+	e.be.checkValid(t)
+	// Each transaction's batches exactly once, in its order, per partition.
+	for _, part := range parts {
+		got := e.be.digests(part, from[part])
+		n := 0
+		for _, p := range ps {
+			want := p.committed[part]
+			n += len(want)
+			var mine [][32]byte
+			for _, d := range got {
+				if slices.Contains(want, d) {
+					mine = append(mine, d)
+				}
+			}
+			if !slices.Equal(mine, want) {
+				t.Errorf("%s on %v: %s", p.id, part, describe(mine, want))
+			}
+		}
+		if len(got) != n {
+			t.Errorf("%v holds %d batches, %d committed", part, len(got), n)
+		}
+	}
+	if e.c.Buffered() != 0 {
+		t.Fatalf("Buffered() = %d", e.c.Buffered())
+	}
+}
+
+// TestForwardFailures injects backend failures while a commit is forwarded:
+// the commit completes with every batch exactly once whatever the failure.
+func TestForwardFailures(t *testing.T) {
+	at := func(ns ...int) func(int, TP) fault { // the listed attempts fail
+		return func(n int, _ TP) fault {
+			if slices.Contains(ns, n) {
+				return -1
+			}
+			return apply
+		}
+	}
+	with := func(f fault, ns ...int) func(int, TP) fault {
+		g := at(ns...)
+		return func(n int, p TP) fault {
+			if g(n, p) == -1 {
+				return f
+			}
+			return apply
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		fault      func(int, TP) fault
+		setup      func(be *fakeBackend)
+		commits    int
+		needLookup bool
+	}{
+		// Rounds send one batch per partition, partitions sorted: attempts
+		// 1-3 are round 1, 4-6 round 2, …
+		{name: "written, answered ambiguously", fault: with(writeAmbiguous, 5), commits: 1, needLookup: true},
+		{name: "first batch written, answered ambiguously", fault: with(writeAmbiguous, 1), commits: 1, needLookup: true},
+		{name: "whole round written, answered ambiguously", fault: with(writeAmbiguous, 4, 5, 6), commits: 1, needLookup: true},
+		{name: "written ambiguously twice running", fault: with(writeAmbiguous, 5, 7), commits: 1, needLookup: true},
+		{name: "last batch written, answered ambiguously", fault: with(writeAmbiguous, 18), commits: 1, needLookup: true},
+		{name: "lost, answered ambiguously", fault: with(loseAmbiguous, 5), commits: 1, needLookup: true},
+		{name: "rejected", fault: with(reject, 2, 8), commits: 1},
+		{name: "end offsets fail", setup: func(be *fakeBackend) { be.endErrs = []error{errTimeout, errTimeout} }, commits: 1},
+		{name: "look-up fails", fault: with(writeAmbiguous, 5), setup: func(be *fakeBackend) { be.findErrs = []error{errTimeout} }, commits: 1, needLookup: true},
+		{name: "offset commit fails once", setup: func(be *fakeBackend) { be.commitErrs = []error{errTimeout} }, commits: 1},
+		{name: "offset commit fails for good", setup: func(be *fakeBackend) {
+			be.commitErrs = []error{fmt.Errorf("group gone: %w", txnstate.ErrPermanent)}
+		}, commits: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
+			e.be.seed(parts[0], 2)
+			from := ends(e.be, parts...)
+			p := e.initProducer("tx", true, 60_000)
+			for i := range 18 {
+				p.send(parts[i%3], 1+i%2, 50)
+			}
+			p.offsets("grp", "m", 4, "", map[TP]txnstate.Offset{tp("in", 0): {Offset: 77}})
+			e.be.setFault(tc.fault)
+			if tc.setup != nil {
+				e.be.mu.Lock()
+				tc.setup(e.be)
+				e.be.mu.Unlock()
+			}
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+			if c := e.be.groupCommits(); len(c) != tc.commits {
+				t.Fatalf("%d group commits, want %d", len(c), tc.commits)
+			}
+			if _, finds := e.be.counts(); tc.needLookup && finds == 0 {
+				t.Fatal("an unclear answer was not followed by a look-up")
+			}
+			if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
+				t.Fatalf("data left after the commit: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
+			}
+		})
+	}
+}
+
+// TestRollForwardAfterInterruptedForwarding: the coordinator stops while the
+// backend holds one of its Produce requests; the request lands afterwards
+// (or never does). A coordinator opened on the same database and spool
+// completes the commit with every batch exactly once.
+func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
+	for _, lands := range []bool{true, false} {
+		name := "in-flight batch lands"
+		if !lands {
+			name = "in-flight batch lost"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envConfig{disk: true, segBytes: 4 << 10, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
+			parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
+			e.be.seed(parts[1], 4)
+			from := ends(e.be, parts...)
+			p := e.initProducer("tx", true, 60_000)
+			for i := range 15 {
+				p.send(parts[i%3], 1+i%3, 300)
+			}
+			p.offsets("grp", "m", 2, "inst", map[TP]txnstate.Offset{tp("in", 1): {Offset: 5}})
+			// Round 3's batch for a/1 hangs; the others of the round are written.
+			e.be.setFault(func(n int, _ TP) fault {
+				if n == 8 {
+					return hang
+				}
+				return apply
+			})
+			old := *p
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			<-e.be.hung
+
+			// While forwarding: the transaction refuses new work.
+			if tx := e.c.Get("tx"); tx.State != txnstate.PrepareCommit {
+				t.Fatalf("state %v while forwarding", tx.State)
+			}
+			if code := wait(p.produce(parts[0], p.build(parts[0], 1, 10), 12)); code != errNotEnoughReplicas {
+				t.Fatalf("produce while forwarding: %s", txnstate.ErrorName(code))
+			}
+			r := e.c.EndTxn(context.Background(), "tx", txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 5})
+			if r.Err != txnstate.ErrConcurrentTransactions {
+				t.Fatalf("retried EndTxn while forwarding: %s", txnstate.ErrorName(r.Err))
+			}
+			r = e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: -1, Version: 4})
+			if r.Err != txnstate.ErrConcurrentTransactions {
+				t.Fatalf("InitProducerId while forwarding: %s", txnstate.ErrorName(r.Err))
+			}
+
+			e.shutdown() // the hung Produce returns an unclear answer
+			if lands {
+				e.be.land()
+			} else {
+				e.be.mu.Lock()
+				e.be.inflight = nil
+				e.be.mu.Unlock()
+			}
+			e.be.setFault(nil)
+			if c := e.be.groupCommits(); len(c) != 0 {
+				t.Fatalf("offsets committed before the batches: %+v", c)
+			}
+			e.open()
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+			if c := e.be.groupCommits(); len(c) != 1 || c[0].g.MemberID != "m" || c[0].g.GroupInstanceID != "inst" {
+				t.Fatalf("group commits %+v", c)
+			}
+			if _, finds := e.be.counts(); finds == 0 {
+				t.Fatal("roll-forward did not look for the batches already written")
+			}
+			if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
+				t.Fatalf("data left: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
+			}
+			// The producer carries on with the epoch its commit was answered with.
+			p.send(parts[0], 1, 10)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("next commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+		})
+	}
+}
+
+// TestTransactionTooLarge: a batch over the limit is refused with
+// POLICY_VIOLATION and the transaction can then only abort.
+func TestTransactionTooLarge(t *testing.T) {
+	const batch = 1000 // bytes of each batch's records, about
+	for _, tc := range []struct {
+		name string
+		tv2  bool
+		opts func(*txnstate.Options)
+		// bytes buffered by another transactional id first
+		other int
+		after int16 // answer to a produce after the refusal
+	}{
+		{"MaxTransactionBytes TV2", true, func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }, 0, errTxnAbortable},
+		{"MaxTransactionBytes TV1", false, func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }, 0, errInvalidTxnState},
+		{"MaxBufferBytes", true, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errTxnAbortable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{opts: tc.opts})
+			a0 := tp("a", 0)
+			from := ends(e.be, a0)
+			if tc.other > 0 {
+				o := e.initProducer("other", true, 60_000)
+				for range tc.other {
+					o.send(tp("o", 0), 1, batch-100)
+				}
+			}
+			p := e.initProducer("tx", tc.tv2, 60_000)
+			p.begin(a0)
+			for range 3 {
+				p.send(a0, 1, batch-100)
+			}
+			buffered := e.c.Buffered()
+			ans := p.produce(a0, p.build(a0, 1, batch-100), p.produceVersion())
+			if ans.Err != txnstate.ErrPolicyViolation || ans.Msg == "" {
+				t.Fatalf("over the limit: %+v, want POLICY_VIOLATION with a message", ans)
+			}
+			if e.c.Buffered() != buffered {
+				t.Fatal("the refused batch was buffered")
+			}
+			// Even a batch that would fit is refused now.
+			if code := wait(p.produce(a0, p.build(a0, 1, 10), p.produceVersion())); code != tc.after {
+				t.Fatalf("produce after the refusal: %s, want %s", txnstate.ErrorName(code), txnstate.ErrorName(tc.after))
+			}
+			if r := p.end(true); r.Err != errInvalidTxnState {
+				t.Fatalf("EndTxn(commit) of a transaction missing a batch: %s, want INVALID_TXN_STATE", txnstate.ErrorName(r.Err))
+			}
+			if tx := e.c.Get("tx"); tx.State != txnstate.Ongoing {
+				t.Fatalf("state %v after the refused commit", tx.State)
+			}
+			if r := p.end(false); r.Err != 0 {
+				t.Fatalf("abort: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteAbort)
+			if attempts, _ := e.be.counts(); attempts != 0 {
+				t.Fatalf("%d batches forwarded", attempts)
+			}
+			// The next transaction may commit again.
+			p.begin(a0)
+			p.send(a0, 1, batch-100)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("next commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+		})
+	}
+}
+
+// TestTimeoutAborts: a transaction open longer than its timeout is aborted
+// by the background check, fencing its producer; one within its timeout is
+// left alone.
+func TestTimeoutAborts(t *testing.T) {
+	for _, tv2 := range []bool{false, true} {
+		t.Run(versionName(tv2), func(t *testing.T) {
+			e := newEnv(t, envConfig{opts: func(o *txnstate.Options) { o.CheckInterval = 2 * time.Millisecond }})
+			a0 := tp("a", 0)
+			slow := e.initProducer("slow", tv2, 1_000)
+			slow.begin(a0)
+			slow.send(a0, 2, 100)
+			patient := e.initProducer("patient", tv2, 60_000)
+			patient.begin(a0)
+			patient.send(a0, 1, 100)
+
+			e.clock.advance(1001 * time.Millisecond)
+			tx := e.waitState("slow", txnstate.CompleteAbort)
+			if tx.Epoch <= slow.epoch {
+				t.Fatalf("timed-out producer not fenced: epoch %d, was %d", tx.Epoch, slow.epoch)
+			}
+			if code := wait(slow.produce(a0, slow.build(a0, 1, 10), slow.produceVersion())); code != errInvalidEpoch {
+				t.Fatalf("produce of the timed-out producer: %s", txnstate.ErrorName(code))
+			}
+			if r := slow.end(true); r.Err != txnstate.ErrProducerFenced {
+				t.Fatalf("commit of the timed-out producer: %s", txnstate.ErrorName(r.Err))
+			}
+			if got := e.c.Get("patient"); got.State != txnstate.Ongoing {
+				t.Fatalf("transaction within its timeout is %v", got.State)
+			}
+			if attempts, _ := e.be.counts(); attempts != 0 {
+				t.Fatalf("timeout forwarded %d batches", attempts)
+			}
+			from := ends(e.be, a0)
+			if r := patient.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("patient", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, patient.committed)
+			if e.c.Buffered() != 0 {
+				t.Fatalf("Buffered() = %d", e.c.Buffered())
+			}
+		})
+	}
+}
+
+// TestRestartKeepsOngoing: an open transaction's state, sequence state and
+// buffered batches survive a restart; its commit afterwards forwards them.
+func TestRestartKeepsOngoing(t *testing.T) {
+	for _, tv2 := range []bool{false, true} {
+		t.Run(versionName(tv2), func(t *testing.T) {
+			e := newEnv(t, envConfig{disk: true, segBytes: 2 << 10})
+			a0, b0, in := tp("a", 0), tp("b", 0), tp("in", 0)
+			e.be.seed(b0, 1)
+			from := ends(e.be, a0, b0)
+			p := e.initProducer("tx", tv2, 60_000)
+			p.begin(a0, b0)
+			var last []byte
+			for i := range 10 {
+				last = p.send([]TP{a0, b0}[i%2], 1+i%2, 250)
+			}
+			p.offsets("grp", "m", 3, "", map[TP]txnstate.Offset{in: {Offset: 11}})
+			buffered := e.c.Buffered()
+			before := e.c.Get("tx")
+
+			e.restart()
+
+			tx := e.c.Get("tx")
+			if tx == nil || tx.State != txnstate.Ongoing || !maps.Equal(tx.Partitions, before.Partitions) ||
+				tx.PendingOffsets["grp"].Offsets[in].Offset != 11 || tx.Epoch != p.epoch || tx.ProducerID != p.pid {
+				t.Fatalf("after restart: %+v, before %+v", tx, before)
+			}
+			if e.c.Buffered() != buffered {
+				t.Fatalf("Buffered() = %d after restart, %d before", e.c.Buffered(), buffered)
+			}
+			if !e.c.OffsetsPending("grp", &in) {
+				t.Fatal("held offsets not pending after restart")
+			}
+			if n := len(e.indexed()); n != 10 {
+				t.Fatalf("%d batches indexed after restart, want 10", n)
+			}
+			// The sequence state survived: a retry is recognised, a gap refused.
+			if code := wait(p.produce(b0, last, p.produceVersion())); code != 0 {
+				t.Fatalf("retry after restart: %s", txnstate.ErrorName(code))
+			}
+			if e.c.Buffered() != buffered {
+				t.Fatal("retry after restart buffered the batch again")
+			}
+			p.seq[a0]++
+			if code := wait(p.produce(a0, p.build(a0, 1, 10), p.produceVersion())); code != errOutOfOrder {
+				t.Fatalf("sequence gap after restart: %s", txnstate.ErrorName(code))
+			}
+			p.seq[a0]--
+			p.send(a0, 1, 250)
+			p.send(b0, 1, 250)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+			if total(p.committed) != 12 {
+				t.Fatalf("%d committed", total(p.committed))
+			}
+			if c := e.be.groupCommits(); len(c) != 1 || c[0].g.Offsets[in].Offset != 11 {
+				t.Fatalf("group commits %+v", c)
+			}
+			if got := e.sp.DiskBytes(); got > 2<<10 {
+				t.Fatalf("DiskBytes %d after the commit", got)
+			}
+		})
+	}
+}
