@@ -835,28 +835,6 @@ func (c *Coordinator) deleteKeys(keys [][]byte) error {
 	return wb.Flush()
 }
 
-func (c *Coordinator) deletePrefix(prefix []byte) error {
-	var keys [][]byte
-	err := c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	wb := c.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			return err
-		}
-	}
-	return wb.Flush()
-}
 
 func (c *Coordinator) timeoutLoop() {
 	defer c.wg.Done()
