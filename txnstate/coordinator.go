@@ -92,6 +92,11 @@ type Coordinator struct {
 	counter  atomic.Uint64 // orders buffered batches
 	pending  atomic.Int32  // transactions holding group offsets
 
+	// ends is, per partition, an offset the backend's log is known to
+	// reach (the end of eosproxy's last write there), in this process only.
+	endsMu sync.Mutex
+	ends   map[TopicPartition]int64
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -157,7 +162,7 @@ func Open(db *store.DB, opt Options) (*Coordinator, error) {
 	for _, e := range c.txns {
 		if t := e.txn.Load(); t.State == PrepareCommit || t.State == PrepareAbort {
 			c.log.Info().Str("txn", e.id).Stringer("state", t.State).Msg("resuming transaction completion")
-			c.startFinish(e, t)
+			c.startFinish(e, t, false)
 		}
 	}
 	c.wg.Add(1)
@@ -339,14 +344,53 @@ func (c *Coordinator) apply(e *entry, r Result) Result {
 	if r.Txn == nil {
 		return r
 	}
-	if err := c.commit(e, r.Txn, nil); err != nil {
+	var extra func(*badger.Txn) error
+	if r.Action == Forward {
+		extra = c.knownLowWater(e.id, r.Txn)
+	}
+	if err := c.commit(e, r.Txn, extra); err != nil {
 		c.log.Error().Err(err).Msg("cannot persist transaction state")
 		return fail(ErrCoordinatorNotAvailable)
 	}
 	if r.Action != NoAction {
-		c.startFinish(e, r.Txn)
+		c.startFinish(e, r.Txn, true)
 	}
 	return r
+}
+
+// knownLowWater writes, with a commit decision, the forwarding low-water
+// offsets eosproxy already knows for the transaction's partitions: the end
+// of its own last write there. The partition's real end can only be at or
+// past it, and any offset at or before where the commit's first batch will
+// land is a valid starting point for finding it after a crash; a commit then
+// needs no ListOffsets round trip and no extra write before forwarding.
+func (c *Coordinator) knownLowWater(id string, t *Txn) func(*badger.Txn) error {
+	c.endsMu.Lock()
+	lows := map[TopicPartition]int64{}
+	for tp := range t.Partitions {
+		if o, ok := c.ends[tp]; ok {
+			lows[tp] = o
+		}
+	}
+	c.endsMu.Unlock()
+	return func(txn *badger.Txn) error {
+		for tp, o := range lows {
+			if err := txn.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// noteEnd records that the backend's partition tp reaches at least end.
+func (c *Coordinator) noteEnd(tp TopicPartition, end int64) {
+	c.endsMu.Lock()
+	if c.ends == nil {
+		c.ends = map[TopicPartition]int64{}
+	}
+	c.ends[tp] = max(c.ends[tp], end)
+	c.endsMu.Unlock()
 }
 
 // InitProducerID answers InitProducerId with a transactional id.
@@ -701,9 +745,10 @@ func (c *Coordinator) PendingPartitions(group string) []TopicPartition {
 // Buffered returns the bytes of transactional data waiting for a commit.
 func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }
 
-// startFinish runs a decided commit or abort in the background. Called with
-// e.mu held (or before the coordinator serves requests).
-func (c *Coordinator) startFinish(e *entry, t *Txn) {
+// startFinish runs a decided commit or abort in the background; fresh when
+// it was decided just now (not resumed after a restart). Called with e.mu
+// held (or before the coordinator serves requests).
+func (c *Coordinator) startFinish(e *entry, t *Txn, fresh bool) {
 	if e.done != nil {
 		return // already running (a roll-forward found it first)
 	}
@@ -712,23 +757,38 @@ func (c *Coordinator) startFinish(e *entry, t *Txn) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.finish(e, t, done)
+		c.finish(e, t, fresh, done)
 	}()
 }
 
-func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
+func (c *Coordinator) finish(e *entry, t *Txn, fresh bool, done chan struct{}) {
 	log := c.log.With().Str("txn", e.id).Int64("producer", t.ProducerID).Logger()
 	commit := t.State == PrepareCommit
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	var keys [][]byte
+	var refs []spool.Ref
+	release := func(refs []spool.Ref) {
+		for _, r := range refs {
+			c.opt.Spool.Release(r)
+		}
+	}
+	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, min(2*wait, 5*time.Second) {
 		var err error
 		if commit {
-			err = c.forward(c.ctx, t, log)
+			err = c.forward(c.ctx, t, attempt == 0 && fresh, log)
 		}
 		if err == nil {
 			// The forwarding low-water offsets stay until Complete is
 			// durable: without them, a crash in between would find
-			// batches left and send them again.
-			err = c.dropBatches(e.id)
+			// batches left and send them again. A few batches go with
+			// Complete in one write.
+			keys, refs, err = c.batchKeys(e.id)
+			if err == nil && len(keys) > maxKeysWithComplete {
+				err = c.deleteKeys(keys)
+				if err == nil {
+					release(refs)
+					keys, refs = nil, nil
+				}
+			}
 		}
 		if err == nil {
 			break
@@ -751,7 +811,16 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 			log.Error().Str("err", ErrorName(r.Err)).Msg("cannot complete transaction")
 			break
 		}
-		if err := c.commit(e, r.Txn, c.deleteLowWater(e.id)); err != nil {
+		lows := c.deleteLowWater(e.id)
+		extra := func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return lows(txn)
+		}
+		if err := c.commit(e, r.Txn, extra); err != nil {
 			log.Error().Err(err).Msg("cannot persist completed transaction; retrying")
 			select {
 			case <-c.ctx.Done():
@@ -762,6 +831,7 @@ func (c *Coordinator) finish(e *entry, t *Txn, done chan struct{}) {
 		}
 		break
 	}
+	release(refs)
 	c.buffered.Add(-e.bytes)
 	e.bytes = 0
 	e.broken.Store(false)
@@ -793,11 +863,13 @@ func (c *Coordinator) deleteLowWater(id string) func(*badger.Txn) error {
 	}
 }
 
-// dropBatches deletes id's buffered batches: the index, then the data.
-func (c *Coordinator) dropBatches(id string) error {
-	var keys [][]byte
-	var refs []spool.Ref
-	err := c.db.View(func(txn *badger.Txn) error {
+// maxKeysWithComplete is how many buffered batches' index entries are
+// deleted in the same badger write that completes their transaction.
+const maxKeysWithComplete = 1000
+
+// batchKeys lists id's buffered batches: index keys and spool references.
+func (c *Coordinator) batchKeys(id string) (keys [][]byte, refs []spool.Ref, err error) {
+	err = c.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixBatch, id), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -812,16 +884,7 @@ func (c *Coordinator) dropBatches(id string) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if err := c.deleteKeys(keys); err != nil {
-		return err
-	}
-	for _, r := range refs {
-		c.opt.Spool.Release(r)
-	}
-	return nil
+	return keys, refs, err
 }
 
 func (c *Coordinator) deleteKeys(keys [][]byte) error {

@@ -75,7 +75,7 @@ func TestCommitForwardsOnceInOrder(t *testing.T) {
 				if e.c.Buffered() == 0 {
 					t.Fatal("Buffered() is 0 with an open transaction")
 				}
-				if got := be(e).attempts(); got != sent-24 {
+				if got, _ := e.be.counts(); got != sent-24 {
 					t.Fatalf("%d batches sent to the backend before the commit", got-(sent-24))
 				}
 
@@ -114,13 +114,6 @@ func TestCommitForwardsOnceInOrder(t *testing.T) {
 	}
 }
 
-// be is a shorthand for the attempts counter.
-type beView struct{ f *fakeBackend }
-
-func be(e *env) beView { return beView{e.be} }
-
-func (v beView) attempts() int { a, _ := v.f.counts(); return a }
-
 func sameCommit(a, b groupCommit) bool {
 	return a.group == b.group && a.g.MemberID == b.g.MemberID && a.g.GenerationID == b.g.GenerationID &&
 		a.g.GroupInstanceID == b.g.GroupInstanceID && maps.Equal(a.g.Offsets, b.g.Offsets)
@@ -134,12 +127,13 @@ func TestAbortDiscards(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		abort func(t *testing.T, p *producer)
+		final txnstate.State
 	}{
 		{"EndTxn", func(t *testing.T, p *producer) {
 			if r := p.end(false); r.Err != txnstate.ErrNone {
 				t.Fatalf("EndTxn(abort): %s", txnstate.ErrorName(r.Err))
 			}
-		}},
+		}, txnstate.CompleteAbort},
 		{"new producer instance", func(t *testing.T, p *producer) {
 			old := *p
 			p.reinit(60_000) // CONCURRENT_TRANSACTIONS while the abort runs, then a new epoch
@@ -154,7 +148,7 @@ func TestAbortDiscards(t *testing.T) {
 			if r.Err != txnstate.ErrProducerFenced {
 				t.Fatalf("EndTxn of the fenced instance: %s", txnstate.ErrorName(r.Err))
 			}
-		}},
+		}, txnstate.Empty},
 	} {
 		for _, tv2 := range []bool{false, true} {
 			t.Run(tc.name+"/"+versionName(tv2), func(t *testing.T) {
@@ -175,7 +169,7 @@ func TestAbortDiscards(t *testing.T) {
 				}
 
 				tc.abort(t, p)
-				e.waitState("tx", txnstate.CompleteAbort)
+				e.waitState("tx", tc.final)
 
 				if attempts, _ := e.be.counts(); attempts != 0 {
 					t.Fatalf("abort sent %d batches to the backend", attempts)
@@ -292,9 +286,7 @@ func TestProduceRefused(t *testing.T) {
 			return wait(p.produce(a0, p.build(a0, 1, 10), 9))
 		}, errOutOfOrder},
 		{"sequence not from 0 on a new epoch", true, func(e *env, p *producer) int16 {
-			old := *p
 			p.reinit(60_000)
-			_ = old
 			p.begin(a0)
 			p.seq[a0] = 1
 			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
@@ -411,7 +403,13 @@ func TestConcurrentTransactions(t *testing.T) {
 	for _, p := range ps {
 		wg.Go(func() {
 			for range 2 {
-				p.begin(parts...)
+				if !p.tv2 {
+					r := e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: p.pid, Epoch: p.epoch, Partitions: parts, Version: 3})
+					if r.Err != 0 {
+						errs <- fmt.Sprintf("%s: AddPartitions: %s", p.id, txnstate.ErrorName(r.Err))
+						return
+					}
+				}
 				var answers []txnstate.ProduceAnswer
 				for i := range 12 {
 					part := parts[i%2]
@@ -489,18 +487,10 @@ func TestConcurrentTransactions(t *testing.T) {
 // TestForwardFailures injects backend failures while a commit is forwarded:
 // the commit completes with every batch exactly once whatever the failure.
 func TestForwardFailures(t *testing.T) {
-	at := func(ns ...int) func(int, TP) fault { // the listed attempts fail
+	// with makes the listed batch attempts (counted from 1) fail with f.
+	with := func(f fault, ns ...int) func(int, TP) fault {
 		return func(n int, _ TP) fault {
 			if slices.Contains(ns, n) {
-				return -1
-			}
-			return apply
-		}
-	}
-	with := func(f fault, ns ...int) func(int, TP) fault {
-		g := at(ns...)
-		return func(n int, p TP) fault {
-			if g(n, p) == -1 {
 				return f
 			}
 			return apply

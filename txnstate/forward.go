@@ -36,17 +36,17 @@ const (
 // attempt reads the partition from its low-water offset and skips, in order,
 // every remaining batch it finds there by content digest (the look-up the
 // idempotent path uses), then resends from the first one missing.
-func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (err error) {
+func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, log zerolog.Logger) (err error) {
 	id := t.TransactionalID
 	remaining, low, err := c.forwardState(id)
 	if err != nil {
 		return err
 	}
-	// A partition with a low-water offset from before this call may have
-	// had batches sent by an earlier attempt.
+	// A partition with a low-water offset from an earlier attempt may have
+	// had batches sent by it; one recorded with the decision has not.
 	unverified := map[TopicPartition]bool{}
 	for tp := range low {
-		unverified[tp] = true
+		unverified[tp] = !firstAttempt
 	}
 	var need []TopicPartition
 	for tp := range remaining {
@@ -66,6 +66,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 					return fmt.Errorf("no end offset for %s/%d", tp.Topic, tp.Partition)
 				}
 				low[tp] = o
+				c.noteEnd(tp, o)
 				if err := txn.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
 					return err
 				}
@@ -158,6 +159,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, log zerolog.Logger) (
 	}()
 	acked := func(tp TopicPartition, b buffered, base int64) {
 		low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
+		c.noteEnd(tp, low[tp])
 		done = append(done, b.key)
 		doneRefs = append(doneRefs, b.ref)
 		doneBytes += len(b.batch)
