@@ -206,6 +206,19 @@ func (c *Coordinator) load() error {
 	if err != nil {
 		return fmt.Errorf("load transaction sequences: %w", err)
 	}
+	err = c.db.Scan([]byte(prefixBroken), func(k, _ []byte) error {
+		id, _, err := readStr(k[len(prefixBroken):])
+		if err != nil {
+			return fmt.Errorf("corrupt key %q", k)
+		}
+		if e := c.txns[id]; e != nil && e.txn.Load().State == Ongoing {
+			e.broken.Store(true)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load refused transactions: %w", err)
+	}
 	var top uint64
 	err = c.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBatch)})
@@ -431,6 +444,9 @@ func (c *Coordinator) decide(id string, fn func(*Txn, int64) Result) Result {
 		return fn(nil, c.nowMs())
 	}
 	defer e.mu.Unlock()
+	// A Produce's state change (a partition added by v12) is written by the
+	// flusher: it must land before this one, not overwrite it later.
+	e.writes.Wait()
 	return c.apply(e, fn(e.txn.Load(), c.nowMs()))
 }
 
@@ -549,13 +565,11 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		// abort after a failed batch, and eosproxy holds them to it. The
 		// refused batch still opens the transaction (Produce v12 adds its
 		// partition), so that the mark applies to this transaction.
-		if r.Txn != nil {
-			if err := c.commit(e, r.Txn, nil); err != nil {
-				c.log.Error().Err(err).Msg("cannot persist transaction state")
-				return ProduceAnswer{Err: errStorage}
-			}
+		e.writes.Wait()
+		if err := c.markBroken(e, r.Txn); err != nil {
+			c.log.Error().Err(err).Msg("cannot persist transaction state")
+			return ProduceAnswer{Err: errStorage}
 		}
-		e.broken.Store(true)
 		c.log.Warn().Str("txn", id).Int64("buffered", e.bytes).Msg(over)
 		return ProduceAnswer{Err: ErrPolicyViolation, Msg: over}
 	}
@@ -585,6 +599,23 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 	e.writes.Add(1)
 	c.enqueue(e, w)
 	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
+}
+
+// markBroken records, durably, that e's open transaction lost a batch and
+// can only abort; n is the transaction's new state if the refused batch
+// opened it (Produce v12 adds its partition), else nil. Called with e.mu
+// held and no index writes in flight.
+func (c *Coordinator) markBroken(e *entry, n *Txn) error {
+	if n == nil {
+		n = e.txn.Load()
+	}
+	err := c.commit(e, n, func(txn *badger.Txn) error {
+		return txn.Set(idKey(prefixBroken, e.id), nil)
+	})
+	if err == nil {
+		e.broken.Store(true)
+	}
+	return err
 }
 
 // enqueue hands a batch's index writes to e's flusher. One flusher per
@@ -818,6 +849,9 @@ func (c *Coordinator) finish(e *entry, t *Txn, fresh bool, done chan struct{}) {
 					return err
 				}
 			}
+			if err := txn.Delete(idKey(prefixBroken, e.id)); err != nil {
+				return err
+			}
 			return lows(txn)
 		}
 		if err := c.commit(e, r.Txn, extra); err != nil {
@@ -897,7 +931,6 @@ func (c *Coordinator) deleteKeys(keys [][]byte) error {
 	}
 	return wb.Flush()
 }
-
 
 func (c *Coordinator) timeoutLoop() {
 	defer c.wg.Done()

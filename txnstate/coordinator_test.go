@@ -556,26 +556,58 @@ func TestForwardFailures(t *testing.T) {
 // TestRollForwardAfterInterruptedForwarding: the coordinator stops while the
 // backend holds one of its Produce requests; the request lands afterwards
 // (or never does). A coordinator opened on the same database and spool
-// completes the commit with every batch exactly once.
+// completes the commit with every batch exactly once. With an earlier
+// commit in the same process, the interrupted commit's starting offsets are
+// the ends of eosproxy's own earlier writes (no ListOffsets), and other
+// producers wrote after them.
 func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
-	for _, lands := range []bool{true, false} {
-		name := "in-flight batch lands"
-		if !lands {
-			name = "in-flight batch lost"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		lands, earlier bool
+	}{
+		{"in-flight batch lands", true, false},
+		{"in-flight batch lost", false, false},
+		{"after an earlier commit, in-flight batch lands", true, true},
+		{"after an earlier commit, in-flight batch lost", false, true},
+	} {
+		lands := tc.lands
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envConfig{disk: true, segBytes: 4 << 10, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
 			parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
 			e.be.seed(parts[1], 4)
 			from := ends(e.be, parts...)
 			p := e.initProducer("tx", true, 60_000)
+			if tc.earlier {
+				for _, part := range parts {
+					p.send(part, 2, 300)
+				}
+				if r := p.end(true); r.Err != 0 {
+					t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+				}
+				e.waitState("tx", txnstate.CompleteCommit)
+				for _, part := range parts {
+					e.be.seed(part, 3)
+				}
+				// The seeded batches now sit between the earlier commit's
+				// batches and this one's: skip them in the comparison.
+				for _, part := range parts {
+					want := append([][32]byte(nil), p.committed[part]...)
+					got := e.be.digests(part, from[part])
+					if len(got) != len(want)+3 || !slices.Equal(got[:len(want)], want) {
+						t.Fatalf("earlier commit on %v: %s", part, describe(got, want))
+					}
+					p.committed[part] = nil
+				}
+				from = ends(e.be, parts...)
+			}
 			for i := range 15 {
 				p.send(parts[i%3], 1+i%3, 300)
 			}
 			p.offsets("grp", "m", 2, "inst", map[TP]txnstate.Offset{tp("in", 1): {Offset: 5}})
 			// Round 3's batch for a/1 hangs; the others of the round are written.
+			base, _ := e.be.counts()
 			e.be.setFault(func(n int, _ TP) fault {
-				if n == 8 {
+				if n == base+8 {
 					return hang
 				}
 				return apply
@@ -623,6 +655,8 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 			if _, finds := e.be.counts(); finds == 0 {
 				t.Fatal("roll-forward did not look for the batches already written")
 			}
+			// The state is swapped in before the byte count is settled.
+			waitFor(t, "Buffered() to drop to 0", func() bool { return e.c.Buffered() == 0 })
 			if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
 				t.Fatalf("data left: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
 			}
@@ -638,20 +672,30 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 }
 
 // TestTransactionTooLarge: a batch over the limit is refused with
-// POLICY_VIOLATION and the transaction can then only abort.
+// POLICY_VIOLATION and the transaction can then only abort. A classic
+// EndTxn(commit) gets INVALID_TXN_STATE and the client aborts; a KIP-890
+// one (v5) is turned into the abort and answered TRANSACTION_ABORTABLE, after
+// which the client resumes its producer id (KIP-360). Either way nothing is
+// forwarded and the next transaction commits normally.
 func TestTransactionTooLarge(t *testing.T) {
 	const batch = 1000 // bytes of each batch's records, about
+	perTxn := func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }
 	for _, tc := range []struct {
 		name string
 		tv2  bool
 		opts func(*txnstate.Options)
-		// bytes buffered by another transactional id first
+		// batches buffered by another transactional id first
 		other int
 		after int16 // answer to a produce after the refusal
+		// the answer to EndTxn(commit); 0: the client aborts without trying
+		commit int16
 	}{
-		{"MaxTransactionBytes TV2", true, func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }, 0, errTxnAbortable},
-		{"MaxTransactionBytes TV1", false, func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }, 0, errInvalidTxnState},
-		{"MaxBufferBytes", true, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errTxnAbortable},
+		{"MaxTransactionBytes TV1", false, perTxn, 0, errInvalidTxnState, errInvalidTxnState},
+		{"MaxTransactionBytes TV1 abort", false, perTxn, 0, errInvalidTxnState, 0},
+		{"MaxTransactionBytes TV2", true, perTxn, 0, errTxnAbortable, errTxnAbortable},
+		{"MaxTransactionBytes TV2 abort", true, perTxn, 0, errTxnAbortable, 0},
+		{"MaxBufferBytes TV2", true, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errTxnAbortable, errTxnAbortable},
+		{"MaxBufferBytes TV1", false, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errInvalidTxnState, errInvalidTxnState},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envConfig{opts: tc.opts})
@@ -663,6 +707,7 @@ func TestTransactionTooLarge(t *testing.T) {
 					o.send(tp("o", 0), 1, batch-100)
 				}
 			}
+			otherBytes := e.c.Buffered()
 			p := e.initProducer("tx", tc.tv2, 60_000)
 			p.begin(a0)
 			for range 3 {
@@ -680,18 +725,38 @@ func TestTransactionTooLarge(t *testing.T) {
 			if code := wait(p.produce(a0, p.build(a0, 1, 10), p.produceVersion())); code != tc.after {
 				t.Fatalf("produce after the refusal: %s, want %s", txnstate.ErrorName(code), txnstate.ErrorName(tc.after))
 			}
-			if r := p.end(true); r.Err != errInvalidTxnState {
-				t.Fatalf("EndTxn(commit) of a transaction missing a batch: %s, want INVALID_TXN_STATE", txnstate.ErrorName(r.Err))
+			if tc.commit != 0 {
+				epoch := p.epoch
+				if r := p.end(true); r.Err != tc.commit {
+					t.Fatalf("EndTxn(commit) of a transaction missing a batch: %s, want %s", txnstate.ErrorName(r.Err), txnstate.ErrorName(tc.commit))
+				}
+				if tc.tv2 {
+					// Already aborted, with the epoch bumped; the client
+					// resumes its producer id and learns the new epoch.
+					tx := e.c.Get("tx")
+					if tx.State != txnstate.CompleteAbort || tx.Epoch <= epoch {
+						t.Fatalf("after the refused TV2 commit: %v at epoch %d (was %d)", tx.State, tx.Epoch, epoch)
+					}
+					r := e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: p.pid, Epoch: p.epoch, Version: 4})
+					if r.Err != 0 || r.ProducerID != p.pid || r.Epoch <= epoch {
+						t.Fatalf("KIP-360 resume after the abort: %s %d/%d", txnstate.ErrorName(r.Err), r.ProducerID, r.Epoch)
+					}
+					p.epoch, p.seq, p.open = r.Epoch, map[TP]int32{}, map[TP][][32]byte{}
+				} else if tx := e.c.Get("tx"); tx.State != txnstate.Ongoing {
+					t.Fatalf("state %v after the refused commit", tx.State)
+				}
 			}
-			if tx := e.c.Get("tx"); tx.State != txnstate.Ongoing {
-				t.Fatalf("state %v after the refused commit", tx.State)
+			if e.c.Get("tx").State == txnstate.Ongoing {
+				if r := p.end(false); r.Err != 0 {
+					t.Fatalf("abort: %s", txnstate.ErrorName(r.Err))
+				}
+				e.waitState("tx", txnstate.CompleteAbort)
 			}
-			if r := p.end(false); r.Err != 0 {
-				t.Fatalf("abort: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("tx", txnstate.CompleteAbort)
 			if attempts, _ := e.be.counts(); attempts != 0 {
 				t.Fatalf("%d batches forwarded", attempts)
+			}
+			if e.c.Buffered() != otherBytes {
+				t.Fatalf("Buffered() = %d after the abort, the other transaction holds %d", e.c.Buffered(), otherBytes)
 			}
 			// The next transaction may commit again.
 			p.begin(a0)
@@ -701,6 +766,9 @@ func TestTransactionTooLarge(t *testing.T) {
 			}
 			e.waitState("tx", txnstate.CompleteCommit)
 			checkForwarded(t, e.be, from, p.committed)
+			if total(p.committed) != 1 {
+				t.Fatalf("%d batches committed, want 1", total(p.committed))
+			}
 		})
 	}
 }
@@ -814,5 +882,94 @@ func TestRestartKeepsOngoing(t *testing.T) {
 				t.Fatalf("DiskBytes %d after the commit", got)
 			}
 		})
+	}
+}
+
+// TestManyBatches commits and aborts transactions of more batches than are
+// deleted together with Complete, produced pipelined (the flusher
+// group-commits them).
+func TestManyBatches(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprint("commit=", commit), func(t *testing.T) {
+			const segBytes = 64 << 10
+			e := newEnv(t, envConfig{segBytes: segBytes})
+			parts := []TP{tp("m", 0), tp("m", 1), tp("m", 2)}
+			from := ends(e.be, parts...)
+			p := e.initProducer("tx", true, 60_000)
+			var answers []txnstate.ProduceAnswer
+			for i := range 1200 {
+				part := parts[i%3]
+				raw := p.build(part, 1, 50)
+				a := p.produce(part, raw, 12)
+				if a.Err != 0 {
+					t.Fatalf("produce %d: %s", i, txnstate.ErrorName(a.Err))
+				}
+				p.accepted(part, raw)
+				answers = append(answers, a)
+			}
+			for i, a := range answers {
+				if code := wait(a); code != 0 {
+					t.Fatalf("produce %d: %s", i, txnstate.ErrorName(code))
+				}
+			}
+			if n := len(e.indexed()); n != 1200 {
+				t.Fatalf("%d batches indexed", n)
+			}
+			if r := p.end(commit); r.Err != 0 {
+				t.Fatalf("EndTxn: %s", txnstate.ErrorName(r.Err))
+			}
+			if commit {
+				e.waitState("tx", txnstate.CompleteCommit)
+				checkForwarded(t, e.be, from, p.committed)
+			} else {
+				e.waitState("tx", txnstate.CompleteAbort)
+				if a, _ := e.be.counts(); a != 0 {
+					t.Fatalf("abort forwarded %d batches", a)
+				}
+			}
+			waitFor(t, "Buffered() to drop to 0", func() bool { return e.c.Buffered() == 0 })
+			if n := len(e.indexed()); n != 0 {
+				t.Fatalf("%d batches left in the index", n)
+			}
+			if got := e.sp.DiskBytes(); got > segBytes {
+				t.Fatalf("DiskBytes %d: spool data not released", got)
+			}
+		})
+	}
+}
+
+// TestExpiredIDForgotten: a transactional id unused for Expiration is
+// removed, also from the database; InitProducerId then starts afresh.
+func TestExpiredIDForgotten(t *testing.T) {
+	e := newEnv(t, envConfig{disk: true, opts: func(o *txnstate.Options) {
+		o.CheckInterval = 2 * time.Millisecond
+		o.Expiration = time.Hour
+	}})
+	a0 := tp("a", 0)
+	p := e.initProducer("tx", true, 60_000)
+	p.send(a0, 1, 10)
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+	}
+	e.waitState("tx", txnstate.CompleteCommit)
+	e.clock.advance(30 * time.Minute)
+	e.initProducer("recent", true, 60_000)
+	e.clock.advance(31 * time.Minute)
+	waitFor(t, "the id to expire", func() bool { return e.c.Get("tx") == nil })
+	for _, tx := range e.c.List() {
+		if tx.TransactionalID == "tx" {
+			t.Fatal("expired id still listed")
+		}
+	}
+	if got := e.c.Get("recent"); got == nil || got.State != txnstate.Empty {
+		t.Fatalf("id used 31 minutes ago: %+v", got)
+	}
+	e.restart()
+	if e.c.Get("tx") != nil {
+		t.Fatal("expired id back after a restart")
+	}
+	q := e.initProducer("tx", true, 60_000)
+	if q.pid == p.pid || q.epoch != 0 {
+		t.Fatalf("InitProducerId after expiry: %d/%d, the old producer was %d", q.pid, q.epoch, p.pid)
 	}
 }

@@ -21,6 +21,8 @@ const (
 	prefixSeq   = "txn/s/"
 	prefixBatch = "txn/b/"
 	prefixLow   = "txn/w/"
+	// txn/x/<id>: its open transaction lost a batch and can only abort.
+	prefixBroken = "txn/x/"
 )
 
 func appendStr(b []byte, s string) []byte {

@@ -1,0 +1,93 @@
+package txnstate_test
+
+import (
+	"testing"
+
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+// TestOffsetsSurviveRestartWithProduceInFlight: a KIP-890 client's first
+// Produce of a transaction adds the partition implicitly; the new state is
+// written by the batch's flusher, after the spool sync. A TxnOffsetCommit
+// (v5) answered meanwhile is written at once. The flusher's later write of
+// the older state must not undo it: after a restart the transaction has to
+// hold the offsets the client was told are held, or its commit silently
+// drops them (and the consumer re-reads what it already processed).
+func TestOffsetsSurviveRestartWithProduceInFlight(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	a0, in := tp("a", 0), tp("in", 0)
+	p := e.initProducer("tx", true, 60_000)
+	// A large batch makes the spool sync, hence the flusher, take a while.
+	raw := p.build(a0, 1, 8<<20)
+	ans := p.produce(a0, raw, 12)
+	if ans.Err != 0 {
+		t.Fatalf("produce: %s", txnstate.ErrorName(ans.Err))
+	}
+	// Pipelined, as clients do: the offsets go out before the Produce answer.
+	r := e.c.TxnOffsetCommit("tx", txnstate.TxnOffsetCommitRequest{ProducerID: p.pid, Epoch: p.epoch, Group: "grp",
+		MemberID: "m", GenerationID: 1, Offsets: map[TP]txnstate.Offset{in: {Offset: 42}}, Version: 5})
+	if r.Err != 0 {
+		t.Fatalf("TxnOffsetCommit: %s", txnstate.ErrorName(r.Err))
+	}
+	if code := ans.Wait(); code != 0 {
+		t.Fatalf("produce: %s", txnstate.ErrorName(code))
+	}
+	p.accepted(a0, raw)
+
+	e.restart()
+
+	tx := e.c.Get("tx")
+	if tx == nil || tx.State != txnstate.Ongoing || !tx.HasPartition(a0) {
+		t.Fatalf("after restart: %+v", tx)
+	}
+	if got := tx.PendingOffsets["grp"].Offsets[in]; !tx.HasGroup("grp") || got.Offset != 42 {
+		t.Errorf("after restart the transaction holds offsets %+v, want grp/%v at 42 (TxnOffsetCommit was answered NONE before the restart)", tx.PendingOffsets, in)
+	}
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+	}
+	e.waitState("tx", txnstate.CompleteCommit)
+	if c := e.be.groupCommits(); len(c) != 1 {
+		t.Errorf("the commit sent %d group offset commits, want 1", len(c))
+	}
+}
+
+// TestRefusedBatchStillBlocksCommitAfterRestart: once a batch of a
+// transaction was refused (here: over MaxTransactionBytes), the transaction
+// must not commit — EndTxn(commit) answers INVALID_TXN_STATE (classic) or
+// aborts it and answers TRANSACTION_ABORTABLE (KIP-890). That mark lives
+// only in memory (entry.broken): after a restart the same EndTxn(commit)
+// commits the transaction without the refused batch. franz-go, per the
+// comment in EndTxn, does send that commit.
+func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tv2  bool
+		want int16
+	}{
+		{"TV1", false, errInvalidTxnState},
+		{"TV2", true, errTxnAbortable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{disk: true, opts: func(o *txnstate.Options) { o.MaxTransactionBytes = 2500 }})
+			a0 := tp("a", 0)
+			p := e.initProducer("tx", tc.tv2, 60_000)
+			p.begin(a0)
+			p.send(a0, 1, 900)
+			p.send(a0, 1, 900)
+			if ans := p.produce(a0, p.build(a0, 1, 900), p.produceVersion()); ans.Err != txnstate.ErrPolicyViolation {
+				t.Fatalf("over the limit: %s", txnstate.ErrorName(ans.Err))
+			}
+
+			e.restart()
+
+			if r := p.end(true); r.Err != tc.want {
+				t.Errorf("EndTxn(commit) after restart: %s, want %s", txnstate.ErrorName(r.Err), txnstate.ErrorName(tc.want))
+			}
+			if tx := e.c.Get("tx"); tx.State == txnstate.PrepareCommit || tx.State == txnstate.CompleteCommit {
+				e.waitState("tx", txnstate.CompleteCommit)
+				t.Errorf("the transaction committed %d of its 3 batches", len(e.be.digests(a0, 0)))
+			}
+		})
+	}
+}
