@@ -514,6 +514,7 @@ func TestTxnLimits(t *testing.T) {
 		if err := next.EndTransaction(testCtx(t), kgo.TryCommit); err != nil {
 			t.Fatalf("commit of a transaction under the limit: %v", err)
 		}
+		backendReaches(t, b, topic, 100)
 		got, total := readBackendAll(t, b, topic)
 		if total != 100 {
 			t.Fatalf("backend holds %d records, want the 100 committed", total)
@@ -554,7 +555,7 @@ func TestTxnLimits(t *testing.T) {
 		if d := describeTxn(t, adm, x.id); d.State != "CompleteAbort" {
 			t.Fatalf("after the refused commit the transaction is %s, want CompleteAbort", d.State)
 		}
-		if got := endOffsetsSum(t, b, topic); got != 100 {
+		if got := backendReaches(t, b, topic, 100); got != 100 {
 			t.Fatalf("backend holds %d records, want the 100 committed", got)
 		}
 	})
@@ -600,6 +601,7 @@ func TestTxnLimits(t *testing.T) {
 		if err := bNext.EndTransaction(testCtx(t), kgo.TryCommit); err != nil {
 			t.Fatalf("commit after the buffer was freed: %v", err)
 		}
+		backendReaches(t, b, topic, int64(aN+200))
 		got, total := readBackendAll(t, b, topic)
 		if total != aN+200 {
 			t.Fatalf("backend holds %d records, want %d", total, aN+200)
@@ -895,6 +897,7 @@ func TestTxnOffsetCommitCarriesMember(t *testing.T) {
 		})
 		return len(behind) == 0, fmt.Sprintf("group offsets in the backend behind the input: %v", behind)
 	})
+	backendReaches(t, b, out, int64(n))
 	got2, total := readBackendAll(t, b, out)
 	if total != n {
 		t.Fatalf("output holds %d records, want %d", total, n)

@@ -1,6 +1,7 @@
 package txnstate
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -62,8 +63,9 @@ type Options struct {
 	MaxBufferBytes      int64
 	// Expiration is transactional.id.expiration.ms (default 7 days).
 	Expiration time.Duration
-	// AnswerWithin is how long EndTxn(commit) waits for the forwarding to
-	// finish before answering on the strength of the durable decision.
+	// AnswerWithin is how long EndTxn waits for a decided commit or abort to
+	// be carried out before answering on the strength of the durable
+	// decision; 0 answers at once.
 	AnswerWithin time.Duration
 	// CheckInterval is how often timed-out transactions are looked for.
 	CheckInterval time.Duration
@@ -121,9 +123,24 @@ type entry struct {
 	queue    []*write
 	flushing bool
 	broken   atomic.Bool // a buffered write failed: the transaction can only abort
-	// done is closed when the running commit forwarding or abort finishes;
-	// nil when none runs.
-	done chan struct{}
+	// gen is the generation of the id's latest transaction.
+	gen uint64
+	// jobs are decided commits and aborts not yet carried out, oldest
+	// first; one runner (running) carries them out in order.
+	jmu     sync.Mutex
+	jobs    []*job
+	running bool
+}
+
+// job is a decided commit or abort of one generation: its batches are to be
+// forwarded (then its offsets committed) or dropped.
+type job struct {
+	gen    uint64
+	txn    *Txn // the prepared state: partitions and offsets
+	commit bool
+	bytes  int64
+	fresh  bool // decided in this process: nothing was sent yet
+	done   chan struct{}
 }
 
 type write struct {
@@ -145,9 +162,6 @@ func Open(db *store.DB, opt Options) (*Coordinator, error) {
 	if opt.Expiration <= 0 {
 		opt.Expiration = 7 * 24 * time.Hour
 	}
-	if opt.AnswerWithin <= 0 {
-		opt.AnswerWithin = 5 * time.Second
-	}
 	if opt.CheckInterval <= 0 {
 		opt.CheckInterval = time.Second
 	}
@@ -160,9 +174,9 @@ func Open(db *store.DB, opt Options) (*Coordinator, error) {
 		return nil, err
 	}
 	for _, e := range c.txns {
-		if t := e.txn.Load(); t.State == PrepareCommit || t.State == PrepareAbort {
-			c.log.Info().Str("txn", e.id).Stringer("state", t.State).Msg("resuming transaction completion")
-			c.startFinish(e, t, false)
+		if len(e.jobs) > 0 {
+			c.log.Info().Str("txn", e.id).Int("pending", len(e.jobs)).Msg("resuming decided commits and aborts")
+			c.startJobs(e)
 		}
 	}
 	c.wg.Add(1)
@@ -188,7 +202,7 @@ func (c *Coordinator) load() error {
 		return fmt.Errorf("load transactions: %w", err)
 	}
 	err = c.db.Scan([]byte(prefixSeq), func(k, v []byte) error {
-		id, tp, _, err := parseTPKey(prefixSeq, k)
+		id, tp, err := parseTPKey(prefixSeq, k)
 		if err != nil || len(v) < 8 {
 			return fmt.Errorf("corrupt sequence key %q", k)
 		}
@@ -220,16 +234,70 @@ func (c *Coordinator) load() error {
 		return fmt.Errorf("load refused transactions: %w", err)
 	}
 	var top uint64
+	err = c.db.Scan([]byte(prefixGen), func(k, v []byte) error {
+		id, _, err := readStr(k[len(prefixGen):])
+		if err != nil || len(v) != 8 {
+			return fmt.Errorf("corrupt generation key %q", k)
+		}
+		if e := c.txns[id]; e != nil {
+			e.gen = binary.BigEndian.Uint64(v)
+			top = max(top, e.gen)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load transaction generations: %w", err)
+	}
+	jobs := map[string]map[uint64]*job{}
+	err = c.db.Scan([]byte(prefixJob), func(k, v []byte) error {
+		id, gen, err := parseGenKey(prefixJob, k)
+		if err != nil {
+			return fmt.Errorf("corrupt job key %q", k)
+		}
+		t, err := decodeTxn(v)
+		if err != nil {
+			return err
+		}
+		e := c.txns[id]
+		if e == nil {
+			return nil
+		}
+		j := &job{gen: gen, txn: t, commit: t.State == PrepareCommit, done: make(chan struct{})}
+		e.jobs = append(e.jobs, j)
+		if jobs[id] == nil {
+			jobs[id] = map[uint64]*job{}
+		}
+		jobs[id][gen] = j
+		if j.commit && len(t.PendingOffsets) > 0 {
+			c.pending.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load decided transactions: %w", err)
+	}
+	for _, e := range c.txns {
+		slices.SortFunc(e.jobs, func(a, b *job) int { return cmp.Compare(a.gen, b.gen) })
+	}
+	var orphans [][]byte
 	err = c.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBatch)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			id, _, rest, err := parseTPKey(prefixBatch, item.Key())
+			id, gen, _, rest, err := parseGenTPKey(prefixBatch, item.Key())
 			if err != nil || len(rest) != 8 {
 				return fmt.Errorf("corrupt batch key %q", item.Key())
 			}
-			top = max(top, binary.BigEndian.Uint64(rest))
+			top = max(top, binary.BigEndian.Uint64(rest), gen)
+			e := c.txns[id]
+			j := jobs[id][gen]
+			open := e != nil && e.gen == gen && e.txn.Load().State == Ongoing
+			if j == nil && !open {
+				// Left by a crash while its abort was being carried out.
+				orphans = append(orphans, item.KeyCopy(nil))
+				continue
+			}
 			v, err := item.ValueCopy(nil)
 			if err != nil {
 				return err
@@ -241,15 +309,20 @@ func (c *Coordinator) load() error {
 			if err := c.opt.Spool.Retain(ref); err != nil {
 				return fmt.Errorf("batch of %q: %w", id, err)
 			}
-			if e := c.txns[id]; e != nil {
+			if j != nil {
+				j.bytes += int64(ref.Length)
+			} else {
 				e.bytes += int64(ref.Length)
-				c.buffered.Add(int64(ref.Length))
 			}
+			c.buffered.Add(int64(ref.Length))
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("load buffered batches: %w", err)
+	}
+	if err := c.deleteKeys(orphans); err != nil {
+		return fmt.Errorf("delete abandoned batches: %w", err)
 	}
 	c.counter.Store(top)
 	c.opt.Spool.Sweep()
@@ -351,49 +424,85 @@ func (c *Coordinator) swap(e *entry, old, n *Txn) {
 	e.txn.Store(n)
 }
 
-// apply persists a decision's new state and starts what its Action asks.
-// Called with e.mu held.
-func (c *Coordinator) apply(e *entry, r Result) Result {
+// apply persists a decision's new state and queues what its Action asks.
+// A decided commit or abort is completed in the same write: from then on the
+// id answers from the Complete state, and the next transaction can start
+// while a job carries the decision out (forwarding or dropping the
+// generation's batches), as Kafka answers EndTxn before its markers are
+// written. Called with e.mu held.
+func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 	if r.Txn == nil {
-		return r
+		return r, nil
 	}
-	var extra func(*badger.Txn) error
-	if r.Action == Forward {
-		extra = c.knownLowWater(e.id, r.Txn)
+	cur := e.txn.Load()
+	n := r.Txn
+	gen := e.gen
+	var kvs []kv
+	if (cur == nil || cur.State != Ongoing) && (n.State == Ongoing || r.Action != NoAction) {
+		// A new transaction (or an abort with none open) is a new generation.
+		gen = c.counter.Add(1)
+		kvs = append(kvs, kv{idKey(prefixGen, e.id), binary.BigEndian.AppendUint64(nil, gen)})
 	}
-	if err := c.commit(e, r.Txn, extra); err != nil {
-		c.log.Error().Err(err).Msg("cannot persist transaction state")
-		return fail(ErrCoordinatorNotAvailable)
-	}
+	var j *job
 	if r.Action != NoAction {
-		c.startFinish(e, r.Txn, true)
+		comp := Complete(n, c.nowMs())
+		if comp.Err != ErrNone {
+			return fail(ErrUnknownServerError), nil
+		}
+		j = &job{gen: gen, txn: n, commit: r.Action == Forward, bytes: e.bytes, fresh: true, done: make(chan struct{})}
+		kvs = append(kvs, kv{genKey(prefixJob, e.id, gen), encodeTxn(n)})
+		if j.commit {
+			kvs = append(kvs, c.knownLowWater(e.id, gen, n)...)
+		}
+		n = comp.Txn
 	}
-	return r
+	err := c.commit(e, n, func(txn *badger.Txn) error {
+		for _, w := range kvs {
+			if err := txn.Set(w.k, w.v); err != nil {
+				return err
+			}
+		}
+		if j != nil {
+			return txn.Delete(idKey(prefixBroken, e.id))
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error().Err(err).Msg("cannot persist transaction state")
+		return fail(ErrCoordinatorNotAvailable), nil
+	}
+	e.gen = gen
+	if j != nil {
+		e.bytes = 0
+		e.broken.Store(false)
+		e.last = nil
+		if j.commit && len(j.txn.PendingOffsets) > 0 {
+			c.pending.Add(1)
+		}
+		e.jmu.Lock()
+		e.jobs = append(e.jobs, j)
+		e.jmu.Unlock()
+		c.startJobs(e)
+	}
+	return r, j
 }
 
-// knownLowWater writes, with a commit decision, the forwarding low-water
+// knownLowWater gives, for a commit decision, the forwarding low-water
 // offsets eosproxy already knows for the transaction's partitions: the end
 // of its own last write there. The partition's real end can only be at or
 // past it, and any offset at or before where the commit's first batch will
 // land is a valid starting point for finding it after a crash; a commit then
 // needs no ListOffsets round trip and no extra write before forwarding.
-func (c *Coordinator) knownLowWater(id string, t *Txn) func(*badger.Txn) error {
+func (c *Coordinator) knownLowWater(id string, gen uint64, t *Txn) []kv {
 	c.endsMu.Lock()
-	lows := map[TopicPartition]int64{}
+	defer c.endsMu.Unlock()
+	var out []kv
 	for tp := range t.Partitions {
 		if o, ok := c.ends[tp]; ok {
-			lows[tp] = o
+			out = append(out, kv{genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))})
 		}
 	}
-	c.endsMu.Unlock()
-	return func(txn *badger.Txn) error {
-		for tp, o := range lows {
-			if err := txn.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	return out
 }
 
 // noteEnd records that the backend's partition tp reaches at least end.
@@ -420,7 +529,8 @@ func (c *Coordinator) InitProducerID(ctx context.Context, req InitProducerIDRequ
 	if r.Action == Discard {
 		c.log.Info().Str("txn", req.TransactionalID).Msg("new producer instance: aborting the previous one's open transaction")
 	}
-	return c.apply(e, r)
+	r, _ = c.apply(e, r)
+	return r
 }
 
 // AddPartitions answers AddPartitionsToTxn.
@@ -447,12 +557,13 @@ func (c *Coordinator) decide(id string, fn func(*Txn, int64) Result) Result {
 	// A Produce's state change (a partition added by v12) is written by the
 	// flusher: it must land before this one, not overwrite it later.
 	e.writes.Wait()
-	return c.apply(e, fn(e.txn.Load(), c.nowMs()))
+	r, _ := c.apply(e, fn(e.txn.Load(), c.nowMs()))
+	return r
 }
 
-// EndTxn answers EndTxn. A commit is answered once forwarding finished, or
-// after AnswerWithin on the strength of the durable decision; the id then
-// answers CONCURRENT_TRANSACTIONS until forwarding is done.
+// EndTxn answers EndTxn once the decision is durable (the id is then in
+// CompleteCommit or CompleteAbort), or, with Options.AnswerWithin, once the
+// decision has been carried out or that long has passed.
 func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) Result {
 	e := c.lock(id, false)
 	if e == nil {
@@ -475,37 +586,66 @@ func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) 
 		// the answer is TRANSACTION_ABORTABLE: franz-go, which commits
 		// whatever succeeded, then resumes with its producer id (KIP-360),
 		// which a completed abort answers with the bumped epoch.
+		defer e.mu.Unlock()
 		if req.Version < 5 {
-			e.mu.Unlock()
 			return fail(ErrInvalidTxnState)
 		}
 		abort := req
 		abort.Commit = false
-		if ar := c.apply(e, EndTxn(e.txn.Load(), abort, c.nowMs(), c.newPID(&allocErr))); ar.Err == ErrNone {
+		if ar, _ := c.apply(e, EndTxn(e.txn.Load(), abort, c.nowMs(), c.newPID(&allocErr))); ar.Err == ErrNone {
 			c.log.Info().Str("txn", id).Msg("commit of a transaction missing a refused batch: aborted it instead")
-		}
-		done := e.done
-		e.mu.Unlock()
-		if done != nil {
-			<-done
 		}
 		return fail(ErrTransactionAbortable)
 	}
-	r = c.apply(e, r)
-	done := e.done
+	r, j := c.apply(e, r)
 	e.mu.Unlock()
-	if r.Action != NoAction && done != nil {
+	if j != nil {
+		// Flow control: the client goes on with its next transaction
+		// while decided ones are carried out, but while more than
+		// maxBacklogBytes of them wait ahead of this one, the answer waits:
+		// undelivered data never piles up.
+		for prev := e.backlog(j); prev != nil; prev = e.backlog(j) {
+			select {
+			case <-prev.done:
+			case <-ctx.Done():
+				return r
+			}
+		}
+	}
+	if j != nil && c.opt.AnswerWithin > 0 {
 		t := time.NewTimer(c.opt.AnswerWithin)
 		defer t.Stop()
 		select {
-		case <-done:
+		case <-j.done:
 		case <-t.C:
-			c.log.Warn().Str("txn", id).Dur("after", c.opt.AnswerWithin).
-				Msg("transaction completion still running; answering on the durable decision")
 		case <-ctx.Done():
 		}
 	}
 	return r
+}
+
+// Wait blocks until every decided commit and abort of id has been carried
+// out (committed data in the backend), or ctx ends.
+func (c *Coordinator) Wait(ctx context.Context, id string) error {
+	e := c.entry(id, false)
+	if e == nil {
+		return nil
+	}
+	e.jmu.Lock()
+	var last *job
+	if n := len(e.jobs); n > 0 {
+		last = e.jobs[n-1]
+	}
+	e.jmu.Unlock()
+	if last == nil {
+		return nil
+	}
+	select {
+	case <-last.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ProduceAnswer is the outcome of buffering one transactional batch.
@@ -566,7 +706,14 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		// refused batch still opens the transaction (Produce v12 adds its
 		// partition), so that the mark applies to this transaction.
 		e.writes.Wait()
-		if err := c.markBroken(e, r.Txn); err != nil {
+		if r.Txn != nil {
+			// The refused batch still opens the transaction (Produce v12
+			// adds its partition), so that the mark applies to it.
+			if ar, _ := c.apply(e, Result{Txn: r.Txn}); ar.Err != ErrNone {
+				return ProduceAnswer{Err: errStorage}
+			}
+		}
+		if err := c.markBroken(e, nil); err != nil {
 			c.log.Error().Err(err).Msg("cannot persist transaction state")
 			return ProduceAnswer{Err: errStorage}
 		}
@@ -578,18 +725,27 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 		prev = *st
 	}
 	ns := dedup.Apply(prev, info, -1, now)
+	gen, newGen := e.gen, false
+	if r.Txn != nil && e.txn.Load().State != Ongoing {
+		// Produce v12 opens a new transaction: a new generation.
+		gen, newGen = c.counter.Add(1), true
+	}
 	ref, err := c.opt.Spool.Append(batch)
 	if err != nil {
 		c.log.Error().Err(err).Str("txn", id).Msg("cannot buffer transactional batch")
 		return ProduceAnswer{Err: errStorage}
 	}
 	writes := []kv{
-		{batchKey(id, tp, c.counter.Add(1)), ref.Marshal()},
+		{batchKey(id, gen, tp, c.counter.Add(1)), ref.Marshal()},
 		{tpKey(prefixSeq, id, tp), append(binary.BigEndian.AppendUint64(nil, uint64(req.ProducerID)), dedup.MarshalState(ns)...)},
 	}
 	if r.Txn != nil {
 		writes = append(writes, kv{idKey(prefixMeta, id), encodeTxn(r.Txn)})
+		if newGen {
+			writes = append(writes, kv{idKey(prefixGen, id), binary.BigEndian.AppendUint64(nil, gen)})
+		}
 		c.swap(e, e.txn.Load(), r.Txn)
+		e.gen = gen
 	}
 	e.seqs[tp] = ns
 	e.bytes += n
@@ -722,25 +878,40 @@ func (c *Coordinator) OffsetsPending(group string, tp *TopicPartition) bool {
 	es := slices.Collect(maps.Values(c.txns))
 	c.mu.Unlock()
 	for _, e := range es {
-		t := e.txn.Load()
-		if t == nil || (t.State != Ongoing && t.State != PrepareCommit) {
-			continue
-		}
-		g, ok := t.PendingOffsets[group]
-		if !ok {
-			continue
-		}
-		if tp == nil {
-			if len(g.Offsets) > 0 {
+		for _, t := range e.holding() {
+			g, ok := t.PendingOffsets[group]
+			if !ok {
+				continue
+			}
+			if tp == nil {
+				if len(g.Offsets) > 0 {
+					return true
+				}
+				continue
+			}
+			if _, ok := g.Offsets[*tp]; ok {
 				return true
 			}
-			continue
-		}
-		if _, ok := g.Offsets[*tp]; ok {
-			return true
 		}
 	}
 	return false
+}
+
+// holding lists the transactions of e whose offsets are not in the backend
+// yet: the open one and the commits not carried out.
+func (e *entry) holding() []*Txn {
+	var out []*Txn
+	if t := e.txn.Load(); t != nil && t.State == Ongoing {
+		out = append(out, t)
+	}
+	e.jmu.Lock()
+	for _, j := range e.jobs {
+		if j.commit {
+			out = append(out, j.txn)
+		}
+	}
+	e.jmu.Unlock()
+	return out
 }
 
 // AnyOffsetsPending reports cheaply whether any transaction holds offsets.
@@ -758,14 +929,12 @@ func (c *Coordinator) PendingPartitions(group string) []TopicPartition {
 	seen := map[TopicPartition]bool{}
 	var out []TopicPartition
 	for _, e := range es {
-		t := e.txn.Load()
-		if t == nil || (t.State != Ongoing && t.State != PrepareCommit) {
-			continue
-		}
-		for tp := range t.PendingOffsets[group].Offsets {
-			if !seen[tp] {
-				seen[tp] = true
-				out = append(out, tp)
+		for _, t := range e.holding() {
+			for tp := range t.PendingOffsets[group].Offsets {
+				if !seen[tp] {
+					seen[tp] = true
+					out = append(out, tp)
+				}
 			}
 		}
 	}
@@ -776,113 +945,153 @@ func (c *Coordinator) PendingPartitions(group string) []TopicPartition {
 // Buffered returns the bytes of transactional data waiting for a commit.
 func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }
 
-// startFinish runs a decided commit or abort in the background; fresh when
-// it was decided just now (not resumed after a restart). Called with e.mu
-// held (or before the coordinator serves requests).
-func (c *Coordinator) startFinish(e *entry, t *Txn, fresh bool) {
-	if e.done != nil {
-		return // already running (a roll-forward found it first)
+// maxBacklogBytes is how much decided, not yet carried out, data of one
+// transactional id may be ahead of a new decision before EndTxn waits.
+const maxBacklogBytes = 64 << 20
+
+// backlog returns the oldest job ahead of j when the jobs ahead of it hold
+// more than maxBacklogBytes, else nil.
+func (e *entry) backlog(j *job) *job {
+	e.jmu.Lock()
+	defer e.jmu.Unlock()
+	var ahead int64
+	for _, q := range e.jobs {
+		if q == j {
+			break
+		}
+		ahead += q.bytes
 	}
-	done := make(chan struct{})
-	e.done = done
+	if ahead > maxBacklogBytes && len(e.jobs) > 0 && e.jobs[0] != j {
+		return e.jobs[0]
+	}
+	return nil
+}
+
+// busy reports whether e has decided commits or aborts not carried out.
+func (e *entry) busy() bool {
+	e.jmu.Lock()
+	defer e.jmu.Unlock()
+	return len(e.jobs) > 0
+}
+
+// startJobs makes sure a runner carries out e's queued jobs.
+func (c *Coordinator) startJobs(e *entry) {
+	e.jmu.Lock()
+	if e.running || len(e.jobs) == 0 {
+		e.jmu.Unlock()
+		return
+	}
+	e.running = true
+	e.jmu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.finish(e, t, fresh, done)
+		c.runJobs(e)
 	}()
 }
 
-func (c *Coordinator) finish(e *entry, t *Txn, fresh bool, done chan struct{}) {
-	log := c.log.With().Str("txn", e.id).Int64("producer", t.ProducerID).Logger()
-	commit := t.State == PrepareCommit
-	var keys [][]byte
-	var refs []spool.Ref
-	release := func(refs []spool.Ref) {
-		for _, r := range refs {
-			c.opt.Spool.Release(r)
+// runJobs carries out e's decided commits and aborts, oldest first, so a
+// transactional id's committed data reaches the backend in commit order.
+func (c *Coordinator) runJobs(e *entry) {
+	for {
+		e.jmu.Lock()
+		if len(e.jobs) == 0 || c.ctx.Err() != nil {
+			e.running = false
+			e.jmu.Unlock()
+			return
 		}
-	}
-	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, min(2*wait, 5*time.Second) {
-		var err error
-		if commit {
-			err = c.forward(c.ctx, t, attempt == 0 && fresh, log)
-		}
-		if err == nil {
-			// The forwarding low-water offsets stay until Complete is
-			// durable: without them, a crash in between would find
-			// batches left and send them again. A few batches go with
-			// Complete in one write.
-			keys, refs, err = c.batchKeys(e.id)
-			if err == nil && len(keys) > maxKeysWithComplete {
-				err = c.deleteKeys(keys)
-				if err == nil {
-					release(refs)
-					keys, refs = nil, nil
-				}
-			}
-		}
-		if err == nil {
-			break
-		}
-		if c.ctx.Err() != nil {
+		j := e.jobs[0]
+		e.jmu.Unlock()
+		if !c.carryOut(e, j) {
+			e.jmu.Lock()
+			e.running = false
+			e.jmu.Unlock()
 			return // closing: the next Open resumes it
 		}
-		log.Warn().Err(err).Bool("commit", commit).Dur("retry_in", wait).Msg("transaction completion failed; retrying")
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-time.After(wait):
+		e.jmu.Lock()
+		e.jobs = e.jobs[1:]
+		e.jmu.Unlock()
+		if j.commit && len(j.txn.PendingOffsets) > 0 {
+			c.pending.Add(-1)
 		}
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		r := Complete(e.txn.Load(), c.nowMs())
-		if r.Err != ErrNone {
-			log.Error().Str("err", ErrorName(r.Err)).Msg("cannot complete transaction")
-			break
-		}
-		lows := c.deleteLowWater(e.id)
-		extra := func(txn *badger.Txn) error {
-			for _, k := range keys {
-				if err := txn.Delete(k); err != nil {
-					return err
-				}
-			}
-			if err := txn.Delete(idKey(prefixBroken, e.id)); err != nil {
-				return err
-			}
-			return lows(txn)
-		}
-		if err := c.commit(e, r.Txn, extra); err != nil {
-			log.Error().Err(err).Msg("cannot persist completed transaction; retrying")
-			select {
-			case <-c.ctx.Done():
-				return
-			case <-time.After(wait):
-				continue
-			}
-		}
-		break
-	}
-	release(refs)
-	c.buffered.Add(-e.bytes)
-	e.bytes = 0
-	e.broken.Store(false)
-	e.last = nil
-	e.done = nil
-	close(done)
-	if commit {
-		log.Debug().Msg("transaction committed")
-	} else {
-		log.Debug().Msg("transaction aborted")
+		c.buffered.Add(-j.bytes)
+		close(j.done)
 	}
 }
 
-// deleteLowWater deletes id's forwarding low-water offsets within a write.
-func (c *Coordinator) deleteLowWater(id string) func(*badger.Txn) error {
+// carryOut forwards (commit) or drops (abort) one generation's batches,
+// retrying until it succeeds; false when the coordinator closes first.
+func (c *Coordinator) carryOut(e *entry, j *job) bool {
+	log := c.log.With().Str("txn", e.id).Int64("producer", j.txn.ProducerID).Uint64("gen", j.gen).Logger()
+	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, min(2*wait, 5*time.Second) {
+		var err error
+		if j.commit {
+			err = c.forward(c.ctx, j.txn, j.gen, attempt == 0 && j.fresh, log)
+		}
+		if err == nil {
+			err = c.retire(e.id, j.gen)
+		}
+		if err == nil {
+			if j.commit {
+				log.Debug().Msg("transaction committed")
+			} else {
+				log.Debug().Msg("transaction aborted")
+			}
+			return true
+		}
+		if c.ctx.Err() != nil {
+			return false
+		}
+		log.Warn().Err(err).Bool("commit", j.commit).Dur("retry_in", wait).Msg("carrying out a transaction's end failed; retrying")
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// retire deletes a carried-out generation: its batches (index, then spool
+// data), its forwarding low-water offsets and its job. The low-water offsets
+// go last, with the job: were a commit's job found again after a crash, its
+// remaining batches would be looked for in the backend from them, never
+// sent again blindly.
+func (c *Coordinator) retire(id string, gen uint64) error {
+	keys, refs, err := c.batchKeys(id, gen)
+	if err != nil {
+		return err
+	}
+	if len(keys) > maxKeysWithComplete {
+		if err := c.deleteKeys(keys); err != nil {
+			return err
+		}
+		keys = nil
+	}
+	err = c.db.Update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		if err := c.deleteLowWater(id, gen)(txn); err != nil {
+			return err
+		}
+		return txn.Delete(genKey(prefixJob, id, gen))
+	})
+	if err != nil {
+		return fmt.Errorf("retire transaction %q generation %d: %w", id, gen, err)
+	}
+	for _, r := range refs {
+		c.opt.Spool.Release(r)
+	}
+	return nil
+}
+
+// deleteLowWater deletes a generation's forwarding low-water offsets within
+// a write.
+func (c *Coordinator) deleteLowWater(id string, gen uint64) func(*badger.Txn) error {
 	return func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixLow, id)})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixLow, id, gen)})
 		var keys [][]byte
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))
@@ -898,13 +1107,14 @@ func (c *Coordinator) deleteLowWater(id string) func(*badger.Txn) error {
 }
 
 // maxKeysWithComplete is how many buffered batches' index entries are
-// deleted in the same badger write that completes their transaction.
+// deleted in the same badger write that retires their generation.
 const maxKeysWithComplete = 1000
 
-// batchKeys lists id's buffered batches: index keys and spool references.
-func (c *Coordinator) batchKeys(id string) (keys [][]byte, refs []spool.Ref, err error) {
+// batchKeys lists a generation's buffered batches: index keys and spool
+// references.
+func (c *Coordinator) batchKeys(id string, gen uint64) (keys [][]byte, refs []spool.Ref, err error) {
 	err = c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixBatch, id), PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixBatch, id, gen), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))
@@ -964,7 +1174,7 @@ func (c *Coordinator) expire(e *entry) {
 		c.apply(e, r)
 		return
 	}
-	if r := Expire(cur, now, c.opt.Expiration.Milliseconds()); r.Txn != nil && e.done == nil {
+	if r := Expire(cur, now, c.opt.Expiration.Milliseconds()); r.Txn != nil && !e.busy() {
 		err := c.db.Update(func(txn *badger.Txn) error {
 			for tp := range e.seqs {
 				if err := txn.Delete(tpKey(prefixSeq, e.id, tp)); err != nil {

@@ -432,6 +432,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func (e *env) waitState(id string, s txnstate.State) *txnstate.Txn {
 	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.c.Wait(ctx, id); err != nil {
+		e.t.Fatalf("decisions of %q not carried out: %v", id, err)
+	}
 	var last *txnstate.Txn
 	waitFor(e.t, fmt.Sprintf("%q to reach %v", id, s), func() bool {
 		last = e.c.Get(id)
@@ -487,6 +492,8 @@ type producer struct {
 	open map[TP][][32]byte
 	// committed batches, per partition in order
 	committed map[TP][][32]byte
+	// noWait: end does not wait for the decision to be carried out
+	noWait bool
 }
 
 func (e *env) initProducer(id string, tv2 bool, timeoutMs int32) *producer {
@@ -612,12 +619,21 @@ func (p *producer) endVersion() int16 {
 }
 
 // end sends EndTxn and, when accepted, moves on as a client would: TV2
-// continues with the id and epoch of the answer, sequences from 0.
+// continues with the id and epoch of the answer, sequences from 0. EndTxn
+// answers once the decision is durable; unless noWait, end then waits until
+// it has been carried out (the backend written), so callers can check it.
 func (p *producer) end(commit bool) txnstate.Result {
 	p.t.Helper()
 	r := p.e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: p.pid, Epoch: p.epoch, Commit: commit, Version: p.endVersion()})
 	if r.Err != txnstate.ErrNone {
 		return r
+	}
+	if !p.noWait {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.e.c.Wait(ctx, p.id); err != nil {
+			p.t.Fatalf("commit/abort of %s not carried out: %v", p.id, err)
+		}
 	}
 	if commit {
 		for part, ds := range p.open {

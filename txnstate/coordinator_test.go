@@ -441,13 +441,12 @@ func TestConcurrentTransactions(t *testing.T) {
 					p.pid, p.epoch, p.seq = r.ProducerID, r.Epoch, map[TP]int32{}
 				}
 				// Wait for the forwarding before the next transaction.
-				deadline := time.Now().Add(10 * time.Second)
-				for tx := e.c.Get(p.id); tx.State != txnstate.CompleteCommit; tx = e.c.Get(p.id) {
-					if time.Now().After(deadline) {
-						errs <- p.id + ": commit never completed"
-						return
-					}
-					time.Sleep(time.Millisecond)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := e.c.Wait(ctx, p.id)
+				cancel()
+				if err != nil {
+					errs <- p.id + ": commit never carried out"
+					return
 				}
 			}
 		})
@@ -613,25 +612,24 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 				return apply
 			})
 			old := *p
+			p.noWait = true
 			if r := p.end(true); r.Err != 0 {
 				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
 			}
+			p.noWait = false
 			<-e.be.hung
 
-			// While forwarding: the transaction refuses new work.
-			if tx := e.c.Get("tx"); tx.State != txnstate.PrepareCommit {
+			// While forwarding: the commit is decided, a retry of it is
+			// answered NONE, and the offsets stay unstable.
+			if tx := e.c.Get("tx"); tx.State != txnstate.CompleteCommit {
 				t.Fatalf("state %v while forwarding", tx.State)
 			}
-			if code := wait(p.produce(parts[0], p.build(parts[0], 1, 10), 12)); code != errNotEnoughReplicas {
-				t.Fatalf("produce while forwarding: %s", txnstate.ErrorName(code))
-			}
 			r := e.c.EndTxn(context.Background(), "tx", txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 5})
-			if r.Err != txnstate.ErrConcurrentTransactions {
+			if r.Err != txnstate.ErrNone {
 				t.Fatalf("retried EndTxn while forwarding: %s", txnstate.ErrorName(r.Err))
 			}
-			r = e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: -1, Version: 4})
-			if r.Err != txnstate.ErrConcurrentTransactions {
-				t.Fatalf("InitProducerId while forwarding: %s", txnstate.ErrorName(r.Err))
+			if !e.c.OffsetsPending("grp", nil) {
+				t.Fatal("offsets of a commit being forwarded not reported pending")
 			}
 
 			e.shutdown() // the hung Produce returns an unclear answer
@@ -755,6 +753,7 @@ func TestTransactionTooLarge(t *testing.T) {
 			if attempts, _ := e.be.counts(); attempts != 0 {
 				t.Fatalf("%d batches forwarded", attempts)
 			}
+			e.waitState("tx", e.c.Get("tx").State) // the abort carried out
 			if e.c.Buffered() != otherBytes {
 				t.Fatalf("Buffered() = %d after the abort, the other transaction holds %d", e.c.Buffered(), otherBytes)
 			}

@@ -36,9 +36,9 @@ const (
 // attempt reads the partition from its low-water offset and skips, in order,
 // every remaining batch it finds there by content digest (the look-up the
 // idempotent path uses), then resends from the first one missing.
-func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, log zerolog.Logger) (err error) {
+func (c *Coordinator) forward(ctx context.Context, t *Txn, gen uint64, firstAttempt bool, log zerolog.Logger) (err error) {
 	id := t.TransactionalID
-	remaining, low, err := c.forwardState(id)
+	remaining, low, err := c.forwardState(id, gen)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, lo
 				}
 				low[tp] = o
 				c.noteEnd(tp, o)
-				if err := txn.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
+				if err := txn.Set(genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
 					return err
 				}
 			}
@@ -95,7 +95,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, lo
 	next := func(tp TopicPartition) (buffered, error) {
 		it := its[tp]
 		if it == nil {
-			it = rd.NewIterator(badger.IteratorOptions{Prefix: tpKey(prefixBatch, id, tp)})
+			it = rd.NewIterator(badger.IteratorOptions{Prefix: genTPKey(prefixBatch, id, gen, tp)})
 			it.Rewind()
 			its[tp] = it
 		}
@@ -136,7 +136,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, lo
 			}
 		}
 		for tp, o := range low {
-			if err := wb.Set(tpKey(prefixLow, id, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
+			if err := wb.Set(genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
 				return err
 			}
 		}
@@ -271,23 +271,23 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, firstAttempt bool, lo
 
 // forwardState counts id's buffered batches per partition and loads the
 // forwarding low-water offsets of an earlier attempt.
-func (c *Coordinator) forwardState(id string) (map[TopicPartition]int, map[TopicPartition]int64, error) {
+func (c *Coordinator) forwardState(id string, gen uint64) (map[TopicPartition]int, map[TopicPartition]int64, error) {
 	remaining := map[TopicPartition]int{}
 	low := map[TopicPartition]int64{}
 	err := c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixBatch, id)})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixBatch, id, gen)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			_, tp, _, err := parseTPKey(prefixBatch, it.Item().Key())
+			_, _, tp, _, err := parseGenTPKey(prefixBatch, it.Item().Key())
 			if err != nil {
 				return err
 			}
 			remaining[tp]++
 		}
-		it2 := txn.NewIterator(badger.IteratorOptions{Prefix: idKey(prefixLow, id), PrefetchValues: true})
+		it2 := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixLow, id, gen), PrefetchValues: true})
 		defer it2.Close()
 		for it2.Rewind(); it2.Valid(); it2.Next() {
-			_, tp, _, err := parseTPKey(prefixLow, it2.Item().Key())
+			_, _, tp, _, err := parseGenTPKey(prefixLow, it2.Item().Key())
 			if err != nil {
 				return err
 			}

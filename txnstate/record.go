@@ -9,17 +9,23 @@ import (
 )
 
 // Badger keys of the coordinator. A transactional id or topic may hold any
-// byte, so each is length-prefixed; within one id the buffered batches of a
-// partition sort by the order they arrived in.
+// byte, so each is length-prefixed. Each transaction of an id has a
+// generation (a number unique in the store): its buffered batches, and the
+// queued completion of a decided commit or abort, are keyed by it, so that
+// the next transaction can buffer while the previous one is forwarded.
 //
-//	txn/m/<id>                          the Txn (JSON)
-//	txn/s/<id><topic><partition>         the producer's sequence state there
-//	txn/b/<id><topic><partition><n>      one buffered batch, n a global counter
-//	txn/w/<id><topic><partition>         forwarding low-water offset
+//	txn/m/<id>                              the Txn (JSON)
+//	txn/g/<id>                              generation of its latest transaction
+//	txn/s/<id><topic><partition>             the producer's sequence state there
+//	txn/b/<id><gen><topic><partition><n>     one buffered batch (a spool reference), n a global counter
+//	txn/q/<id><gen>                          a decided, not yet carried out, commit or abort (JSON)
+//	txn/w/<id><gen><topic><partition>        forwarding low-water offset
 const (
 	prefixMeta  = "txn/m/"
+	prefixGen   = "txn/g/"
 	prefixSeq   = "txn/s/"
 	prefixBatch = "txn/b/"
+	prefixJob   = "txn/q/"
 	prefixLow   = "txn/w/"
 	// txn/x/<id>: its open transaction lost a batch and can only abort.
 	prefixBroken = "txn/x/"
@@ -48,24 +54,61 @@ func tpKey(prefix, id string, tp TopicPartition) []byte {
 	return binary.BigEndian.AppendUint32(b, uint32(tp.Partition))
 }
 
-func batchKey(id string, tp TopicPartition, n uint64) []byte {
-	return binary.BigEndian.AppendUint64(tpKey(prefixBatch, id, tp), n)
+func genKey(prefix, id string, gen uint64) []byte {
+	return binary.BigEndian.AppendUint64(idKey(prefix, id), gen)
 }
 
-// parseTPKey splits a key made by tpKey (or batchKey: rest holds the counter).
-func parseTPKey(prefix string, key []byte) (id string, tp TopicPartition, rest []byte, err error) {
+func genTPKey(prefix, id string, gen uint64, tp TopicPartition) []byte {
+	b := appendStr(genKey(prefix, id, gen), tp.Topic)
+	return binary.BigEndian.AppendUint32(b, uint32(tp.Partition))
+}
+
+func batchKey(id string, gen uint64, tp TopicPartition, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(genTPKey(prefixBatch, id, gen, tp), n)
+}
+
+// parseTPKey splits a key made by tpKey.
+func parseTPKey(prefix string, key []byte) (id string, tp TopicPartition, err error) {
+	id, _, tp, _, err = parseKey(prefix, key, false)
+	return
+}
+
+// parseGenTPKey splits a key made by genTPKey or batchKey (rest holds the
+// batch counter).
+func parseGenTPKey(prefix string, key []byte) (id string, gen uint64, tp TopicPartition, rest []byte, err error) {
+	return parseKey(prefix, key, true)
+}
+
+// parseGenKey splits a key made by genKey.
+func parseGenKey(prefix string, key []byte) (string, uint64, error) {
+	id, b, err := readStr(key[len(prefix):])
+	if err != nil || len(b) != 8 {
+		return "", 0, errors.New("corrupt key")
+	}
+	return id, binary.BigEndian.Uint64(b), nil
+}
+
+func parseKey(prefix string, key []byte, withGen bool) (id string, gen uint64, tp TopicPartition, rest []byte, err error) {
 	b := key[len(prefix):]
 	if id, b, err = readStr(b); err != nil {
 		return
+	}
+	if withGen {
+		if len(b) < 8 {
+			err = errors.New("short key")
+			return
+		}
+		gen, b = binary.BigEndian.Uint64(b), b[8:]
 	}
 	if tp.Topic, b, err = readStr(b); err != nil {
 		return
 	}
 	if len(b) < 4 {
-		return "", tp, nil, errors.New("short key")
+		err = errors.New("short key")
+		return
 	}
 	tp.Partition = int32(binary.BigEndian.Uint32(b))
-	return id, tp, b[4:], nil
+	return id, gen, tp, b[4:], nil
 }
 
 // record is Txn as stored: maps keyed by structs become lists.
