@@ -10,5 +10,13 @@
 // id/epoch the response carries, and an Action (forward or discard the
 // buffered data, then call Complete). The legal transitions are one table
 // (validPrevious in state.go), checked in one place for every Result.
-// Persistence, buffering and forwarding are the caller's.
+//
+// Coordinator (coordinator.go) makes those decisions durable in badger and
+// carries them out. Buffered batches are appended to spool files (package
+// spool; read back with pread, so they stay out of eosproxy's memory) and
+// indexed in badger by transactional id and generation — one generation per
+// transaction. A decided commit or abort is completed in the same write that
+// records it and queued as a job; a runner per id carries the jobs out in
+// order (forward.go: the batches to the backend exactly once, then the
+// offsets), while the client may already buffer its next transaction.
 package txnstate
