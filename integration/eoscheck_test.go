@@ -1,13 +1,20 @@
 package integration
 
-// Tier 4, short schedule: eoscheck's core drives idempotent producers
-// through the eosproxy binary while SIGKILLing and restarting it, then
-// accounts for every record read straight from the backend (kfake without
-// the EOS API keys). Idempotent producers only: eosproxy does not implement
-// transactions yet.
+// Tier 4, short schedule: eoscheck's core drives idempotent producers and
+// two transactional consume-transform-produce copiers (GroupTransactSession,
+// one group, read_committed; 10% of their transactions aborted on purpose,
+// copiers replaced mid-transaction) through the eosproxy binary while
+// SIGKILLing and restarting it and dropping its backend connections right
+// after requests; a read_committed reader reads the copies meanwhile. Then
+// it accounts for every record read straight from the backend (kfake
+// without the EOS API keys): no loss, no duplicate, no aborted or
+// uncommitted read, order kept, output == input, group offsets at the
+// input's end.
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,42 +22,82 @@ import (
 	"github.com/eosproxy/eosproxy/cmd/eoscheck/check"
 )
 
-func TestEOSCheckShortSchedule(t *testing.T) {
+func TestEoscheckShortSchedule(t *testing.T) {
 	if testing.Short() {
-		t.Skip("eoscheck short schedule takes ~20 s")
+		t.Skip("eoscheck short schedule takes ~30 s")
 	}
 	bin := buildProxy(t)
 	seed := faultSeed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// The work dir (eosproxy's data and logs, the trace of transactions and
+	// group requests) is kept when the test fails.
+	work, err := os.MkdirTemp("", "eoscheck-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept %s (eosproxy.log, trace.log)", work)
+			return
+		}
+		os.RemoveAll(work)
+	})
 	var progress strings.Builder
-	const records, kills = 50_000, 10
+	const records, kills, copiers = 50_000, 10, 2
 	rep, err := check.Run(ctx, check.Config{
-		ProxyBin:   bin,
-		Producers:  4,
-		Partitions: 6,
-		Records:    records,
-		Kills:      kills,
-		Seed:       seed,
-		WorkDir:    t.TempDir(),
-		Progress:   &progress,
+		ProxyBin:       bin,
+		Producers:      4,
+		Partitions:     6,
+		Records:        records,
+		Kills:          kills,
+		Seed:           seed,
+		WorkDir:        work,
+		Progress:       &progress,
+		Copiers:        copiers,
+		AbortRate:      0.1,
+		CopierRestarts: 4,
+		Readers:        1,
+		CopyTimeout:    time.Minute,
+		Drops:          true,
+		DropRate:       0.02,
 	})
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
 		t.Fatalf("eoscheck could not run: %v", err)
 	}
-	t.Logf("report: %+v", *rep)
+	if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
+		t.Logf("report:\n%s", b)
+	}
 	if rep.Kills < kills || rep.Restarts < kills {
-		t.Fatalf("%d SIGKILLs and %d restarts, want at least %d", rep.Kills, rep.Restarts, kills)
+		t.Errorf("%d SIGKILLs and %d restarts, want at least %d", rep.Kills, rep.Restarts, kills)
+	}
+	if rep.Drops == 0 {
+		t.Errorf("no connection between eosproxy and the backend was dropped")
 	}
 	if rep.Sent != records || rep.Acked+rep.Failed != rep.Sent {
-		t.Fatalf("sent %d of %d; acked %d + failed %d", rep.Sent, records, rep.Acked, rep.Failed)
+		t.Errorf("sent %d of %d; acked %d + failed %d", rep.Sent, records, rep.Acked, rep.Failed)
 	}
 	if rep.Acked == 0 || rep.BackendTotal < rep.Acked {
-		t.Fatalf("acked %d, backend holds %d", rep.Acked, rep.BackendTotal)
+		t.Errorf("acked %d, backend holds %d", rep.Acked, rep.BackendTotal)
 	}
-	if !rep.Valid() || rep.Lost+rep.Duplicates+rep.OrderErrors+rep.Unexpected != 0 {
-		t.Fatalf("anomalies: %d lost, %d duplicates, %d order violations, %d unexpected, %d eosproxy crashes; examples %v (logs %s)",
-			rep.Lost, rep.Duplicates, rep.OrderErrors, rep.Unexpected, len(rep.ProxyCrashes), rep.Examples, rep.LogFile)
+	c := rep.Copy
+	if c == nil {
+		t.Fatal("no copier report")
+	}
+	if c.Commits == 0 || c.Aborts == 0 || c.Crashed+c.Zombies == 0 {
+		t.Errorf("copiers: %d commits, %d aborts on purpose, %d replaced mid-transaction: want some of each", c.Commits, c.Aborts, c.Crashed+c.Zombies)
+	}
+	if rep.Lost+rep.Duplicates+rep.OrderErrors+rep.Unexpected != 0 {
+		t.Errorf("idempotent producers: %d lost, %d duplicates, %d order violations, %d unexpected",
+			rep.Lost, rep.Duplicates, rep.OrderErrors, rep.Unexpected)
+	}
+	if !c.OutputIsInput || c.Lost+c.Duplicates+c.AbortedReads+c.UncommittedReads+c.CommitMissing+c.Unexpected+c.ReaderMismatches+c.OffsetMismatches+c.ZombieCommits != 0 {
+		t.Errorf("copiers: %d lost, %d duplicates, %d aborted reads, %d uncommitted reads, %d committed but missing, %d unexpected, %d reader mismatches, %d group offsets short of the input's end, %d fenced commits; output == input: %v",
+			c.Lost, c.Duplicates, c.AbortedReads, c.UncommittedReads, c.CommitMissing, c.Unexpected, c.ReaderMismatches, c.OffsetMismatches, c.ZombieCommits, c.OutputIsInput)
+	}
+	if !rep.Valid() {
+		t.Errorf("%d anomalies (seed %d; eosproxy logs %s); examples:\n%s\neosproxy warnings and errors: %v",
+			rep.Anomalies, rep.Seed, rep.LogFile, strings.Join(rep.Examples, "\n"), rep.ProxyLog)
 	}
 }

@@ -251,7 +251,7 @@ func TestTxnGroupTransactSessionCopies(t *testing.T) {
 	group := in + "-group"
 	sess, err := kgo.NewGroupTransactSession(
 		kgo.SeedBrokers(p.Addr()), kgo.TransactionalID(in+"-copier"),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.DefaultProduceTopic(out),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	)

@@ -9,6 +9,7 @@ const (
 	KeyMetadata          int16 = 3
 	KeyOffsetFetch       int16 = 9
 	KeyFindCoordinator   int16 = 10
+	KeyJoinGroup         int16 = 11
 	KeyApiVersions       int16 = 18
 	KeyInitProducerID    int16 = 22
 	KeyAddPartitionsTxn  int16 = 24

@@ -269,12 +269,13 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 }
 
 // CommitOffsets commits a transaction's held offsets to the backend's group
-// coordinator as the member that sent them. If that member is no longer in
-// the group (it left after committing, or eosproxy rolls a commit forward
-// after a restart), they are committed with the admin identity (no member,
-// generation -1), which Kafka accepts while the group is empty.
+// coordinator as the member that sent them. If the group has moved to a new
+// generation since (a rebalance between TxnOffsetCommit and now), they are
+// committed as a member of the current generation, learnt from the JoinGroup
+// answers that pass through eosproxy, and as a last resort with the admin
+// identity (no member, generation -1), which Kafka accepts while the group is
+// empty. A rebalance in progress is retried.
 func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.GroupOffsets) error {
-	member, gen, instance := g.MemberID, g.GenerationID, g.GroupInstanceID
 	var topics []string
 	for tp := range g.Offsets {
 		if !slices.Contains(topics, tp.Topic) {
@@ -286,51 +287,70 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	for attempt := 0; ; attempt++ {
-		req := kmsg.NewPtrOffsetCommitRequest()
-		req.Group, req.Generation, req.MemberID = group, gen, member
-		if instance != "" {
-			req.InstanceID = &instance
+	ids := []groupMember{{generation: g.GenerationID, member: g.MemberID, instance: g.GroupInstanceID}}
+	ids = append(ids, b.p.groups.candidates(group)...)
+	ids = append(ids, groupMember{generation: -1})
+	var last error
+	for i, id := range ids {
+		if i > 0 && id == ids[0] {
+			continue
 		}
-		byTopic := map[string][]kmsg.OffsetCommitRequestTopicPartition{}
-		for tp, o := range g.Offsets {
-			rp := kmsg.NewOffsetCommitRequestTopicPartition()
-			rp.Partition, rp.Offset, rp.LeaderEpoch = tp.Partition, o.Offset, o.LeaderEpoch
-			md := o.Metadata
-			rp.Metadata = &md
-			byTopic[tp.Topic] = append(byTopic[tp.Topic], rp)
-		}
-		for topic, parts := range byTopic {
-			rt := kmsg.NewOffsetCommitRequestTopic()
-			rt.Topic, rt.TopicID, rt.Partitions = topic, meta.Topics[topic].ID, parts
-			req.Topics = append(req.Topics, rt)
-		}
-		resp, err := req.RequestWith(ctx, b.p.admin)
+		code, err := b.commitAs(ctx, group, g, id, meta)
 		if err != nil {
 			return err
 		}
-		var code int16
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if p.ErrorCode != 0 {
-					code = p.ErrorCode
-				}
-			}
-		}
 		switch code {
 		case 0:
-			return nil
-		case 22, 25, 82: // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID
-			if attempt > 0 {
-				return fmt.Errorf("%w: %v", txnstate.ErrPermanent, kerr.ErrorForCode(code))
+			if i > 0 {
+				b.p.log.Info().Str("group", group).Int32("generation", id.generation).Str("member", id.member).
+					Msg("group moved on since TxnOffsetCommit: committed the transaction's offsets as a current member")
 			}
-			member, gen, instance = "", -1, ""
+			return nil
+		case 22, 25, 82: // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID: next identity
+			last = kerr.ErrorForCode(code)
 			continue
 		}
 		err = kerr.ErrorForCode(code)
 		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable && code != 27 { // 27: REBALANCE_IN_PROGRESS
 			return fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
 		}
-		return err
+		return err // retried by the caller
 	}
+	// Every identity refused: the group is mid-rebalance with members
+	// eosproxy has not seen join yet. Retry; a later attempt sees them.
+	return fmt.Errorf("no current member of group %q accepted the commit: %w", group, last)
+}
+
+func (b txnBackend) commitAs(ctx context.Context, group string, g txnstate.GroupOffsets, id groupMember, meta kadm.Metadata) (int16, error) {
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation, req.MemberID = group, id.generation, id.member
+	if id.instance != "" {
+		req.InstanceID = &id.instance
+	}
+	byTopic := map[string][]kmsg.OffsetCommitRequestTopicPartition{}
+	for tp, o := range g.Offsets {
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rp.Partition, rp.Offset, rp.LeaderEpoch = tp.Partition, o.Offset, o.LeaderEpoch
+		md := o.Metadata
+		rp.Metadata = &md
+		byTopic[tp.Topic] = append(byTopic[tp.Topic], rp)
+	}
+	for topic, parts := range byTopic {
+		rt := kmsg.NewOffsetCommitRequestTopic()
+		rt.Topic, rt.TopicID, rt.Partitions = topic, meta.Topics[topic].ID, parts
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, b.p.admin)
+	if err != nil {
+		return 0, err
+	}
+	var code int16
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 {
+				code = p.ErrorCode
+			}
+		}
+	}
+	return code, nil
 }

@@ -40,6 +40,7 @@ const (
 	capVersions                   // ApiVersions: cap to what eosproxy decodes
 	localAnswer                   // answered by eosproxy, nothing upstream
 	produceAnswer                 // idempotent Produce: record outcomes, merge local answers
+	observeJoin                   // JoinGroup: passed unchanged, the member's generation noted
 )
 
 // slot is one request awaiting its response, in the order the client sent it.
@@ -50,6 +51,7 @@ type slot struct {
 	body     []byte        // localAnswer: the response body
 	wait     func() []byte // localAnswer made later: blocks until the body is ready
 	plan     *producePlan  // produceAnswer
+	join     *joinRequest  // observeJoin
 }
 
 // conn is one client connection paired with one upstream connection. The
@@ -239,6 +241,10 @@ func (c *conn) readLoop() error {
 					}
 				}
 			}
+		case hdr.APIKey == protocol.KeyJoinGroup:
+			if join := parseJoin(hdr, frame); join != nil {
+				s.mode, s.join = observeJoin, join
+			}
 		case hdr.APIKey == protocol.KeyInitProducerID || hdr.APIKey == protocol.KeyDescribeProducers ||
 			protocol.IsTxnKey(hdr.APIKey):
 			if hdr.BodyOffset < 0 || hdr.APIVersion > protocol.MaxProxyVersion(hdr.APIKey) {
@@ -368,6 +374,8 @@ func (c *conn) rewrite(s slot, resp []byte) error {
 		body, err = c.answerProduce(s.plan, s.ver, resp[hlen:])
 	case capVersions:
 		body, _, err = protocol.RewriteApiVersions(s.ver, resp[hlen:])
+	case observeJoin:
+		c.p.groups.noteJoin(s.join, s.ver, resp[hlen:])
 	case rewriteAddrs:
 		var may bool
 		if may, err = protocol.MayCarryAddresses(s.key, s.ver, resp[hlen:]); may {

@@ -85,6 +85,7 @@ type Proxy struct {
 	advHost   string
 	producers *dedup.Table
 	coord     *txnstate.Coordinator
+	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
 	ownSpool  string // a temporary SpoolDir to remove

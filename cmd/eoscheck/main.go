@@ -1,18 +1,20 @@
 // Command eoscheck is eosproxy's exactly-once verifier (test tier 4).
 //
-// It drives idempotent franz-go producers through an eosproxy child process
-// while SIGKILLing and restarting it on the same data dir and ports, then
+// It drives idempotent franz-go producers and transactional
+// consume-transform-produce copiers (franz-go GroupTransactSession, one
+// consumer group, read_committed) through an eosproxy child process while
+// SIGKILLing and restarting it on the same data dir and ports, aborting some
+// transactions on purpose, replacing copiers mid-transaction with a new
+// instance of the same transactional id, and (--drops) dropping eosproxy's
+// connections to the backend right after a request was sent. read_committed
+// readers read the copiers' output through eosproxy meanwhile. At the end it
 // reads every partition straight from the backend and counts, in the Jepsen
-// Kafka workload's terms: lost writes (acknowledged, not in the backend),
-// duplicates, per-partition order violations of a producer, and unexpected
-// values. It prints a progress line every second and a table at the end,
-// writes a JSON report, and exits 1 on any anomaly (2 if the check itself
-// could not run).
-//
-// Scope of this first slice: idempotent producers only. eosproxy does not
-// implement transactions yet, so there are no transactional copiers, no
-// aborted- or uncommitted-read checks; connection drops between eosproxy and
-// the backend (--drops) are not implemented either.
+// Kafka workload's terms: lost writes, duplicates, aborted reads,
+// uncommitted reads, per-partition order violations of a producer,
+// unexpected values, whether the output is the input once each, and whether
+// the group's committed offsets are the input's end offsets. It prints a
+// progress line every second and a table at the end, writes a JSON report,
+// and exits 1 on any anomaly (2 if the check itself could not run).
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/eosproxy/eosproxy/cmd/eoscheck/check"
 )
@@ -38,11 +41,27 @@ func run(args []string) int {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: eoscheck [flags]
 
-Exactly-once verifier for eosproxy, IDEMPOTENT PRODUCERS ONLY: eosproxy does
-not implement transactions yet, so transactional copiers and aborted or
-uncommitted reads are not checked. Connection-drop faults (--drops) are not
-implemented yet; the faults are SIGKILLs of eosproxy and restarts on the same
-data dir and ports.
+Exactly-once verifier for eosproxy. Idempotent producers write the input
+topic; --copiers transactional copiers (GroupTransactSession, read_committed,
+RequireStable offset fetches) copy it to an output topic through eosproxy,
+committing every few hundred records and aborting --abort-rate of their
+transactions on purpose; --copier-restarts times a copier is replaced
+mid-transaction by a new instance with the same transactional id; --readers
+read_committed consumers read the output through eosproxy meanwhile. Faults:
+SIGKILLs of eosproxy with restarts on the same data dir and ports, and with
+--drops connections between eosproxy and the backend dropped right after a
+request was forwarded (a TCP relay of integration/faults in front of each
+broker; in-process backend only).
+
+Anomalies: lost (acknowledged input not in the input topic; input not in the
+output), duplicates, aborted reads (output of an aborted or fenced
+transaction), uncommitted reads (read before its copier asked to commit),
+order violations, unexpected values, group offsets that are not the input's
+end offsets, reader views that differ from the backend.
+
+The work dir keeps eosproxy's log and trace.log, a timeline of the copiers'
+transactions, kills and the backend's group requests (member, generation,
+offsets), to explain an anomaly.
 
 Without --upstream the backend is franz-go's kfake (3 brokers) in this
 process, without the idempotence/transaction API keys. Exit status: 0 no
@@ -64,16 +83,27 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "`directory` for eosproxy's data dir and logs (default: a temp dir, removed when no anomaly)")
 	fs.StringVar(&cfg.LogFile, "log-file", "", "eosproxy's JSON logs (default: <work-dir>/eosproxy.log)")
 	fs.StringVar(&report, "report", "eoscheck-report.json", "JSON report `file`")
-	drops := fs.Bool("drops", false, "drop eosproxy's backend connections (NOT IMPLEMENTED: refused)")
+	fs.IntVar(&cfg.Copiers, "copiers", 2, "transactional consume-transform-produce copiers (0: idempotent producers only)")
+	fs.Float64Var(&cfg.AbortRate, "abort-rate", 0.1, "fraction of copier transactions aborted on purpose")
+	fs.IntVar(&cfg.CopierRestarts, "copier-restarts", 4, "copiers replaced mid-transaction by a new instance with the same transactional id, spread over the kill schedule")
+	fs.IntVar(&cfg.Readers, "readers", 1, "read_committed readers of the output during the run")
+	fs.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Minute, "how long the copiers may take after the fault schedule to commit the whole input")
+	fs.BoolVar(&cfg.Drops, "drops", false, "drop eosproxy's backend connections right after a request was forwarded (in-process backend only)")
+	fs.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "info", "eosproxy's --log-level")
+	fs.BoolVar(&cfg.ClientLog, "client-log", false, "write the copiers' franz-go debug logs to <work-dir>/copiers-kgo.log")
+	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
 	}
-	if *drops {
-		fmt.Fprintln(os.Stderr, "eoscheck: --drops is not implemented yet (kfake advertises its own addresses, so a relay in front of it only catches the bootstrap)")
+	if cfg.Drops && cfg.Upstream != "" {
+		fmt.Fprintln(os.Stderr, "eoscheck: --drops needs the in-process backend (no --upstream): a real broker advertises its own addresses, so a relay in front of its bootstrap would see only eosproxy's first connection")
 		return 2
+	}
+	if cfg.Readers == 0 {
+		cfg.Readers = -1 // none (Config's zero value means one)
 	}
 	cfg.Progress = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

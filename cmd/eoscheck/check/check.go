@@ -1,21 +1,22 @@
 // Package check is the core of eoscheck, the exactly-once verifier: it
-// drives idempotent franz-go producers through an eosproxy child process
-// while SIGKILLing and restarting it, then reads the backend directly and
-// accounts for every record in the Jepsen Kafka workload's terms.
-//
-// This first slice covers idempotent producers only: eosproxy does not
-// implement transactions yet, so there are no transactional copiers and no
-// aborted or uncommitted reads to look for.
+// drives idempotent franz-go producers and transactional consume-transform-
+// produce copiers through an eosproxy child process while SIGKILLing and
+// restarting it (and, with Drops, dropping its backend connections right
+// after requests), then reads the backend directly and accounts for every
+// record in the Jepsen Kafka workload's terms: lost, duplicated, aborted and
+// uncommitted reads, order violations.
 package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,39 @@ type Config struct {
 	WorkDir    string        // data dir and logs go under it; empty: a temp dir
 	LogFile    string        // eosproxy's JSON logs; empty: WorkDir/eosproxy.log
 	Progress   io.Writer     // progress lines and the final table; nil: silent
+
+	// Copiers is how many transactional consume-transform-produce copiers
+	// (GroupTransactSession, one group) copy the producers' topic to an
+	// output topic through eosproxy; 0: none (idempotent producers only).
+	Copiers int
+	// AbortRate is the fraction of copier transactions aborted on purpose
+	// (records produced and acknowledged, then End(TryAbort)).
+	AbortRate float64
+	// CopierRestarts is how many times, spread over the kill schedule, a
+	// copier is replaced mid-transaction by a new instance with the same
+	// transactional id (alternately closed first, or left alive as a zombie
+	// that then tries to commit).
+	CopierRestarts int
+	// Readers is how many read_committed consumers read the output through
+	// eosproxy while the copiers run; 0 with copiers: 1.
+	Readers int
+	// CopyTimeout bounds how long the copiers may take, after the fault
+	// schedule, to commit the whole input; 0: 2 minutes.
+	CopyTimeout time.Duration
+	// Drops puts a TCP relay (integration/faults) in front of every broker
+	// of the in-process backend that drops eosproxy's connection right
+	// after forwarding a request, during the fault schedule. In-process
+	// kfake backend only.
+	Drops bool
+	// DropRate is the chance per Produce or OffsetCommit request (a tenth
+	// of it for any other request) that the connection is dropped after
+	// it; 0: 0.02.
+	DropRate float64
+	// ProxyLogLevel is eosproxy's --log-level; empty: info.
+	ProxyLogLevel string
+	// ClientLog writes the copiers' franz-go debug logs to
+	// <work-dir>/copiers-kgo.log (to explain an anomaly; verbose).
+	ClientLog bool
 }
 
 // Report is the outcome, written as JSON.
@@ -70,6 +104,59 @@ type Report struct {
 	ProxyCrashes  []string `json:"proxy_crashes,omitempty"`
 	LogFile       string   `json:"log_file"`
 	Note          string   `json:"note"`
+
+	// Connection drops between eosproxy and the backend.
+	Drops      int64            `json:"drops"`
+	DropsByKey map[string]int64 `json:"drops_by_api_key,omitempty"`
+
+	// Transactional copiers (present when copiers > 0).
+	Copy *CopyReport `json:"copy,omitempty"`
+
+	// ProxyLog counts eosproxy's warnings and errors and the log lines
+	// that show it resolving an unknown outcome, by message.
+	ProxyLog map[string]int `json:"proxy_log,omitempty"`
+}
+
+// CopyReport is the transactional copiers' part of the report.
+type CopyReport struct {
+	Copiers      int     `json:"copiers"`
+	Readers      int     `json:"readers"`
+	OutputTopic  string  `json:"output_topic"`
+	Group        string  `json:"group"`
+	AbortRate    float64 `json:"abort_rate"`
+	Transactions int64   `json:"transactions"`
+	Commits      int64   `json:"commits"`
+	Aborts       int64   `json:"aborts"`        // End(TryAbort), on purpose
+	ForcedAborts int64   `json:"forced_aborts"` // End(TryCommit) that aborted (rebalance)
+	Unknown      int64   `json:"unknown"`       // End failed: outcome unknown
+	Crashed      int64   `json:"restarts_closed"`
+	Zombies      int64   `json:"restarts_zombie"`
+	Incarnations int64   `json:"incarnations"`
+	Copied       int64   `json:"copied"` // input records in committed transactions
+	InputTotal   int64   `json:"input_records"`
+	OutputTotal  int64   `json:"output_records"`
+	ReaderReads  int64   `json:"reader_records"`
+	CopySeconds  float64 `json:"copy_seconds"` // from the end of the fault schedule until the group's offsets reached the input's end
+
+	Lost             int64 `json:"lost"`                 // input records never in the output
+	Duplicates       int64 `json:"duplicates"`           // input records copied more than once (committed copies)
+	DuplicateExtra   int64 `json:"duplicate_extra"`      // extra copies beyond the first
+	AbortedReads     int64 `json:"aborted_reads"`        // output records of aborted (or fenced) transactions
+	UncommittedReads int64 `json:"uncommitted_reads"`    // read by a reader before the copier asked to commit (or of a transaction never ended)
+	ReaderAborted    int64 `json:"reader_aborted_reads"` // of those aborted reads, records also seen by the concurrent readers
+	CommitMissing    int64 `json:"committed_missing"`    // records of committed transactions not in the output
+	Unexpected       int64 `json:"unexpected"`           // output records no attempt wrote, or of no input record
+	ReaderMismatches int64 `json:"reader_mismatches"`    // a reader's view differs from the backend (skipped, changed or extra records)
+	OffsetMismatches int64 `json:"offset_mismatches"`    // partitions whose group offset is not the input's end offset
+	ZombieCommits    int64 `json:"zombie_commits"`       // a fenced copier's commit that succeeded
+	OutputIsInput    bool  `json:"output_equals_input"`  // the output's input ids are the input's, once each
+
+	ClientErrors []string `json:"client_errors,omitempty"`
+}
+
+func (c *CopyReport) anomalies() int64 {
+	return c.Lost + c.Duplicates + c.AbortedReads + c.UncommittedReads + c.CommitMissing +
+		c.Unexpected + c.ReaderMismatches + c.OffsetMismatches + c.ZombieCommits
 }
 
 // Valid reports whether the run found no anomaly.
@@ -94,6 +181,24 @@ func (c *Config) defaults() {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
+	if c.Copiers < 0 {
+		c.Copiers = 0
+	}
+	if c.Copiers > 0 && c.Readers == 0 {
+		c.Readers = 1
+	}
+	if c.Readers < 0 {
+		c.Readers = 0
+	}
+	if c.CopyTimeout <= 0 {
+		c.CopyTimeout = 2 * time.Minute
+	}
+	if c.ProxyLogLevel == "" {
+		c.ProxyLogLevel = "info"
+	}
+	if c.Drops && c.DropRate <= 0 {
+		c.DropRate = 0.02
+	}
 }
 
 // producer is one idempotent producer's bookkeeping.
@@ -109,9 +214,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.defaults()
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed>>1|1))
 	rep := &Report{Seed: cfg.Seed, Producers: cfg.Producers, Partitions: cfg.Partitions,
-		Note: "idempotent producers only: eosproxy does not implement transactions yet (no copiers, no aborted/uncommitted-read checks)"}
+		Note: "idempotent producers, SIGKILLs of eosproxy"}
+	if cfg.Copiers > 0 {
+		rep.Note += fmt.Sprintf(", %d transactional copiers (abort rate %g, %d mid-transaction replacements), %d read_committed readers",
+			cfg.Copiers, cfg.AbortRate, cfg.CopierRestarts, cfg.Readers)
+	}
+	if cfg.Drops {
+		rep.Note += fmt.Sprintf(", backend connections dropped after requests (rate %g)", cfg.DropRate)
+	}
 	start := time.Now()
 	out := cfg.Progress
+
+	if cfg.Drops && cfg.Upstream != "" {
+		return rep, errors.New("--drops needs the in-process kfake backend: a real broker advertises its own addresses, so a relay in front of its bootstrap would see only eosproxy's first connection")
+	}
 
 	work := cfg.WorkDir
 	if work == "" {
@@ -135,20 +251,40 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	defer logFile.Close()
+	traceFile, err := os.Create(filepath.Join(work, "trace.log"))
+	if err != nil {
+		return rep, err
+	}
+	defer traceFile.Close()
+	trace := newTracer(traceFile, start)
+	defer trace.flush()
 
 	// Backend.
 	var backend []string
+	var drops *dropper
 	if cfg.Upstream != "" {
 		backend = strings.Split(cfg.Upstream, ",")
 		rep.Backend = cfg.Upstream
 	} else {
-		fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.MaxVersions(faults.NoEOSVersions()))
+		opts := []kfake.Opt{kfake.NumBrokers(3), kfake.MaxVersions(faults.NoEOSVersions())}
+		if cfg.Drops {
+			drops = newDropper(cfg.Seed, cfg.DropRate)
+			defer drops.close()
+			opts = append(opts, kfake.ListenFn(drops.listen))
+		}
+		fake, err := kfake.NewCluster(opts...)
 		if err != nil {
 			return rep, err
 		}
 		defer fake.Close()
+		if cfg.Copiers > 0 {
+			trace.watchGroup(fake, fmt.Sprintf("eoscheck-%d-copiers", cfg.Seed))
+		}
 		backend = fake.ListenAddrs()
 		rep.Backend = "kfake (no EOS API keys): " + strings.Join(backend, ",")
+		if drops != nil {
+			rep.Backend = "kfake (no EOS API keys) behind dropping relays: " + strings.Join(backend, ",")
+		}
 	}
 	direct, err := kgo.NewClient(kgo.SeedBrokers(backend...))
 	if err != nil {
@@ -164,6 +300,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Topic); err != nil {
 		return rep, fmt.Errorf("create topic: %w", err)
 	}
+	if cfg.Copiers > 0 {
+		rep.Copy = &CopyReport{Copiers: cfg.Copiers, Readers: cfg.Readers, AbortRate: cfg.AbortRate,
+			OutputTopic: rep.Topic + "-out", Group: fmt.Sprintf("eoscheck-%d-copiers", cfg.Seed)}
+		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Copy.OutputTopic); err != nil {
+			return rep, fmt.Errorf("create output topic: %w", err)
+		}
+	}
 
 	// eosproxy.
 	bin := cfg.ProxyBin
@@ -176,8 +319,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	pp := &proxyProc{bin: bin, logs: &proxyLogs{file: logFile, counts: map[string]int{}}, args: []string{
-		"--log-format", "json", "--log-level", "info",
+	pp := &proxyProc{bin: bin, logs: newProxyLogs(logFile), args: []string{
+		"--log-format", "json", "--log-level", cfg.ProxyLogLevel,
 		"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)),
 		"--broker-ports", fmt.Sprintf("%d-%d", base+1, base+len(brokers)),
 		"--upstream", strings.Join(backend, ","),
@@ -208,6 +351,42 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer cl.Close()
 		prods[i] = &producer{cl: cl, acked: make([]atomic.Bool, perProducer)}
+	}
+
+	// Copiers and the readers of their output.
+	var cw *copyWork
+	var readers []*reader
+	readCtx, stopReaders := context.WithCancel(ctx)
+	defer stopReaders()
+	tlog := &txnLog{start: start}
+	if cfg.Copiers > 0 {
+		var kgoLog io.Writer
+		if cfg.ClientLog {
+			f, err := os.Create(filepath.Join(work, "copiers-kgo.log"))
+			if err != nil {
+				return rep, err
+			}
+			defer f.Close()
+			kgoLog = &syncWriter{w: f}
+		}
+		cw = &copyWork{kgoLog: kgoLog, seed: cfg.Seed, bootstrap: bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
+			group: rep.Copy.Group, abortRate: cfg.AbortRate, log: tlog, trace: trace}
+		if err := cw.start(ctx, cfg.Copiers); err != nil {
+			return rep, fmt.Errorf("copiers: %w", err)
+		}
+		defer cw.finish() // idempotent: also on an early return
+		for i := range cfg.Readers {
+			r, err := newReader(i, bootstrap, rep.Copy.OutputTopic, cfg.Partitions, tlog)
+			if err != nil {
+				return rep, err
+			}
+			defer r.cl.Close()
+			readers = append(readers, r)
+			go r.run(readCtx)
+		}
+	}
+	if drops != nil {
+		drops.setEnabled(true)
 	}
 
 	rate := cfg.Rate
@@ -281,22 +460,45 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		for {
 			select {
 			case <-t.C:
-				fmt.Fprintf(out, "[%5.1fs] sent %d  acked %d  failed %d  kills %d  restarts %d\n",
+				line := fmt.Sprintf("[%5.1fs] sent %d  acked %d  failed %d  kills %d  restarts %d",
 					time.Since(start).Seconds(), min(sent.Load(), int64(cfg.Records)), acked.Load(), failed.Load(), killsA.Load(), killsA.Load())
+				if cw != nil {
+					var read int64
+					for _, r := range readers {
+						read += r.records.Load()
+					}
+					line += fmt.Sprintf("  | copied %d  commits %d  aborts %d+%d forced  unknown %d  replaced %d  read %d",
+						tlog.copied.Load(), tlog.commits.Load(), tlog.aborts.Load(), tlog.forced.Load(), tlog.unknown.Load(),
+						cw.restartsCrash.Load()+cw.restartsZombie.Load(), read)
+				}
+				if drops != nil {
+					line += fmt.Sprintf("  | drops %d", drops.drops())
+				}
+				fmt.Fprintln(out, line)
 			case <-progDone:
 				return
 			}
 		}
 	}()
-	stopProgress := func() { close(progDone); progWG.Wait() }
+	progStopped := false
+	stopProgress := func() {
+		if !progStopped {
+			progStopped = true
+			close(progDone)
+			progWG.Wait()
+		}
+	}
+	defer stopProgress()
 
 	// Fault schedule: SIGKILL and restart at once on the same data dir and
 	// ports, until the records are sent, the duration is over and at least
-	// Kills kills were done.
+	// Kills kills were done. Copier replacements are spread over the first
+	// Kills kills.
 	var runErr error
 	deadline := time.After(cfg.Duration)
 	durationOver := cfg.Duration <= 0
 	producersDone := false
+	restartsAsked := 0
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills) {
 		interval := cfg.KillEvery
 		if interval <= 0 {
@@ -332,36 +534,79 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		kills++
 		killsA.Store(int64(kills))
+		trace.printf("eosproxy SIGKILLed (kill %d)", kills)
 		if _, err := pp.start(); err != nil {
 			runErr = err
 			break
 		}
+		if cw != nil {
+			for restartsAsked < cfg.CopierRestarts && restartsAsked*max(cfg.Kills, 1) < kills*cfg.CopierRestarts {
+				cw.requestRestart(restartsAsked % cfg.Copiers)
+				restartsAsked++
+			}
+		}
 	}
 	rep.Kills, rep.Restarts = kills, pp.runs-1
+	if drops != nil {
+		drops.setEnabled(false)
+	}
 	if runErr != nil {
-		stopProgress()
 		return rep, runErr
 	}
+	faultsOver := time.Now()
 
 	flushCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for _, p := range prods {
 		if err := p.cl.Flush(flushCtx); err != nil {
-			stopProgress()
 			return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
 		}
 	}
 	wg.Wait()
-	stopProgress()
 	rep.Sent, rep.Acked, rep.Failed = min(sent.Load(), int64(cfg.Records)), acked.Load(), failed.Load()
 	if p := firstErr.Load(); p != nil {
 		fmt.Fprintf(out, "first produce failure: %s\n", *p)
 	}
 
+	// The copiers run until the group's committed offsets, read from the
+	// backend, reach the input's end offsets; the readers until they have
+	// read the output up to its end.
+	if cw != nil {
+		done, err := waitCopied(ctx, adm, rep.Topic, rep.Copy.Group, cfg.CopyTimeout, tlog)
+		if err != nil {
+			return rep, err
+		}
+		rep.Copy.CopySeconds = time.Since(faultsOver).Seconds()
+		if !done {
+			fmt.Fprintf(out, "copiers did not commit the whole input (group offsets at the input's end) within %v, or stalled for %v\n", cfg.CopyTimeout, copyStall)
+		}
+		cw.finish()
+		if err := waitReaders(ctx, adm, rep.Copy.OutputTopic, readers, time.Minute); err != nil {
+			fmt.Fprintf(out, "readers: %v\n", err)
+		}
+		stopReaders()
+		for _, r := range readers {
+			<-r.done
+		}
+	}
+	stopProgress()
+
 	// Verdict, from the backend directly.
-	if err := verdict(ctx, backend, rep, prods, adm); err != nil {
+	seen, err := verdict(ctx, backend, rep, prods, adm)
+	if err != nil {
 		return rep, err
 	}
+	if cw != nil {
+		rep.Copy.Incarnations = cw.incarnations.Load()
+		if err := copyVerdict(ctx, backend, rep, prods, seen, tlog, readers, adm); err != nil {
+			return rep, err
+		}
+		rep.Anomalies += rep.Copy.anomalies()
+	}
+	if drops != nil {
+		rep.Drops, rep.DropsByKey = drops.drops(), drops.dropsByKey()
+	}
+	rep.ProxyLog = pp.logs.notableCounts()
 	rep.ProxyCrashes = pp.logs.crashed()
 	rep.Seconds = time.Since(start).Seconds()
 	if len(rep.ProxyCrashes) > 0 {
@@ -376,12 +621,88 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
+// copyStall is how long the copiers may go without beginning a transaction
+// while the group's offsets are short of the input's end before waitCopied
+// gives up: once a committed transaction's offsets are lost, a copier that
+// has nothing new to read never commits those partitions again.
+const copyStall = 30 * time.Second
+
+// waitCopied waits until the group's committed offsets, read from the
+// backend, equal the input topic's end offsets, or timeout, or the copiers
+// stall.
+func waitCopied(ctx context.Context, adm *kadm.Client, topic, group string, timeout time.Duration, tlog *txnLog) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	lastTxns, lastChange := -1, time.Now()
+	for {
+		if ok, err := offsetsAtEnd(ctx, adm, topic, group); err == nil && ok {
+			return true, nil
+		}
+		if n := len(tlog.all()); n != lastTxns {
+			lastTxns, lastChange = n, time.Now()
+		}
+		if time.Now().After(deadline) || time.Since(lastChange) > copyStall {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func offsetsAtEnd(ctx context.Context, adm *kadm.Client, topic, group string) (bool, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return false, err
+	}
+	offs, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return false, err
+	}
+	ok := true
+	ends.Each(func(e kadm.ListedOffset) {
+		o, found := offs.Lookup(topic, e.Partition)
+		if e.Err != nil || (found && o.At != e.Offset) || (!found && e.Offset != 0) {
+			ok = false
+		}
+	})
+	return ok, nil
+}
+
+// waitReaders waits until every reader has read the output up to its end
+// offsets in the backend.
+func waitReaders(ctx context.Context, adm *kadm.Client, topic string, readers []*reader, timeout time.Duration) error {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("output end offsets: %w", err)
+	}
+	want := map[int32]int64{}
+	ends.Each(func(e kadm.ListedOffset) { want[e.Partition] = e.Offset })
+	deadline := time.Now().Add(timeout)
+	for _, r := range readers {
+		for !r.caughtUp(want) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("reader %d has not read the output's %v after %v", r.id, want, timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
 // verdict reads every partition from the start up to its end offset,
 // straight from the backend, and counts the anomalies.
-func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client) error {
+//
+// It returns how often each producer's value was read (by producer, seq).
+func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client) ([][]int32, error) {
 	ends, err := adm.ListEndOffsets(ctx, rep.Topic)
 	if err != nil {
-		return fmt.Errorf("end offsets: %w", err)
+		return nil, fmt.Errorf("end offsets: %w", err)
 	}
 	var total int64
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
@@ -389,7 +710,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 	cl, err := kgo.NewClient(kgo.SeedBrokers(backend...), kgo.ConsumeTopics(rep.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cl.Close()
 	seen := make([][]int32, len(prods))
@@ -412,7 +733,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 	for n < total {
 		fs := cl.PollFetches(readCtx)
 		if readCtx.Err() != nil {
-			return fmt.Errorf("read %d of the backend's %d records before timeout", n, total)
+			return nil, fmt.Errorf("read %d of the backend's %d records before timeout", n, total)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			n++
@@ -446,7 +767,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 		}
 	}
 	rep.Anomalies = rep.Lost + rep.Duplicates + rep.OrderErrors + rep.Unexpected
-	return nil
+	return seen, nil
 }
 
 func parseValue(s string) (int, int, bool) {
@@ -463,22 +784,68 @@ func parseValue(s string) (int, int, bool) {
 }
 
 func printTable(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "\n%-28s %10s\n", "eoscheck (idempotent)", "count")
-	row := func(name string, v int64) { fmt.Fprintf(w, "%-28s %10d\n", name, v) }
+	fmt.Fprintf(w, "\n%-36s %10s\n", "eoscheck: idempotent producers", "count")
+	row := func(name string, v int64) { fmt.Fprintf(w, "%-36s %10d\n", name, v) }
 	row("records sent", r.Sent)
 	row("acked", r.Acked)
 	row("failed (allowed)", r.Failed)
 	row("in backend", r.BackendTotal)
 	row("SIGKILLs", int64(r.Kills))
 	row("restarts", int64(r.Restarts))
+	if r.DropsByKey != nil || r.Drops > 0 {
+		row("connection drops", r.Drops)
+		keys := make([]string, 0, len(r.DropsByKey))
+		for k := range r.DropsByKey {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			row("  after "+k, r.DropsByKey[k])
+		}
+	}
 	row("lost (acked, not read)", r.Lost)
 	row("duplicates", r.Duplicates)
 	row("order violations", r.OrderErrors)
 	row("unexpected", r.Unexpected)
+	if c := r.Copy; c != nil {
+		fmt.Fprintf(w, "%-36s %10s\n", "transactional copiers", "")
+		row("copiers", int64(c.Copiers))
+		row("transactions", c.Transactions)
+		row("  committed", c.Commits)
+		row("  aborted on purpose", c.Aborts)
+		row("  aborted by the client (rebalance)", c.ForcedAborts)
+		row("  outcome unknown (End failed)", c.Unknown)
+		row("  left open, copier closed+replaced", c.Crashed)
+		row("  of a fenced zombie", c.Zombies)
+		row("input records", c.InputTotal)
+		row("copied in committed transactions", c.Copied)
+		row("output records", c.OutputTotal)
+		row("read by concurrent readers", c.ReaderReads)
+		row("lost (input, not in output)", c.Lost)
+		row("duplicates (copied twice)", c.Duplicates)
+		row("aborted reads", c.AbortedReads)
+		row("  of them seen by readers", c.ReaderAborted)
+		row("uncommitted reads", c.UncommittedReads)
+		row("committed, missing from output", c.CommitMissing)
+		row("unexpected output", c.Unexpected)
+		row("reader/backend mismatches", c.ReaderMismatches)
+		row("group offset != input end", c.OffsetMismatches)
+		row("fenced zombie committed", c.ZombieCommits)
+		eq := "yes"
+		if !c.OutputIsInput {
+			eq = "NO"
+		}
+		fmt.Fprintf(w, "%-36s %10s\n", "output == input (once each)", eq)
+	}
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
 	for _, e := range r.Examples {
 		fmt.Fprintf(w, "  %s\n", e)
+	}
+	if r.Copy != nil {
+		for _, e := range r.Copy.ClientErrors {
+			fmt.Fprintf(w, "  client: %s\n", e)
+		}
 	}
 	verdict := "VALID"
 	if !r.Valid() {

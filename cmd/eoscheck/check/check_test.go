@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestVerdictCountsAnomalies(t *testing.T) {
 		}
 	}
 	rep := &Report{Topic: "t"}
-	if err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm); err != nil {
+	if _, err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Lost != 2 || rep.Duplicates != 1 || rep.OrderErrors != 1 || rep.Unexpected != 3 || rep.Anomalies != 7 {
@@ -66,5 +67,133 @@ func TestVerdictCountsAnomalies(t *testing.T) {
 	}
 	if rep.Valid() {
 		t.Fatal("report with anomalies is valid")
+	}
+}
+
+// The copier verdict must see each kind of anomaly: an output topic is
+// written straight to a backend against a hand-made transaction log.
+func TestCopyVerdictCountsAnomalies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, topic := range []string{"in", "out"} {
+		if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Input: producer 0 sent 0..7, all in the input topic.
+	prods := []*producer{{acked: make([]atomic.Bool, 8)}}
+	prods[0].sent.Store(8)
+	seen := [][]int32{{1, 1, 1, 1, 1, 1, 1, 1}}
+	for i := range 8 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Partition: int32(i % 2), Value: fmt.Appendf(nil, "0-%d", i)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tlog := &txnLog{start: time.Now()}
+	txn := func(st txnState, ids ...int) *txnRec {
+		var in []inputID
+		for _, s := range ids {
+			in = append(in, packID(0, s))
+		}
+		r := tlog.begin(0, 0, in)
+		r.state.Store(int32(st))
+		r.endAt.Store(1)
+		return r
+	}
+	txn(txnCommitted, 0, 1, 2) // 1: whole
+	txn(txnAborted, 3, 4)      // 2: 3 read from it: aborted read
+	txn(txnCommitted, 3, 4)    // 3: 4 missing: committed missing, input 4 lost
+	txn(txnCommitted, 2, 5)    // 4: 2 again: duplicate
+	txn(txnCrashed, 6)         // 5: read: aborted read (fenced copier)
+	txn(txnOpen, 6)            // 6: read: never ended
+	// 7 is never copied, 6 has no committed copy and 4 is missing from its
+	// committed transaction: 3 lost.
+	write := []struct {
+		part int32
+		v    string
+	}{
+		{0, "0-0:0:1"}, {0, "0-1:0:1"}, {1, "0-2:0:1"},
+		{0, "0-3:0:2"},
+		{1, "0-3:0:3"},
+		{0, "0-2:0:4"}, {1, "0-5:0:4"},
+		{0, "0-6:0:5"},
+		{1, "0-6:0:6"},
+		{1, "0-5:0:99"}, {0, "junk"}, {0, "0-0:1:1"}, {1, "0-1:0:3"}, // 4 unexpected
+	}
+	for _, w := range write {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "out", Partition: w.part, Value: []byte(w.v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Group offsets: partition 0 at the end, partition 1 short of it.
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "in", Partition: 0, At: 4})
+	offs.Add(kadm.Offset{Topic: "in", Partition: 1, At: 3})
+	if _, err := adm.CommitOffsets(ctx, "g", offs); err != nil {
+		t.Fatal(err)
+	}
+	// A reader that read partition 0 and, of partition 1, only offset 0,
+	// with one record read before its commit was asked for.
+	rd := &reader{parts: make([][]uint64, 2), log: tlog}
+	fs := func() []*kgo.Record {
+		c, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.ConsumeTopics("out"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var out []*kgo.Record
+		for len(out) < len(write) {
+			out = append(out, c.PollFetches(ctx).Records()...)
+			if ctx.Err() != nil {
+				t.Fatal(ctx.Err())
+			}
+		}
+		return out
+	}()
+	for _, r := range fs {
+		if r.Partition == 0 || r.Offset == 0 {
+			rd.store(r)
+		}
+	}
+	rd.early = append(rd.early, earlyRead{txn: 1, desc: "early"}, earlyRead{txn: 2, desc: "early, aborted"})
+
+	rep := &Report{Topic: "in", Partitions: 2, BackendTotal: 8,
+		Copy: &CopyReport{OutputTopic: "out", Group: "g"}}
+	if err := copyVerdict(ctx, fake.ListenAddrs(), rep, prods, seen, tlog, []*reader{rd}, adm); err != nil {
+		t.Fatal(err)
+	}
+	c := rep.Copy
+	want := CopyReport{Lost: 3, Duplicates: 1, AbortedReads: 2, UncommittedReads: 2, CommitMissing: 1,
+		Unexpected: 4, ReaderMismatches: 5, OffsetMismatches: 1}
+	got := CopyReport{Lost: c.Lost, Duplicates: c.Duplicates, AbortedReads: c.AbortedReads, UncommittedReads: c.UncommittedReads,
+		CommitMissing: c.CommitMissing, Unexpected: c.Unexpected, ReaderMismatches: c.ReaderMismatches, OffsetMismatches: c.OffsetMismatches}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got  %+v\nwant %+v\nexamples %v", got, want, rep.Examples)
+	}
+	if c.OutputIsInput || c.anomalies() != 19 {
+		t.Fatalf("output == input %v, anomalies %d", c.OutputIsInput, c.anomalies())
+	}
+}
+
+func TestParseOutput(t *testing.T) {
+	id, slot, txn, ok := parseOutput(string(outputValue([]byte("3-1234"), 1, 57)))
+	if !ok || id != packID(3, 1234) || slot != 1 || txn != 57 || id.String() != "3-1234" {
+		t.Fatalf("%v %v %v %v", id, slot, txn, ok)
+	}
+	for _, bad := range []string{"", "3-1", "3-1:1", "x-1:1:1", "3-1:a:1", "3-1:1:b"} {
+		if _, _, _, ok := parseOutput(bad); ok {
+			t.Fatalf("%q parsed", bad)
+		}
 	}
 }

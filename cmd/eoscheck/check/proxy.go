@@ -32,8 +32,9 @@ type proxyLogs struct {
 	file    io.Writer
 	partial []byte
 	counts  map[string]int
-	notable []string // first warnings and errors
-	raw     []string // first non-JSON lines
+	levels  map[string]string // level of each message
+	notable []string          // first warnings and errors
+	raw     []string          // first non-JSON lines
 	ready   chan string
 }
 
@@ -68,6 +69,7 @@ func (l *proxyLogs) line(s string) {
 		return
 	}
 	l.counts[m.Message]++
+	l.levels[m.Message] = m.Level
 	if (m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic") && len(l.notable) < 20 {
 		l.notable = append(l.notable, s)
 	}
@@ -77,6 +79,30 @@ func (l *proxyLogs) line(s string) {
 		default:
 		}
 	}
+}
+
+func newProxyLogs(file io.Writer) *proxyLogs {
+	return &proxyLogs{file: file, counts: map[string]int{}, levels: map[string]string{}}
+}
+
+// notableCounts counts, by message, eosproxy's warnings and errors and the
+// info lines that show it resolving unknown outcomes, resuming commits and
+// fencing.
+func (l *proxyLogs) notableCounts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for msg, n := range l.counts {
+		switch lv := l.levels[msg]; {
+		case lv == "warn" || lv == "error" || lv == "fatal" || lv == "panic",
+			strings.Contains(msg, "found in the backend"),
+			strings.Contains(msg, "resuming transaction"),
+			strings.Contains(msg, "aborting the previous one"),
+			strings.Contains(msg, "timed out"):
+			out[msg] = n
+		}
+	}
+	return out
 }
 
 // crashed lists non-JSON output that looks like eosproxy died by itself.

@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// A transaction's offsets were accepted at TxnOffsetCommit for a member of
+// generation N; before eosproxy commits them to the backend, a second member
+// joins and the group moves to N+1. Kafka's commit marker would apply them
+// regardless; eosproxy commits them as a member of the new generation, so
+// they are not lost (which would make the group copy the records again).
+func TestTxnOffsetsSurviveRebalance(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 4)
+	group := topic + "-group"
+
+	joined := func(cl *kgo.Client) (string, int32) {
+		t.Helper()
+		ctx := testCtx(t)
+		for {
+			cl.PollRecords(ctxWithin(ctx, 50*time.Millisecond), 1)
+			if m, g := cl.GroupMetadata(); m != "" && g > 0 && len(cl.GetConsumeTopics()) > 0 {
+				return m, g
+			}
+			if ctx.Err() != nil {
+				t.Fatal("consumer never joined its group")
+			}
+		}
+	}
+	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))
+	member, gen := joined(first)
+
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
+	x.addOffsets(group)
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = x.id, group, x.pid, x.epoch
+	req.Generation, req.MemberID = gen, member
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = topic
+	for part := range int32(4) {
+		rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+		rp.Partition, rp.Offset, rp.LeaderEpoch = part, int64(10+part), -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), x.cl)
+	if err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("TxnOffsetCommit: %v %+v", err, resp)
+	}
+
+	// A second member joins: the group rebalances to a new generation.
+	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))
+	_, gen2 := joined(second)
+	ctx := testCtx(t)
+	for {
+		if _, g := first.GroupMetadata(); g == gen2 {
+			break
+		}
+		first.PollRecords(ctxWithin(ctx, 50*time.Millisecond), 1)
+		if ctx.Err() != nil {
+			t.Fatal("the first member never rejoined")
+		}
+	}
+	if gen2 <= gen {
+		t.Fatalf("generation %d after the second member joined, was %d", gen2, gen)
+	}
+	if code := x.end(true); code != 0 {
+		t.Fatalf("EndTxn(commit): %d", code)
+	}
+	for {
+		offs := backendOffsets(t, b, group)
+		all := true
+		for part := range int32(4) {
+			if o, ok := offs.Lookup(topic, part); !ok || o.At != int64(10+part) {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the transaction's offsets never reached the backend: %+v\n%s", offs, p.logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ctxWithin is ctx bounded to d more.
+func ctxWithin(ctx context.Context, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(ctx, d)
+	time.AfterFunc(d, cancel)
+	return c
+}
