@@ -4,8 +4,11 @@ package integration
 // two transactional consume-transform-produce copiers (GroupTransactSession,
 // one group, read_committed; 10% of their transactions aborted on purpose,
 // copiers replaced mid-transaction) through the eosproxy binary while
-// SIGKILLing and restarting it and dropping its backend connections right
-// after requests; a read_committed reader reads the copies meanwhile. Then
+// SIGKILLing and restarting it, dropping its backend connections right
+// after requests and making the backend answer some of its Produce and
+// OffsetCommit requests with REQUEST_TIMED_OUT or
+// NOT_ENOUGH_REPLICAS_AFTER_APPEND although it applied them; a
+// read_committed reader reads the copies meanwhile. Then
 // it accounts for every record read straight from the backend (kfake
 // without the EOS API keys): no loss, no duplicate, no aborted or
 // uncommitted read, order kept, output == input, group offsets at the
@@ -46,21 +49,23 @@ func TestEoscheckShortSchedule(t *testing.T) {
 	var progress strings.Builder
 	const records, kills, copiers = 50_000, 10, 2
 	rep, err := check.Run(ctx, check.Config{
-		ProxyBin:       bin,
-		Producers:      4,
-		Partitions:     6,
-		Records:        records,
-		Kills:          kills,
-		Seed:           seed,
-		WorkDir:        work,
-		Progress:       &progress,
-		Copiers:        copiers,
-		AbortRate:      0.1,
-		CopierRestarts: 4,
-		Readers:        1,
-		CopyTimeout:    time.Minute,
-		Drops:          true,
-		DropRate:       0.02,
+		ProxyBin:         bin,
+		Producers:        4,
+		Partitions:       6,
+		Records:          records,
+		Kills:            kills,
+		Seed:             seed,
+		WorkDir:          work,
+		Progress:         &progress,
+		Copiers:          copiers,
+		AbortRate:        0.1,
+		CopierRestarts:   4,
+		Readers:          1,
+		CopyTimeout:      time.Minute,
+		Drops:            true,
+		DropRate:         0.02,
+		BackendErrors:    true,
+		BackendErrorRate: 0.03,
 	})
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
@@ -74,6 +79,9 @@ func TestEoscheckShortSchedule(t *testing.T) {
 	}
 	if rep.Drops == 0 {
 		t.Errorf("no connection between eosproxy and the backend was dropped")
+	}
+	if rep.BackendErrors == 0 {
+		t.Errorf("the backend answered no write with an error: %v", rep.BackendErrorsByKind)
 	}
 	if rep.Sent != records || rep.Acked+rep.Failed != rep.Sent {
 		t.Errorf("sent %d of %d; acked %d + failed %d", rep.Sent, records, rep.Acked, rep.Failed)

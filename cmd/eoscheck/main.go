@@ -6,10 +6,12 @@
 // SIGKILLing and restarting it on the same data dir and ports, aborting some
 // transactions on purpose, replacing copiers mid-transaction with a new
 // instance of the same transactional id, and (--drops) dropping eosproxy's
-// connections to the backend right after a request was sent. read_committed
-// readers read the copiers' output through eosproxy meanwhile. At the end it
-// reads every partition straight from the backend and counts, in the Jepsen
-// Kafka workload's terms: lost writes, duplicates, aborted reads,
+// connections to the backend right after a request was sent, and
+// (--backend-errors) making the backend answer some of eosproxy's writes
+// with an error although it applied them. read_committed readers read the
+// copiers' output through eosproxy meanwhile. At the end it reads every
+// partition straight from the backend and counts, in the Jepsen Kafka
+// workload's terms: lost writes, duplicates, aborted reads,
 // uncommitted reads, per-partition order violations of a producer,
 // unexpected values, whether the output is the input once each, and whether
 // the group's committed offsets are the input's end offsets. It prints a
@@ -51,7 +53,12 @@ read_committed consumers read the output through eosproxy meanwhile. Faults:
 SIGKILLs of eosproxy with restarts on the same data dir and ports, and with
 --drops connections between eosproxy and the backend dropped right after a
 request was forwarded (a TCP relay of integration/faults in front of each
-broker; in-process backend only).
+broker; in-process backend only), and with --backend-errors the backend
+answering --backend-error-rate of the Produce requests to the input and
+output topics with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and
+of the group's OffsetCommit requests with REQUEST_TIMED_OUT, although it
+appended the batches or stored the offsets (kfake faults; in-process backend
+only).
 
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
@@ -92,6 +99,8 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "info", "eosproxy's --log-level")
 	fs.BoolVar(&cfg.ClientLog, "client-log", false, "write the copiers' franz-go debug logs to <work-dir>/copiers-kgo.log")
 	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
+	fs.BoolVar(&cfg.BackendErrors, "backend-errors", false, "make the backend answer some Produce requests with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and some OffsetCommit requests with REQUEST_TIMED_OUT, although it applied them (in-process backend only)")
+	fs.Float64Var(&cfg.BackendErrorRate, "backend-error-rate", 0.03, "with --backend-errors: fraction of Produce (input and output topics) and OffsetCommit (the copiers' group) requests answered with an error after applying them")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -100,6 +109,10 @@ anomaly, 1 anomalies, 2 the check could not run.
 	}
 	if cfg.Drops && cfg.Upstream != "" {
 		fmt.Fprintln(os.Stderr, "eoscheck: --drops needs the in-process backend (no --upstream): a real broker advertises its own addresses, so a relay in front of its bootstrap would see only eosproxy's first connection")
+		return 2
+	}
+	if cfg.BackendErrors && cfg.Upstream != "" {
+		fmt.Fprintln(os.Stderr, "eoscheck: --backend-errors needs the in-process backend (no --upstream): the errors are faults of the in-process kfake")
 		return 2
 	}
 	if cfg.Readers == 0 {

@@ -2,9 +2,10 @@
 // drives idempotent franz-go producers and transactional consume-transform-
 // produce copiers through an eosproxy child process while SIGKILLing and
 // restarting it (and, with Drops, dropping its backend connections right
-// after requests), then reads the backend directly and accounts for every
-// record in the Jepsen Kafka workload's terms: lost, duplicated, aborted and
-// uncommitted reads, order violations.
+// after requests; with BackendErrors, making the backend answer some writes
+// with errors although it applied them), then reads the backend directly
+// and accounts for every record in the Jepsen Kafka workload's terms: lost,
+// duplicated, aborted and uncommitted reads, order violations.
 package check
 
 import (
@@ -16,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +73,18 @@ type Config struct {
 	// of it for any other request) that the connection is dropped after
 	// it; 0: 0.02.
 	DropRate float64
+	// BackendErrors makes the in-process kfake backend answer a fraction
+	// of the Produce requests to the input and output topics with
+	// REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and of the
+	// OffsetCommit requests of the copiers' group with REQUEST_TIMED_OUT,
+	// after applying them (appending the batches, storing the offsets),
+	// from the start until the producers have flushed and the copiers have
+	// copied the whole input (the commits' batches are mostly forwarded
+	// after the fault schedule). In-process kfake backend only.
+	BackendErrors bool
+	// BackendErrorRate is the fraction of those requests answered with an
+	// error; 0: 0.03.
+	BackendErrorRate float64
 	// ProxyLogLevel is eosproxy's --log-level; empty: info.
 	ProxyLogLevel string
 	// ClientLog writes the copiers' franz-go debug logs to
@@ -108,6 +120,10 @@ type Report struct {
 	// Connection drops between eosproxy and the backend.
 	Drops      int64            `json:"drops"`
 	DropsByKey map[string]int64 `json:"drops_by_api_key,omitempty"`
+
+	// Backend answers that are errors although the write happened.
+	BackendErrors       int64            `json:"backend_errors"`
+	BackendErrorsByKind map[string]int64 `json:"backend_errors_by_kind,omitempty"`
 
 	// Transactional copiers (present when copiers > 0).
 	Copy *CopyReport `json:"copy,omitempty"`
@@ -199,6 +215,9 @@ func (c *Config) defaults() {
 	if c.Drops && c.DropRate <= 0 {
 		c.DropRate = 0.02
 	}
+	if c.BackendErrors && c.BackendErrorRate <= 0 {
+		c.BackendErrorRate = 0.03
+	}
 }
 
 // producer is one idempotent producer's bookkeeping.
@@ -222,11 +241,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Drops {
 		rep.Note += fmt.Sprintf(", backend connections dropped after requests (rate %g)", cfg.DropRate)
 	}
+	if cfg.BackendErrors {
+		rep.Note += fmt.Sprintf(", backend errors answered after applying Produce/OffsetCommit (rate %g)", cfg.BackendErrorRate)
+	}
 	start := time.Now()
 	out := cfg.Progress
 
 	if cfg.Drops && cfg.Upstream != "" {
 		return rep, errors.New("--drops needs the in-process kfake backend: a real broker advertises its own addresses, so a relay in front of its bootstrap would see only eosproxy's first connection")
+	}
+	if cfg.BackendErrors && cfg.Upstream != "" {
+		return rep, errors.New("--backend-errors needs the in-process kfake backend: the errors are kfake faults")
 	}
 
 	work := cfg.WorkDir
@@ -262,6 +287,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Backend.
 	var backend []string
 	var drops *dropper
+	var fake *kfake.Cluster
 	if cfg.Upstream != "" {
 		backend = strings.Split(cfg.Upstream, ",")
 		rep.Backend = cfg.Upstream
@@ -272,8 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer drops.close()
 			opts = append(opts, kfake.ListenFn(drops.listen))
 		}
-		fake, err := kfake.NewCluster(opts...)
-		if err != nil {
+		if fake, err = kfake.NewCluster(opts...); err != nil {
 			return rep, err
 		}
 		defer fake.Close()
@@ -284,6 +309,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Backend = "kfake (no EOS API keys): " + strings.Join(backend, ",")
 		if drops != nil {
 			rep.Backend = "kfake (no EOS API keys) behind dropping relays: " + strings.Join(backend, ",")
+		}
+		if cfg.BackendErrors {
+			rep.Backend += ", answering errors after writes"
 		}
 	}
 	direct, err := kgo.NewClient(kgo.SeedBrokers(backend...))
@@ -306,6 +334,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Copy.OutputTopic); err != nil {
 			return rep, fmt.Errorf("create output topic: %w", err)
 		}
+	}
+	var berrs *backendErrors
+	if cfg.BackendErrors {
+		berrs = newBackendErrors(cfg.Seed, cfg.BackendErrorRate, trace)
+		topics := []string{rep.Topic}
+		if rep.Copy != nil {
+			topics = append(topics, rep.Copy.OutputTopic)
+		}
+		details, err := adm.ListTopics(ctx, topics...)
+		if err != nil {
+			return rep, fmt.Errorf("backend topics: %w", err)
+		}
+		ids := map[[16]byte]string{}
+		for _, d := range details {
+			ids[d.ID] = d.Topic
+		}
+		berrs.install(fake, topics, rep.Topic, ids)
 	}
 
 	// eosproxy.
@@ -387,6 +432,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if drops != nil {
 		drops.setEnabled(true)
+	}
+	if berrs != nil {
+		berrs.setEnabled(true)
 	}
 
 	rate := cfg.Rate
@@ -473,6 +521,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 				if drops != nil {
 					line += fmt.Sprintf("  | drops %d", drops.drops())
+				}
+				if berrs != nil {
+					line += fmt.Sprintf("  | backend errors %d", berrs.total())
 				}
 				fmt.Fprintln(out, line)
 			case <-progDone:
@@ -589,6 +640,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			<-r.done
 		}
 	}
+	if berrs != nil {
+		berrs.setEnabled(false)
+	}
 	stopProgress()
 
 	// Verdict, from the backend directly.
@@ -605,6 +659,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if drops != nil {
 		rep.Drops, rep.DropsByKey = drops.drops(), drops.dropsByKey()
+	}
+	if berrs != nil {
+		rep.BackendErrors, rep.BackendErrorsByKind = berrs.total(), berrs.byKind()
 	}
 	rep.ProxyLog = pp.logs.notableCounts()
 	rep.ProxyCrashes = pp.logs.crashed()
@@ -784,8 +841,8 @@ func parseValue(s string) (int, int, bool) {
 }
 
 func printTable(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "\n%-36s %10s\n", "eoscheck: idempotent producers", "count")
-	row := func(name string, v int64) { fmt.Fprintf(w, "%-36s %10d\n", name, v) }
+	fmt.Fprintf(w, "\n%-44s %10s\n", "eoscheck: idempotent producers", "count")
+	row := func(name string, v int64) { fmt.Fprintf(w, "%-44s %10d\n", name, v) }
 	row("records sent", r.Sent)
 	row("acked", r.Acked)
 	row("failed (allowed)", r.Failed)
@@ -794,13 +851,14 @@ func printTable(w io.Writer, r *Report) {
 	row("restarts", int64(r.Restarts))
 	if r.DropsByKey != nil || r.Drops > 0 {
 		row("connection drops", r.Drops)
-		keys := make([]string, 0, len(r.DropsByKey))
-		for k := range r.DropsByKey {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range sortedKeys(r.DropsByKey) {
 			row("  after "+k, r.DropsByKey[k])
+		}
+	}
+	if r.BackendErrorsByKind != nil || r.BackendErrors > 0 {
+		row("backend errors after the write", r.BackendErrors)
+		for _, k := range sortedKeys(r.BackendErrorsByKind) {
+			row("  "+k, r.BackendErrorsByKind[k])
 		}
 	}
 	row("lost (acked, not read)", r.Lost)
@@ -808,7 +866,7 @@ func printTable(w io.Writer, r *Report) {
 	row("order violations", r.OrderErrors)
 	row("unexpected", r.Unexpected)
 	if c := r.Copy; c != nil {
-		fmt.Fprintf(w, "%-36s %10s\n", "transactional copiers", "")
+		fmt.Fprintf(w, "%-44s %10s\n", "transactional copiers", "")
 		row("copiers", int64(c.Copiers))
 		row("transactions", c.Transactions)
 		row("  committed", c.Commits)
@@ -835,7 +893,7 @@ func printTable(w io.Writer, r *Report) {
 		if !c.OutputIsInput {
 			eq = "NO"
 		}
-		fmt.Fprintf(w, "%-36s %10s\n", "output == input (once each)", eq)
+		fmt.Fprintf(w, "%-44s %10s\n", "output == input (once each)", eq)
 	}
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
