@@ -68,8 +68,8 @@ func (g *groupMembers) noteJoin(j *joinRequest, version int16, body []byte) {
 	ms = append(ms, groupMember{generation: resp.Generation, member: resp.MemberID, instance: j.instance})
 	slices.SortStableFunc(ms, func(a, b groupMember) int { return cmp.Compare(b.generation, a.generation) })
 	if len(ms) > 0 {
-		newest := ms[0].generation
-		ms = slices.DeleteFunc(ms, func(m groupMember) bool { return m.generation < newest-keptGenerations })
+		newest := int64(ms[0].generation)
+		ms = slices.DeleteFunc(ms, func(m groupMember) bool { return int64(m.generation) < newest-keptGenerations })
 	}
 	g.groups[j.group] = ms
 }

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"time"
 
@@ -180,7 +182,7 @@ func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte
 	var pattern *regexp.Regexp
 	if r.TransactionalIDPattern != nil && *r.TransactionalIDPattern != "" {
 		var err error
-		if pattern, err = regexp.Compile(*r.TransactionalIDPattern); err != nil {
+		if pattern, err = compileBounded(*r.TransactionalIDPattern); err != nil {
 			resp.ErrorCode = 42 // INVALID_REQUEST
 			return resp.AppendTo(nil)
 		}
@@ -202,6 +204,44 @@ func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte
 		resp.TransactionStates = append(resp.TransactionStates, st)
 	}
 	return resp.AppendTo(nil)
+}
+
+// maxPatternSize bounds a client's ListTransactions pattern once its
+// counted repeats are expanded: Go's compiler expands a{1000} into a
+// thousand instructions, so a few hundred bytes of pattern could cost
+// hundreds of MiB.
+const maxPatternSize = 10_000
+
+// compileBounded compiles a client's regular expression unless its
+// expansion would exceed maxPatternSize.
+func compileBounded(pattern string) (*regexp.Regexp, error) {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	if expandedSize(re) > maxPatternSize {
+		return nil, fmt.Errorf("pattern too complex")
+	}
+	return regexp.Compile(pattern)
+}
+
+// expandedSize estimates the instructions re compiles to, stopping early
+// past maxPatternSize.
+func expandedSize(re *syntax.Regexp) int {
+	n := 1
+	for _, sub := range re.Sub {
+		if n += expandedSize(sub); n > maxPatternSize {
+			return n
+		}
+	}
+	if re.Op == syntax.OpRepeat {
+		m := max(re.Max, re.Min, 1)
+		if n > maxPatternSize/m {
+			return maxPatternSize + 1
+		}
+		n *= m
+	}
+	return n
 }
 
 // txnCoordinatorID is the broker id eosproxy names as the coordinator of
