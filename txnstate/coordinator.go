@@ -1181,6 +1181,11 @@ func (c *Coordinator) expire(e *entry) {
 					return err
 				}
 			}
+			for _, prefix := range []string{prefixGen, prefixBroken} {
+				if err := txn.Delete(idKey(prefix, e.id)); err != nil {
+					return err
+				}
+			}
 			return txn.Delete(idKey(prefixMeta, e.id))
 		})
 		if err != nil {
