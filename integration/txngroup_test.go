@@ -100,3 +100,28 @@ func ctxWithin(ctx context.Context, d time.Duration) context.Context {
 	time.AfterFunc(d, cancel)
 	return c
 }
+
+// A transactional Produce must use acks=all: Kafka answers any other
+// INVALID_REQUIRED_ACKS, and so does eosproxy (acks=0 has no answer to carry
+// it; the connection closes).
+func TestTxnProduceRequiresAcksAll(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr())), 1)
+	raw := newClient(t, p.Addr())
+	x := initRawTxn(t, raw, topic+"-txn")
+	req := produceRequest(12, topic, map[int32][]byte{0: transactionalBatch(x.pid, x.epoch, 0, "v")})
+	req.TransactionID = &x.id
+	// kgo sends a raw Produce with its client's acks setting.
+	acks1 := newClient(t, p.Addr(), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	resp, err := req.RequestWith(testCtx(t), acks1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Topics[0].Partitions[0].ErrorCode; got != 21 {
+		t.Fatalf("transactional Produce with acks=1 answered %d, want INVALID_REQUIRED_ACKS (21)", got)
+	}
+	if n := endOffsetsSum(t, b, topic); n != 0 {
+		t.Fatalf("backend holds %d records", n)
+	}
+}

@@ -17,7 +17,25 @@ const (
 	errStorage                 int16 = 56
 	errInvalidRecord           int16 = 87
 	errCoordinatorNotAvailable int16 = 15
+	errInvalidRequiredAcks     int16 = 21
 )
+
+// refuseProduce answers every partition of req with code.
+func refuseProduce(req *kmsg.ProduceRequest, code int16) []byte {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, t := range req.Topics {
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		for _, p := range t.Partitions {
+			rp := kmsg.NewProduceResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = p.Partition, code
+			rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp.AppendTo(nil)
+}
 
 // producePlan is an idempotent Produce request after eosproxy's checks: the
 // batches cleared for writing (with their tokens) go upstream, the rest are
@@ -265,10 +283,15 @@ func (c *conn) produce(s *slot, frame []byte, hdr protocol.RequestHeader, acks i
 		if err := req.ReadFrom(frame[hdr.BodyOffset:]); err != nil {
 			return nil, bad("decode Produce v%d: %w", hdr.APIVersion, err)
 		}
-		if acks != -1 {
+		if acks == 0 {
 			// Kafka refuses it with INVALID_REQUIRED_ACKS; with acks=0 there
 			// is no answer to carry that, so the connection closes.
-			return nil, bad("transactional Produce with acks=%d (must be -1)", acks)
+			return nil, bad("transactional Produce with acks=0 (must be -1)")
+		}
+		if acks != -1 {
+			c.log.Warn().Int16("acks", acks).Msg("refusing transactional Produce without acks=all: INVALID_REQUIRED_ACKS")
+			s.mode, s.body = localAnswer, refuseProduce(req, errInvalidRequiredAcks)
+			return nil, nil
 		}
 		s.mode, s.wait = localAnswer, c.produceTxn(req)
 		return nil, nil
