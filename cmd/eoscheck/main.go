@@ -22,10 +22,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,7 +61,10 @@ answering --backend-error-rate of the Produce requests to the input and
 output topics with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and
 of the group's OffsetCommit requests with REQUEST_TIMED_OUT, although it
 appended the batches or stored the offsets (kfake faults; in-process backend
-only).
+only), and with --restart-broker (--upstream only) the real broker stopped
+and started again on its data (--broker-restart-cmd, by default
+integration/kafka/kafka.sh restart) while producers and copiers go on
+through eosproxy.
 
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
@@ -101,6 +107,8 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
 	fs.BoolVar(&cfg.BackendErrors, "backend-errors", false, "make the backend answer some Produce requests with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and some OffsetCommit requests with REQUEST_TIMED_OUT, although it applied them (in-process backend only)")
 	fs.Float64Var(&cfg.BackendErrorRate, "backend-error-rate", 0.03, "with --backend-errors: fraction of Produce (input and output topics) and OffsetCommit (the copiers' group) requests answered with an error after applying them")
+	fs.IntVar(&cfg.RestartBroker, "restart-broker", 0, "stop the real broker and start it again on its data this many times during the fault schedule (--upstream only)")
+	fs.StringVar(&cfg.BrokerRestartCmd, "broker-restart-cmd", "", "with --restart-broker: shell `command` that restarts the broker keeping its data and returns once it serves metadata (default: bash <repo>/integration/kafka/kafka.sh restart, found from the working directory upwards)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -114,6 +122,20 @@ anomaly, 1 anomalies, 2 the check could not run.
 	if cfg.BackendErrors && cfg.Upstream != "" {
 		fmt.Fprintln(os.Stderr, "eoscheck: --backend-errors needs the in-process backend (no --upstream): the errors are faults of the in-process kfake")
 		return 2
+	}
+	if cfg.RestartBroker > 0 {
+		if cfg.Upstream == "" {
+			fmt.Fprintln(os.Stderr, "eoscheck: --restart-broker needs --upstream: it restarts a real broker (the in-process backend has none to restart)")
+			return 2
+		}
+		if cfg.BrokerRestartCmd == "" {
+			script, err := findKafkaScript()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "eoscheck: --restart-broker: %v; give --broker-restart-cmd\n", err)
+				return 2
+			}
+			cfg.BrokerRestartCmd = "bash " + shellQuote(script) + " restart"
+		}
 	}
 	if cfg.Readers == 0 {
 		cfg.Readers = -1 // none (Config's zero value means one)
@@ -136,4 +158,29 @@ anomaly, 1 anomalies, 2 the check could not run.
 		return 1
 	}
 	return 0
+}
+
+// findKafkaScript looks for integration/kafka/kafka.sh in the working
+// directory and its parents (eoscheck is run from within the repository).
+func findKafkaScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "integration", "kafka", "kafka.sh")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("integration/kafka/kafka.sh not found in the working directory or its parents")
+		}
+		dir = parent
+	}
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

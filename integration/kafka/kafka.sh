@@ -9,6 +9,9 @@
 #   kafka.sh start             wipe the run dir, format KRaft storage, start the
 #                              broker in the background, wait until it serves
 #                              metadata, print the bootstrap address
+#   kafka.sh restart           stop the broker (as `stop`) and start it again on the
+#                              same run dir, config and data (no wipe, no format);
+#                              returns once it serves metadata again
 #   kafka.sh stop              stop the broker (SIGTERM, bounded wait, SIGKILL)
 #   kafka.sh status            exit 0 if the broker process is alive
 #   kafka.sh run CLASS ARGS..  run a Java class on the cached Kafka classpath
@@ -19,7 +22,8 @@
 #   KAFKA_VERSION          Kafka version (default 4.1.2, newest 4.1.x on Maven Central)
 #   EOSPROXY_KAFKA_CACHE   cache root (default $HOME/.cache/eosproxy-kafka);
 #                          jars go to <cache>/<version>/libs
-#   EOSPROXY_KAFKA_RUN     run dir, wiped by `start` (default /tmp/eosproxy-kafka-run)
+#   EOSPROXY_KAFKA_RUN     run dir, wiped by `start`, kept by `restart`
+#                          (default /tmp/eosproxy-kafka-run)
 #   KAFKA_PORT             PLAINTEXT listener port (default 39092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener port (default 39093)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
@@ -236,6 +240,38 @@ EOF
     die "storage format failed"
   fi
 
+  launch_broker
+}
+
+# --- restart -----------------------------------------------------------------
+# Stop the broker and start it again on the existing run dir: same
+# server.properties, same (already formatted) data; nothing is wiped.
+cmd_restart() {
+  need_java
+  ensure_libs
+  [[ -f "$CACHE_DIR/log4j2-broker.properties" ]] || write_log_configs
+  [[ -f "$RUN_DIR/server.properties" && -f "$RUN_DIR/data/meta.properties" ]] \
+    || die "no formatted run dir at $RUN_DIR; run: $SELF start"
+  cmd_stop >/dev/null
+  # The ports were ours: wait (bounded) until the old listeners are gone.
+  local p i
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for ((i = 0; i < 100; i++)); do
+      port_in_use "$p" || break
+      sleep 0.1
+    done
+    ! port_in_use "$p" || die "port 127.0.0.1:$p still in use after stopping the broker"
+  done
+  mkdir -p "$LOG_DIR"
+  tool_java
+  launch_broker
+}
+
+# Start the broker JVM on $RUN_DIR/server.properties in the background and
+# wait until it serves metadata; prints the bootstrap address. Needs
+# tool_java to have been called.
+launch_broker() {
+  local props="$RUN_DIR/server.properties"
   # setsid: own session, so the broker outlives this script and its process group.
   # shellcheck disable=SC2086
   setsid java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -244,7 +280,7 @@ EOF
       -Dkafka.logs.dir="$LOG_DIR" \
       -Dlog4j2.configurationFile="$CACHE_DIR/log4j2-broker.properties" \
       -cp "$LIBS/*" kafka.Kafka "$props" \
-      >"$LOG_DIR/kafkaServer.out" 2>&1 </dev/null &
+      >>"$LOG_DIR/kafkaServer.out" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$PID_FILE"
 
@@ -347,6 +383,7 @@ main() {
     fetch) cmd_fetch ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
+    restart) cmd_restart ;;
     status) cmd_status ;;
     run) cmd_run "$@" ;;
     env) cmd_env ;;

@@ -90,6 +90,15 @@ type Config struct {
 	// ClientLog writes the copiers' franz-go debug logs to
 	// <work-dir>/copiers-kgo.log (to explain an anomaly; verbose).
 	ClientLog bool
+	// RestartBroker is how many times, spread over the kill schedule, the
+	// real backend (Upstream) is stopped and started again on its data
+	// with BrokerRestartCmd, while the producers and copiers go on through
+	// eosproxy. Needs Upstream.
+	RestartBroker int
+	// BrokerRestartCmd is a shell command (sh -c) that stops the broker
+	// and starts it again keeping its data, and returns once it serves
+	// metadata again (integration/kafka/kafka.sh restart).
+	BrokerRestartCmd string
 }
 
 // Report is the outcome, written as JSON.
@@ -124,6 +133,11 @@ type Report struct {
 	// Backend answers that are errors although the write happened.
 	BackendErrors       int64            `json:"backend_errors"`
 	BackendErrorsByKind map[string]int64 `json:"backend_errors_by_kind,omitempty"`
+
+	// Broker restarts (stop, start on the same data) of the real backend,
+	// and the longest one, seconds.
+	BrokerRestarts       int     `json:"broker_restarts"`
+	BrokerRestartSeconds float64 `json:"broker_restart_max_seconds,omitempty"`
 
 	// Transactional copiers (present when copiers > 0).
 	Copy *CopyReport `json:"copy,omitempty"`
@@ -244,6 +258,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.BackendErrors {
 		rep.Note += fmt.Sprintf(", backend errors answered after applying Produce/OffsetCommit (rate %g)", cfg.BackendErrorRate)
 	}
+	if cfg.RestartBroker > 0 {
+		rep.Note += fmt.Sprintf(", %d restarts of the backend broker on its data", cfg.RestartBroker)
+	}
 	start := time.Now()
 	out := cfg.Progress
 
@@ -252,6 +269,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.BackendErrors && cfg.Upstream != "" {
 		return rep, errors.New("--backend-errors needs the in-process kfake backend: the errors are kfake faults")
+	}
+	if cfg.RestartBroker > 0 && (cfg.Upstream == "" || cfg.BrokerRestartCmd == "") {
+		return rep, errors.New("--restart-broker needs --upstream and a broker restart command")
 	}
 
 	work := cfg.WorkDir
@@ -378,11 +398,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	fmt.Fprintf(out, "eoscheck: seed %d, backend %s, eosproxy %s (logs %s), topic %s\n", cfg.Seed, rep.Backend, bootstrap, logPath, rep.Topic)
 
+	// While the broker restarts, eosproxy closes its clients' connections
+	// right after they connect (upstream unreachable); franz-go takes an
+	// EOF before the first response for a misconfiguration (TLS, SASL) and
+	// fails the request unless told that the configuration is right.
+	var clientOpts []kgo.Opt
+	if cfg.RestartBroker > 0 {
+		clientOpts = append(clientOpts, kgo.AlwaysRetryEOF())
+	}
+
 	// Producers.
 	perProducer := (cfg.Records + cfg.Producers - 1) / cfg.Producers
 	prods := make([]*producer, cfg.Producers)
 	for i := range prods {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.DefaultProduceTopic(rep.Topic),
+		cl, err := kgo.NewClient(append(clientOpts, kgo.SeedBrokers(bootstrap), kgo.DefaultProduceTopic(rep.Topic),
 			kgo.RecordRetries(1<<30), kgo.RequestRetries(1<<30),
 			kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
 			kgo.RecordDeliveryTimeout(2*time.Minute),
@@ -390,7 +419,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			// between metadata refreshes.
 			kgo.MetadataMinAge(100*time.Millisecond),
 			kgo.ProducerBatchMaxBytes(16<<10),
-			kgo.MaxBufferedRecords(20_000))
+			kgo.MaxBufferedRecords(20_000))...)
 		if err != nil {
 			return rep, err
 		}
@@ -414,14 +443,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer f.Close()
 			kgoLog = &syncWriter{w: f}
 		}
-		cw = &copyWork{kgoLog: kgoLog, seed: cfg.Seed, bootstrap: bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
+		cw = &copyWork{clientOpts: clientOpts, kgoLog: kgoLog, seed: cfg.Seed, bootstrap: bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
 			group: rep.Copy.Group, abortRate: cfg.AbortRate, log: tlog, trace: trace}
 		if err := cw.start(ctx, cfg.Copiers); err != nil {
 			return rep, fmt.Errorf("copiers: %w", err)
 		}
 		defer cw.finish() // idempotent: also on an early return
 		for i := range cfg.Readers {
-			r, err := newReader(i, bootstrap, rep.Copy.OutputTopic, cfg.Partitions, tlog)
+			r, err := newReader(i, bootstrap, rep.Copy.OutputTopic, cfg.Partitions, tlog, clientOpts...)
 			if err != nil {
 				return rep, err
 			}
@@ -446,6 +475,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				every = 900 * time.Millisecond
 			}
 			span = time.Duration(max(cfg.Kills, 1)) * (every + 150*time.Millisecond)
+			// Keep producing across the broker restarts (each ~10-30 s).
+			span += time.Duration(cfg.RestartBroker) * 15 * time.Second
 		}
 		rate = max(1000, int(float64(cfg.Records)/span.Seconds()))
 	}
@@ -498,6 +529,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Progress.
 	kills := 0
 	var killsA atomic.Int64
+	var brokerRestartsA atomic.Int64
+	var brokerDown atomic.Bool
 	progDone := make(chan struct{})
 	var progWG sync.WaitGroup
 	progWG.Add(1)
@@ -525,6 +558,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if berrs != nil {
 					line += fmt.Sprintf("  | backend errors %d", berrs.total())
 				}
+				if cfg.RestartBroker > 0 {
+					line += fmt.Sprintf("  | broker restarts %d", brokerRestartsA.Load())
+					if brokerDown.Load() {
+						line += " (broker down)"
+					}
+				}
 				fmt.Fprintln(out, line)
 			case <-progDone:
 				return
@@ -543,8 +582,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Fault schedule: SIGKILL and restart at once on the same data dir and
 	// ports, until the records are sent, the duration is over and at least
-	// Kills kills were done. Copier replacements are spread over the first
-	// Kills kills.
+	// Kills kills were done. Copier replacements and broker restarts are
+	// spread over the first Kills kills (broker restart j of RestartBroker
+	// before kill ceil(j*Kills/(RestartBroker+1))); eosproxy stays up while
+	// the broker is down.
 	var runErr error
 	deadline := time.After(cfg.Duration)
 	durationOver := cfg.Duration <= 0
@@ -577,6 +618,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			break
 		}
 		if producersDone && durationOver && kills >= cfg.Kills {
+			break
+		}
+		for rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
+			n := rep.BrokerRestarts + 1
+			trace.printf("broker restart %d: stopping the broker", n)
+			brokerDown.Store(true)
+			fmt.Fprintf(out, "broker restart %d: %s\n", n, cfg.BrokerRestartCmd)
+			d, err := restartBroker(ctx, cfg.BrokerRestartCmd, filepath.Join(work, "broker-restarts.log"))
+			brokerDown.Store(false)
+			if err != nil {
+				trace.printf("broker restart %d failed after %v: %v", n, d.Round(time.Millisecond), err)
+				runErr = fmt.Errorf("broker restart %d: %w", n, err)
+				break
+			}
+			rep.BrokerRestarts = n
+			rep.BrokerRestartSeconds = max(rep.BrokerRestartSeconds, d.Seconds())
+			brokerRestartsA.Store(int64(n))
+			trace.printf("broker restart %d: broker serves metadata again after %v", n, d.Round(time.Millisecond))
+			fmt.Fprintf(out, "broker restart %d: back after %v\n", n, d.Round(time.Millisecond))
+		}
+		if runErr != nil {
 			break
 		}
 		if err := pp.kill(); err != nil {
@@ -849,6 +911,10 @@ func printTable(w io.Writer, r *Report) {
 	row("in backend", r.BackendTotal)
 	row("SIGKILLs", int64(r.Kills))
 	row("restarts", int64(r.Restarts))
+	if r.BrokerRestarts > 0 {
+		row("broker restarts (on its data)", int64(r.BrokerRestarts))
+		fmt.Fprintf(w, "%-44s %10.1f\n", "  longest, seconds", r.BrokerRestartSeconds)
+	}
 	if r.DropsByKey != nil || r.Drops > 0 {
 		row("connection drops", r.Drops)
 		for _, k := range sortedKeys(r.DropsByKey) {

@@ -191,6 +191,7 @@ func parseOutput(s string) (id inputID, slot int, txn int64, ok bool) {
 
 // copyWork runs the copiers.
 type copyWork struct {
+	clientOpts        []kgo.Opt // extra options of every copier client
 	seed              uint64
 	bootstrap         string
 	in, out, group    string
@@ -214,7 +215,7 @@ func (w *copyWork) txnID(slot int) string {
 
 func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 	n := w.incarnations.Add(1)
-	var logOpts []kgo.Opt
+	logOpts := append([]kgo.Opt(nil), w.clientOpts...)
 	if w.kgoLog != nil {
 		start := w.log.start
 		logOpts = append(logOpts, kgo.WithLogger(kgo.BasicLogger(w.kgoLog, kgo.LogLevelDebug, func() string {
@@ -552,13 +553,13 @@ type reader struct {
 	done     chan struct{}
 }
 
-func newReader(id int, bootstrap, topic string, partitions int, log *txnLog) (*reader, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(topic),
+func newReader(id int, bootstrap, topic string, partitions int, log *txnLog, opts ...kgo.Opt) (*reader, error) {
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.MetadataMinAge(100*time.Millisecond),
 		kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
-		kgo.FetchMaxWait(500*time.Millisecond))
+		kgo.FetchMaxWait(500*time.Millisecond))...)
 	if err != nil {
 		return nil, err
 	}

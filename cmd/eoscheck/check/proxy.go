@@ -2,10 +2,12 @@ package check
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -191,4 +193,32 @@ func (pp *proxyProc) stop() {
 		<-pp.exited
 		pp.cmd = nil
 	}
+}
+
+// restartBroker runs command (sh -c), which stops the real backend broker
+// and starts it again on its data and returns once it serves metadata
+// again; its output is appended to logPath. It returns how long it took.
+func restartBroker(ctx context.Context, command, logPath string) (time.Duration, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Stdout = io.MultiWriter(f, &out)
+	cmd.Stderr = cmd.Stdout
+	t0 := time.Now()
+	err = cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		tail := out.String()
+		if len(tail) > 2000 {
+			tail = tail[len(tail)-2000:]
+		}
+		return d, fmt.Errorf("%q: %v after %v\n%s", command, err, d.Round(time.Millisecond), tail)
+	}
+	return d, nil
 }
