@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // A transaction's offsets were accepted at TxnOffsetCommit for a member of
@@ -124,4 +126,75 @@ func TestTxnProduceRequiresAcksAll(t *testing.T) {
 	if n := endOffsetsSum(t, b, topic); n != 0 {
 		t.Fatalf("backend holds %d records", n)
 	}
+}
+
+// Offsets of a decided commit are the group's committed offsets even before
+// eosproxy has written them to the backend (as Kafka's are once its marker is
+// written): an OffsetFetch through eosproxy answers them at once, so a member
+// joining meanwhile starts where the transaction left off.
+func TestTxnDecidedOffsetsServedBeforeWritten(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr())), 2)
+	group := topic + "-group"
+	// Hold eosproxy's OffsetCommit to the backend until released.
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	b.fake.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.fake.KeepControl()
+		// SleepControl lets the cluster serve other requests meanwhile.
+		b.fake.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
+	x.addOffsets(group)
+	x.commitOffsets(group, topic, map[int32]int64{0: 42, 1: 7})
+	if code := x.end(true); code != 0 {
+		t.Fatalf("EndTxn(commit): %d", code)
+	}
+	for _, v := range []int16{7, 8} {
+		cl := newClient(t, p.Addr(), kgo.MaxVersions(versionsUpTo(kmsg.OffsetFetch, v)))
+		offs, err := kadm.NewClient(cl).FetchOffsets(testCtx(t), group)
+		if err != nil {
+			t.Fatalf("OffsetFetch v%d: %v", v, err)
+		}
+		for part, want := range map[int32]int64{0: 42, 1: 7} {
+			if o, ok := offs.Lookup(topic, part); !ok || o.Err != nil || o.At != want {
+				t.Fatalf("OffsetFetch v%d through eosproxy, %s/%d: %+v (found %v), want %d", v, topic, part, o, ok, want)
+			}
+		}
+	}
+	direct := kadm.NewClient(newClient(t, b.addrs[0]))
+	backendAt := func() int64 {
+		offs, err := direct.FetchOffsets(testCtx(t), group)
+		if err != nil { // kfake: GROUP_ID_NOT_FOUND before the first commit
+			return -1
+		}
+		if o, ok := offs.Lookup(topic, 0); ok {
+			return o.At
+		}
+		return -1
+	}
+	if backendAt() == 42 {
+		t.Fatal("the backend already holds the offsets: the test did not hold the OffsetCommit")
+	}
+	once.Do(func() { close(release) })
+	ctx := testCtx(t)
+	for {
+		if backendAt() == 42 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the offsets never reached the backend")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func versionsUpTo(key kmsg.Key, v int16) *kversion.Versions {
+	vs := kversion.Stable()
+	vs.SetMaxKeyVersion(int16(key), v)
+	return vs
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/protocol"
 )
@@ -41,6 +42,7 @@ const (
 	localAnswer                   // answered by eosproxy, nothing upstream
 	produceAnswer                 // idempotent Produce: record outcomes, merge local answers
 	observeJoin                   // JoinGroup: passed unchanged, the member's generation noted
+	patchOffsets                  // OffsetFetch: decided commits' offsets filled in
 )
 
 // slot is one request awaiting its response, in the order the client sent it.
@@ -48,10 +50,11 @@ type slot struct {
 	corr     int32
 	key, ver int16
 	mode     respMode
-	body     []byte        // localAnswer: the response body
-	wait     func() []byte // localAnswer made later: blocks until the body is ready
-	plan     *producePlan  // produceAnswer
-	join     *joinRequest  // observeJoin
+	body     []byte                   // localAnswer: the response body
+	wait     func() []byte            // localAnswer made later: blocks until the body is ready
+	plan     *producePlan             // produceAnswer
+	join     *joinRequest             // observeJoin
+	fetch    *kmsg.OffsetFetchRequest // patchOffsets
 }
 
 // conn is one client connection paired with one upstream connection. The
@@ -238,6 +241,8 @@ func (c *conn) readLoop() error {
 				if c.p.coord.AnyOffsetsPending() {
 					if body := c.p.unstableOffsets(hdr, frame[hdr.BodyOffset:]); body != nil {
 						s.mode, s.body = localAnswer, body
+					} else if req := c.p.decidedOffsetsFor(hdr, frame[hdr.BodyOffset:]); req != nil {
+						s.mode, s.fetch = patchOffsets, req
 					}
 				}
 			}
@@ -376,6 +381,8 @@ func (c *conn) rewrite(s slot, resp []byte) error {
 		body, _, err = protocol.RewriteApiVersions(s.ver, resp[hlen:])
 	case observeJoin:
 		c.p.groups.noteJoin(s.join, s.ver, resp[hlen:])
+	case patchOffsets:
+		body, err = c.p.patchOffsets(s.fetch, resp[hlen:])
 	case rewriteAddrs:
 		var may bool
 		if may, err = protocol.MayCarryAddresses(s.key, s.ver, resp[hlen:]); may {

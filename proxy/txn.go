@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -32,6 +33,7 @@ import (
 
 const (
 	errUnstableOffsetCommit int16 = 88
+	errGroupIDNotFound      int16 = 69
 	coordinatorTypeTxn      int8  = 1
 )
 
@@ -461,4 +463,147 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 			Str("err", txnstate.ErrorName(ans.Err)).Int16("code", ans.Err).Msg("transactional batch refused")
 	}
 	return ans.Err, ans.Msg, ans.Wait
+}
+
+// decidedOffsetsFor decodes an OffsetFetch whose groups have offsets that
+// decided commits have not written to the backend yet; nil when none has
+// (the request then passes untouched).
+func (p *Proxy) decidedOffsetsFor(hdr protocol.RequestHeader, body []byte) *kmsg.OffsetFetchRequest {
+	r := kmsg.NewPtrOffsetFetchRequest()
+	r.SetVersion(hdr.APIVersion)
+	if err := r.ReadFrom(body); err != nil {
+		return nil
+	}
+	if r.Version < 8 {
+		if p.coord.DecidedOffsets(r.Group) != nil {
+			return r
+		}
+		return nil
+	}
+	for _, g := range r.Groups {
+		if p.coord.DecidedOffsets(g.Group) != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// patchOffsets puts into the backend's OffsetFetch answer the offsets that
+// decided commits hold and eosproxy has not written yet: committed offsets,
+// as Kafka's are once its marker is written. A member joining meanwhile thus
+// starts where the transaction left off, and does not wait for the backend.
+func (p *Proxy) patchOffsets(req *kmsg.OffsetFetchRequest, body []byte) ([]byte, error) {
+	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode OffsetFetch v%d response: %w", req.Version, err)
+	}
+	if req.Version < 8 {
+		decided := p.coord.DecidedOffsets(req.Group)
+		if decided == nil {
+			return nil, nil
+		}
+		if resp.ErrorCode == errGroupIDNotFound {
+			// A backend that does not know the group yet (kfake says so;
+			// Kafka answers no offsets): it has committed offsets now.
+			resp.ErrorCode = 0
+		}
+		if resp.ErrorCode != 0 {
+			return nil, nil
+		}
+		seen := map[txnstate.TopicPartition]bool{}
+		for ti := range resp.Topics {
+			t := &resp.Topics[ti]
+			for pi := range t.Partitions {
+				rp := &t.Partitions[pi]
+				tp := txnstate.TopicPartition{Topic: t.Topic, Partition: rp.Partition}
+				seen[tp] = true
+				if o, ok := decided[tp]; ok {
+					md := o.Metadata
+					rp.Offset, rp.LeaderEpoch, rp.Metadata, rp.ErrorCode = o.Offset, o.LeaderEpoch, &md, 0
+				}
+			}
+		}
+		if req.Topics == nil {
+			for _, tp := range sortedTPs(decided) {
+				if seen[tp] {
+					continue
+				}
+				i := slices.IndexFunc(resp.Topics, func(t kmsg.OffsetFetchResponseTopic) bool { return t.Topic == tp.Topic })
+				if i < 0 {
+					rt := kmsg.NewOffsetFetchResponseTopic()
+					rt.Topic = tp.Topic
+					resp.Topics = append(resp.Topics, rt)
+					i = len(resp.Topics) - 1
+				}
+				o := decided[tp]
+				md := o.Metadata
+				rp := kmsg.NewOffsetFetchResponseTopicPartition()
+				rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = tp.Partition, o.Offset, o.LeaderEpoch, &md
+				resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
+			}
+		}
+		return resp.AppendTo(nil), nil
+	}
+	all := map[string]bool{}
+	for _, g := range req.Groups {
+		all[g.Group] = g.Topics == nil
+	}
+	for gi := range resp.Groups {
+		g := &resp.Groups[gi]
+		decided := p.coord.DecidedOffsets(g.Group)
+		if decided == nil {
+			continue
+		}
+		if g.ErrorCode == errGroupIDNotFound {
+			g.ErrorCode = 0
+		}
+		if g.ErrorCode != 0 {
+			continue
+		}
+		seen := map[txnstate.TopicPartition]bool{}
+		for ti := range g.Topics {
+			t := &g.Topics[ti]
+			for pi := range t.Partitions {
+				rp := &t.Partitions[pi]
+				tp := txnstate.TopicPartition{Topic: t.Topic, Partition: rp.Partition}
+				seen[tp] = true
+				if o, ok := decided[tp]; ok {
+					md := o.Metadata
+					rp.Offset, rp.LeaderEpoch, rp.Metadata, rp.ErrorCode = o.Offset, o.LeaderEpoch, &md, 0
+				}
+			}
+		}
+		if !all[g.Group] {
+			continue
+		}
+		for _, tp := range sortedTPs(decided) {
+			if seen[tp] {
+				continue
+			}
+			i := slices.IndexFunc(g.Topics, func(t kmsg.OffsetFetchResponseGroupTopic) bool { return t.Topic == tp.Topic })
+			if i < 0 {
+				rt := kmsg.NewOffsetFetchResponseGroupTopic()
+				rt.Topic = tp.Topic
+				g.Topics = append(g.Topics, rt)
+				i = len(g.Topics) - 1
+			}
+			o := decided[tp]
+			md := o.Metadata
+			rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+			rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = tp.Partition, o.Offset, o.LeaderEpoch, &md
+			g.Topics[i].Partitions = append(g.Topics[i].Partitions, rp)
+		}
+	}
+	return resp.AppendTo(nil), nil
+}
+
+func sortedTPs[V any](m map[txnstate.TopicPartition]V) []txnstate.TopicPartition {
+	out := slices.Collect(maps.Keys(m))
+	slices.SortFunc(out, func(a, b txnstate.TopicPartition) int {
+		if a.Topic != b.Topic {
+			return strings.Compare(a.Topic, b.Topic)
+		}
+		return int(a.Partition) - int(b.Partition)
+	})
+	return out
 }

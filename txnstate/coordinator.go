@@ -897,20 +897,53 @@ func (c *Coordinator) OffsetsPending(group string, tp *TopicPartition) bool {
 	return false
 }
 
-// holding lists the transactions of e whose offsets are not in the backend
-// yet: the open one and the commits not carried out.
+// holding lists the open transaction of e holding offsets: those are
+// unstable. Offsets of decided commits not yet in the backend are committed
+// already (DecidedOffsets).
 func (e *entry) holding() []*Txn {
-	var out []*Txn
 	if t := e.txn.Load(); t != nil && t.State == Ongoing {
-		out = append(out, t)
+		return []*Txn{t}
 	}
-	e.jmu.Lock()
-	for _, j := range e.jobs {
-		if j.commit {
-			out = append(out, j.txn)
+	return nil
+}
+
+// DecidedOffsets returns the offsets of group that commits have decided but
+// not yet written to the backend, the latest per partition: they are the
+// group's committed offsets, as Kafka's are once its commit marker is
+// written, and OffsetFetch answers carry them. Nil when there are none.
+func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
+	if c.pending.Load() == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	es := slices.Collect(maps.Values(c.txns))
+	c.mu.Unlock()
+	type stamped struct {
+		gen uint64
+		o   Offset
+	}
+	latest := map[TopicPartition]stamped{}
+	for _, e := range es {
+		e.jmu.Lock()
+		for _, j := range e.jobs {
+			if !j.commit {
+				continue
+			}
+			for tp, o := range j.txn.PendingOffsets[group].Offsets {
+				if cur, ok := latest[tp]; !ok || j.gen > cur.gen {
+					latest[tp] = stamped{j.gen, o}
+				}
+			}
 		}
+		e.jmu.Unlock()
 	}
-	e.jmu.Unlock()
+	if len(latest) == 0 {
+		return nil
+	}
+	out := make(map[TopicPartition]Offset, len(latest))
+	for tp, s := range latest {
+		out[tp] = s.o
+	}
 	return out
 }
 

@@ -619,8 +619,8 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 			p.noWait = false
 			<-e.be.hung
 
-			// While forwarding: the commit is decided, a retry of it is
-			// answered NONE, and the offsets stay unstable.
+			// While forwarding: the commit is decided and a retry of it is
+			// answered NONE.
 			if tx := e.c.Get("tx"); tx.State != txnstate.CompleteCommit {
 				t.Fatalf("state %v while forwarding", tx.State)
 			}
@@ -628,8 +628,13 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 			if r.Err != txnstate.ErrNone {
 				t.Fatalf("retried EndTxn while forwarding: %s", txnstate.ErrorName(r.Err))
 			}
-			if !e.c.OffsetsPending("grp", nil) {
-				t.Fatal("offsets of a commit being forwarded not reported pending")
+			// Its offsets are committed (served from the decision), not
+			// unstable, though the backend does not have them yet.
+			if e.c.OffsetsPending("grp", nil) {
+				t.Fatal("offsets of a decided commit reported unstable")
+			}
+			if d := e.c.DecidedOffsets("grp"); d[tp("in", 1)].Offset != 5 {
+				t.Fatalf("decided offsets %+v, want in/1 at 5", d)
 			}
 
 			e.shutdown() // the hung Produce returns an unclear answer
