@@ -10,6 +10,7 @@ const (
 	KeyOffsetFetch       int16 = 9
 	KeyFindCoordinator   int16 = 10
 	KeyJoinGroup         int16 = 11
+	KeyHeartbeat         int16 = 12
 	KeyApiVersions       int16 = 18
 	KeyInitProducerID    int16 = 22
 	KeyAddPartitionsTxn  int16 = 24

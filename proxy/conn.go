@@ -246,6 +246,8 @@ func (c *conn) readLoop() error {
 					}
 				}
 			}
+		case hdr.APIKey == protocol.KeyHeartbeat:
+			c.p.groups.noteHeartbeat(hdr, frame)
 		case hdr.APIKey == protocol.KeyJoinGroup:
 			if join := parseJoin(hdr, frame); join != nil {
 				s.mode, s.join = observeJoin, join

@@ -59,19 +59,45 @@ func (g *groupMembers) noteJoin(j *joinRequest, version int16, body []byte) {
 	if j == nil || resp.ReadFrom(body) != nil || resp.ErrorCode != 0 || resp.MemberID == "" {
 		return
 	}
+	g.note(j.group, resp.Generation, resp.MemberID, j.instance)
+}
+
+// noteHeartbeat records the member a Heartbeat request names: members that
+// joined before eosproxy (re)started are learnt within a heartbeat interval.
+func (g *groupMembers) noteHeartbeat(hdr protocol.RequestHeader, frame []byte) {
+	if hdr.BodyOffset < 0 || hdr.APIVersion > protocol.MaxKnownVersion(hdr.APIKey) {
+		return
+	}
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.SetVersion(hdr.APIVersion)
+	if req.ReadFrom(frame[hdr.BodyOffset:]) != nil || req.MemberID == "" || req.Generation < 0 {
+		return
+	}
+	instance := ""
+	if req.InstanceID != nil {
+		instance = *req.InstanceID
+	}
+	g.note(req.Group, req.Generation, req.MemberID, instance)
+}
+
+// note records that member was in group at generation.
+func (g *groupMembers) note(group string, generation int32, member, instance string) {
+	if member == "" || generation < 0 {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.groups == nil {
 		g.groups = map[string][]groupMember{}
 	}
-	ms := slices.DeleteFunc(g.groups[j.group], func(m groupMember) bool { return m.member == resp.MemberID })
-	ms = append(ms, groupMember{generation: resp.Generation, member: resp.MemberID, instance: j.instance})
+	ms := slices.DeleteFunc(g.groups[group], func(m groupMember) bool { return m.member == member })
+	ms = append(ms, groupMember{generation: generation, member: member, instance: instance})
 	slices.SortStableFunc(ms, func(a, b groupMember) int { return cmp.Compare(b.generation, a.generation) })
 	if len(ms) > 0 {
 		newest := int64(ms[0].generation)
 		ms = slices.DeleteFunc(ms, func(m groupMember) bool { return int64(m.generation) < newest-keptGenerations })
 	}
-	g.groups[j.group] = ms
+	g.groups[group] = ms
 }
 
 // candidates lists the known members of group, newest generation first.

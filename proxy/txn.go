@@ -124,6 +124,9 @@ func (p *Proxy) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) []byte {
 		req.GroupInstanceID = *r.InstanceID
 	}
 	res := p.coord.TxnOffsetCommit(r.TransactionalID, req)
+	if res.Err == 0 {
+		p.groups.note(r.Group, req.GenerationID, req.MemberID, req.GroupInstanceID)
+	}
 	resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
 	for _, t := range r.Topics {
 		rt := kmsg.NewTxnOffsetCommitResponseTopic()
