@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -25,8 +24,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/eosproxy/eosproxy/integration/faults"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -244,19 +241,7 @@ func TestIdempotenceAcrossSIGKILL(t *testing.T) {
 	b := newNoEOSFake(t)
 	topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 6)
 
-	// Fixed ports: clients reconnect to the same bootstrap and broker
-	// addresses after every restart.
-	base, err := faults.FreePortRange(rng, 1+len(b.addrs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := newCrashProxy(t, bin,
-		"--log-format", "json", "--log-level", "info",
-		"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)),
-		"--broker-ports", fmt.Sprintf("%d-%d", base+1, base+len(b.addrs)),
-		"--upstream", strings.Join(b.addrs, ","),
-		"--data-dir", t.TempDir())
-	bootstrap := cp.start()
+	cp, bootstrap := startCrashProxy(t, bin, b, rng)
 
 	prod := newClient(t, bootstrap, kgo.DefaultProduceTopic(topic),
 		kgo.RecordRetries(1<<30), kgo.RequestRetries(1<<30),

@@ -262,31 +262,11 @@ func TestTxnGroupTransactSessionCopies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	copied, commits, aborts := 0, 0, 0
-	var prodErr atomic.Pointer[error]
 	for copied < n {
 		// A thousand records per transaction: about a hundred commits.
-		fs := sess.PollRecords(ctx, 1000)
-		if ctx.Err() != nil {
+		batch, committed, ok := copyTxn(t, ctx, sess, 1000, nil)
+		if !ok {
 			t.Fatalf("copied %d of %d before timeout", copied, n)
-		}
-		if err := sess.Begin(); err != nil {
-			t.Fatal(err)
-		}
-		batch := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			batch++
-			sess.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
-				if err != nil {
-					prodErr.CompareAndSwap(nil, &err)
-				}
-			})
-		})
-		committed, err := sess.End(ctx, kgo.TryCommit)
-		if err != nil {
-			t.Fatalf("end transaction: %v", err)
-		}
-		if e := prodErr.Load(); e != nil {
-			t.Fatalf("produce: %v", *e)
 		}
 		if committed {
 			copied += batch
@@ -327,13 +307,48 @@ func TestTxnGroupTransactSessionCopies(t *testing.T) {
 	})
 }
 
+// copyTxn runs one consume-transform-produce transaction of up to max
+// records through sess and returns how many it copied and whether they
+// committed; ok is false when ctx ended while polling. before, if set, runs
+// after the poll, before the transaction begins.
+func copyTxn(t *testing.T, ctx context.Context, sess *kgo.GroupTransactSession, max int, before func()) (copied int, committed, ok bool) {
+	t.Helper()
+	fs := sess.PollRecords(ctx, max)
+	if ctx.Err() != nil {
+		return 0, false, false
+	}
+	if before != nil {
+		before()
+	}
+	if err := sess.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	var prodErr atomic.Pointer[error]
+	fs.EachRecord(func(r *kgo.Record) {
+		copied++
+		sess.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				prodErr.CompareAndSwap(nil, &err)
+			}
+		})
+	})
+	committed, err := sess.End(ctx, kgo.TryCommit)
+	if err != nil {
+		t.Fatalf("end transaction: %v", err)
+	}
+	if e := prodErr.Load(); e != nil {
+		t.Fatalf("produce: %v", *e)
+	}
+	return copied, committed, true
+}
+
 // A transaction whose data was buffered (and acknowledged) before eosproxy
 // was SIGKILLed commits after the restart, exactly once.
 func TestTxnBufferedDataSurvivesSIGKILL(t *testing.T) {
 	bin := buildProxy(t)
 	b := newNoEOSFake(t)
 	topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 3)
-	cp, bootstrap := startCrashProxy(t, bin, b)
+	cp, bootstrap := startCrashProxy(t, bin, b, nil)
 	prod := newClient(t, bootstrap, kgo.DefaultProduceTopic(topic), kgo.TransactionalID(topic+"-txn"),
 		kgo.RequestRetries(1<<20), kgo.RetryTimeout(time.Minute))
 	if err := prod.BeginTransaction(); err != nil {
@@ -361,7 +376,7 @@ func TestTxnSIGKILLDuringCommitRollsForward(t *testing.T) {
 	bin := buildProxy(t)
 	b := newNoEOSFake(t)
 	topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 3)
-	cp, bootstrap := startCrashProxy(t, bin, b)
+	cp, bootstrap := startCrashProxy(t, bin, b, nil)
 
 	var mu sync.Mutex
 	armed := false
@@ -437,11 +452,16 @@ func TestTxnSIGKILLDuringCommitRollsForward(t *testing.T) {
 const foundCommitMsg = "batch of an interrupted commit found in the backend; not resending it"
 
 // startCrashProxy runs the eosproxy binary on fixed ports (so clients find
-// it again after a restart) in front of b.
-func startCrashProxy(t *testing.T, bin string, b backend) (*crashProxy, string) {
+// it again after a restart) in front of b; rng is the test's fault source,
+// nil for a fresh one.
+func startCrashProxy(t *testing.T, bin string, b backend, rng *rand.Rand) (*crashProxy, string) {
 	t.Helper()
-	seed := faultSeed(t)
-	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+	if rng == nil {
+		seed := faultSeed(t)
+		rng = rand.New(rand.NewPCG(seed, seed>>1|1))
+	}
+	// Fixed ports: clients reconnect to the same bootstrap and broker
+	// addresses after every restart.
 	base, err := faults.FreePortRange(rng, 1+len(b.addrs))
 	if err != nil {
 		t.Fatal(err)

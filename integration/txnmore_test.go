@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -818,32 +817,15 @@ func TestTxnOffsetCommitCarriesMember(t *testing.T) {
 	}
 	members := map[membership]bool{}
 	copied, commits := 0, 0
-	var prodErr atomic.Pointer[error]
 	for copied < n {
-		fs := sess.PollRecords(ctx, 1000)
-		if ctx.Err() != nil {
-			t.Fatalf("copied %d of %d before timeout", copied, n)
-		}
-		// The membership the commit's TxnOffsetCommit carries.
-		member, gen := sess.Client().GroupMetadata()
-		if err := sess.Begin(); err != nil {
-			t.Fatal(err)
-		}
-		batch := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			batch++
-			sess.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
-				if err != nil {
-					prodErr.CompareAndSwap(nil, &err)
-				}
-			})
+		var member string
+		var gen int32
+		batch, committed, ok := copyTxn(t, ctx, sess, 1000, func() {
+			// The membership the commit's TxnOffsetCommit carries.
+			member, gen = sess.Client().GroupMetadata()
 		})
-		committed, err := sess.End(ctx, kgo.TryCommit)
-		if err != nil {
-			t.Fatalf("end transaction: %v", err)
-		}
-		if e := prodErr.Load(); e != nil {
-			t.Fatalf("produce: %v", *e)
+		if !ok {
+			t.Fatalf("copied %d of %d before timeout", copied, n)
 		}
 		if committed && batch > 0 {
 			copied += batch

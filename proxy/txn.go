@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -500,113 +499,86 @@ func (p *Proxy) patchOffsets(req *kmsg.OffsetFetchRequest, body []byte) ([]byte,
 	if err := resp.ReadFrom(body); err != nil {
 		return nil, fmt.Errorf("decode OffsetFetch v%d response: %w", req.Version, err)
 	}
-	if req.Version < 8 {
-		decided := p.coord.DecidedOffsets(req.Group)
-		if decided == nil {
-			return nil, nil
+	if req.Version >= 8 {
+		all := map[string]bool{}
+		for _, g := range req.Groups {
+			all[g.Group] = g.Topics == nil
 		}
-		if resp.ErrorCode == errGroupIDNotFound {
-			// A backend that does not know the group yet (kfake says so;
-			// Kafka answers no offsets): it has committed offsets now.
-			resp.ErrorCode = 0
-		}
-		if resp.ErrorCode != 0 {
-			return nil, nil
-		}
-		seen := map[txnstate.TopicPartition]bool{}
-		for ti := range resp.Topics {
-			t := &resp.Topics[ti]
-			for pi := range t.Partitions {
-				rp := &t.Partitions[pi]
-				tp := txnstate.TopicPartition{Topic: t.Topic, Partition: rp.Partition}
-				seen[tp] = true
-				if o, ok := decided[tp]; ok {
-					md := o.Metadata
-					rp.Offset, rp.LeaderEpoch, rp.Metadata, rp.ErrorCode = o.Offset, o.LeaderEpoch, &md, 0
-				}
-			}
-		}
-		if req.Topics == nil {
-			for _, tp := range sortedTPs(decided) {
-				if seen[tp] {
-					continue
-				}
-				i := slices.IndexFunc(resp.Topics, func(t kmsg.OffsetFetchResponseTopic) bool { return t.Topic == tp.Topic })
-				if i < 0 {
-					rt := kmsg.NewOffsetFetchResponseTopic()
-					rt.Topic = tp.Topic
-					resp.Topics = append(resp.Topics, rt)
-					i = len(resp.Topics) - 1
-				}
-				o := decided[tp]
-				md := o.Metadata
-				rp := kmsg.NewOffsetFetchResponseTopicPartition()
-				rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = tp.Partition, o.Offset, o.LeaderEpoch, &md
-				resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
-			}
+		for gi := range resp.Groups {
+			g := &resp.Groups[gi]
+			g.Topics = p.patchGroup(g.Group, &g.ErrorCode, all[g.Group], g.Topics)
 		}
 		return resp.AppendTo(nil), nil
 	}
-	all := map[string]bool{}
-	for _, g := range req.Groups {
-		all[g.Group] = g.Topics == nil
+	// Up to v7 the answer is one group's, in its own types: patched in the
+	// v8+ form and converted back.
+	topics := make([]kmsg.OffsetFetchResponseGroupTopic, len(resp.Topics))
+	for i, t := range resp.Topics {
+		topics[i] = kmsg.OffsetFetchResponseGroupTopic{Topic: t.Topic}
+		for _, rp := range t.Partitions {
+			topics[i].Partitions = append(topics[i].Partitions, kmsg.OffsetFetchResponseGroupTopicPartition(rp))
+		}
 	}
-	for gi := range resp.Groups {
-		g := &resp.Groups[gi]
-		decided := p.coord.DecidedOffsets(g.Group)
-		if decided == nil {
-			continue
-		}
-		if g.ErrorCode == errGroupIDNotFound {
-			g.ErrorCode = 0
-		}
-		if g.ErrorCode != 0 {
-			continue
-		}
-		seen := map[txnstate.TopicPartition]bool{}
-		for ti := range g.Topics {
-			t := &g.Topics[ti]
-			for pi := range t.Partitions {
-				rp := &t.Partitions[pi]
-				tp := txnstate.TopicPartition{Topic: t.Topic, Partition: rp.Partition}
-				seen[tp] = true
-				if o, ok := decided[tp]; ok {
-					md := o.Metadata
-					rp.Offset, rp.LeaderEpoch, rp.Metadata, rp.ErrorCode = o.Offset, o.LeaderEpoch, &md, 0
-				}
-			}
-		}
-		if !all[g.Group] {
-			continue
-		}
-		for _, tp := range sortedTPs(decided) {
-			if seen[tp] {
-				continue
-			}
-			i := slices.IndexFunc(g.Topics, func(t kmsg.OffsetFetchResponseGroupTopic) bool { return t.Topic == tp.Topic })
-			if i < 0 {
-				rt := kmsg.NewOffsetFetchResponseGroupTopic()
-				rt.Topic = tp.Topic
-				g.Topics = append(g.Topics, rt)
-				i = len(g.Topics) - 1
-			}
-			o := decided[tp]
-			md := o.Metadata
-			rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
-			rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = tp.Partition, o.Offset, o.LeaderEpoch, &md
-			g.Topics[i].Partitions = append(g.Topics[i].Partitions, rp)
+	topics = p.patchGroup(req.Group, &resp.ErrorCode, req.Topics == nil, topics)
+	resp.Topics = make([]kmsg.OffsetFetchResponseTopic, len(topics))
+	for i, t := range topics {
+		resp.Topics[i] = kmsg.OffsetFetchResponseTopic{Topic: t.Topic}
+		for _, rp := range t.Partitions {
+			resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, kmsg.OffsetFetchResponseTopicPartition(rp))
 		}
 	}
 	return resp.AppendTo(nil), nil
 }
 
-func sortedTPs[V any](m map[txnstate.TopicPartition]V) []txnstate.TopicPartition {
-	out := slices.Collect(maps.Keys(m))
-	slices.SortFunc(out, func(a, b txnstate.TopicPartition) int {
-		if a.Topic != b.Topic {
-			return strings.Compare(a.Topic, b.Topic)
+// patchGroup fills group's decided offsets into its answered topics (and,
+// when the request asked for all of the group's, adds those missing).
+func (p *Proxy) patchGroup(group string, code *int16, all bool, topics []kmsg.OffsetFetchResponseGroupTopic) []kmsg.OffsetFetchResponseGroupTopic {
+	decided := p.coord.DecidedOffsets(group)
+	if decided == nil {
+		return topics
+	}
+	if *code == errGroupIDNotFound {
+		// A backend that does not know the group yet (kfake says so;
+		// Kafka answers no offsets): it has committed offsets now.
+		*code = 0
+	}
+	if *code != 0 {
+		return topics
+	}
+	fill := func(rp *kmsg.OffsetFetchResponseGroupTopicPartition, o txnstate.Offset) {
+		md := o.Metadata
+		rp.Offset, rp.LeaderEpoch, rp.Metadata, rp.ErrorCode = o.Offset, o.LeaderEpoch, &md, 0
+	}
+	seen := map[txnstate.TopicPartition]bool{}
+	for ti := range topics {
+		t := &topics[ti]
+		for pi := range t.Partitions {
+			tp := txnstate.TopicPartition{Topic: t.Topic, Partition: t.Partitions[pi].Partition}
+			seen[tp] = true
+			if o, ok := decided[tp]; ok {
+				fill(&t.Partitions[pi], o)
+			}
 		}
-		return int(a.Partition) - int(b.Partition)
-	})
-	return out
+	}
+	if !all {
+		return topics
+	}
+	tps := slices.Collect(maps.Keys(decided))
+	slices.SortFunc(tps, txnstate.CompareTopicPartition)
+	for _, tp := range tps {
+		if seen[tp] {
+			continue
+		}
+		i := slices.IndexFunc(topics, func(t kmsg.OffsetFetchResponseGroupTopic) bool { return t.Topic == tp.Topic })
+		if i < 0 {
+			topics = append(topics, kmsg.NewOffsetFetchResponseGroupTopic())
+			i = len(topics) - 1
+			topics[i].Topic = tp.Topic
+		}
+		rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+		rp.Partition = tp.Partition
+		fill(&rp, decided[tp])
+		topics[i].Partitions = append(topics[i].Partitions, rp)
+	}
+	return topics
 }

@@ -212,6 +212,9 @@ func compareStr(a, b string) int {
 	return 0
 }
 
+// CompareTopicPartition orders partitions by topic, then number.
+func CompareTopicPartition(a, b TopicPartition) int { return compareTP(a, b) }
+
 func compareTP(a, b TopicPartition) int {
 	if c := compareStr(a.Topic, b.Topic); c != 0 {
 		return c
