@@ -77,23 +77,7 @@ func TestTxnOffsetsSurviveRebalance(t *testing.T) {
 	if code := x.end(true); code != 0 {
 		t.Fatalf("EndTxn(commit): %d", code)
 	}
-	for {
-		offs := backendOffsets(t, b, group)
-		all := true
-		for part := range int32(4) {
-			if o, ok := offs.Lookup(topic, part); !ok || o.At != int64(10+part) {
-				all = false
-			}
-		}
-		if all {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the transaction's offsets never reached the backend: %+v\n%s", offs, p.logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	backendOffsetsReach(t, b, group, topic, map[int32]int64{0: 10, 1: 11, 2: 12, 3: 13})
 }
 
 // ctxWithin is ctx bounded to d more.
@@ -180,17 +164,7 @@ func TestTxnDecidedOffsetsServedBeforeWritten(t *testing.T) {
 		t.Fatal("the backend already holds the offsets: the test did not hold the OffsetCommit")
 	}
 	once.Do(func() { close(release) })
-	ctx := testCtx(t)
-	for {
-		if backendAt() == 42 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the offsets never reached the backend")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	backendOffsetsReach(t, b, group, topic, map[int32]int64{0: 42, 1: 7})
 }
 
 func versionsUpTo(key kmsg.Key, v int16) *kversion.Versions {

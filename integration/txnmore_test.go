@@ -235,6 +235,29 @@ func backendOffsets(t *testing.T, b backend, group string) kadm.OffsetResponses 
 	return offs
 }
 
+// backendOffsetsReach waits until the backend holds want (partition →
+// offset) as group's committed offsets of topic: eosproxy answers a commit
+// once it is decided and durable and writes the held offsets right after.
+func backendOffsetsReach(t *testing.T, b backend, group, topic string, want map[int32]int64) {
+	t.Helper()
+	direct := kadm.NewClient(newClient(t, b.addrs[0]))
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		offs, err := direct.FetchOffsets(testCtx(t), group)
+		if err == nil { // kfake: GROUP_ID_NOT_FOUND before the first commit
+			err = offs.Error()
+		}
+		if err != nil {
+			return false, fmt.Sprintf("the backend's offsets of %s: %v", group, err)
+		}
+		for part, at := range want {
+			if o, ok := offs.Lookup(topic, part); !ok || o.At != at {
+				return false, fmt.Sprintf("the backend's offsets of %s: %+v, want %v", group, offs, want)
+			}
+		}
+		return true, ""
+	})
+}
+
 // commitDirect commits offset for topic/part in group straight to the
 // backend (the admin identity), so the group exists there.
 func commitDirect(t *testing.T, b backend, group, topic string, part int32, offset int64) {
@@ -317,13 +340,7 @@ func TestTxnUnstableOffsetFetch(t *testing.T) {
 				t.Fatalf("v%d RequireStable fetch after commit: p1 = %d, %v; want 7", v, o.offset, kerr.ErrorForCode(o.code))
 			}
 		}
-		offs := backendOffsets(t, b, group)
-		if o, ok := offs.Lookup(topic, 0); !ok || o.At != 42 {
-			t.Fatalf("backend's committed offset of p0 = %+v (found %v), want 42", o, ok)
-		}
-		if o, ok := offs.Lookup(topic, 1); !ok || o.At != 7 {
-			t.Fatalf("backend's committed offset of p1 = %+v (found %v), want the untouched 7", o, ok)
-		}
+		backendOffsetsReach(t, b, group, topic, map[int32]int64{0: 42, 1: 7})
 
 		// A second transaction holds p0=50 over the committed 42. An
 		// all-topics RequireStable fetch in the v7 form must not answer
