@@ -166,6 +166,29 @@ func assertBrokerHasNoProducers(t *testing.T, b backend, topic string, parts int
 	})
 }
 
+// assertBrokerHasNoOpenTxn fails if any producer the broker knows on the
+// topic has a transaction open there: eosproxy writes committed data only,
+// under its own idempotent producer where the broker has idempotence.
+func assertBrokerHasNoOpenTxn(t *testing.T, b backend, topic string, parts int) {
+	t.Helper()
+	adm := kadm.NewClient(newClient(t, b.addrs[0]))
+	described, err := adm.DescribeProducers(testCtx(t), kadm.TopicsSet{topic: partitionSet(parts)})
+	if err != nil {
+		t.Fatalf("broker DescribeProducers: %v", err)
+	}
+	described.EachPartition(func(d kadm.DescribedProducersPartition) {
+		if d.Err != nil {
+			t.Fatalf("broker DescribeProducers %s/%d: %v %s", d.Topic, d.Partition, d.Err, d.ErrMessage)
+		}
+		for _, pr := range d.ActiveProducers {
+			if pr.CurrentTxnStartOffset != -1 {
+				t.Fatalf("broker has producer %d (epoch %d) in a transaction from offset %d on %s/%d",
+					pr.ProducerID, pr.ProducerEpoch, pr.CurrentTxnStartOffset, d.Topic, d.Partition)
+			}
+		}
+	})
+}
+
 func partitionSet(parts int) map[int32]struct{} {
 	s := map[int32]struct{}{}
 	for p := range parts {

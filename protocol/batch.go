@@ -106,6 +106,20 @@ func ClearTransactional(b []byte, length int) {
 	clearProducer(b, length)
 }
 
+// SetProducer stamps the batch with eosproxy's own upstream producer id,
+// epoch and base sequence and recomputes its CRC-32C in place, so a backend
+// with idempotence keeps eosproxy's pipelined batches in order and drops a
+// resent one it already holds.
+func SetProducer(b []byte, length int, pid int64, epoch int16, seq int32) {
+	binary.BigEndian.PutUint64(b[batchProducerOff:], uint64(pid))
+	binary.BigEndian.PutUint16(b[batchEpochOff:], uint16(epoch))
+	binary.BigEndian.PutUint32(b[batchSeqOff:], uint32(seq))
+	binary.BigEndian.PutUint32(b[batchCRCOff:], crc32.Checksum(b[batchAttrOff:length], castagnoli))
+}
+
+// BatchRecordCount reads the record count of the batch at the start of b.
+func BatchRecordCount(b []byte) int32 { return int32(binary.BigEndian.Uint32(b[batchCountOff:])) }
+
 func clearProducer(b []byte, length int) {
 	binary.BigEndian.PutUint64(b[batchProducerOff:], ^uint64(0))
 	binary.BigEndian.PutUint16(b[batchEpochOff:], 0xffff)

@@ -173,3 +173,35 @@ func TestClearTransactional(t *testing.T) {
 		})
 	}
 }
+
+// SetProducer gives a cleared batch eosproxy's upstream producer fields: the
+// result is byte for byte what an idempotent producer with those fields
+// would have sent, and its content digest is unchanged.
+func TestSetProducer(t *testing.T) {
+	for _, in := range []testBatch{
+		{attrs: 0x00, pid: -1, epoch: -1, seq: -1, n: 3},
+		{attrs: 0x04, pid: -1, epoch: -1, seq: -1, n: 7, baseOff: 99, leaderEp: 4},
+	} {
+		orig := makeBatch(t, in)
+		next := makeBatch(t, testBatch{attrs: 0x10, pid: 99, epoch: 9, seq: 9, n: 1})
+		buf := append(bytes.Clone(orig), next...)
+		SetProducer(buf, len(orig), 4242, 17, 1<<31-2)
+		if !bytes.Equal(buf[len(orig):], next) {
+			t.Fatal("bytes past length modified")
+		}
+		want := in
+		want.pid, want.epoch, want.seq = 4242, 17, 1<<31-2
+		if w := makeBatch(t, want); !bytes.Equal(buf[:len(orig)], w) {
+			t.Fatalf("result\n got %x\nwant %x", buf[:len(orig)], w)
+		}
+		if _, err := ParseBatch(buf); err != nil {
+			t.Fatalf("ParseBatch of the result: %v", err)
+		}
+		if Digest(buf, len(orig)) != Digest(orig, len(orig)) {
+			t.Fatal("digest changed")
+		}
+		if n := BatchRecordCount(buf); n != int32(in.n) {
+			t.Fatalf("BatchRecordCount = %d, want %d", n, in.n)
+		}
+	}
+}

@@ -99,6 +99,7 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 type txnBackend struct {
 	upstreamBackend
 	leaders *leaderCache
+	pipes   *pipes
 }
 
 // leaderCache remembers partition leaders and topic ids between forwarding
@@ -353,4 +354,96 @@ func (b txnBackend) commitAs(ctx context.Context, group string, g txnstate.Group
 		}
 	}
 	return code, nil
+}
+
+// pipes holds eosproxy's own pipelined connections, one per broker.
+type pipes struct {
+	mu sync.Mutex
+	by map[int32]*pipe
+}
+
+func (ps *pipes) get(ctx context.Context, p *Proxy, id int32) (*pipe, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if pp := ps.by[id]; pp != nil && !pp.closed() {
+		return pp, nil
+	}
+	pp, err := dialPipe(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if ps.by == nil {
+		ps.by = map[int32]*pipe{}
+	}
+	ps.by[id] = pp
+	return pp, nil
+}
+
+func (ps *pipes) close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, pp := range ps.by {
+		pp.fail(errors.New("eosproxy is shutting down"))
+	}
+	ps.by = nil
+}
+
+// InitProducerID asks the backend for a producer id of eosproxy's own for
+// idempotent forwarding; a backend without idempotence answers an error.
+func (b txnBackend) InitProducerID(ctx context.Context) (int64, int16, error) {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	req.TransactionTimeoutMillis = -1
+	resp, err := req.RequestWith(ctx, b.p.admin)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return 0, 0, err
+	}
+	return resp.ProducerID, resp.ProducerEpoch, nil
+}
+
+// Send writes one batch to its partition's leader on eosproxy's pipelined
+// connection to it: batches sent for a partition reach the broker in the
+// order Send is called.
+func (b txnBackend) Send(ctx context.Context, tp txnstate.TopicPartition, batch []byte) func(context.Context) txnstate.ProduceResult {
+	fail := func(err error, amb bool) func(context.Context) txnstate.ProduceResult {
+		return func(context.Context) txnstate.ProduceResult { return txnstate.ProduceResult{Err: err, Ambiguous: amb} }
+	}
+	leaders, _, err := b.leaders.lookup(ctx, b.upstreamBackend, []txnstate.TopicPartition{tp})
+	if err != nil {
+		return fail(err, false)
+	}
+	leader, ok := leaders[tp]
+	if !ok {
+		return fail(fmt.Errorf("no leader for %s/%d", tp.Topic, tp.Partition), false)
+	}
+	pp, err := b.pipes.get(ctx, b.p, leader)
+	if err != nil {
+		b.leaders.forget(tp)
+		return fail(fmt.Errorf("connect to broker %d: %w", leader, err), false)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 30000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = tp.Topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = tp.Partition, batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	ch := pp.send(req, []txnstate.TopicPartition{tp})
+	return func(ctx context.Context) txnstate.ProduceResult {
+		var r txnstate.ProduceResult
+		select {
+		case m := <-ch:
+			r = m[tp]
+		case <-ctx.Done():
+			r = txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
+		}
+		if r.Err != nil {
+			b.leaders.forget(tp)
+		}
+		return r
+	}
 }

@@ -88,6 +88,7 @@ type Proxy struct {
 	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
+	pipes     *pipes // eosproxy's own pipelined connections for idempotent forwarding
 	ownSpool  string // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
 
@@ -124,7 +125,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen port %q: %w", portStr, err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}}
+	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}, pipes: &pipes{}}
 	p.advHost = cfg.AdvertiseHost
 	if p.advHost == "" {
 		p.advHost = host
@@ -177,7 +178,7 @@ func New(cfg Config) (*Proxy, error) {
 		AnswerWithin:        cfg.CommitAnswerWithin,
 		NewProducerID:       p.producers.NewProducerID,
 		Spool:               p.spool,
-		Backend:             txnBackend{upstreamBackend{p}, &leaderCache{}},
+		Backend:             txnBackend{upstreamBackend{p}, &leaderCache{}, p.pipes},
 		Log:                 p.log,
 	})
 	if err != nil {
@@ -402,6 +403,7 @@ func (p *Proxy) closeState() {
 	if p.coord != nil {
 		p.coord.Close()
 	}
+	p.pipes.close()
 	if p.producers != nil {
 		p.producers.Close()
 	}

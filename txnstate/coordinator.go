@@ -93,6 +93,9 @@ type Coordinator struct {
 	buffered atomic.Int64  // bytes buffered in all open transactions
 	counter  atomic.Uint64 // orders buffered batches
 	pending  atomic.Int32  // transactions holding group offsets
+	// noUpstreamUntil: the backend gave no producer id for forwarding;
+	// not asked again before this time (unix ms).
+	noUpstreamUntil atomic.Int64
 
 	// ends is, per partition, an offset the backend's log is known to
 	// reach (the end of eosproxy's last write there), in this process only.
@@ -1109,6 +1112,9 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 		if err := c.deleteLowWater(id, gen)(txn); err != nil {
 			return err
 		}
+		if err := txn.Delete(genKey(prefixGenProducer, id, gen)); err != nil {
+			return err
+		}
 		return txn.Delete(genKey(prefixJob, id, gen))
 	})
 	if err != nil {
@@ -1214,7 +1220,7 @@ func (c *Coordinator) expire(e *entry) {
 					return err
 				}
 			}
-			for _, prefix := range []string{prefixGen, prefixBroken} {
+			for _, prefix := range []string{prefixGen, prefixBroken, prefixUpstream} {
 				if err := txn.Delete(idKey(prefix, e.id)); err != nil {
 					return err
 				}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
@@ -113,6 +114,12 @@ type fakeBackend struct {
 
 	hung     chan struct{} // receives when a Produce hangs
 	inflight map[TP][]byte // batches of a hung Produce, not (yet) written
+
+	// idem: the backend has idempotence (idemBackend); batches carry
+	// eosproxy's own producer fields and are checked as Kafka checks them.
+	idem      bool
+	producers map[TP]*producerState
+	nextPID   int64
 }
 
 func newFakeBackend() *fakeBackend {
@@ -126,8 +133,11 @@ func (f *fakeBackend) append(p TP, b []byte) int64 {
 	switch {
 	case err != nil:
 		f.bad = append(f.bad, fmt.Sprintf("%v: %v", p, err))
-	case bt.Length != len(b), bt.Transactional, bt.Control, bt.ProducerID != -1, bt.ProducerEpoch != -1, bt.BaseSequence != -1:
+	case bt.Length != len(b), bt.Transactional, bt.Control:
 		f.bad = append(f.bad, fmt.Sprintf("%v: batch not cleared for the backend: %+v", p, bt))
+	case !f.idem && (bt.ProducerID != -1 || bt.ProducerEpoch != -1 || bt.BaseSequence != -1):
+		f.bad = append(f.bad, fmt.Sprintf("%v: producer fields sent to a backend without idempotence: %+v", p, bt))
+
 	}
 	c := slices.Clone(b)
 	base := f.ends[p]
@@ -183,6 +193,9 @@ func (f *fakeBackend) Produce(ctx context.Context, batches map[TP][]byte) map[TP
 		}
 		return int(a.Partition - b.Partition)
 	})
+	if f.idem {
+		f.bad = append(f.bad, "a batch was sent one at a time (Produce) to a backend with idempotence")
+	}
 	for _, p := range tps {
 		b := batches[p]
 		f.attempts++
@@ -224,7 +237,11 @@ func (f *fakeBackend) land() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range slices.SortedFunc(maps.Keys(f.inflight), func(a, b TP) int { return int(a.Partition - b.Partition) }) {
-		f.append(p, f.inflight[p])
+		if f.idem {
+			idemBackend{f}.write(p, f.inflight[p]) // checked as any other
+		} else {
+			f.append(p, f.inflight[p])
+		}
 	}
 	f.inflight = nil
 }
@@ -290,6 +307,130 @@ func (f *fakeBackend) groupCommits() []groupCommit {
 	return slices.Clone(f.commits)
 }
 
+// producerState is what a Kafka broker keeps of one producer on a partition:
+// its epoch, the next sequence and the last five batches (to answer a
+// resent one with its offset).
+type producerState struct {
+	pid   int64
+	epoch int16
+	next  int32
+	last  []struct {
+		seq  int32
+		base int64
+	}
+}
+
+// idemBackend is fakeBackend with idempotence: InitProducerID hands out
+// producer ids and Send checks each batch's producer fields as a broker does
+// (ProducerAppendInfo): an older epoch is fenced, a newer one must start at
+// sequence 0, a sequence of one of the last five batches is a duplicate
+// answered with its first offset, any other gap is OUT_OF_ORDER_SEQUENCE.
+type idemBackend struct{ *fakeBackend }
+
+var (
+	errFakeOutOfOrder = fmt.Errorf("fake: %w", kerr.OutOfOrderSequenceNumber)
+	errFenced         = fmt.Errorf("fake: %w", kerr.InvalidProducerEpoch)
+)
+
+func (f idemBackend) InitProducerID(context.Context) (int64, int16, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextPID++
+	return 900 + f.nextPID, 0, nil
+}
+
+// check decides one batch by its producer fields; called with mu held.
+// written reports a new batch to append, dup a resent one's offset.
+func (f idemBackend) check(p TP, b []byte) (written bool, dupBase int64, err error) {
+	bt, perr := protocol.ParseBatch(b)
+	if perr != nil {
+		return false, 0, perr
+	}
+	if bt.ProducerID < 0 || bt.BaseSequence < 0 {
+		f.bad = append(f.bad, fmt.Sprintf("%v: batch without producer fields sent to an idempotent backend: %+v", p, bt))
+	}
+	st := f.producers[p]
+	if st == nil || st.pid != bt.ProducerID {
+		// Kafka 2.5+ takes any first sequence of an unknown producer;
+		// one producer per partition is all this fake tracks.
+		st = &producerState{pid: bt.ProducerID, epoch: bt.ProducerEpoch, next: bt.BaseSequence}
+		f.producers[p] = st
+	}
+	switch {
+	case bt.ProducerEpoch < st.epoch:
+		return false, 0, errFenced
+	case bt.ProducerEpoch > st.epoch:
+		if bt.BaseSequence != 0 {
+			return false, 0, errFakeOutOfOrder
+		}
+		st.epoch, st.next, st.last = bt.ProducerEpoch, 0, nil
+	}
+	for _, l := range st.last {
+		if l.seq == bt.BaseSequence {
+			return false, l.base, nil
+		}
+	}
+	if bt.BaseSequence != st.next {
+		return false, 0, errFakeOutOfOrder
+	}
+	st.next += bt.Count
+	st.last = append(st.last, struct {
+		seq  int32
+		base int64
+	}{bt.BaseSequence, f.ends[p]})
+	if len(st.last) > 5 {
+		st.last = st.last[1:]
+	}
+	return true, 0, nil
+}
+
+// write appends b if its producer fields allow; called with mu held.
+func (f idemBackend) write(p TP, b []byte) txnstate.ProduceResult {
+	ok, dup, err := f.check(p, b)
+	switch {
+	case err != nil:
+		return txnstate.ProduceResult{Err: err}
+	case !ok:
+		return txnstate.ProduceResult{BaseOffset: dup}
+	}
+	return txnstate.ProduceResult{BaseOffset: f.append(p, b)}
+}
+
+func (f idemBackend) Send(ctx context.Context, p TP, b []byte) func(context.Context) txnstate.ProduceResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attempts++
+	what := apply
+	if f.fault != nil {
+		what = f.fault(f.attempts, p)
+	}
+	var r txnstate.ProduceResult
+	switch what {
+	case apply:
+		r = f.write(p, b)
+	case writeAmbiguous:
+		if r = f.write(p, b); r.Err == nil {
+			r = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
+		}
+	case loseAmbiguous:
+		r = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
+	case reject:
+		r = txnstate.ProduceResult{Err: errNotLeader}
+	case hang:
+		// In flight until the sender gives up; land() may write it later.
+		if f.inflight == nil {
+			f.inflight = map[TP][]byte{}
+		}
+		f.inflight[p] = slices.Clone(b)
+		f.hung <- struct{}{}
+		return func(ctx context.Context) txnstate.ProduceResult {
+			<-ctx.Done()
+			return txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
+		}
+	}
+	return func(context.Context) txnstate.ProduceResult { return r }
+}
+
 func (f *fakeBackend) checkValid(t *testing.T) {
 	t.Helper()
 	f.mu.Lock()
@@ -327,6 +468,7 @@ type envConfig struct {
 	disk     bool  // badger on disk (else in memory, kept across restarts)
 	segBytes int64 // spool segment size; 0: default
 	opts     func(*txnstate.Options)
+	idem     bool // the backend has idempotence: commits are forwarded pipelined
 }
 
 type env struct {
@@ -350,6 +492,9 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		e.dbDir = t.TempDir()
 	}
 	e.pids.Store(5000)
+	if cfg.idem {
+		e.be.idem, e.be.producers = true, map[TP]*producerState{}
+	}
 	e.open()
 	t.Cleanup(func() {
 		e.shutdown()
@@ -381,7 +526,7 @@ func (e *env) open() {
 		CheckInterval: time.Hour,
 		Spool:         e.sp,
 		NewProducerID: func() (int64, error) { return e.pids.Add(1), nil },
-		Backend:       e.be,
+		Backend:       e.backend(),
 		Log:           zerolog.Nop(),
 		Now:           e.clock.Now,
 	}
@@ -391,6 +536,13 @@ func (e *env) open() {
 	if e.c, err = txnstate.Open(e.db, opt); err != nil {
 		e.t.Fatalf("open coordinator: %v", err)
 	}
+}
+
+func (e *env) backend() txnstate.Backend {
+	if e.cfg.idem {
+		return idemBackend{e.be}
+	}
+	return e.be
 }
 
 // shutdown stops the coordinator and closes the spool (and, on disk, the

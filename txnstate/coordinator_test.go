@@ -518,37 +518,44 @@ func TestForwardFailures(t *testing.T) {
 			be.commitErrs = []error{fmt.Errorf("group gone: %w", txnstate.ErrPermanent)}
 		}, commits: 0},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{})
-			parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
-			e.be.seed(parts[0], 2)
-			from := ends(e.be, parts...)
-			p := e.initProducer("tx", true, 60_000)
-			for i := range 18 {
-				p.send(parts[i%3], 1+i%2, 50)
+		for _, idem := range []bool{false, true} {
+			name := tc.name
+			if idem {
+				name += ", pipelined to an idempotent backend"
 			}
-			p.offsets("grp", "m", 4, "", map[TP]txnstate.Offset{tp("in", 0): {Offset: 77}})
-			e.be.setFault(tc.fault)
-			if tc.setup != nil {
-				e.be.mu.Lock()
-				tc.setup(e.be)
-				e.be.mu.Unlock()
-			}
-			if r := p.end(true); r.Err != 0 {
-				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("tx", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, p.committed)
-			if c := e.be.groupCommits(); len(c) != tc.commits {
-				t.Fatalf("%d group commits, want %d", len(c), tc.commits)
-			}
-			if _, finds := e.be.counts(); tc.needLookup && finds == 0 {
-				t.Fatal("an unclear answer was not followed by a look-up")
-			}
-			if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
-				t.Fatalf("data left after the commit: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t, envConfig{idem: idem})
+				parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
+				e.be.seed(parts[0], 2)
+				from := ends(e.be, parts...)
+				p := e.initProducer("tx", true, 60_000)
+				for i := range 18 {
+					p.send(parts[i%3], 1+i%2, 50)
+				}
+				p.offsets("grp", "m", 4, "", map[TP]txnstate.Offset{tp("in", 0): {Offset: 77}})
+				e.be.setFault(tc.fault)
+				if tc.setup != nil {
+					e.be.mu.Lock()
+					tc.setup(e.be)
+					e.be.mu.Unlock()
+				}
+				if r := p.end(true); r.Err != 0 {
+					t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+				}
+				e.waitState("tx", txnstate.CompleteCommit)
+				checkForwarded(t, e.be, from, p.committed)
+				if c := e.be.groupCommits(); len(c) != tc.commits {
+					t.Fatalf("%d group commits, want %d", len(c), tc.commits)
+				}
+				if _, finds := e.be.counts(); tc.needLookup && finds == 0 {
+					t.Fatal("an unclear answer was not followed by a look-up")
+				}
+				if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
+					t.Fatalf("data left after the commit: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
+				}
+				e.be.checkValid(t)
+			})
+		}
 	}
 }
 
@@ -563,114 +570,139 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		lands, earlier bool
+		// late: the in-flight batch lands only after the roll-forward
+		// resent it. Only a backend with idempotence can tell (eosproxy's
+		// new epoch fences the old write); without, it is the documented
+		// limit.
+		late bool
 	}{
-		{"in-flight batch lands", true, false},
-		{"in-flight batch lost", false, false},
-		{"after an earlier commit, in-flight batch lands", true, true},
-		{"after an earlier commit, in-flight batch lost", false, true},
+		{"in-flight batch lands", true, false, false},
+		{"in-flight batch lost", false, false, false},
+		{"after an earlier commit, in-flight batch lands", true, true, false},
+		{"after an earlier commit, in-flight batch lost", false, true, false},
+		{"in-flight batch lands after the roll-forward", false, false, true},
 	} {
 		lands := tc.lands
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{disk: true, segBytes: 4 << 10, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
-			parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
-			e.be.seed(parts[1], 4)
-			from := ends(e.be, parts...)
-			p := e.initProducer("tx", true, 60_000)
-			if tc.earlier {
-				for _, part := range parts {
-					p.send(part, 2, 300)
+		for _, idem := range []bool{false, true} {
+			if tc.late && !idem {
+				continue
+			}
+			name := tc.name
+			if idem {
+				name += ", pipelined to an idempotent backend"
+			}
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t, envConfig{idem: idem, disk: true, segBytes: 4 << 10, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
+				parts := []TP{tp("a", 0), tp("a", 1), tp("b", 0)}
+				e.be.seed(parts[1], 4)
+				from := ends(e.be, parts...)
+				p := e.initProducer("tx", true, 60_000)
+				if tc.earlier {
+					for _, part := range parts {
+						p.send(part, 2, 300)
+					}
+					if r := p.end(true); r.Err != 0 {
+						t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+					}
+					e.waitState("tx", txnstate.CompleteCommit)
+					for _, part := range parts {
+						e.be.seed(part, 3)
+					}
+					// The seeded batches now sit between the earlier commit's
+					// batches and this one's: skip them in the comparison.
+					for _, part := range parts {
+						want := append([][32]byte(nil), p.committed[part]...)
+						got := e.be.digests(part, from[part])
+						if len(got) != len(want)+3 || !slices.Equal(got[:len(want)], want) {
+							t.Fatalf("earlier commit on %v: %s", part, describe(got, want))
+						}
+						p.committed[part] = nil
+					}
+					from = ends(e.be, parts...)
 				}
+				for i := range 15 {
+					p.send(parts[i%3], 1+i%3, 300)
+				}
+				p.offsets("grp", "m", 2, "inst", map[TP]txnstate.Offset{tp("in", 1): {Offset: 5}})
+				// Round 3's batch for a/1 hangs; the others of the round are written.
+				base, _ := e.be.counts()
+				e.be.setFault(func(n int, _ TP) fault {
+					if n == base+8 {
+						return hang
+					}
+					return apply
+				})
+				old := *p
+				p.noWait = true
 				if r := p.end(true); r.Err != 0 {
-					t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+					t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+				}
+				p.noWait = false
+				<-e.be.hung
+
+				// While forwarding: the commit is decided and a retry of it is
+				// answered NONE.
+				if tx := e.c.Get("tx"); tx.State != txnstate.CompleteCommit {
+					t.Fatalf("state %v while forwarding", tx.State)
+				}
+				r := e.c.EndTxn(context.Background(), "tx", txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 5})
+				if r.Err != txnstate.ErrNone {
+					t.Fatalf("retried EndTxn while forwarding: %s", txnstate.ErrorName(r.Err))
+				}
+				// Its offsets are committed (served from the decision), not
+				// unstable, though the backend does not have them yet.
+				if e.c.OffsetsPending("grp", nil) {
+					t.Fatal("offsets of a decided commit reported unstable")
+				}
+				if d := e.c.DecidedOffsets("grp"); d[tp("in", 1)].Offset != 5 {
+					t.Fatalf("decided offsets %+v, want in/1 at 5", d)
+				}
+
+				e.shutdown() // the hung Produce returns an unclear answer
+				var late map[TP][]byte
+				if lands {
+					e.be.land()
+				} else {
+					e.be.mu.Lock()
+					late, e.be.inflight = e.be.inflight, nil
+					e.be.mu.Unlock()
+				}
+				e.be.setFault(nil)
+				if c := e.be.groupCommits(); len(c) != 0 {
+					t.Fatalf("offsets committed before the batches: %+v", c)
+				}
+				e.open()
+				e.waitState("tx", txnstate.CompleteCommit)
+				if tc.late {
+					// The write of the killed process arrives now.
+					waitFor(t, "the roll-forward to finish", func() bool { return len(e.be.groupCommits()) == 1 })
+					e.be.mu.Lock()
+					e.be.inflight = late
+					e.be.mu.Unlock()
+					e.be.land()
+				}
+				checkForwarded(t, e.be, from, p.committed)
+				if c := e.be.groupCommits(); len(c) != 1 || c[0].g.MemberID != "m" || c[0].g.GroupInstanceID != "inst" {
+					t.Fatalf("group commits %+v", c)
+				}
+				if _, finds := e.be.counts(); finds == 0 {
+					t.Fatal("roll-forward did not look for the batches already written")
+				}
+				// The state is swapped in before the byte count is settled.
+				waitFor(t, "Buffered() to drop to 0", func() bool { return e.c.Buffered() == 0 })
+				if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
+					t.Fatalf("data left: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
+				}
+				// The producer carries on with the epoch its commit was answered with.
+				p.send(parts[0], 1, 10)
+				if r := p.end(true); r.Err != 0 {
+					t.Fatalf("next commit: %s", txnstate.ErrorName(r.Err))
 				}
 				e.waitState("tx", txnstate.CompleteCommit)
-				for _, part := range parts {
-					e.be.seed(part, 3)
-				}
-				// The seeded batches now sit between the earlier commit's
-				// batches and this one's: skip them in the comparison.
-				for _, part := range parts {
-					want := append([][32]byte(nil), p.committed[part]...)
-					got := e.be.digests(part, from[part])
-					if len(got) != len(want)+3 || !slices.Equal(got[:len(want)], want) {
-						t.Fatalf("earlier commit on %v: %s", part, describe(got, want))
-					}
-					p.committed[part] = nil
-				}
-				from = ends(e.be, parts...)
-			}
-			for i := range 15 {
-				p.send(parts[i%3], 1+i%3, 300)
-			}
-			p.offsets("grp", "m", 2, "inst", map[TP]txnstate.Offset{tp("in", 1): {Offset: 5}})
-			// Round 3's batch for a/1 hangs; the others of the round are written.
-			base, _ := e.be.counts()
-			e.be.setFault(func(n int, _ TP) fault {
-				if n == base+8 {
-					return hang
-				}
-				return apply
+				checkForwarded(t, e.be, from, p.committed)
+				e.be.checkValid(t)
 			})
-			old := *p
-			p.noWait = true
-			if r := p.end(true); r.Err != 0 {
-				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
-			}
-			p.noWait = false
-			<-e.be.hung
-
-			// While forwarding: the commit is decided and a retry of it is
-			// answered NONE.
-			if tx := e.c.Get("tx"); tx.State != txnstate.CompleteCommit {
-				t.Fatalf("state %v while forwarding", tx.State)
-			}
-			r := e.c.EndTxn(context.Background(), "tx", txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 5})
-			if r.Err != txnstate.ErrNone {
-				t.Fatalf("retried EndTxn while forwarding: %s", txnstate.ErrorName(r.Err))
-			}
-			// Its offsets are committed (served from the decision), not
-			// unstable, though the backend does not have them yet.
-			if e.c.OffsetsPending("grp", nil) {
-				t.Fatal("offsets of a decided commit reported unstable")
-			}
-			if d := e.c.DecidedOffsets("grp"); d[tp("in", 1)].Offset != 5 {
-				t.Fatalf("decided offsets %+v, want in/1 at 5", d)
-			}
-
-			e.shutdown() // the hung Produce returns an unclear answer
-			if lands {
-				e.be.land()
-			} else {
-				e.be.mu.Lock()
-				e.be.inflight = nil
-				e.be.mu.Unlock()
-			}
-			e.be.setFault(nil)
-			if c := e.be.groupCommits(); len(c) != 0 {
-				t.Fatalf("offsets committed before the batches: %+v", c)
-			}
-			e.open()
-			e.waitState("tx", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, p.committed)
-			if c := e.be.groupCommits(); len(c) != 1 || c[0].g.MemberID != "m" || c[0].g.GroupInstanceID != "inst" {
-				t.Fatalf("group commits %+v", c)
-			}
-			if _, finds := e.be.counts(); finds == 0 {
-				t.Fatal("roll-forward did not look for the batches already written")
-			}
-			// The state is swapped in before the byte count is settled.
-			waitFor(t, "Buffered() to drop to 0", func() bool { return e.c.Buffered() == 0 })
-			if e.c.Buffered() != 0 || len(e.indexed()) != 0 {
-				t.Fatalf("data left: %d bytes, %d batches", e.c.Buffered(), len(e.indexed()))
-			}
-			// The producer carries on with the epoch its commit was answered with.
-			p.send(parts[0], 1, 10)
-			if r := p.end(true); r.Err != 0 {
-				t.Fatalf("next commit: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("tx", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, p.committed)
-		})
+		}
 	}
 }
 

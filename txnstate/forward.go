@@ -5,254 +5,141 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
-// roundBytes bounds the data one forwarding round holds in memory;
+// roundBytes bounds the data one forwarding attempt holds in memory at once;
 // persistEvery is how much forwarded data may be recorded only in memory.
 const (
 	roundBytes   = 16 << 20
 	persistEvery = 64 << 20
+	// maxInFlight is how many batches of one partition are pipelined
+	// toward an idempotent backend: Kafka keeps the last five batches of a
+	// producer per partition to recognise a resent one.
+	maxInFlight = 5
 )
+
+// Idempotent is a Backend that also takes writes under a producer id of
+// eosproxy's own. With it a commit's batches of a partition are pipelined:
+// the backend keeps them in sequence order and drops a resent one it holds.
+type Idempotent interface {
+	Backend
+	// InitProducerID gets a fresh producer id (and its epoch) for
+	// eosproxy's own writes; an error if the backend cannot give one.
+	InitProducerID(ctx context.Context) (int64, int16, error)
+	// Send writes one batch (stamped with eosproxy's producer fields) and
+	// returns a wait for the answer. Batches sent for a partition reach
+	// the backend in the order Send is called.
+	Send(ctx context.Context, tp TopicPartition, batch []byte) func(context.Context) ProduceResult
+}
+
+// upstreamProducer is one producer id and epoch of eosproxy's own.
+type upstreamProducer struct {
+	pid   int64
+	epoch int16
+}
+
+func (u upstreamProducer) marshal() []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, uint64(u.pid)), uint16(u.epoch))
+}
+
+func unmarshalUpstream(v []byte) (upstreamProducer, error) {
+	if len(v) != 10 {
+		return upstreamProducer{}, errors.New("corrupt upstream producer record")
+	}
+	return upstreamProducer{int64(binary.BigEndian.Uint64(v)), int16(binary.BigEndian.Uint16(v[8:]))}, nil
+}
+
+// lowWater is a partition's forwarding position: the offset from which the
+// backend is searched for the generation's first remaining batch, and, in
+// the idempotent mode, that batch's sequence number.
+func marshalLow(offset int64, seq int32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, uint64(offset)), uint32(seq))
+}
+
+func unmarshalLow(v []byte) (int64, int32, error) {
+	switch len(v) {
+	case 8: // recorded with the decision: nothing sent yet, sequence 0
+		return int64(binary.BigEndian.Uint64(v)), 0, nil
+	case 12:
+		return int64(binary.BigEndian.Uint64(v)), int32(binary.BigEndian.Uint32(v[8:])), nil
+	}
+	return 0, 0, errors.New("corrupt low-water offset")
+}
 
 // forward writes a committed transaction's buffered batches to the backend,
 // exactly once and in order per partition, then its held group offsets.
 //
-// Per partition one batch is in flight at a time, and a batch is sent only
-// once the backend acknowledged the one before it: the batches of a
-// partition in the backend are always a prefix of its buffered ones. Before
-// the first batch goes out, each partition's end offset is recorded (the
-// low-water offset): everything eosproxy writes lands after it. Progress —
-// acknowledged batches deleted, low-water offsets moved past them — is made
-// durable only every persistEvery bytes and when an attempt fails; after a
-// crash or an unclear answer (a timeout, a dropped connection) the next
-// attempt reads the partition from its low-water offset and skips, in order,
-// every remaining batch it finds there by content digest (the look-up the
-// idempotent path uses), then resends from the first one missing.
+// Before the first batch of a partition goes out, its end offset is
+// recorded (the low-water offset): everything eosproxy writes lands after
+// it. Progress — acknowledged batches deleted, low-water offsets moved past
+// them — is made durable every persistEvery bytes and when an attempt
+// fails; after a crash or an unclear answer the next attempt first reads
+// each partition from its low-water offset and skips, in order, every
+// remaining batch it finds there by content digest (the look-up the
+// idempotent path uses), then sends from the first one missing.
+//
+// Sending has two modes. Where the backend gives eosproxy a producer id,
+// each generation writes under an epoch of its own (the id's previous one
+// plus one, so a late write of an earlier attempt is fenced) with sequence
+// numbers from 0 per partition, up to maxInFlight batches of a partition in
+// flight: the backend keeps them in order, and a batch resent while an
+// unclear earlier send of it lands is dropped by it as a duplicate. Without
+// one, batches are cleared of producer fields and one per partition is in
+// flight, sent only once the one before it is acknowledged, so that the
+// backend's batches of a partition are always a prefix of the buffered ones.
 func (c *Coordinator) forward(ctx context.Context, t *Txn, gen uint64, firstAttempt bool, log zerolog.Logger) (err error) {
-	id := t.TransactionalID
-	remaining, low, err := c.forwardState(id, gen)
-	if err != nil {
+	f := &forwarding{c: c, id: t.TransactionalID, gen: gen, log: log, peek: map[TopicPartition]buffered{}}
+	if err := f.load(); err != nil {
 		return err
 	}
 	// A partition with a low-water offset from an earlier attempt may have
 	// had batches sent by it; one recorded with the decision has not.
 	unverified := map[TopicPartition]bool{}
-	for tp := range low {
+	for tp := range f.low {
 		unverified[tp] = !firstAttempt
 	}
-	var need []TopicPartition
-	for tp := range remaining {
-		if _, ok := low[tp]; !ok {
-			need = append(need, tp)
-		}
+	if err := f.lowWater(ctx); err != nil {
+		return err
 	}
-	if len(need) > 0 {
-		offs, err := c.opt.Backend.EndOffsets(ctx, need)
-		if err != nil {
-			return fmt.Errorf("end offsets before forwarding: %w", err)
-		}
-		err = c.db.Update(func(txn *badger.Txn) error {
-			for _, tp := range need {
-				o, ok := offs[tp]
-				if !ok {
-					return fmt.Errorf("no end offset for %s/%d", tp.Topic, tp.Partition)
-				}
-				low[tp] = o
-				c.noteEnd(tp, o)
-				if err := txn.Set(genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("persist forwarding low-water offsets: %w", err)
-		}
-	}
-
-	// One read snapshot and one iterator per partition for the whole
-	// attempt: the buffered batches do not change while a commit runs.
-	rd := c.db.NewTransaction(false)
-	defer rd.Discard()
-	its := map[TopicPartition]*badger.Iterator{}
-	defer func() {
-		for _, it := range its {
-			it.Close()
-		}
-	}()
-	type buffered struct {
-		key, batch []byte
-		ref        spool.Ref
-	}
-	next := func(tp TopicPartition) (buffered, error) {
-		it := its[tp]
-		if it == nil {
-			it = rd.NewIterator(badger.IteratorOptions{Prefix: genTPKey(prefixBatch, id, gen, tp)})
-			it.Rewind()
-			its[tp] = it
-		}
-		if !it.Valid() {
-			return buffered{}, fmt.Errorf("buffered batch of %s/%d missing", tp.Topic, tp.Partition)
-		}
-		v, err := it.Item().ValueCopy(nil)
-		var ref spool.Ref
-		if err == nil {
-			ref, err = spool.UnmarshalRef(v)
-		}
-		var batch []byte
-		if err == nil {
-			batch, err = c.opt.Spool.Read(ref)
-		}
-		if err != nil {
-			return buffered{}, fmt.Errorf("read buffered batch of %s/%d: %w", tp.Topic, tp.Partition, err)
-		}
-		b := buffered{it.Item().KeyCopy(nil), batch, ref}
-		it.Next()
-		return b, nil
-	}
-
-	// Forwarded but not yet recorded as such.
-	var done [][]byte
-	var doneRefs []spool.Ref
-	doneBytes := 0
-	persist := func() error {
-		if len(done) == 0 {
-			return nil
-		}
-
-		wb := c.db.NewWriteBatch()
-		defer wb.Cancel()
-		for _, k := range done {
-			if err := wb.Delete(k); err != nil {
-				return err
-			}
-		}
-		for tp, o := range low {
-			if err := wb.Set(genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))); err != nil {
-				return err
-			}
-		}
-		if err := wb.Flush(); err != nil {
-			return fmt.Errorf("record forwarding progress: %w", err)
-		}
-		for _, r := range doneRefs {
-			c.opt.Spool.Release(r)
-		}
-		done, doneRefs, doneBytes = nil, nil, 0
-		return nil
-	}
+	f.rd = c.db.NewTransaction(false)
+	defer f.close()
 	defer func() {
 		if err != nil {
 			// Spare the next attempt the look-ups for what is known.
-			if perr := persist(); perr != nil {
+			if perr := f.persist(); perr != nil {
 				log.Warn().Err(perr).Msg("cannot record forwarding progress")
 			}
 		}
 	}()
-	acked := func(tp TopicPartition, b buffered, base int64) {
-		low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
-		c.noteEnd(tp, low[tp])
-		done = append(done, b.key)
-		doneRefs = append(doneRefs, b.ref)
-		doneBytes += len(b.batch)
-		if remaining[tp]--; remaining[tp] == 0 {
-			delete(remaining, tp)
-		}
+	start := time.Now()
+	found, err := f.verify(ctx, unverified)
+	if err != nil {
+		return err
 	}
-
-	current := map[TopicPartition]buffered{}
-	start, rounds, batches, found := time.Now(), 0, 0, 0
-	for len(remaining) > 0 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rounds++
-		tps := make([]TopicPartition, 0, len(remaining))
-		for tp := range remaining {
-			tps = append(tps, tp)
-		}
-		slices.SortFunc(tps, compareTP)
-		round := map[TopicPartition][]byte{}
-		size := 0
-		for _, tp := range tps {
-			if size >= roundBytes {
-				break
-			}
-			b, ok := current[tp]
-			if !ok {
-				if b, err = next(tp); err != nil {
-					return err
-				}
-				current[tp] = b
-			}
-			// Skip the batches an earlier attempt wrote (a prefix).
-			for unverified[tp] {
-				off, hit, err := c.opt.Backend.FindBatch(ctx, tp, low[tp], protocol.Digest(b.batch, len(b.batch)))
-				if err != nil {
-					return fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
-				}
-				if !hit {
-					unverified[tp] = false
-					break
-				}
-				found++
-				log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
-					Msg("batch of an interrupted commit found in the backend; not resending it")
-				acked(tp, b, off)
-				delete(current, tp)
-				if remaining[tp] == 0 {
-					break
-				}
-				if b, err = next(tp); err != nil {
-					return err
-				}
-				current[tp] = b
-			}
-			if remaining[tp] > 0 {
-				round[tp] = b.batch
-				size += len(b.batch)
-			}
-		}
-		if len(round) == 0 {
-			continue
-		}
-		batches += len(round)
-		results := c.opt.Backend.Produce(ctx, round)
-		var failures []error
-		for tp := range round {
-			res, ok := results[tp]
-			switch {
-			case !ok:
-				unverified[tp] = true
-				failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
-			case res.Err == nil:
-				acked(tp, current[tp], res.BaseOffset)
-				delete(current, tp)
-			case res.Ambiguous:
-				unverified[tp] = true
-				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
-			default:
-				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
-			}
-		}
-		if len(failures) > 0 {
-			return fmt.Errorf("forward batches: %w", errors.Join(failures...))
-		}
-		if doneBytes >= persistEvery {
-			if err := persist(); err != nil {
-				return err
-			}
-		}
+	idem, err := f.chooseMode(ctx)
+	if err != nil {
+		return err
 	}
-	log.Debug().Int("rounds", rounds).Int("batches", batches).Int("found", found).Dur("took", time.Since(start)).
+	var batches int
+	if idem != nil {
+		batches, err = f.pipelined(ctx, idem)
+	} else {
+		batches, err = f.rounds(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	log.Debug().Int("batches", batches).Int("found", found).Bool("pipelined", idem != nil).Dur("took", time.Since(start)).
 		Msg("transaction data forwarded")
 	for group, g := range t.PendingOffsets {
 		if len(g.Offsets) == 0 {
@@ -269,22 +156,51 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen uint64, firstAtte
 	return nil
 }
 
-// forwardState counts id's buffered batches per partition and loads the
-// forwarding low-water offsets of an earlier attempt.
-func (c *Coordinator) forwardState(id string, gen uint64) (map[TopicPartition]int, map[TopicPartition]int64, error) {
-	remaining := map[TopicPartition]int{}
-	low := map[TopicPartition]int64{}
-	err := c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixBatch, id, gen)})
+// forwarding is one attempt at forwarding a generation.
+type forwarding struct {
+	c   *Coordinator
+	id  string
+	gen uint64
+	log zerolog.Logger
+
+	remaining map[TopicPartition]int   // batches not yet acknowledged
+	low       map[TopicPartition]int64 // low-water offsets
+	seqs      map[TopicPartition]int32 // sequence of the first remaining batch (idempotent mode)
+	producer  *upstreamProducer        // the generation's producer, if it has one
+	dropProd  bool                     // the producer's state at the backend is off: next attempt takes a new epoch
+
+	// One read snapshot and one iterator per partition for the whole
+	// attempt: the buffered batches do not change while a commit runs.
+	rd   *badger.Txn
+	its  map[TopicPartition]*badger.Iterator
+	peek map[TopicPartition]buffered // read by verify, not found in the backend
+
+	// Forwarded but not yet recorded as such.
+	done      [][]byte
+	doneRefs  []spool.Ref
+	doneBytes int
+}
+
+type buffered struct {
+	key, batch []byte
+	ref        spool.Ref
+}
+
+// load counts the generation's buffered batches per partition and loads the
+// forwarding state of an earlier attempt.
+func (f *forwarding) load() error {
+	f.remaining, f.low, f.seqs = map[TopicPartition]int{}, map[TopicPartition]int64{}, map[TopicPartition]int32{}
+	err := f.c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixBatch, f.id, f.gen)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			_, _, tp, _, err := parseGenTPKey(prefixBatch, it.Item().Key())
 			if err != nil {
 				return err
 			}
-			remaining[tp]++
+			f.remaining[tp]++
 		}
-		it2 := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixLow, id, gen), PrefetchValues: true})
+		it2 := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixLow, f.id, f.gen), PrefetchValues: true})
 		defer it2.Close()
 		for it2.Rewind(); it2.Valid(); it2.Next() {
 			_, _, tp, _, err := parseGenTPKey(prefixLow, it2.Item().Key())
@@ -292,15 +208,428 @@ func (c *Coordinator) forwardState(id string, gen uint64) (map[TopicPartition]in
 				return err
 			}
 			v, err := it2.Item().ValueCopy(nil)
-			if err != nil || len(v) != 8 {
-				return fmt.Errorf("corrupt low-water offset of %s/%d", tp.Topic, tp.Partition)
+			if err == nil {
+				f.low[tp], f.seqs[tp], err = unmarshalLow(v)
 			}
-			low[tp] = int64(binary.BigEndian.Uint64(v))
+			if err != nil {
+				return fmt.Errorf("low-water offset of %s/%d: %w", tp.Topic, tp.Partition, err)
+			}
+		}
+		item, err := txn.Get(genKey(prefixGenProducer, f.id, f.gen))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		var v []byte
+		if err == nil {
+			v, err = item.ValueCopy(nil)
+		}
+		if err != nil {
+			return err
+		}
+		u, err := unmarshalUpstream(v)
+		if err != nil {
+			return err
+		}
+		f.producer = &u
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read buffered transaction %q: %w", f.id, err)
+	}
+	return nil
+}
+
+// lowWater records the end offset of each partition that has no low-water
+// offset yet, before anything is sent to it.
+func (f *forwarding) lowWater(ctx context.Context) error {
+	var need []TopicPartition
+	for tp := range f.remaining {
+		if _, ok := f.low[tp]; !ok {
+			need = append(need, tp)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	offs, err := f.c.opt.Backend.EndOffsets(ctx, need)
+	if err != nil {
+		return fmt.Errorf("end offsets before forwarding: %w", err)
+	}
+	err = f.c.db.Update(func(txn *badger.Txn) error {
+		for _, tp := range need {
+			o, ok := offs[tp]
+			if !ok {
+				return fmt.Errorf("no end offset for %s/%d", tp.Topic, tp.Partition)
+			}
+			f.low[tp], f.seqs[tp] = o, 0
+			f.c.noteEnd(tp, o)
+			if err := txn.Set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, 0)); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read buffered transaction %q: %w", id, err)
+		return fmt.Errorf("persist forwarding low-water offsets: %w", err)
 	}
-	return remaining, low, nil
+	return nil
+}
+
+func (f *forwarding) close() {
+	for _, it := range f.its {
+		it.Close()
+	}
+	f.rd.Discard()
+}
+
+// next reads tp's next buffered batch.
+func (f *forwarding) next(tp TopicPartition) (buffered, error) {
+	if b, ok := f.peek[tp]; ok {
+		delete(f.peek, tp)
+		return b, nil
+	}
+	if f.its == nil {
+		f.its = map[TopicPartition]*badger.Iterator{}
+	}
+	it := f.its[tp]
+	if it == nil {
+		it = f.rd.NewIterator(badger.IteratorOptions{Prefix: genTPKey(prefixBatch, f.id, f.gen, tp)})
+		it.Rewind()
+		f.its[tp] = it
+	}
+	if !it.Valid() {
+		return buffered{}, fmt.Errorf("buffered batch of %s/%d missing", tp.Topic, tp.Partition)
+	}
+	v, err := it.Item().ValueCopy(nil)
+	var ref spool.Ref
+	if err == nil {
+		ref, err = spool.UnmarshalRef(v)
+	}
+	var batch []byte
+	if err == nil {
+		batch, err = f.c.opt.Spool.Read(ref)
+	}
+	if err != nil {
+		return buffered{}, fmt.Errorf("read buffered batch of %s/%d: %w", tp.Topic, tp.Partition, err)
+	}
+	b := buffered{it.Item().KeyCopy(nil), batch, ref}
+	it.Next()
+	return b, nil
+}
+
+// acked notes that b, tp's first remaining batch, is in the backend at base.
+func (f *forwarding) acked(tp TopicPartition, b buffered, base int64) {
+	f.low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
+	f.seqs[tp] = nextSeq(f.seqs[tp], protocol.BatchRecordCount(b.batch))
+	f.c.noteEnd(tp, f.low[tp])
+	f.done = append(f.done, b.key)
+	f.doneRefs = append(f.doneRefs, b.ref)
+	f.doneBytes += len(b.batch)
+	if f.remaining[tp]--; f.remaining[tp] == 0 {
+		delete(f.remaining, tp)
+	}
+}
+
+// nextSeq is Kafka's sequence arithmetic: it wraps at MaxInt32.
+func nextSeq(seq, count int32) int32 {
+	return int32((int64(seq) + int64(count)) % math.MaxInt32)
+}
+
+// persist makes the progress durable: acknowledged batches deleted, the
+// low-water offsets (and sequences) moved past them, in one write.
+func (f *forwarding) persist() error {
+	if len(f.done) == 0 && !f.dropProd {
+		return nil
+	}
+	wb := f.c.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range f.done {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	for tp, o := range f.low {
+		if err := wb.Set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, f.seqs[tp])); err != nil {
+			return err
+		}
+	}
+	if f.dropProd {
+		if err := wb.Delete(genKey(prefixGenProducer, f.id, f.gen)); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("record forwarding progress: %w", err)
+	}
+	for _, r := range f.doneRefs {
+		f.c.opt.Spool.Release(r)
+	}
+	f.done, f.doneRefs, f.doneBytes = nil, nil, 0
+	return nil
+}
+
+// verify skips, per unverified partition, the remaining batches an earlier
+// attempt wrote (a prefix), found by digest from the low-water offset.
+func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]bool) (found int, err error) {
+	for _, tp := range f.sorted() {
+		if !unverified[tp] {
+			continue
+		}
+		for f.remaining[tp] > 0 {
+			b, err := f.next(tp)
+			if err != nil {
+				return found, err
+			}
+			off, hit, err := f.c.opt.Backend.FindBatch(ctx, tp, f.low[tp], protocol.Digest(b.batch, len(b.batch)))
+			if err != nil {
+				return found, fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
+			}
+			if !hit {
+				f.peek[tp] = b // the first to send
+				break
+			}
+			found++
+			f.log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
+				Msg("batch of an interrupted commit found in the backend; not resending it")
+			f.acked(tp, b, off)
+		}
+	}
+	return found, nil
+}
+
+func (f *forwarding) sorted() []TopicPartition {
+	tps := make([]TopicPartition, 0, len(f.remaining))
+	for tp := range f.remaining {
+		tps = append(tps, tp)
+	}
+	slices.SortFunc(tps, compareTP)
+	return tps
+}
+
+// chooseMode decides how this attempt sends: with the generation's producer
+// (continuing its sequences), with a new epoch (sequences from 0, after
+// verify so every partition restarts at its first missing batch), or, when
+// the backend gives no producer id, without one.
+func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
+	idem, ok := f.c.opt.Backend.(Idempotent)
+	if ok && f.producer != nil && !f.dropProd {
+		return idem, nil
+	}
+	var u upstreamProducer
+	if ok {
+		var err error
+		u, err = f.c.nextUpstream(ctx, idem, f.id)
+		if err != nil {
+			ok = false
+		}
+	}
+	if !ok {
+		if f.producer != nil {
+			f.dropProd = true // sequences continue no more
+			if err := f.persist(); err != nil {
+				return nil, err
+			}
+			f.producer, f.dropProd = nil, false
+		}
+		return nil, nil
+	}
+	for tp := range f.remaining {
+		f.seqs[tp] = 0
+	}
+	err := f.c.db.Update(func(txn *badger.Txn) error {
+		for tp, o := range f.low {
+			if err := txn.Set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, f.seqs[tp])); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set(idKey(prefixUpstream, f.id), u.marshal()); err != nil {
+			return err
+		}
+		return txn.Set(genKey(prefixGenProducer, f.id, f.gen), u.marshal())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record the forwarding producer: %w", err)
+	}
+	f.producer, f.dropProd = &u, false
+	return idem, nil
+}
+
+// nextUpstream is the producer a new forwarding epoch of id writes with:
+// the id's last one with its epoch bumped (an idempotent producer may bump
+// its own epoch; the backend then wants sequence 0), or a fresh producer id
+// from the backend when there is none or the epoch is exhausted. A backend
+// that gives none is asked again only after a while.
+func (c *Coordinator) nextUpstream(ctx context.Context, idem Idempotent, id string) (upstreamProducer, error) {
+	var u upstreamProducer
+	err := c.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(idKey(prefixUpstream, id))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		u, err = unmarshalUpstream(v)
+		return err
+	})
+	if err == nil && u.epoch < math.MaxInt16-1 {
+		u.epoch++
+		return u, nil
+	}
+	if at := c.noUpstreamUntil.Load(); at != 0 && c.nowMs() < at {
+		return u, errors.New("backend gives no producer id")
+	}
+	pid, epoch, err := idem.InitProducerID(ctx)
+	if err != nil {
+		if c.noUpstreamUntil.Swap(c.nowMs()+time.Minute.Milliseconds()) == 0 {
+			c.log.Info().Err(err).Msg("the backend gives eosproxy no producer id: commits are forwarded one batch per partition at a time")
+		}
+		return u, err
+	}
+	c.noUpstreamUntil.Store(0)
+	return upstreamProducer{pid, epoch}, nil
+}
+
+// rounds sends without a producer id: one batch per partition per round,
+// the next round once the backend acknowledged the previous one.
+func (f *forwarding) rounds(ctx context.Context) (int, error) {
+	current := map[TopicPartition]buffered{}
+	batches := 0
+	for len(f.remaining) > 0 {
+		if err := ctx.Err(); err != nil {
+			return batches, err
+		}
+		round := map[TopicPartition][]byte{}
+		size := 0
+		for _, tp := range f.sorted() {
+			if size >= roundBytes {
+				break
+			}
+			b, ok := current[tp]
+			if !ok {
+				var err error
+				if b, err = f.next(tp); err != nil {
+					return batches, err
+				}
+				current[tp] = b
+			}
+			round[tp] = b.batch
+			size += len(b.batch)
+		}
+		batches += len(round)
+		results := f.c.opt.Backend.Produce(ctx, round)
+		var failures []error
+		for tp := range round {
+			res, ok := results[tp]
+			switch {
+			case !ok:
+				failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
+			case res.Err == nil:
+				f.acked(tp, current[tp], res.BaseOffset)
+				delete(current, tp)
+			default:
+				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
+			}
+		}
+		if len(failures) > 0 {
+			return batches, fmt.Errorf("forward batches: %w", errors.Join(failures...))
+		}
+		if f.doneBytes >= persistEvery {
+			if err := f.persist(); err != nil {
+				return batches, err
+			}
+		}
+	}
+	return batches, nil
+}
+
+// pipelined sends with the generation's producer, up to maxInFlight
+// batches per partition and roundBytes in all in flight, and takes the
+// answers in send order. After a failure nothing more is sent; what is in
+// flight is waited for, and a partition's answers behind its failed batch
+// are left to the next attempt's look-up (with idempotence they cannot be
+// ahead of the failed one in the backend).
+func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error) {
+	type flight struct {
+		tp   TopicPartition
+		b    buffered
+		wait func(context.Context) ProduceResult
+	}
+	var queue []flight
+	inflight := map[TopicPartition]int{}
+	sendSeq := map[TopicPartition]int32{}
+	for tp := range f.remaining {
+		sendSeq[tp] = f.seqs[tp]
+	}
+	failed := map[TopicPartition]bool{}
+	var failures []error
+	bytes, batches := 0, 0
+	u := *f.producer
+	for {
+		for _, tp := range f.sorted() {
+			if len(failures) > 0 || ctx.Err() != nil {
+				break
+			}
+			for inflight[tp] < maxInFlight && inflight[tp] < f.remaining[tp] && bytes < roundBytes {
+				b, err := f.next(tp)
+				if err != nil {
+					failures = append(failures, err)
+					break
+				}
+				protocol.SetProducer(b.batch, len(b.batch), u.pid, u.epoch, sendSeq[tp])
+				sendSeq[tp] = nextSeq(sendSeq[tp], protocol.BatchRecordCount(b.batch))
+				queue = append(queue, flight{tp, b, idem.Send(ctx, tp, b.batch)})
+				inflight[tp]++
+				bytes += len(b.batch)
+				batches++
+			}
+		}
+		if len(queue) == 0 {
+			break
+		}
+		fl := queue[0]
+		queue = queue[1:]
+		res := fl.wait(ctx)
+		inflight[fl.tp]--
+		bytes -= len(fl.b.batch)
+		if failed[fl.tp] {
+			continue
+		}
+		if res.Err == nil {
+			f.acked(fl.tp, fl.b, res.BaseOffset)
+			if f.doneBytes >= persistEvery {
+				if err := f.persist(); err != nil {
+					failures = append(failures, err)
+				}
+			}
+			continue
+		}
+		failed[fl.tp] = true
+		failures = append(failures, fmt.Errorf("%s/%d: %w", fl.tp.Topic, fl.tp.Partition, res.Err))
+		if producerStateError(res.Err) {
+			// All before this batch is acknowledged, so the backend's
+			// state for the producer is not what eosproxy's is (it lost
+			// it, or a late write moved it): start a new epoch.
+			f.dropProd = true
+		}
+	}
+	if err := ctx.Err(); err != nil && len(failures) == 0 {
+		failures = append(failures, err)
+	}
+	if len(failures) > 0 {
+		return batches, fmt.Errorf("forward batches: %w", errors.Join(failures...))
+	}
+	return batches, nil
+}
+
+// producerStateError: the backend's idea of eosproxy's producer differs.
+func producerStateError(err error) bool {
+	for _, e := range []error{kerr.OutOfOrderSequenceNumber, kerr.DuplicateSequenceNumber, kerr.UnknownProducerID,
+		kerr.InvalidProducerEpoch, kerr.InvalidProducerIDMapping, kerr.InvalidTxnState} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -19,7 +19,9 @@ import (
 //	txn/s/<id><topic><partition>             the producer's sequence state there
 //	txn/b/<id><gen><topic><partition><n>     one buffered batch (a spool reference), n a global counter
 //	txn/q/<id><gen>                          a decided, not yet carried out, commit or abort (JSON)
-//	txn/w/<id><gen><topic><partition>        forwarding low-water offset
+//	txn/w/<id><gen><topic><partition>        forwarding low-water offset (and sequence)
+//	txn/u/<id>                              eosproxy's own producer id and last epoch for id's forwarding
+//	txn/v/<id><gen>                          the producer id and epoch a generation is forwarded with
 const (
 	prefixMeta  = "txn/m/"
 	prefixGen   = "txn/g/"
@@ -27,6 +29,9 @@ const (
 	prefixBatch = "txn/b/"
 	prefixJob   = "txn/q/"
 	prefixLow   = "txn/w/"
+	// Forwarding with eosproxy's own producer (backends with idempotence).
+	prefixUpstream    = "txn/u/"
+	prefixGenProducer = "txn/v/"
 	// txn/x/<id>: its open transaction lost a batch and can only abort.
 	prefixBroken = "txn/x/"
 )
