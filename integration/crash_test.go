@@ -204,6 +204,19 @@ func (cp *crashProxy) kill() {
 // to the partitions' current ends and returns the values by partition.
 func readBackendAll(t *testing.T, b backend, topic string) (map[int32][]int, int64) {
 	t.Helper()
+	return readBackendRecords(t, b, topic, false)
+}
+
+// readBackendCommitted is readBackendAll for data eosproxy wrote at commit:
+// against a backend with idempotence it is written under eosproxy's own
+// producer id, never in a transactional batch.
+func readBackendCommitted(t *testing.T, b backend, topic string) (map[int32][]int, int64) {
+	t.Helper()
+	return readBackendRecords(t, b, topic, true)
+}
+
+func readBackendRecords(t *testing.T, b backend, topic string, ownProducer bool) (map[int32][]int, int64) {
+	t.Helper()
 	cl := newClient(t, b.addrs[0], kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ends, err := kadm.NewClient(cl).ListEndOffsets(testCtx(t), topic)
 	if err != nil {
@@ -220,8 +233,8 @@ func readBackendAll(t *testing.T, b backend, topic string) (map[int32][]int, int
 			t.Fatalf("read %d of the backend's %d records before timeout", n, total)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if r.ProducerID != -1 {
-				t.Fatalf("backend record at %d/%d carries producer id %d", r.Partition, r.Offset, r.ProducerID)
+			if r.Attrs.IsTransactional() || r.ProducerID != -1 && !ownProducer {
+				t.Fatalf("backend record at %d/%d carries producer id %d (transactional: %v)", r.Partition, r.Offset, r.ProducerID, r.Attrs.IsTransactional())
 			}
 			v, err := strconv.Atoi(string(r.Value))
 			if err != nil {

@@ -25,11 +25,20 @@ import (
 	"github.com/eosproxy/eosproxy/cmd/eoscheck/check"
 )
 
+// It runs twice: against kfake without the EOS API keys (commits forwarded
+// one batch per partition at a time, cleared of producer fields) and with
+// them (commits pipelined under eosproxy's own producer id, as against a
+// real Kafka).
 func TestEoscheckShortSchedule(t *testing.T) {
 	if testing.Short() {
 		t.Skip("eoscheck short schedule takes ~30 s")
 	}
 	bin := buildProxy(t)
+	t.Run("backend without EOS", func(t *testing.T) { eoscheckShort(t, bin, false) })
+	t.Run("backend with idempotence", func(t *testing.T) { eoscheckShort(t, bin, true) })
+}
+
+func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 	seed := faultSeed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -66,6 +75,8 @@ func TestEoscheckShortSchedule(t *testing.T) {
 		DropRate:         0.02,
 		BackendErrors:    true,
 		BackendErrorRate: 0.03,
+
+		BackendIdempotence: backendIdempotence,
 	})
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {

@@ -371,10 +371,16 @@ func TestTxnBufferedDataSurvivesSIGKILL(t *testing.T) {
 // eosproxy is SIGKILLed while it forwards a commit: the backend holds a
 // forwarded batch until eosproxy is dead and then writes it. On restart the
 // commit rolls forward, finds that batch in the backend and does not write
-// it again.
+// it again. Against a backend without idempotence (batches cleared, one per
+// partition in flight) and one with it (pipelined under eosproxy's own
+// producer id).
 func TestTxnSIGKILLDuringCommitRollsForward(t *testing.T) {
 	bin := buildProxy(t)
-	b := newNoEOSFake(t)
+	t.Run("backend without EOS", func(t *testing.T) { sigkillDuringCommit(t, bin, newNoEOSFake(t)) })
+	t.Run("backend with idempotence", func(t *testing.T) { sigkillDuringCommit(t, bin, newFake(t)) })
+}
+
+func sigkillDuringCommit(t *testing.T, bin string, b backend) {
 	topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 3)
 	cp, bootstrap := startCrashProxy(t, bin, b, nil)
 
@@ -439,7 +445,7 @@ func TestTxnSIGKILLDuringCommitRollsForward(t *testing.T) {
 		}
 	}
 	backendReaches(t, b, topic, rounds*per)
-	got, total := readBackendAll(t, b, topic)
+	got, total := readBackendCommitted(t, b, topic)
 	if total != rounds*per {
 		t.Fatalf("backend holds %d records, want %d", total, rounds*per)
 	}

@@ -77,7 +77,8 @@ transactions, kills and the backend's group requests (member, generation,
 offsets), to explain an anomaly.
 
 Without --upstream the backend is franz-go's kfake (3 brokers) in this
-process, without the idempotence/transaction API keys. Exit status: 0 no
+process, without the idempotence/transaction API keys (with them:
+--backend-idempotence). Exit status: 0 no
 anomaly, 1 anomalies, 2 the check could not run.
 
 `)
@@ -107,6 +108,7 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
 	fs.BoolVar(&cfg.BackendErrors, "backend-errors", false, "make the backend answer some Produce requests with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and some OffsetCommit requests with REQUEST_TIMED_OUT, although it applied them (in-process backend only)")
 	fs.Float64Var(&cfg.BackendErrorRate, "backend-error-rate", 0.03, "with --backend-errors: fraction of Produce (input and output topics) and OffsetCommit (the copiers' group) requests answered with an error after applying them")
+	fs.BoolVar(&cfg.BackendIdempotence, "backend-idempotence", false, "keep the in-process kfake's idempotence/transaction API keys, so eosproxy forwards commits pipelined under its own producer id (the path a real Kafka takes)")
 	fs.IntVar(&cfg.RestartBroker, "restart-broker", 0, "stop the real broker and start it again on its data this many times during the fault schedule (--upstream only)")
 	fs.StringVar(&cfg.BrokerRestartCmd, "broker-restart-cmd", "", "with --restart-broker: shell `command` that restarts the broker keeping its data and returns once it serves metadata (default: bash <repo>/integration/kafka/kafka.sh restart, found from the working directory upwards)")
 	if err := fs.Parse(args); err != nil {

@@ -82,6 +82,10 @@ type Config struct {
 	// copied the whole input (the commits' batches are mostly forwarded
 	// after the fault schedule). In-process kfake backend only.
 	BackendErrors bool
+	// BackendIdempotence keeps the idempotence/transaction API keys of the
+	// in-process kfake backend, so eosproxy forwards commits pipelined
+	// under its own producer id (the path a real Kafka backend takes).
+	BackendIdempotence bool
 	// BackendErrorRate is the fraction of those requests answered with an
 	// error; 0: 0.03.
 	BackendErrorRate float64
@@ -312,7 +316,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		backend = strings.Split(cfg.Upstream, ",")
 		rep.Backend = cfg.Upstream
 	} else {
-		opts := []kfake.Opt{kfake.NumBrokers(3), kfake.MaxVersions(faults.NoEOSVersions())}
+		opts := []kfake.Opt{kfake.NumBrokers(3)}
+		kind := "kfake (with idempotence: commits forwarded under eosproxy's producer id)"
+		if !cfg.BackendIdempotence {
+			opts = append(opts, kfake.MaxVersions(faults.NoEOSVersions()))
+			kind = "kfake (no EOS API keys)"
+		}
 		if cfg.Drops {
 			drops = newDropper(cfg.Seed, cfg.DropRate)
 			defer drops.close()
@@ -326,9 +335,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			trace.watchGroup(fake, fmt.Sprintf("eoscheck-%d-copiers", cfg.Seed))
 		}
 		backend = fake.ListenAddrs()
-		rep.Backend = "kfake (no EOS API keys): " + strings.Join(backend, ",")
+		rep.Backend = kind + ": " + strings.Join(backend, ",")
 		if drops != nil {
-			rep.Backend = "kfake (no EOS API keys) behind dropping relays: " + strings.Join(backend, ",")
+			rep.Backend = kind + " behind dropping relays: " + strings.Join(backend, ",")
 		}
 		if cfg.BackendErrors {
 			rep.Backend += ", answering errors after writes"
