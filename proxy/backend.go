@@ -404,46 +404,73 @@ func (b txnBackend) InitProducerID(ctx context.Context) (int64, int16, error) {
 	return resp.ProducerID, resp.ProducerEpoch, nil
 }
 
-// Send writes one batch to its partition's leader on eosproxy's pipelined
-// connection to it: batches sent for a partition reach the broker in the
-// order Send is called.
-func (b txnBackend) Send(ctx context.Context, tp txnstate.TopicPartition, batch []byte) func(context.Context) txnstate.ProduceResult {
-	fail := func(err error, amb bool) func(context.Context) txnstate.ProduceResult {
-		return func(context.Context) txnstate.ProduceResult { return txnstate.ProduceResult{Err: err, Ambiguous: amb} }
-	}
-	leaders, _, err := b.leaders.lookup(ctx, b.upstreamBackend, []txnstate.TopicPartition{tp})
-	if err != nil {
-		return fail(err, false)
-	}
-	leader, ok := leaders[tp]
-	if !ok {
-		return fail(fmt.Errorf("no leader for %s/%d", tp.Topic, tp.Partition), false)
-	}
-	pp, err := b.pipes.get(ctx, b.p, leader)
-	if err != nil {
-		b.leaders.forget(tp)
-		return fail(fmt.Errorf("connect to broker %d: %w", leader, err), false)
-	}
-	req := kmsg.NewPtrProduceRequest()
-	req.Acks, req.TimeoutMillis = -1, 30000
-	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = tp.Topic
-	rp := kmsg.NewProduceRequestTopicPartition()
-	rp.Partition, rp.Records = tp.Partition, batch
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	ch := pp.send(req, []txnstate.TopicPartition{tp})
-	return func(ctx context.Context) txnstate.ProduceResult {
-		var r txnstate.ProduceResult
-		select {
-		case m := <-ch:
-			r = m[tp]
-		case <-ctx.Done():
-			r = txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
+// Send writes one batch per partition to the partitions' leaders, one
+// request per leader on eosproxy's pipelined connection to it: the batches
+// of a partition reach the broker in the order Send is called.
+func (b txnBackend) Send(ctx context.Context, batches map[txnstate.TopicPartition][]byte) func(context.Context) map[txnstate.TopicPartition]txnstate.ProduceResult {
+	out := make(map[txnstate.TopicPartition]txnstate.ProduceResult, len(batches))
+	all := slices.Collect(maps.Keys(batches))
+	leaders, _, err := b.leaders.lookup(ctx, b.upstreamBackend, all)
+	byLeader := map[int32]*kmsg.ProduceRequest{}
+	sent := map[int32][]txnstate.TopicPartition{}
+	for tp, batch := range batches {
+		leader, ok := leaders[tp]
+		switch {
+		case err != nil:
+			out[tp] = txnstate.ProduceResult{Err: err}
+			continue
+		case !ok:
+			out[tp] = txnstate.ProduceResult{Err: fmt.Errorf("no leader for %s/%d", tp.Topic, tp.Partition)}
+			continue
 		}
-		if r.Err != nil {
-			b.leaders.forget(tp)
+		req := byLeader[leader]
+		if req == nil {
+			req = kmsg.NewPtrProduceRequest()
+			req.Acks, req.TimeoutMillis = -1, 30000
+			byLeader[leader] = req
 		}
-		return r
+		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
+		if i < 0 {
+			rt := kmsg.NewProduceRequestTopic()
+			rt.Topic = tp.Topic
+			req.Topics = append(req.Topics, rt)
+			i = len(req.Topics) - 1
+		}
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = tp.Partition, batch
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		sent[leader] = append(sent[leader], tp)
+	}
+	var answers []<-chan map[txnstate.TopicPartition]txnstate.ProduceResult
+	// In leader order, so that two calls never interleave differently.
+	for _, leader := range slices.Sorted(maps.Keys(byLeader)) {
+		pp, err := b.pipes.get(ctx, b.p, leader)
+		if err != nil {
+			for _, tp := range sent[leader] {
+				out[tp] = txnstate.ProduceResult{Err: fmt.Errorf("connect to broker %d: %w", leader, err)}
+			}
+			continue
+		}
+		answers = append(answers, pp.send(byLeader[leader], sent[leader]))
+	}
+	return func(ctx context.Context) map[txnstate.TopicPartition]txnstate.ProduceResult {
+		for _, ch := range answers {
+			select {
+			case m := <-ch:
+				maps.Copy(out, m)
+			case <-ctx.Done():
+			}
+		}
+		for tp := range batches {
+			if _, ok := out[tp]; !ok {
+				out[tp] = txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
+			}
+		}
+		for tp, r := range out {
+			if r.Err != nil {
+				b.leaders.forget(tp)
+			}
+		}
+		return out
 	}
 }

@@ -396,39 +396,54 @@ func (f idemBackend) write(p TP, b []byte) txnstate.ProduceResult {
 	return txnstate.ProduceResult{BaseOffset: f.append(p, b)}
 }
 
-func (f idemBackend) Send(ctx context.Context, p TP, b []byte) func(context.Context) txnstate.ProduceResult {
+func (f idemBackend) Send(ctx context.Context, batches map[TP][]byte) func(context.Context) map[TP]txnstate.ProduceResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.attempts++
-	what := apply
-	if f.fault != nil {
-		what = f.fault(f.attempts, p)
+	out := map[TP]txnstate.ProduceResult{}
+	hung := false
+	for _, p := range slices.SortedFunc(maps.Keys(batches), func(a, b TP) int { return txnstate.CompareTopicPartition(a, b) }) {
+		b := batches[p]
+		f.attempts++
+		what := apply
+		if f.fault != nil {
+			what = f.fault(f.attempts, p)
+		}
+		switch what {
+		case apply:
+			out[p] = f.write(p, b)
+		case writeAmbiguous:
+			if r := f.write(p, b); r.Err != nil {
+				out[p] = r
+			} else {
+				out[p] = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
+			}
+		case loseAmbiguous:
+			out[p] = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
+		case reject:
+			out[p] = txnstate.ProduceResult{Err: errNotLeader}
+		case hang:
+			// In flight until the sender gives up; land() may write it later.
+			if f.inflight == nil {
+				f.inflight = map[TP][]byte{}
+			}
+			f.inflight[p] = slices.Clone(b)
+			hung = true
+		}
 	}
-	var r txnstate.ProduceResult
-	switch what {
-	case apply:
-		r = f.write(p, b)
-	case writeAmbiguous:
-		if r = f.write(p, b); r.Err == nil {
-			r = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
-		}
-	case loseAmbiguous:
-		r = txnstate.ProduceResult{Err: errTimeout, Ambiguous: true}
-	case reject:
-		r = txnstate.ProduceResult{Err: errNotLeader}
-	case hang:
-		// In flight until the sender gives up; land() may write it later.
-		if f.inflight == nil {
-			f.inflight = map[TP][]byte{}
-		}
-		f.inflight[p] = slices.Clone(b)
+	if hung {
 		f.hung <- struct{}{}
-		return func(ctx context.Context) txnstate.ProduceResult {
-			<-ctx.Done()
-			return txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
-		}
 	}
-	return func(context.Context) txnstate.ProduceResult { return r }
+	return func(ctx context.Context) map[TP]txnstate.ProduceResult {
+		if hung {
+			<-ctx.Done()
+			for p := range batches {
+				if _, ok := out[p]; !ok {
+					out[p] = txnstate.ProduceResult{Err: ctx.Err(), Ambiguous: true}
+				}
+			}
+		}
+		return out
+	}
 }
 
 func (f *fakeBackend) checkValid(t *testing.T) {

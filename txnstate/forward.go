@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -36,10 +37,10 @@ type Idempotent interface {
 	// InitProducerID gets a fresh producer id (and its epoch) for
 	// eosproxy's own writes; an error if the backend cannot give one.
 	InitProducerID(ctx context.Context) (int64, int16, error)
-	// Send writes one batch (stamped with eosproxy's producer fields) and
-	// returns a wait for the answer. Batches sent for a partition reach
-	// the backend in the order Send is called.
-	Send(ctx context.Context, tp TopicPartition, batch []byte) func(context.Context) ProduceResult
+	// Send writes one batch per partition (stamped with eosproxy's
+	// producer fields) and returns a wait for the answers. Batches sent for
+	// a partition reach the backend in the order Send is called.
+	Send(ctx context.Context, batches map[TopicPartition][]byte) func(context.Context) map[TopicPartition]ProduceResult
 }
 
 // upstreamProducer is one producer id and epoch of eosproxy's own.
@@ -544,19 +545,20 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 	return batches, nil
 }
 
-// pipelined sends with the generation's producer, up to maxInFlight
-// batches per partition and roundBytes in all in flight, and takes the
-// answers in send order. After a failure nothing more is sent; what is in
-// flight is waited for, and a partition's answers behind its failed batch
-// are left to the next attempt's look-up (with idempotence they cannot be
-// ahead of the failed one in the backend).
+// pipelined sends with the generation's producer in waves — one batch per
+// partition, one request per leader, like a client's produce request — with
+// up to maxInFlight waves and roundBytes in flight, and takes the answers in
+// send order. After a failure nothing more is sent; what is in flight is
+// waited for, and a partition's answers behind its failed batch are left to
+// the next attempt's look-up (with idempotence they cannot be ahead of the
+// failed one in the backend).
 func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error) {
-	type flight struct {
-		tp   TopicPartition
-		b    buffered
-		wait func(context.Context) ProduceResult
+	type wave struct {
+		batches map[TopicPartition]buffered
+		size    int
+		wait    func(context.Context) map[TopicPartition]ProduceResult
 	}
-	var queue []flight
+	var queue []wave
 	inflight := map[TopicPartition]int{}
 	sendSeq := map[TopicPartition]int32{}
 	for tp := range f.remaining {
@@ -567,11 +569,19 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 	bytes, batches := 0, 0
 	u := *f.producer
 	for {
-		for _, tp := range f.sorted() {
-			if len(failures) > 0 || ctx.Err() != nil {
-				break
-			}
-			for inflight[tp] < maxInFlight && inflight[tp] < f.remaining[tp] && bytes < roundBytes {
+		for len(failures) == 0 && ctx.Err() == nil && len(queue) < maxInFlight && bytes < roundBytes {
+			w := wave{batches: map[TopicPartition]buffered{}}
+			send := map[TopicPartition][]byte{}
+			for _, tp := range f.sorted() {
+				// Kafka takes any first sequence from a producer it has
+				// no state for on a partition: were a partition's first
+				// batch refused while the next is in flight, the next
+				// would be written ahead of it. So a partition gets one
+				// batch in flight until the backend has acknowledged one
+				// of this epoch there (sequence > 0).
+				if inflight[tp] >= f.remaining[tp] || inflight[tp] > 0 && f.seqs[tp] == 0 {
+					continue
+				}
 				b, err := f.next(tp)
 				if err != nil {
 					failures = append(failures, err)
@@ -579,39 +589,52 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 				}
 				protocol.SetProducer(b.batch, len(b.batch), u.pid, u.epoch, sendSeq[tp])
 				sendSeq[tp] = nextSeq(sendSeq[tp], protocol.BatchRecordCount(b.batch))
-				queue = append(queue, flight{tp, b, idem.Send(ctx, tp, b.batch)})
+				w.batches[tp], send[tp] = b, b.batch
+				w.size += len(b.batch)
 				inflight[tp]++
-				bytes += len(b.batch)
-				batches++
 			}
+			if len(send) == 0 {
+				break
+			}
+			w.wait = idem.Send(ctx, send)
+			queue = append(queue, w)
+			bytes += w.size
+			batches += len(send)
 		}
 		if len(queue) == 0 {
 			break
 		}
-		fl := queue[0]
+		w := queue[0]
 		queue = queue[1:]
-		res := fl.wait(ctx)
-		inflight[fl.tp]--
-		bytes -= len(fl.b.batch)
-		if failed[fl.tp] {
-			continue
-		}
-		if res.Err == nil {
-			f.acked(fl.tp, fl.b, res.BaseOffset)
-			if f.doneBytes >= persistEvery {
-				if err := f.persist(); err != nil {
-					failures = append(failures, err)
-				}
+		results := w.wait(ctx)
+		bytes -= w.size
+		for _, tp := range slices.SortedFunc(maps.Keys(w.batches), compareTP) {
+			b := w.batches[tp]
+			inflight[tp]--
+			if failed[tp] {
+				continue
 			}
-			continue
+			res, ok := results[tp]
+			if !ok {
+				res = ProduceResult{Err: errors.New("no answer"), Ambiguous: true}
+			}
+			if res.Err == nil {
+				f.acked(tp, b, res.BaseOffset)
+				continue
+			}
+			failed[tp] = true
+			failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
+			if producerStateError(res.Err) {
+				// All before this batch is acknowledged, so the backend's
+				// state for the producer is not what eosproxy's is (it lost
+				// it, or a late write moved it): start a new epoch.
+				f.dropProd = true
+			}
 		}
-		failed[fl.tp] = true
-		failures = append(failures, fmt.Errorf("%s/%d: %w", fl.tp.Topic, fl.tp.Partition, res.Err))
-		if producerStateError(res.Err) {
-			// All before this batch is acknowledged, so the backend's
-			// state for the producer is not what eosproxy's is (it lost
-			// it, or a late write moved it): start a new epoch.
-			f.dropProd = true
+		if f.doneBytes >= persistEvery && len(failures) == 0 {
+			if err := f.persist(); err != nil {
+				failures = append(failures, err)
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil && len(failures) == 0 {
