@@ -108,6 +108,7 @@ type config struct {
 	maxOthers    float64
 	quietWait    time.Duration
 	dataDir      string
+	proxyLog     string
 	// txn-buffer
 	txnBufferBytes   int64
 	txnBufferTimeout time.Duration
@@ -131,6 +132,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
 	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
 	fs.DurationVar(&cfg.quietWait, "quiet-wait", 30*time.Second, "longest wait for other processes to quieten before a phase")
+	fs.StringVar(&cfg.proxyLog, "proxy-log", "", "write the in-process eosproxy's debug log (JSON) to this `file`, e.g. to see how long each commit's forwarding took")
 	fs.StringVar(&cfg.dataDir, "data-dir", os.TempDir(), "directory under which eosproxy's on-disk state is created (and removed at exit); a tmpfs here makes fsyncs free")
 	fs.StringVar(&bufferBytes, "txn-buffer-bytes", "1GiB", "txn-buffer: data written inside the one open transaction (bytes, or with a KiB, MiB or GiB suffix)")
 	fs.DurationVar(&cfg.txnBufferTimeout, "txn-buffer-timeout", 10*time.Minute, "txn-buffer: the producer's transaction timeout, also the longest the writing may take (eosproxy's --transaction-max-timeout must be at least this)")
@@ -267,13 +269,22 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("eosproxy data dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	plog := zerolog.Nop()
+	if cfg.proxyLog != "" {
+		f, err := os.Create(cfg.proxyLog)
+		if err != nil {
+			return fmt.Errorf("eosproxy log: %w", err)
+		}
+		defer f.Close()
+		plog = zerolog.New(f).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
 	var db *store.DB
 	var p *proxy.Proxy
 	pprof.Do(ctx, pprof.Labels("role", "proxy"), func(ctx context.Context) {
 		if db, err = store.Open(dir, zerolog.Nop()); err != nil {
 			return
 		}
-		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, DB: db, Log: zerolog.Nop()})
+		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, DB: db, Log: plog})
 		if err == nil {
 			p.Start(ctx)
 		}
