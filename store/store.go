@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -43,6 +44,9 @@ func Open(dir string, log zerolog.Logger) (*DB, error) {
 		// Record batches are often compressed by their producers already.
 		WithCompression(options.None).
 		WithSyncWrites(true)
+	if err := removeEmptyMemtables(dir, log); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger at %s: %w", dir, err)
@@ -50,6 +54,30 @@ func Open(dir string, log zerolog.Logger) (*DB, error) {
 	d := &DB{DB: db, stop: make(chan struct{}), done: make(chan struct{})}
 	go d.gcLoop(log)
 	return d, nil
+}
+
+// removeEmptyMemtables deletes memtable files of length zero. Badger creates
+// a memtable file and then sizes it; killed in between (eosproxy is
+// SIGKILLed at any instant), it leaves an empty file that its next Open
+// refuses ("while opening fid: N err: Create a new file",
+// dgraph-io/badger#2207). An empty file holds no write, so removing it loses
+// nothing.
+func removeEmptyMemtables(dir string, log zerolog.Logger) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("list memtables in %s: %w", dir, err)
+	}
+	for _, m := range mems {
+		fi, err := os.Stat(m)
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(m); err != nil {
+			return fmt.Errorf("remove empty memtable %s: %w", m, err)
+		}
+		log.Warn().Str("file", m).Msg("removed an empty memtable file left by a crash")
+	}
+	return nil
 }
 
 // gcLoop reclaims value-log space: committed or aborted transactions leave
