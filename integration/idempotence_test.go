@@ -107,7 +107,10 @@ func TestIdempotenceWhenBackendFailsAfterWrite(t *testing.T) {
 		Err:  kerr.NotEnoughReplicasAfterAppend,
 		When: func(kmsg.Request) bool { return nth.Load()%5 == 0 },
 	})
-	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.RetryBackoffFn(func(int) time.Duration { return time.Millisecond }))
+	// Small batches: many requests however fast the records pile up in
+	// the client (a loaded machine otherwise sends them in a handful).
+	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchMaxBytes(2<<10),
+		kgo.RetryBackoffFn(func(int) time.Duration { return time.Millisecond }))
 	const n = 3000
 	produceN(t, prod, topic, 0, n)
 	checkAllOnceInOrder(t, readBackend(t, b, topic, n), n)

@@ -116,8 +116,10 @@ func readBrokerDirect(t *testing.T, b backend, topic string, parts, want int) ma
 			t.Fatalf("broker fetch %s/%d: %v", e.Topic, e.Partition, e.Err)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if r.ProducerID != -1 || r.ProducerEpoch != -1 {
-				t.Fatalf("broker record %s/%d@%d carries producer id %d epoch %d: eosproxy must forward with -1",
+			// eosproxy forwards under a producer id the broker gave it (the
+			// client's epoch and sequences), never in a transaction.
+			if r.Attrs.IsTransactional() {
+				t.Fatalf("broker record %s/%d@%d is in a transactional batch (producer id %d epoch %d)",
 					r.Topic, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch)
 			}
 			if want := int64(len(got[r.Partition])); r.Offset != want {
@@ -143,27 +145,6 @@ func intValues(t *testing.T, recs map[int32][]*kgo.Record) map[int32][]int {
 		}
 	}
 	return out
-}
-
-// assertBrokerHasNoProducers asks the broker itself (not the proxy) for the
-// producers of topic's partitions: it saw only batches without producer id,
-// so it must know none.
-func assertBrokerHasNoProducers(t *testing.T, b backend, topic string, parts int) {
-	t.Helper()
-	adm := kadm.NewClient(newClient(t, b.addrs[0]))
-	described, err := adm.DescribeProducers(testCtx(t), kadm.TopicsSet{topic: partitionSet(parts)})
-	if err != nil {
-		t.Fatalf("broker DescribeProducers: %v", err)
-	}
-	described.EachPartition(func(d kadm.DescribedProducersPartition) {
-		if d.Err != nil {
-			t.Fatalf("broker DescribeProducers %s/%d: %v %s", d.Topic, d.Partition, d.Err, d.ErrMessage)
-		}
-		for _, pr := range d.ActiveProducers {
-			t.Fatalf("broker knows producer %d (epoch %d, last sequence %d) on %s/%d: a producer id reached the backend",
-				pr.ProducerID, pr.ProducerEpoch, pr.LastSequence, d.Topic, d.Partition)
-		}
-	})
 }
 
 // assertBrokerHasNoOpenTxn fails if any producer the broker knows on the
@@ -197,8 +178,9 @@ func partitionSet(parts int) map[int32]struct{} {
 	return s
 }
 
-// assertOneProxyProducer asks DescribeProducers through the proxy and fails
-// unless each partition lists exactly one producer — the same id everywhere,
+// assertOneProxyProducer asks DescribeProducers of adm (eosproxy, or the
+// broker behind it, which sees the client's sequences under the producer id
+// it gave eosproxy) and fails unless each partition lists exactly one producer — the same id everywhere,
 // and pid when pid ≥ 0 — at epoch 0 with LastSequence one below the
 // partition's record count (one producer, sequences from 0, no gap, no
 // reset). It returns the producer id.
@@ -206,7 +188,7 @@ func assertOneProxyProducer(t *testing.T, adm *kadm.Client, topic string, counts
 	t.Helper()
 	described, err := adm.DescribeProducers(testCtx(t), kadm.TopicsSet{topic: partitionSet(len(counts))})
 	if err != nil {
-		t.Fatalf("DescribeProducers through the proxy: %v", err)
+		t.Fatalf("DescribeProducers: %v", err)
 	}
 	seen := 0
 	described.EachPartition(func(d kadm.DescribedProducersPartition) {
@@ -219,7 +201,7 @@ func assertOneProxyProducer(t *testing.T, adm *kadm.Client, topic string, counts
 			t.Fatalf("DescribeProducers %s/%d lists %d producers, want 1: %+v", d.Topic, d.Partition, len(prs), prs)
 		}
 		pr := prs[0]
-		t.Logf("eosproxy producer on %s/%d: id %d epoch %d last sequence %d (partition holds %d)",
+		t.Logf("producer on %s/%d: id %d epoch %d last sequence %d (partition holds %d)",
 			d.Topic, d.Partition, pr.ProducerID, pr.ProducerEpoch, pr.LastSequence, counts[d.Partition])
 		if pid < 0 {
 			pid = pr.ProducerID
@@ -236,7 +218,7 @@ func assertOneProxyProducer(t *testing.T, adm *kadm.Client, topic string, counts
 		}
 	})
 	if seen != len(counts) {
-		t.Fatalf("DescribeProducers through the proxy described %d partitions, want %d", seen, len(counts))
+		t.Fatalf("DescribeProducers described %d partitions, want %d", seen, len(counts))
 	}
 	return pid
 }
@@ -305,10 +287,12 @@ func TestJavaIdempotentProducerThroughProxy(t *testing.T) {
 			t.Fatalf("partition %d got no record", part)
 		}
 	}
-	assertBrokerHasNoProducers(t, b, topic, parts)
+	assertBrokerHasNoOpenTxn(t, b, topic, parts)
 
 	// eosproxy's own view: one producer, sequences 0..count-1 per partition.
 	assertOneProxyProducer(t, adm, topic, ends, -1)
+	// The broker saw the same sequences, under its own producer id.
+	assertOneProxyProducer(t, kadm.NewClient(newClient(t, b.addrs[0])), topic, ends, -1)
 	assertQuietProxy(t, p)
 }
 
@@ -436,10 +420,12 @@ func TestLibrdkafkaIdempotentThroughProxy(t *testing.T) {
 
 	// Straight from the broker: exactly n records, none with a producer id.
 	readBrokerDirect(t, b, topic, parts, n)
-	assertBrokerHasNoProducers(t, b, topic, parts)
+	assertBrokerHasNoOpenTxn(t, b, topic, parts)
 
 	// eosproxy's view names the producer id librdkafka was given.
 	assertOneProxyProducer(t, adm, topic, partitionCounts(consumed), s.EOS.ProducerID)
+	// The broker saw the same sequences, under its own producer id.
+	assertOneProxyProducer(t, kadm.NewClient(newClient(t, b.addrs[0])), topic, partitionCounts(consumed), -1)
 	assertQuietProxy(t, p)
 }
 
@@ -477,10 +463,12 @@ func TestFranzIdempotentThroughProxy(t *testing.T) {
 	if len(recs) != parts {
 		t.Fatalf("records in %d partitions, want %d", len(recs), parts)
 	}
-	assertBrokerHasNoProducers(t, b, topic, parts)
+	assertBrokerHasNoOpenTxn(t, b, topic, parts)
 
 	// eosproxy's view names the producer id franz-go was given.
 	assertOneProxyProducer(t, adm, topic, partitionCounts(recs), pid)
+	// The broker saw the same sequences, under its own producer id.
+	assertOneProxyProducer(t, kadm.NewClient(newClient(t, b.addrs[0])), topic, partitionCounts(recs), -1)
 	assertQuietProxy(t, p)
 }
 
@@ -507,7 +495,9 @@ func TestJavaConsoleProducerIdempotent(t *testing.T) {
 		got = append(got, string(r.Value))
 	}
 	assertSameLines(t, got, lines)
-	assertBrokerHasNoProducers(t, b, topic, 1)
+	assertBrokerHasNoOpenTxn(t, b, topic, 1)
 	assertOneProxyProducer(t, adm, topic, partitionCounts(recs), -1)
+	// The broker saw the same sequences, under its own producer id.
+	assertOneProxyProducer(t, kadm.NewClient(newClient(t, b.addrs[0])), topic, partitionCounts(recs), -1)
 	assertQuietProxy(t, p)
 }

@@ -390,7 +390,7 @@ func (ps *pipes) close() {
 
 // InitProducerID asks the backend for a producer id of eosproxy's own for
 // idempotent forwarding; a backend without idempotence answers an error.
-func (b txnBackend) InitProducerID(ctx context.Context) (int64, int16, error) {
+func (b upstreamBackend) InitProducerID(ctx context.Context) (int64, int16, error) {
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.ProducerID, req.ProducerEpoch = -1, -1
 	req.TransactionTimeoutMillis = -1

@@ -164,7 +164,20 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	}
 	switch d.Verdict {
 	case dedup.Write:
-		protocol.ClearProducer(records, bt.Length)
+		up, ok, err := c.p.upstream.lookup(bt.ProducerID)
+		if err != nil {
+			tok.Failed(false)
+			c.log.Warn().Err(err).Int64("producer", key.ProducerID).Msg("asking the client to retry")
+			ans.ErrorCode = errRequestTimedOut
+			return ans, false
+		}
+		if ok {
+			// The client's epoch and sequence, checked by Begin: the
+			// backend sees the client's own sequence stream.
+			protocol.SetProducer(records, bt.Length, up, bt.ProducerEpoch, bt.BaseSequence)
+		} else {
+			protocol.ClearProducer(records, bt.Length)
+		}
 		(*plan).tokens[tp{topic, partition}] = tok
 		return ans, true
 	case dedup.Duplicate:
@@ -339,6 +352,7 @@ func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, b
 			resp.ErrorCode = errCoordinatorNotAvailable
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
 		} else {
+			p.upstream.pair(ctx, id)
 			resp.ProducerID, resp.ProducerEpoch = id, 0
 		}
 		return resp.AppendTo(nil), nil

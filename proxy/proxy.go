@@ -89,6 +89,7 @@ type Proxy struct {
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
 	pipes     *pipes // eosproxy's own pipelined connections for idempotent forwarding
+	upstream  *upstreamIDs
 	ownSpool  string // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
 
@@ -148,6 +149,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
+	p.upstream = &upstreamIDs{db: cfg.DB, init: upstreamBackend{p}.InitProducerID, log: p.log, cache: map[int64]int64{}}
 	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
 	if err != nil {
 		p.admin.Close()

@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/eosproxy/eosproxy/store"
+)
+
+// upstreamIDs pairs each producer id eosproxy hands an idempotent client
+// with a producer id the backend gave eosproxy, where the backend has
+// idempotence. The client's batches are then forwarded under that id with
+// the client's own epoch and sequences (which eosproxy has checked): the
+// backend keeps the client's sequence stream and drops a batch written
+// twice — which closes the window the content-digest look-up leaves open (a
+// write still in flight when eosproxy looked for it). A backend without
+// idempotence gets batches without producer fields, as before.
+type upstreamIDs struct {
+	db   *store.DB
+	init func(context.Context) (int64, int16, error)
+	log  zerolog.Logger
+
+	mu    sync.Mutex
+	cache map[int64]int64 // client id → backend id; -1: none
+	// noneUntil: the backend gave no producer id; not asked before then
+	// (unix ms), so a backend without idempotence costs one try a minute.
+	noneUntil atomic.Int64
+}
+
+const (
+	prefixUpstreamPID = "idem/u/"
+	// upstreamPIDTTL bounds how long a pairing is kept: far longer than a
+	// producer's state lives in Kafka (producer.id.expiration.ms, 1 day by
+	// default) or in eosproxy (--producer-id-expiration).
+	upstreamPIDTTL = 30 * 24 * time.Hour
+)
+
+func upstreamPIDKey(pid int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixUpstreamPID), uint64(pid))
+}
+
+// pair asks the backend for a producer id for the client's new id and
+// stores the pairing durably before the client learns its id. Without one
+// the client's batches are forwarded without producer fields.
+func (u *upstreamIDs) pair(ctx context.Context, pid int64) {
+	if until := u.noneUntil.Load(); until != 0 && time.Now().UnixMilli() < until {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	up, _, err := u.init(ctx)
+	if err != nil {
+		if u.noneUntil.Swap(time.Now().Add(time.Minute).UnixMilli()) == 0 {
+			u.log.Info().Err(err).Msg("the backend gives eosproxy no producer id: idempotent batches are forwarded without producer fields")
+		}
+		return
+	}
+	u.noneUntil.Store(0)
+	err = u.db.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry(upstreamPIDKey(pid), binary.BigEndian.AppendUint64(nil, uint64(up))).WithTTL(upstreamPIDTTL))
+	})
+	if err != nil {
+		u.log.Warn().Err(err).Int64("producer", pid).Msg("cannot store the backend's producer id for a client; its batches go without producer fields")
+		return
+	}
+	u.remember(pid, up)
+}
+
+// remember caches a pairing; the cache is dropped when it grows large (the
+// pairings are in badger), so many short-lived producers cost no memory.
+func (u *upstreamIDs) remember(pid, up int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.cache) >= 100_000 {
+		clear(u.cache)
+	}
+	u.cache[pid] = up
+}
+
+// lookup returns the backend's producer id paired with the client's.
+func (u *upstreamIDs) lookup(pid int64) (int64, bool, error) {
+	u.mu.Lock()
+	up, ok := u.cache[pid]
+	u.mu.Unlock()
+	if ok {
+		return up, up >= 0, nil
+	}
+	v, err := u.db.Get(upstreamPIDKey(pid))
+	if err != nil {
+		return 0, false, fmt.Errorf("read the backend producer id of producer %d: %w", pid, err)
+	}
+	up = -1
+	if len(v) == 8 {
+		up = int64(binary.BigEndian.Uint64(v))
+	}
+	u.remember(pid, up)
+	return up, up >= 0, nil
+}
