@@ -9,7 +9,10 @@
 // connections to the backend right after a request was sent, and
 // (--backend-errors) making the backend answer some of eosproxy's writes
 // with an error although it applied them. read_committed readers read the
-// copiers' output through eosproxy meanwhile. At the end it reads every
+// copiers' output through eosproxy meanwhile. With --java-copiers (real
+// broker only), Kafka's own TransactionalMessageCopier copies input
+// partitions through eosproxy too, while eosproxy and the copiers' JVMs are
+// killed. At the end it reads every
 // partition straight from the backend and counts, in the Jepsen Kafka
 // workload's terms: lost writes, duplicates, aborted reads,
 // uncommitted reads, per-partition order violations of a producer,
@@ -64,7 +67,13 @@ appended the batches or stored the offsets (kfake faults; in-process backend
 only), and with --restart-broker (--upstream only) the real broker stopped
 and started again on its data (--broker-restart-cmd, by default
 integration/kafka/kafka.sh restart) while producers and copiers go on
-through eosproxy.
+through eosproxy. With --java-copiers (--upstream only), Kafka's own
+TransactionalMessageCopier (Java kafka-clients, a third of its transactions
+aborted) copies input partitions 0..N-1, one copier each, to a second output
+topic through eosproxy once the producers are done, while eosproxy is still
+SIGKILLed (up to --java-kills times), and --java-crashes times a copier's JVM
+is SIGKILLed; a copier that dies or exits with an error is started again
+with the same transactional id and group.
 
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
@@ -103,13 +112,17 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.IntVar(&cfg.Readers, "readers", 1, "read_committed readers of the output during the run")
 	fs.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Minute, "how long the copiers may take after the fault schedule to commit the whole input")
 	fs.BoolVar(&cfg.Drops, "drops", false, "drop eosproxy's backend connections right after a request was forwarded (in-process backend only)")
-	fs.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "info", "eosproxy's --log-level")
+	fs.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "", "eosproxy's --log-level (default info; debug with --java-copiers, whose commits and aborts are counted from eosproxy's debug lines)")
 	fs.BoolVar(&cfg.ClientLog, "client-log", false, "write the copiers' franz-go debug logs to <work-dir>/copiers-kgo.log")
 	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
 	fs.BoolVar(&cfg.BackendErrors, "backend-errors", false, "make the backend answer some Produce requests with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and some OffsetCommit requests with REQUEST_TIMED_OUT, although it applied them (in-process backend only)")
 	fs.Float64Var(&cfg.BackendErrorRate, "backend-error-rate", 0.03, "with --backend-errors: fraction of Produce (input and output topics) and OffsetCommit (the copiers' group) requests answered with an error after applying them")
 	fs.BoolVar(&cfg.BackendIdempotence, "backend-idempotence", false, "keep the in-process kfake's idempotence/transaction API keys, so eosproxy forwards commits pipelined under its own producer id (the path a real Kafka takes)")
 	fs.IntVar(&cfg.RestartBroker, "restart-broker", 0, "stop the real broker and start it again on its data this many times during the fault schedule (--upstream only)")
+	fs.IntVar(&cfg.JavaCopiers, "java-copiers", 0, "Kafka's own TransactionalMessageCopier (Java, random aborts) on input partitions 0..N-1, one each, through eosproxy once the producers are done, restarted when they crash (--upstream only)")
+	fs.IntVar(&cfg.JavaKills, "java-kills", 0, "with --java-copiers: SIGKILLs of eosproxy, at most, while they copy (0: max(2, kills/2))")
+	fs.IntVar(&cfg.JavaCrashes, "java-crashes", 2, "with --java-copiers: SIGKILLs of a Java copier's JVM (a client crash), spread over the copiers and their progress; each is restarted")
+	fs.StringVar(&cfg.KafkaSh, "kafka-sh", "", "with --java-copiers: `path` of kafka.sh, which runs Java classes on the Kafka jars (default: <repo>/integration/kafka/kafka.sh, found from the working directory upwards)")
 	fs.StringVar(&cfg.BrokerRestartCmd, "broker-restart-cmd", "", "with --restart-broker: shell `command` that restarts the broker keeping its data and returns once it serves metadata (default: bash <repo>/integration/kafka/kafka.sh restart, found from the working directory upwards)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -137,6 +150,20 @@ anomaly, 1 anomalies, 2 the check could not run.
 				return 2
 			}
 			cfg.BrokerRestartCmd = "bash " + shellQuote(script) + " restart"
+		}
+	}
+	if cfg.JavaCopiers > 0 {
+		if cfg.Upstream == "" {
+			fmt.Fprintln(os.Stderr, "eoscheck: --java-copiers needs --upstream: Kafka's TransactionalMessageCopier runs on the real-broker tier (Java and the Kafka jars of integration/kafka/kafka.sh)")
+			return 2
+		}
+		if cfg.KafkaSh == "" {
+			script, err := findKafkaScript()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "eoscheck: --java-copiers: %v; give --kafka-sh\n", err)
+				return 2
+			}
+			cfg.KafkaSh = script
 		}
 	}
 	if cfg.Readers == 0 {

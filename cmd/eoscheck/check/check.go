@@ -103,6 +103,27 @@ type Config struct {
 	// and starts it again keeping its data, and returns once it serves
 	// metadata again (integration/kafka/kafka.sh restart).
 	BrokerRestartCmd string
+	// JavaCopiers is how many of Kafka's own TransactionalMessageCopier
+	// (Java kafka-clients, random aborts) copy one input partition each
+	// (partitions 0..JavaCopiers-1) to a second output topic through
+	// eosproxy, once the producers are done, while the fault schedule goes
+	// on. Needs Upstream (the real-broker tier, where Java and the Kafka
+	// jars are) and KafkaSh; at most Partitions.
+	JavaCopiers int
+	// KafkaSh is integration/kafka/kafka.sh, whose "run" starts a Java
+	// class on the Kafka jars.
+	KafkaSh string
+	// JavaKills is how many SIGKILLs of eosproxy, at most, go on while the
+	// Java copiers run (the schedule stops killing when they are done);
+	// 0: max(2, Kills/2). Every kill may crash a copier, whose restart
+	// costs a JVM start, so killing without a bound could keep them from
+	// ever finishing.
+	JavaKills int
+	// JavaCrashes is how many times eoscheck SIGKILLs a Java copier's JVM
+	// (a client crash, likely mid-transaction), spread over the copiers
+	// and their progress; the copier is started again with the same
+	// transactional id and group.
+	JavaCrashes int
 }
 
 // Report is the outcome, written as JSON.
@@ -145,6 +166,9 @@ type Report struct {
 
 	// Transactional copiers (present when copiers > 0).
 	Copy *CopyReport `json:"copy,omitempty"`
+
+	// Kafka's TransactionalMessageCopier (present when java copiers > 0).
+	JavaCopy *JavaCopyReport `json:"java_copy,omitempty"`
 
 	// ProxyLog counts eosproxy's warnings and errors and the log lines
 	// that show it resolving an unknown outcome, by message.
@@ -229,6 +253,18 @@ func (c *Config) defaults() {
 	}
 	if c.ProxyLogLevel == "" {
 		c.ProxyLogLevel = "info"
+		if c.JavaCopiers > 0 {
+			// The Java copiers' commits and aborts are counted from
+			// eosproxy's coordinator, which logs them at debug level:
+			// the tool itself does not say when it aborts.
+			c.ProxyLogLevel = "debug"
+		}
+	}
+	if c.JavaCopiers < 0 {
+		c.JavaCopiers = 0
+	}
+	if c.JavaKills <= 0 && c.Kills > 0 {
+		c.JavaKills = max(2, c.Kills/2)
 	}
 	if c.Drops && c.DropRate <= 0 {
 		c.DropRate = 0.02
@@ -265,6 +301,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.RestartBroker > 0 {
 		rep.Note += fmt.Sprintf(", %d restarts of the backend broker on its data", cfg.RestartBroker)
 	}
+	if cfg.JavaCopiers > 0 {
+		rep.Note += fmt.Sprintf(", %d Java TransactionalMessageCopiers (random aborts, up to %d SIGKILLs while they run, %d of their JVMs SIGKILLed)", cfg.JavaCopiers, cfg.JavaKills, cfg.JavaCrashes)
+	}
 	start := time.Now()
 	out := cfg.Progress
 
@@ -276,6 +315,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.RestartBroker > 0 && (cfg.Upstream == "" || cfg.BrokerRestartCmd == "") {
 		return rep, errors.New("--restart-broker needs --upstream and a broker restart command")
+	}
+	if cfg.JavaCopiers > 0 {
+		switch {
+		case cfg.Upstream == "":
+			return rep, errors.New("--java-copiers needs --upstream: the Java copiers belong to the real-broker tier")
+		case cfg.KafkaSh == "":
+			return rep, errors.New("--java-copiers needs kafka.sh (integration/kafka/kafka.sh) to run Java")
+		case cfg.JavaCopiers > cfg.Partitions:
+			return rep, fmt.Errorf("--java-copiers %d: each copies one partition, the topic has %d", cfg.JavaCopiers, cfg.Partitions)
+		}
 	}
 
 	work := cfg.WorkDir
@@ -362,6 +411,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			OutputTopic: rep.Topic + "-out", Group: fmt.Sprintf("eoscheck-%d-copiers", cfg.Seed)}
 		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Copy.OutputTopic); err != nil {
 			return rep, fmt.Errorf("create output topic: %w", err)
+		}
+	}
+	if cfg.JavaCopiers > 0 {
+		// The tool writes each record to the partition it read it from.
+		rep.JavaCopy = &JavaCopyReport{Copiers: cfg.JavaCopiers, OutputTopic: rep.Topic + "-java-out", TransactionSize: javaTxnSize}
+		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.JavaCopy.OutputTopic); err != nil {
+			return rep, fmt.Errorf("create java output topic: %w", err)
 		}
 	}
 	var berrs *backendErrors
@@ -534,12 +590,50 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	producing := make(chan struct{})
 	go func() { prodWG.Wait(); close(producing) }()
+	// The Java copiers are told how many records to copy, so they start
+	// once every Produce was answered: the input is then final.
+	var inputDone chan struct{}
+	if cfg.JavaCopiers > 0 {
+		inputDone = make(chan struct{})
+		go func() { prodWG.Wait(); wg.Wait(); close(inputDone) }()
+	}
+	var jw *javaWork
+	var javaDone chan struct{}
+	javaKills := 0 // SIGKILLs while a Java copier was in its copy loop
+	defer func() {
+		if jw != nil {
+			jw.stop()
+		}
+	}()
+	startJava := func() error {
+		ends, err := adm.ListEndOffsets(ctx, rep.Topic)
+		if err != nil {
+			return fmt.Errorf("java copiers: input end offsets: %w", err)
+		}
+		byPart := map[int32]int64{}
+		ends.Each(func(e kadm.ListedOffset) { byPart[e.Partition] = e.Offset })
+		jw = newJavaWork(cfg.KafkaSh, bootstrap, rep.Topic, rep.JavaCopy.OutputTopic, work, cfg.Seed, byPart, cfg.JavaCopiers, cfg.JavaCrashes, trace)
+		jw.start(ctx)
+		javaDone = jw.done
+		trace.printf("java copiers started on partitions 0-%d (%v records)", cfg.JavaCopiers-1, byPart)
+		fmt.Fprintf(out, "java copiers: %d TransactionalMessageCopiers started (logs %s)\n", cfg.JavaCopiers, filepath.Join(work, "java-copier-*.log"))
+		return nil
+	}
+	// javaOver: the Java copiers have run (or there are none) and the
+	// schedule need not kill eosproxy under them any longer.
+	javaOver := func() bool {
+		if cfg.JavaCopiers == 0 {
+			return true
+		}
+		return jw != nil && (jw.ended.Load() > 0 || javaKills >= cfg.JavaKills)
+	}
 
 	// Progress.
 	kills := 0
 	var killsA atomic.Int64
 	var brokerRestartsA atomic.Int64
 	var brokerDown atomic.Bool
+	var javaA atomic.Pointer[javaWork]
 	progDone := make(chan struct{})
 	var progWG sync.WaitGroup
 	progWG.Add(1)
@@ -567,6 +661,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if berrs != nil {
 					line += fmt.Sprintf("  | backend errors %d", berrs.total())
 				}
+				if j := javaA.Load(); j != nil {
+					got, want := j.copied()
+					line += fmt.Sprintf("  | java copied %d/%d  runs %d", got, want, j.runs())
+					if j.ended.Load() > 0 {
+						line += " (done)"
+					}
+				}
 				if cfg.RestartBroker > 0 {
 					line += fmt.Sprintf("  | broker restarts %d", brokerRestartsA.Load())
 					if brokerDown.Load() {
@@ -591,16 +692,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Fault schedule: SIGKILL and restart at once on the same data dir and
 	// ports, until the records are sent, the duration is over and at least
-	// Kills kills were done. Copier replacements and broker restarts are
-	// spread over the first Kills kills (broker restart j of RestartBroker
-	// before kill ceil(j*Kills/(RestartBroker+1))); eosproxy stays up while
-	// the broker is down.
+	// Kills kills were done, and, with Java copiers, until they are done or
+	// JavaKills kills hit them while they copied. Copier replacements and
+	// broker restarts are spread over the first Kills kills (broker restart
+	// j of RestartBroker before kill ceil(j*Kills/(RestartBroker+1)));
+	// eosproxy stays up while the broker is down.
 	var runErr error
 	deadline := time.After(cfg.Duration)
 	durationOver := cfg.Duration <= 0
 	producersDone := false
 	restartsAsked := 0
-	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills) {
+	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
 		interval := cfg.KillEvery
 		if interval <= 0 {
 			interval = 300*time.Millisecond + time.Duration(rng.Int64N(int64(1200*time.Millisecond)))
@@ -617,6 +719,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			case <-deadline:
 				deadline = nil
 				durationOver = true
+			case <-inputDone:
+				inputDone = nil
+				if err := startJava(); err != nil {
+					runErr = err
+					break wait
+				}
+				javaA.Store(jw)
+			case <-javaDone:
+				javaDone = nil
 			case <-ctx.Done():
 				runErr = ctx.Err()
 				break wait
@@ -626,7 +737,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if runErr != nil {
 			break
 		}
-		if producersDone && durationOver && kills >= cfg.Kills {
+		if producersDone && durationOver && kills >= cfg.Kills && javaOver() {
 			break
 		}
 		for rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
@@ -656,6 +767,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		kills++
 		killsA.Store(int64(kills))
+		if jw != nil && jw.copying() {
+			javaKills++
+		}
 		trace.printf("eosproxy SIGKILLed (kill %d)", kills)
 		if _, err := pp.start(); err != nil {
 			runErr = err
@@ -669,6 +783,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.Kills, rep.Restarts = kills, pp.runs-1
+	if rep.JavaCopy != nil {
+		rep.JavaCopy.KillsDuring = javaKills
+	}
 	if drops != nil {
 		drops.setEnabled(false)
 	}
@@ -711,6 +828,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			<-r.done
 		}
 	}
+	if jw != nil {
+		// Like the Go copiers, the Java copiers have CopyTimeout after
+		// the fault schedule to finish.
+		select {
+		case <-jw.done:
+		case <-time.After(time.Until(faultsOver.Add(cfg.CopyTimeout))):
+			fmt.Fprintf(out, "java copiers did not finish within %v after the fault schedule; stopped\n", cfg.CopyTimeout)
+			jw.note("java copiers did not finish within %v after the fault schedule; stopped", cfg.CopyTimeout)
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+		jw.stop()
+	}
 	if berrs != nil {
 		berrs.setEnabled(false)
 	}
@@ -727,6 +857,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, err
 		}
 		rep.Anomalies += rep.Copy.anomalies()
+	}
+	if jw != nil {
+		if err := javaVerdict(ctx, backend, rep, jw, adm, pp.logs.txnEnds()); err != nil {
+			return rep, err
+		}
+		rep.Anomalies += rep.JavaCopy.anomalies()
 	}
 	if drops != nil {
 		rep.Drops, rep.DropsByKey = drops.drops(), drops.dropsByKey()
@@ -970,6 +1106,36 @@ func printTable(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "%-44s %10s\n", "output == input (once each)", eq)
 	}
+	if j := r.JavaCopy; j != nil {
+		fmt.Fprintf(w, "%-44s %10s\n", "Java TransactionalMessageCopier", "")
+		row("copiers (one input partition each)", int64(j.Copiers))
+		row("finished", int64(j.Finished))
+		row("runs (JVM launches)", j.Runs)
+		row("  restarted after a crash", j.Restarts)
+		row("    of them SIGKILLed by eoscheck", j.Crashes)
+		for _, k := range sortedKeys(j.ExitReasons) {
+			row("    "+k, j.ExitReasons[k])
+		}
+		row("SIGKILLs of eosproxy while they copied", int64(j.KillsDuring))
+		if j.Commits >= 0 {
+			row("transactions committed (eosproxy)", j.Commits)
+			row("transactions aborted (eosproxy)", j.Aborts)
+			row("  of them timed out", j.TimedOut)
+		}
+		row("input records (copied partitions)", j.InputRecords)
+		row("processed (copiers' status)", j.Processed)
+		row("output records (read_committed)", j.OutputRecords)
+		row("lost (input, not in output)", j.Lost)
+		row("duplicates (or aborted copies)", j.Duplicates)
+		row("order violations", j.OrderErrors)
+		row("unexpected output", j.Unexpected)
+		row("group offset != input end", j.OffsetMismatches)
+		eq := "yes"
+		if !j.OutputIsInput {
+			eq = "NO"
+		}
+		fmt.Fprintf(w, "%-44s %10s\n", "output == input (record for record)", eq)
+	}
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
 	for _, e := range r.Examples {
@@ -978,6 +1144,11 @@ func printTable(w io.Writer, r *Report) {
 	if r.Copy != nil {
 		for _, e := range r.Copy.ClientErrors {
 			fmt.Fprintf(w, "  client: %s\n", e)
+		}
+	}
+	if r.JavaCopy != nil {
+		for _, e := range r.JavaCopy.Errors {
+			fmt.Fprintf(w, "  java: %s\n", e)
 		}
 	}
 	verdict := "VALID"

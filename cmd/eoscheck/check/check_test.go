@@ -197,3 +197,104 @@ func TestParseOutput(t *testing.T) {
 		}
 	}
 }
+
+// The Java copy verdict must see each kind of anomaly in a copied
+// partition.
+func TestCompareCopyCountsAnomalies(t *testing.T) {
+	in := []string{"a", "b", "c", "d", "e", "f"}
+	// b twice (an aborted copy that leaked), d before c, x unexpected,
+	// f lost.
+	out := []string{"a", "b", "b", "d", "c", "x", "e"}
+	var examples []string
+	lost, dups, extra, order, unexpected := compareCopy(in, out, func(format string, args ...any) {
+		examples = append(examples, fmt.Sprintf(format, args...))
+	})
+	if lost != 1 || dups != 1 || extra != 1 || order != 1 || unexpected != 1 {
+		t.Fatalf("lost %d dup %d (+%d) order %d unexpected %d; examples %v", lost, dups, extra, order, unexpected, examples)
+	}
+	// The input's own duplicates are to be copied as they are.
+	lost, dups, extra, order, unexpected = compareCopy([]string{"a", "a", "b"}, []string{"a", "a", "b"}, func(string, ...any) {})
+	if lost+dups+extra+order+unexpected != 0 {
+		t.Fatalf("exact copy: lost %d dup %d (+%d) order %d unexpected %d", lost, dups, extra, order, unexpected)
+	}
+}
+
+func TestJavaExitReason(t *testing.T) {
+	for line, want := range map[string]string{
+		// Kafka 4.1's TransactionalMessageCopier, after the stack trace.
+		"Shutting down after unexpected error KafkaException: Unexpected error in InitProducerIdResponse; x. (see the log for additional detail)":       "KafkaException: Unexpected error in InitProducerIdResponse; x.",
+		"org.apache.kafka.common.errors.TimeoutException: Timeout expired after 60000ms":                                                                "TimeoutException: Timeout expired after 60000ms",
+		"[2026-01-01 00:00:00,000] WARN [Producer clientId=p] Connection to node -1 could not be established. (org.apache.kafka.clients.NetworkClient)": "",
+		"\tat org.apache.kafka.tools.TransactionalMessageCopier.main(TransactionalMessageCopier.java:1)":                                                "",
+	} {
+		got, ok := javaExitReason(line)
+		if got != want || ok != (want != "") {
+			t.Errorf("javaExitReason(%q) = %q, %v; want %q", line, got, ok, want)
+		}
+	}
+}
+
+func TestJavaExitKind(t *testing.T) {
+	for reason, want := range map[string]string{
+		"KafkaException: The transactional.id x has been claimed by another process":     "KafkaException",
+		"org.apache.kafka.common.errors.TimeoutException: Timeout expired after 60000ms": "TimeoutException",
+		"exit: exit status 1": "exit",
+	} {
+		if got := exitKind(reason); got != want {
+			t.Errorf("exitKind(%q) = %q, want %q", reason, got, want)
+		}
+	}
+}
+
+// javaVerdict must read the copied partitions and the Java output from the
+// backend and count a duplicate, a record in a partition no copier writes,
+// and a group offset short of the input's end.
+func TestJavaVerdictCountsAnomalies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, topic := range []string{"in", "out"} {
+		if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := []struct {
+		topic string
+		part  int32
+		v     string
+	}{
+		{"in", 0, "0-0"}, {"in", 0, "0-1"}, {"in", 0, "0-2"}, {"in", 1, "1-0"},
+		{"out", 0, "0-0"}, {"out", 0, "0-1"}, {"out", 0, "0-1"}, {"out", 0, "0-2"}, // duplicate 0-1
+		{"out", 1, "1-0"}, // partition 1 has no copier: unexpected
+	}
+	for _, w := range write {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: w.topic, Partition: w.part, Value: []byte(w.v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, map[int32]int64{0: 3, 1: 1}, 1, 0, nil)
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "in", Partition: 0, At: 2}) // short of the end (3)
+	if _, err := adm.CommitOffsets(ctx, jw.copiers[0].group, offs); err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{Topic: "in", Partitions: 2, JavaCopy: &JavaCopyReport{Copiers: 1, OutputTopic: "out"}}
+	if err := javaVerdict(ctx, fake.ListenAddrs(), rep, jw, adm, nil); err != nil {
+		t.Fatal(err)
+	}
+	j := rep.JavaCopy
+	if j.Duplicates != 1 || j.DuplicateExtra != 1 || j.Unexpected != 1 || j.OffsetMismatches != 1 || j.Lost != 0 || j.OrderErrors != 0 ||
+		j.OutputIsInput || j.InputRecords != 3 || j.OutputRecords != 5 || j.anomalies() != 3 || j.Commits != -1 {
+		t.Fatalf("java verdict: %+v; examples %v", j, rep.Examples)
+	}
+}

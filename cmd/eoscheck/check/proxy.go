@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,16 @@ type proxyLogs struct {
 	notable []string          // first warnings and errors
 	raw     []string          // first non-JSON lines
 	ready   chan string
+	// ends are the coordinator's transaction ends by transactional id
+	// (commits and aborts logged at debug level, timeouts at info).
+	ends  map[string]txnEnds
+	debug bool // a debug line was seen: commits and aborts are counted
+}
+
+// txnEnds counts what eosproxy's coordinator logged for one transactional
+// id.
+type txnEnds struct {
+	commits, aborts, timedOut int64
 }
 
 func (l *proxyLogs) Write(p []byte) (int, error) {
@@ -63,6 +74,7 @@ func (l *proxyLogs) line(s string) {
 		Level     string `json:"level"`
 		Message   string `json:"message"`
 		Bootstrap string `json:"bootstrap"`
+		Txn       string `json:"txn"`
 	}
 	if json.Unmarshal([]byte(s), &m) != nil {
 		if strings.TrimSpace(s) != "" && len(l.raw) < 100 {
@@ -72,6 +84,20 @@ func (l *proxyLogs) line(s string) {
 	}
 	l.counts[m.Message]++
 	l.levels[m.Message] = m.Level
+	l.debug = l.debug || m.Level == "debug"
+	if m.Txn != "" {
+		switch e := l.ends[m.Txn]; m.Message {
+		case "transaction committed":
+			e.commits++
+			l.ends[m.Txn] = e
+		case "transaction aborted":
+			e.aborts++
+			l.ends[m.Txn] = e
+		case "transaction timed out: aborting it and fencing its producer":
+			e.timedOut++
+			l.ends[m.Txn] = e
+		}
+	}
 	if (m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic") && len(l.notable) < 20 {
 		l.notable = append(l.notable, s)
 	}
@@ -84,7 +110,19 @@ func (l *proxyLogs) line(s string) {
 }
 
 func newProxyLogs(file io.Writer) *proxyLogs {
-	return &proxyLogs{file: file, counts: map[string]int{}, levels: map[string]string{}}
+	return &proxyLogs{file: file, counts: map[string]int{}, levels: map[string]string{}, ends: map[string]txnEnds{}}
+}
+
+// txnEnds returns the transaction ends logged by transactional id, or nil
+// when eosproxy logged nothing at debug level (its commits and aborts are
+// debug lines).
+func (l *proxyLogs) txnEnds() map[string]txnEnds {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.debug {
+		return nil
+	}
+	return maps.Clone(l.ends)
 }
 
 // notableCounts counts, by message, eosproxy's warnings and errors and the
