@@ -102,6 +102,17 @@ type Coordinator struct {
 	endsMu sync.Mutex
 	ends   map[TopicPartition]int64
 
+	// offLatest is, per group and partition, the decision order (job.seq)
+	// of the latest decided commit holding an offset for it. Commits of
+	// different transactional ids are carried out independently, so an
+	// earlier one (a previous owner of the partition, held up by retries)
+	// can finish after a later one: its offset must then neither be written
+	// over the later one nor served in its place. offMu guards it;
+	// groupLocks serialise each group's check-and-commit.
+	offMu      sync.Mutex
+	offLatest  map[string]map[TopicPartition]uint64
+	groupLocks map[string]*sync.Mutex
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -139,7 +150,8 @@ type entry struct {
 // forwarded (then its offsets committed) or dropped.
 type job struct {
 	gen    uint64
-	txn    *Txn // the prepared state: partitions and offsets
+	seq    uint64 // decision order, across transactional ids
+	txn    *Txn   // the prepared state: partitions and offsets
 	commit bool
 	bytes  int64
 	fresh  bool // decided in this process: nothing was sent yet
@@ -266,6 +278,14 @@ func (c *Coordinator) load() error {
 			return nil
 		}
 		j := &job{gen: gen, txn: t, commit: t.State == PrepareCommit, done: make(chan struct{})}
+		order, err := c.db.Get(genKey(prefixDecided, id, gen))
+		if err != nil {
+			return err
+		}
+		if len(order) == 8 { // absent before decision orders were kept: 0, the oldest
+			j.seq = binary.BigEndian.Uint64(order)
+			top = max(top, j.seq)
+		}
 		e.jobs = append(e.jobs, j)
 		if jobs[id] == nil {
 			jobs[id] = map[uint64]*job{}
@@ -273,6 +293,7 @@ func (c *Coordinator) load() error {
 		jobs[id][gen] = j
 		if j.commit && len(t.PendingOffsets) > 0 {
 			c.pending.Add(1)
+			c.noteDecided(j)
 		}
 		return nil
 	})
@@ -452,8 +473,9 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 		if comp.Err != ErrNone {
 			return fail(ErrUnknownServerError), nil
 		}
-		j = &job{gen: gen, txn: n, commit: r.Action == Forward, bytes: e.bytes, fresh: true, done: make(chan struct{})}
-		kvs = append(kvs, kv{genKey(prefixJob, e.id, gen), encodeTxn(n)})
+		j = &job{gen: gen, seq: c.counter.Add(1), txn: n, commit: r.Action == Forward, bytes: e.bytes, fresh: true, done: make(chan struct{})}
+		kvs = append(kvs, kv{genKey(prefixJob, e.id, gen), encodeTxn(n)},
+			kv{genKey(prefixDecided, e.id, gen), binary.BigEndian.AppendUint64(nil, j.seq)})
 		if j.commit {
 			kvs = append(kvs, c.knownLowWater(e.id, gen, n)...)
 		}
@@ -481,6 +503,7 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 		e.last = nil
 		if j.commit && len(j.txn.PendingOffsets) > 0 {
 			c.pending.Add(1)
+			c.noteDecided(j)
 		}
 		e.jmu.Lock()
 		e.jobs = append(e.jobs, j)
@@ -921,11 +944,7 @@ func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
 	c.mu.Lock()
 	es := slices.Collect(maps.Values(c.txns))
 	c.mu.Unlock()
-	type stamped struct {
-		gen uint64
-		o   Offset
-	}
-	latest := map[TopicPartition]stamped{}
+	out := map[TopicPartition]Offset{}
 	for _, e := range es {
 		e.jmu.Lock()
 		for _, j := range e.jobs {
@@ -933,21 +952,77 @@ func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
 				continue
 			}
 			for tp, o := range j.txn.PendingOffsets[group].Offsets {
-				if cur, ok := latest[tp]; !ok || j.gen > cur.gen {
-					latest[tp] = stamped{j.gen, o}
+				// Only the latest decision's offset is the group's: an
+				// earlier one still waiting to be written is stale, and
+				// if the latest is written already the backend has it.
+				if c.latestFor(group, tp, j.seq) {
+					out[tp] = o
 				}
 			}
 		}
 		e.jmu.Unlock()
 	}
-	if len(latest) == 0 {
+	if len(out) == 0 {
 		return nil
 	}
-	out := make(map[TopicPartition]Offset, len(latest))
-	for tp, s := range latest {
-		out[tp] = s.o
-	}
 	return out
+}
+
+// noteDecided records a decided commit's offsets in the decision order.
+func (c *Coordinator) noteDecided(j *job) {
+	c.offMu.Lock()
+	defer c.offMu.Unlock()
+	if c.offLatest == nil {
+		c.offLatest = map[string]map[TopicPartition]uint64{}
+	}
+	for group, g := range j.txn.PendingOffsets {
+		m := c.offLatest[group]
+		if m == nil {
+			m = map[TopicPartition]uint64{}
+			c.offLatest[group] = m
+		}
+		for tp := range g.Offsets {
+			m[tp] = max(m[tp], j.seq)
+		}
+	}
+}
+
+// latestFor reports whether no commit decided after seq holds an offset of
+// group for tp.
+func (c *Coordinator) latestFor(group string, tp TopicPartition, seq uint64) bool {
+	c.offMu.Lock()
+	defer c.offMu.Unlock()
+	return c.offLatest[group][tp] <= seq
+}
+
+// commitOffsets writes a decided commit's offsets of group to the backend,
+// leaving out those a later decided commit holds (its own offsets are newer
+// and are, or will be, written). Per group the check and the write are one
+// step, so a later commit's offsets cannot be written between them.
+func (c *Coordinator) commitOffsets(ctx context.Context, group string, g GroupOffsets, seq uint64) error {
+	c.offMu.Lock()
+	if c.groupLocks == nil {
+		c.groupLocks = map[string]*sync.Mutex{}
+	}
+	lock := c.groupLocks[group]
+	if lock == nil {
+		lock = &sync.Mutex{}
+		c.groupLocks[group] = lock
+	}
+	c.offMu.Unlock()
+	lock.Lock()
+	defer lock.Unlock()
+	mine := g
+	mine.Offsets = map[TopicPartition]Offset{}
+	for tp, o := range g.Offsets {
+		if c.latestFor(group, tp, seq) {
+			mine.Offsets[tp] = o
+		}
+	}
+	if len(mine.Offsets) == 0 {
+		return nil
+	}
+	return c.opt.Backend.CommitOffsets(ctx, group, mine)
 }
 
 // AnyOffsetsPending reports cheaply whether any transaction holds offsets.
@@ -1062,7 +1137,7 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, min(2*wait, 5*time.Second) {
 		var err error
 		if j.commit {
-			err = c.forward(c.ctx, j.txn, j.gen, attempt == 0 && j.fresh, log)
+			err = c.forward(c.ctx, j.txn, j.gen, j.seq, attempt == 0 && j.fresh, log)
 		}
 		if err == nil {
 			err = c.retire(e.id, j.gen)
@@ -1113,6 +1188,9 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 			return err
 		}
 		if err := txn.Delete(genKey(prefixGenProducer, id, gen)); err != nil {
+			return err
+		}
+		if err := txn.Delete(genKey(prefixDecided, id, gen)); err != nil {
 			return err
 		}
 		return txn.Delete(genKey(prefixJob, id, gen))

@@ -1,6 +1,8 @@
 package txnstate_test
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/eosproxy/eosproxy/txnstate"
@@ -89,5 +91,62 @@ func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
 				t.Errorf("the transaction committed %d of its 3 batches", len(e.be.digests(a0, 0)))
 			}
 		})
+	}
+}
+
+// Found by eoscheck (2,375 records copied twice): a copier's commit holding
+// offsets of a partition could not write them for a while (its OffsetCommit
+// failing); the partition moved to another copier, whose transactional id's
+// commits are carried out independently, and which committed further. The
+// first commit's offsets, written late, put the group back, and the next
+// owner of the partition copied again. Offsets must follow the order in
+// which commits were decided: the earlier commit's offset is neither served
+// once a later one holds the partition nor written over it.
+func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	in := tp("in", 0)
+	var hold atomic.Bool
+	hold.Store(true)
+	e.be.mu.Lock()
+	e.be.commitFail = func(g txnstate.GroupOffsets) error {
+		if g.Offsets[in].Offset == 10 && hold.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	e.be.mu.Unlock()
+
+	b := e.initProducer("B", true, 60_000)
+	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
+	b.noWait = true // its offsets cannot be written yet
+	if r := b.end(true); r.Err != 0 {
+		t.Fatalf("B's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	if d := e.c.DecidedOffsets("grp"); d[in].Offset != 10 {
+		t.Fatalf("decided offsets %+v, want in/0 at B's 10", d)
+	}
+	a := e.initProducer("A", true, 60_000)
+	a.offsets("grp", "m2", 2, "", map[TP]txnstate.Offset{in: {Offset: 20}})
+	if r := a.end(true); r.Err != 0 {
+		t.Fatalf("A's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	if err := e.c.Wait(context.Background(), "A"); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.c.DecidedOffsets("grp"); d != nil {
+		t.Fatalf("decided offsets %+v after A's commit was written: B's earlier one is stale", d)
+	}
+	hold.Store(false)
+	if err := e.c.Wait(context.Background(), "B"); err != nil {
+		t.Fatal(err)
+	}
+	var last int64 = -1
+	for _, c := range e.be.groupCommits() {
+		if o, ok := c.g.Offsets[in]; ok {
+			last = o.Offset
+		}
+	}
+	if last != 20 {
+		t.Fatalf("the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 }

@@ -108,9 +108,10 @@ type fakeBackend struct {
 	finds    int // FindBatch calls
 	// fault decides, for the n-th batch attempt (from 1), what happens.
 	fault      func(n int, tp TP) fault
-	endErrs    []error // consumed one per EndOffsets call
-	findErrs   []error // consumed one per FindBatch call
-	commitErrs []error // consumed one per CommitOffsets call
+	endErrs    []error                           // consumed one per EndOffsets call
+	findErrs   []error                           // consumed one per FindBatch call
+	commitErrs []error                           // consumed one per CommitOffsets call
+	commitFail func(txnstate.GroupOffsets) error // fails chosen commits while set
 
 	hung     chan struct{} // receives when a Produce hangs
 	inflight map[TP][]byte // batches of a hung Produce, not (yet) written
@@ -270,6 +271,11 @@ func (f *fakeBackend) CommitOffsets(ctx context.Context, group string, g txnstat
 		err := f.commitErrs[0]
 		f.commitErrs = f.commitErrs[1:]
 		return err
+	}
+	if f.commitFail != nil {
+		if err := f.commitFail(g); err != nil {
+			return err
+		}
 	}
 	g.Offsets = maps.Clone(g.Offsets)
 	f.commits = append(f.commits, groupCommit{group, g})

@@ -98,7 +98,7 @@ func unmarshalLow(v []byte) (int64, int32, error) {
 // one, batches are cleared of producer fields and one per partition is in
 // flight, sent only once the one before it is acknowledged, so that the
 // backend's batches of a partition are always a prefix of the buffered ones.
-func (c *Coordinator) forward(ctx context.Context, t *Txn, gen uint64, firstAttempt bool, log zerolog.Logger) (err error) {
+func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firstAttempt bool, log zerolog.Logger) (err error) {
 	f := &forwarding{c: c, id: t.TransactionalID, gen: gen, log: log, peek: map[TopicPartition]buffered{}}
 	if err := f.load(); err != nil {
 		return err
@@ -146,7 +146,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen uint64, firstAtte
 		if len(g.Offsets) == 0 {
 			continue
 		}
-		if err := c.opt.Backend.CommitOffsets(ctx, group, g); err != nil {
+		if err := c.commitOffsets(ctx, group, g, seq); err != nil {
 			if errors.Is(err, ErrPermanent) {
 				log.Error().Err(err).Str("group", group).Msg("transaction committed but its group offsets could not be; the group will re-read from its last committed offsets")
 				continue

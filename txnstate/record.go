@@ -32,6 +32,8 @@ const (
 	// Forwarding with eosproxy's own producer (backends with idempotence).
 	prefixUpstream    = "txn/u/"
 	prefixGenProducer = "txn/v/"
+	// txn/o/<id><gen>: a decided commit's place in the decision order.
+	prefixDecided = "txn/o/"
 	// txn/x/<id>: its open transaction lost a batch and can only abort.
 	prefixBroken = "txn/x/"
 )
