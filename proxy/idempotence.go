@@ -352,7 +352,7 @@ func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, b
 			resp.ErrorCode = errCoordinatorNotAvailable
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
 		} else {
-			p.upstream.pair(ctx, id)
+			p.upstream.pair(id)
 			resp.ProducerID, resp.ProducerEpoch = id, 0
 		}
 		return resp.AppendTo(nil), nil

@@ -149,7 +149,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
-	p.upstream = &upstreamIDs{db: cfg.DB, init: upstreamBackend{p}.InitProducerID, log: p.log, cache: map[int64]int64{}}
+	p.upstream = newUpstreamIDs(cfg.DB, upstreamBackend{p}.InitProducerID, p.log)
 	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
 	if err != nil {
 		p.admin.Close()
@@ -248,6 +248,7 @@ func (p *Proxy) Addr() string {
 // not reachable yet) and starts accepting clients.
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
+	p.upstream.refill()
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -406,6 +407,9 @@ func (p *Proxy) closeState() {
 		p.coord.Close()
 	}
 	p.pipes.close()
+	if p.upstream != nil {
+		p.upstream.close()
+	}
 	if p.producers != nil {
 		p.producers.Close()
 	}

@@ -27,6 +27,15 @@ type upstreamIDs struct {
 	init func(context.Context) (int64, int16, error)
 	log  zerolog.Logger
 
+	// pool holds backend producer ids fetched ahead, so that InitProducerId
+	// is answered without a round trip to the backend (a client killed
+	// off while waiting for it fails its buffered records); refilled in
+	// the background.
+	pool      chan int64
+	refilling atomic.Bool
+	stop      chan struct{}
+	closeOnce sync.Once
+
 	mu    sync.Mutex
 	cache map[int64]int64 // client id → backend id; -1: none
 	// noneUntil: the backend gave no producer id; not asked before then
@@ -46,24 +55,80 @@ func upstreamPIDKey(pid int64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(prefixUpstreamPID), uint64(pid))
 }
 
-// pair asks the backend for a producer id for the client's new id and
-// stores the pairing durably before the client learns its id. Without one
-// the client's batches are forwarded without producer fields.
-func (u *upstreamIDs) pair(ctx context.Context, pid int64) {
-	if until := u.noneUntil.Load(); until != 0 && time.Now().UnixMilli() < until {
+func newUpstreamIDs(db *store.DB, init func(context.Context) (int64, int16, error), log zerolog.Logger) *upstreamIDs {
+	return &upstreamIDs{db: db, init: init, log: log, cache: map[int64]int64{},
+		pool: make(chan int64, 32), stop: make(chan struct{})}
+}
+
+func (u *upstreamIDs) close() { u.closeOnce.Do(func() { close(u.stop) }) }
+
+// refill tops the pool up in the background unless it is at least half
+// full, a refill is running, or the backend recently gave none.
+func (u *upstreamIDs) refill() {
+	if len(u.pool) >= cap(u.pool)/2 || !u.refilling.CompareAndSwap(false, true) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	up, _, err := u.init(ctx)
-	if err != nil {
-		if u.noneUntil.Swap(time.Now().Add(time.Minute).UnixMilli()) == 0 {
-			u.log.Info().Err(err).Msg("the backend gives eosproxy no producer id: idempotent batches are forwarded without producer fields")
+	go func() {
+		defer u.refilling.Store(false)
+		for len(u.pool) < cap(u.pool) {
+			if until := u.noneUntil.Load(); until != 0 && time.Now().UnixMilli() < until {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			go func() {
+				select {
+				case <-u.stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			up, _, err := u.init(ctx)
+			cancel()
+			select {
+			case <-u.stop:
+				return
+			default:
+			}
+			if err != nil {
+				if u.noneUntil.Swap(time.Now().Add(time.Minute).UnixMilli()) == 0 {
+					u.log.Info().Err(err).Msg("the backend gives eosproxy no producer id: idempotent batches are forwarded without producer fields")
+				}
+				return
+			}
+			u.noneUntil.Store(0)
+			u.pool <- up
 		}
-		return
+	}()
+}
+
+// pair gives the client's new id a backend producer id from the pool and
+// stores the pairing durably before the client learns its id. With the
+// pool empty (the backend has no idempotence, is unreachable, or many
+// producers start at once) the client's batches are forwarded without
+// producer fields.
+func (u *upstreamIDs) pair(pid int64) {
+	defer u.refill()
+	var up int64
+	select {
+	case up = <-u.pool:
+	default:
+		if !u.refilling.Load() {
+			u.refill()
+		}
+		if !u.refilling.Load() {
+			return
+		}
+		// A refill is under way (eosproxy just started, or a burst of
+		// producers emptied the pool): wait for it, briefly.
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case up = <-u.pool:
+		case <-t.C:
+			return
+		}
 	}
-	u.noneUntil.Store(0)
-	err = u.db.Update(func(txn *badger.Txn) error {
+	err := u.db.Update(func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry(upstreamPIDKey(pid), binary.BigEndian.AppendUint64(nil, uint64(up))).WithTTL(upstreamPIDTTL))
 	})
 	if err != nil {
