@@ -38,6 +38,7 @@ type upstreamIDs struct {
 
 	mu    sync.Mutex
 	cache map[int64]int64 // client id → backend id; -1: none
+	prev  map[int64]int64 // the generation before cache
 	// noneUntil: the backend gave no producer id; not asked before then
 	// (unix ms), so a backend without idempotence costs one try a minute.
 	noneUntil atomic.Int64
@@ -101,8 +102,7 @@ func (u *upstreamIDs) refill() {
 	}()
 }
 
-// pair gives the client's new id a backend producer id from the pool and
-// stores the pairing durably before the client learns its id. With the
+// pair gives the client's new id a backend producer id from the pool. With the
 // pool empty (the backend has no idempotence, is unreachable, or many
 // producers start at once) the client's batches are forwarded without
 // producer fields.
@@ -128,23 +128,30 @@ func (u *upstreamIDs) pair(pid int64) {
 			return
 		}
 	}
-	err := u.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry(upstreamPIDKey(pid), binary.BigEndian.AppendUint64(nil, uint64(up))).WithTTL(upstreamPIDTTL))
-	})
-	if err != nil {
-		u.log.Warn().Err(err).Int64("producer", pid).Msg("cannot store the backend's producer id for a client; its batches go without producer fields")
-		return
-	}
+	// The pairing is used at once and stored without holding up the
+	// answer (an fsync widens the window in which a client killed off
+	// with eosproxy fails its InitProducerId). Lost in a crash, the
+	// client's later batches go without producer fields for good: it
+	// loses the backend's duplicate check, not its order.
 	u.remember(pid, up)
+	go func() {
+		err := u.db.Update(func(txn *badger.Txn) error {
+			return txn.SetEntry(badger.NewEntry(upstreamPIDKey(pid), binary.BigEndian.AppendUint64(nil, uint64(up))).WithTTL(upstreamPIDTTL))
+		})
+		if err != nil {
+			u.log.Warn().Err(err).Int64("producer", pid).Msg("cannot store the backend's producer id paired with a client's")
+		}
+	}()
 }
 
-// remember caches a pairing; the cache is dropped when it grows large (the
-// pairings are in badger), so many short-lived producers cost no memory.
+// remember caches a pairing. The cache keeps two generations of up to
+// 100,000 entries: many short-lived producers cost bounded memory, and a
+// recent pairing (whose write may still be under way) is never dropped.
 func (u *upstreamIDs) remember(pid, up int64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if len(u.cache) >= 100_000 {
-		clear(u.cache)
+		u.prev, u.cache = u.cache, map[int64]int64{}
 	}
 	u.cache[pid] = up
 }
@@ -153,6 +160,9 @@ func (u *upstreamIDs) remember(pid, up int64) {
 func (u *upstreamIDs) lookup(pid int64) (int64, bool, error) {
 	u.mu.Lock()
 	up, ok := u.cache[pid]
+	if !ok {
+		up, ok = u.prev[pid]
+	}
 	u.mu.Unlock()
 	if ok {
 		return up, up >= 0, nil
