@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -366,7 +367,10 @@ func (ps *pipes) get(ctx context.Context, p *Proxy, id int32) (*pipe, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if pp := ps.by[id]; pp != nil && !pp.closed() {
-		return pp, nil
+		if time.Since(time.UnixMilli(pp.lastUsed.Load())) < pipeIdle {
+			return pp, nil
+		}
+		pp.fail(errors.New("replaced after being idle"))
 	}
 	pp, err := dialPipe(ctx, p, id)
 	if err != nil {

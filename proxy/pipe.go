@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -21,6 +22,12 @@ import (
 // writes use: v11 is the last one that names topics (v13 wants topic ids)
 // and has everything an idempotent, non-transactional write needs.
 const pipeProduceVersion = 11
+
+// pipeIdle is how long a pipe may go unused before it is replaced rather
+// than used: brokers close idle connections (connections.max.idle.ms, 10
+// minutes by default), and a send on a connection the broker has closed
+// would fail its whole attempt.
+const pipeIdle = 5 * time.Minute
 
 // pipeTimeout is how long a pipelined Produce may go unanswered before the
 // connection is given up: the request's own timeout plus slack.
@@ -40,6 +47,8 @@ type pipe struct {
 	wmu  sync.Mutex // write order
 	corr int32
 	buf  []byte
+
+	lastUsed atomic.Int64 // unix ms of the last send
 
 	inflight chan *pipeCall
 	done     chan struct{}
@@ -65,6 +74,7 @@ func dialPipe(ctx context.Context, p *Proxy, id int32) (*pipe, error) {
 		conn.Close()
 		return nil, fmt.Errorf("broker %d: %w", id, err)
 	}
+	pp.lastUsed.Store(time.Now().UnixMilli())
 	go pp.readLoop()
 	return pp, nil
 }
@@ -116,6 +126,7 @@ func (pp *pipe) handshake(ctx context.Context) error {
 func (pp *pipe) send(req *kmsg.ProduceRequest, tps []txnstate.TopicPartition) <-chan map[txnstate.TopicPartition]txnstate.ProduceResult {
 	call := &pipeCall{tps: tps, out: make(chan map[txnstate.TopicPartition]txnstate.ProduceResult, 1)}
 	req.Version = pp.version
+	pp.lastUsed.Store(time.Now().UnixMilli())
 	pp.wmu.Lock()
 	defer pp.wmu.Unlock()
 	select {
