@@ -15,7 +15,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,19 +32,7 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 	seed := faultSeed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
 	defer cancel()
-	// The work dir (eosproxy's data and logs, the trace, the Java
-	// copiers' output) is kept when the test fails.
-	work, err := os.MkdirTemp("", "eoscheck-java-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kept %s (eosproxy.log, trace.log, java-copier-*.log)", work)
-			return
-		}
-		os.RemoveAll(work)
-	})
+	work := eoscheckWorkDir(t, "eoscheck-java-test-", "eosproxy.log, trace.log, java-copier-*.log")
 	var progress strings.Builder
 	const records, kills, javaCopiers, javaCrashes = 20_000, 5, 2, 2
 	rep, err := check.Run(ctx, check.Config{

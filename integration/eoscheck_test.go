@@ -42,19 +42,7 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 	seed := faultSeed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// The work dir (eosproxy's data and logs, the trace of transactions and
-	// group requests) is kept when the test fails.
-	work, err := os.MkdirTemp("", "eoscheck-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kept %s (eosproxy.log, trace.log)", work)
-			return
-		}
-		os.RemoveAll(work)
-	})
+	work := eoscheckWorkDir(t, "eoscheck-test-", "eosproxy.log, trace.log")
 	var progress strings.Builder
 	const records, kills, copiers = 50_000, 10, 2
 	rep, err := check.Run(ctx, check.Config{
@@ -119,4 +107,23 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 		t.Errorf("%d anomalies (seed %d; eosproxy logs %s); examples:\n%s\neosproxy warnings and errors: %v",
 			rep.Anomalies, rep.Seed, rep.LogFile, strings.Join(rep.Examples, "\n"), rep.ProxyLog)
 	}
+}
+
+// eoscheckWorkDir makes the work dir of an eoscheck run (eosproxy's data and
+// logs, the trace of transactions and group requests): removed when the
+// test passes, kept and named when it fails.
+func eoscheckWorkDir(t *testing.T, prefix, keeps string) string {
+	t.Helper()
+	work, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept %s (%s)", work, keeps)
+			return
+		}
+		os.RemoveAll(work)
+	})
+	return work
 }

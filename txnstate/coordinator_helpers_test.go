@@ -160,6 +160,16 @@ func (f *fakeBackend) seed(p TP, n int) {
 	}
 }
 
+// nextFault counts a batch attempt and says what happens to it; called
+// with mu held.
+func (f *fakeBackend) nextFault(p TP) fault {
+	f.attempts++
+	if f.fault == nil {
+		return apply
+	}
+	return f.fault(f.attempts, p)
+}
+
 func (f *fakeBackend) setFault(fn func(n int, tp TP) fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -199,12 +209,7 @@ func (f *fakeBackend) Produce(ctx context.Context, batches map[TP][]byte) map[TP
 	}
 	for _, p := range tps {
 		b := batches[p]
-		f.attempts++
-		what := apply
-		if f.fault != nil {
-			what = f.fault(f.attempts, p)
-		}
-		switch what {
+		switch f.nextFault(p) {
 		case apply:
 			out[p] = txnstate.ProduceResult{BaseOffset: f.append(p, b)}
 		case writeAmbiguous:
@@ -409,12 +414,7 @@ func (f idemBackend) Send(ctx context.Context, batches map[TP][]byte) func(conte
 	hung := false
 	for _, p := range slices.SortedFunc(maps.Keys(batches), func(a, b TP) int { return txnstate.CompareTopicPartition(a, b) }) {
 		b := batches[p]
-		f.attempts++
-		what := apply
-		if f.fault != nil {
-			what = f.fault(f.attempts, p)
-		}
-		switch what {
+		switch f.nextFault(p) {
 		case apply:
 			out[p] = f.write(p, b)
 		case writeAmbiguous:

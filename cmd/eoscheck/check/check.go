@@ -1100,11 +1100,7 @@ func printTable(w io.Writer, r *Report) {
 		row("reader/backend mismatches", c.ReaderMismatches)
 		row("group offset != input end", c.OffsetMismatches)
 		row("fenced zombie committed", c.ZombieCommits)
-		eq := "yes"
-		if !c.OutputIsInput {
-			eq = "NO"
-		}
-		fmt.Fprintf(w, "%-44s %10s\n", "output == input (once each)", eq)
+		fmt.Fprintf(w, "%-44s %10s\n", "output == input (once each)", yesNo(c.OutputIsInput))
 	}
 	if j := r.JavaCopy; j != nil {
 		fmt.Fprintf(w, "%-44s %10s\n", "Java TransactionalMessageCopier", "")
@@ -1130,11 +1126,7 @@ func printTable(w io.Writer, r *Report) {
 		row("order violations", j.OrderErrors)
 		row("unexpected output", j.Unexpected)
 		row("group offset != input end", j.OffsetMismatches)
-		eq := "yes"
-		if !j.OutputIsInput {
-			eq = "NO"
-		}
-		fmt.Fprintf(w, "%-44s %10s\n", "output == input (record for record)", eq)
+		fmt.Fprintf(w, "%-44s %10s\n", "output == input (record for record)", yesNo(j.OutputIsInput))
 	}
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
@@ -1156,4 +1148,11 @@ func printTable(w io.Writer, r *Report) {
 		verdict = "INVALID"
 	}
 	fmt.Fprintf(w, "%s in %.1fs\n", verdict, r.Seconds)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
 }
