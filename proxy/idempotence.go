@@ -209,6 +209,8 @@ func ambiguous(code int16) bool {
 	switch code {
 	case -1, 7, 13, 20, 56: // unknown, request timed out, network, not enough replicas after append, storage
 		return true
+	case 46: // DUPLICATE_SEQUENCE_NUMBER: older brokers' answer to a resent batch under a paired producer id
+		return true
 	}
 	return false
 }
