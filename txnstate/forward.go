@@ -434,6 +434,13 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 		}
 		return nil, nil
 	}
+	// First make what verify found durable with the low-water offsets it
+	// moved: were those offsets recorded without the found batches'
+	// deletion, a crash would leave batches behind their low-water offset,
+	// where the next attempt would not look for them, and send them again.
+	if err := f.persist(); err != nil {
+		return nil, err
+	}
 	for tp := range f.remaining {
 		f.seqs[tp] = 0
 	}
