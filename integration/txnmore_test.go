@@ -856,30 +856,6 @@ func TestTxnOffsetCommitCarriesMember(t *testing.T) {
 	}
 	t.Logf("copied %d records in %d transactions; memberships %v", copied, commits, members)
 
-	// The last commit's OffsetCommit may still be on its way.
-	pollUntil(t, 30*time.Second, func() (bool, string) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(seen) >= commits, fmt.Sprintf("backend saw %d OffsetCommits for %s, want one for each of %d commits", len(seen), group, commits)
-	})
-	mu.Lock()
-	got := slices.Clone(seen)
-	mu.Unlock()
-	t.Logf("backend saw %d OffsetCommits for the group", len(got))
-	for i, c := range got {
-		if c.member == "" || c.gen < 1 {
-			t.Fatalf("OffsetCommit %d of %d for %s carried member %q generation %d, want the group member's", i, len(got), group, c.member, c.gen)
-		}
-		if !members[membership{c.member, c.gen}] {
-			t.Fatalf("OffsetCommit %d carried member %q generation %d; the session was %v", i, c.member, c.gen, members)
-		}
-		if c.instance != nil {
-			t.Fatalf("OffsetCommit %d carried instance id %q; the session has none", i, *c.instance)
-		}
-		if c.parts == 0 {
-			t.Fatalf("OffsetCommit %d carried no partitions", i)
-		}
-	}
 	// And they committed: the group's offsets in the backend cover the
 	// input.
 	ends, err := kadm.NewClient(newClient(t, b.addrs[0])).ListEndOffsets(testCtx(t), in)
@@ -896,6 +872,30 @@ func TestTxnOffsetCommitCarriesMember(t *testing.T) {
 		})
 		return len(behind) == 0, fmt.Sprintf("group offsets in the backend behind the input: %v", behind)
 	})
+	// Every OffsetCommit the backend saw carried the member's identity. A
+	// commit's offsets that a later commit of the group already holds are
+	// not written (the later ones are), so there may be fewer than commits.
+	mu.Lock()
+	got := slices.Clone(seen)
+	mu.Unlock()
+	t.Logf("backend saw %d OffsetCommits for the group", len(got))
+	if len(got) == 0 {
+		t.Fatal("the backend saw no OffsetCommit for the group")
+	}
+	for i, c := range got {
+		if c.member == "" || c.gen < 1 {
+			t.Fatalf("OffsetCommit %d of %d for %s carried member %q generation %d, want the group member's", i, len(got), group, c.member, c.gen)
+		}
+		if !members[membership{c.member, c.gen}] {
+			t.Fatalf("OffsetCommit %d carried member %q generation %d; the session was %v", i, c.member, c.gen, members)
+		}
+		if c.instance != nil {
+			t.Fatalf("OffsetCommit %d carried instance id %q; the session has none", i, *c.instance)
+		}
+		if c.parts == 0 {
+			t.Fatalf("OffsetCommit %d carried no partitions", i)
+		}
+	}
 	backendReaches(t, b, out, int64(n))
 	got2, total := readBackendAll(t, b, out)
 	if total != n {
