@@ -15,11 +15,35 @@ eval "$(bash "$KAFKA" env | sed 's/^/export /')"
 echo "== go test ./... (all tiers, real broker at $EOSPROXY_TEST_KAFKA)"
 go test -count=1 -timeout 20m ./...
 
+# fuzz_one runs one target. Go 1.26's fuzzing coordinator can fail a target
+# with a bare "context deadline exceeded" at the -fuzztime boundary when its
+# workers are starved (go.dev/issue/75804, fixed in Go 1.27): no input is at
+# fault and none is written. A failure counts only if it wrote a reproducer
+# under testdata/fuzz or happens again on a second run.
+fuzz_one() {
+  local pkg=$1 target=$2 dir out attempt
+  dir="$(go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$target"
+  for attempt in 1 2; do
+    local before
+    before="$(ls "$dir" 2>/dev/null | sort || true)"
+    if out="$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1)"; then
+      echo "$out"
+      return 0
+    fi
+    echo "$out"
+    if [[ "$(ls "$dir" 2>/dev/null | sort || true)" != "$before" ]] || ! grep -q 'context deadline exceeded' <<<"$out"; then
+      return 1 # a real finding: a reproducer was written, or another failure
+    fi
+    echo "== $target: Go's fuzzing deadline race (go.dev/issue/75804), no input at fault; attempt $attempt"
+  done
+  return 1
+}
+
 if [[ "$FUZZTIME" != 0 ]]; then
   for pkg in $(go list ./...); do
     for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
       echo "== fuzz $pkg $target for $FUZZTIME"
-      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"
+      fuzz_one "$pkg" "$target"
     done
   done
 fi
