@@ -75,22 +75,7 @@ func TestVerdictCountsAnomalies(t *testing.T) {
 func TestCopyVerdictCountsAnomalies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	for _, topic := range []string{"in", "out"} {
-		if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fake, cl, adm := verdictBackend(ctx, t)
 	// Input: producer 0 sent 0..7, all in the input topic.
 	prods := []*producer{{acked: make([]atomic.Bool, 8)}}
 	prods[0].sent.Store(8)
@@ -252,22 +237,7 @@ func TestJavaExitKind(t *testing.T) {
 func TestJavaVerdictCountsAnomalies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	for _, topic := range []string{"in", "out"} {
-		if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fake, cl, adm := verdictBackend(ctx, t)
 	write := []struct {
 		topic string
 		part  int32
@@ -297,4 +267,28 @@ func TestJavaVerdictCountsAnomalies(t *testing.T) {
 		j.OutputIsInput || j.InputRecords != 3 || j.OutputRecords != 5 || j.anomalies() != 3 || j.Commits != -1 {
 		t.Fatalf("java verdict: %+v; examples %v", j, rep.Examples)
 	}
+}
+
+// verdictBackend is a one-broker kfake with topics "in" and "out" of two
+// partitions each, and a client that writes to the partition a record
+// names.
+func verdictBackend(ctx context.Context, t *testing.T) (*kfake.Cluster, *kgo.Client, *kadm.Client) {
+	t.Helper()
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	for _, topic := range []string{"in", "out"} {
+		if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fake, cl, adm
 }
