@@ -197,34 +197,8 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 	for topic, id := range ids {
 		byID[id] = topic
 	}
-	byLeader := map[int32]*kmsg.ProduceRequest{}
-	sent := map[int32][]txnstate.TopicPartition{}
-	for tp, batch := range batches {
-		leader, ok := leaders[tp]
-		if !ok {
-			failAll([]txnstate.TopicPartition{tp}, errors.New("no leader"), false)
-			continue
-		}
-		req := byLeader[leader]
-		if req == nil {
-			req = kmsg.NewPtrProduceRequest()
-			req.Acks = -1
-			req.TimeoutMillis = 30000
-			byLeader[leader] = req
-		}
-		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
-		if i < 0 {
-			t := kmsg.NewProduceRequestTopic()
-			// Produce v13 names topics by id; kgo picks the version.
-			t.Topic, t.TopicID = tp.Topic, ids[tp.Topic]
-			req.Topics = append(req.Topics, t)
-			i = len(req.Topics) - 1
-		}
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = tp.Partition, batch
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-		sent[leader] = append(sent[leader], tp)
-	}
+	byLeader, sent, noLeader := produceRequests(batches, leaders, ids)
+	failAll(noLeader, errors.New("no leader"), false)
 	type answer struct {
 		leader int32
 		resp   *kmsg.ProduceResponse
@@ -268,6 +242,39 @@ func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicParti
 		}
 	}
 	return out
+}
+
+// produceRequests groups one batch per partition into one acks=all Produce
+// request per leader; sent lists each request's partitions, noLeader those
+// without a known leader.
+func produceRequests(batches map[txnstate.TopicPartition][]byte, leaders map[txnstate.TopicPartition]int32, ids map[string][16]byte) (byLeader map[int32]*kmsg.ProduceRequest, sent map[int32][]txnstate.TopicPartition, noLeader []txnstate.TopicPartition) {
+	byLeader, sent = map[int32]*kmsg.ProduceRequest{}, map[int32][]txnstate.TopicPartition{}
+	for tp, batch := range batches {
+		leader, ok := leaders[tp]
+		if !ok {
+			noLeader = append(noLeader, tp)
+			continue
+		}
+		req := byLeader[leader]
+		if req == nil {
+			req = kmsg.NewPtrProduceRequest()
+			req.Acks, req.TimeoutMillis = -1, 30000
+			byLeader[leader] = req
+		}
+		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
+		if i < 0 {
+			t := kmsg.NewProduceRequestTopic()
+			// Produce v13 names topics by id; the version decides which is sent.
+			t.Topic, t.TopicID = tp.Topic, ids[tp.Topic]
+			req.Topics = append(req.Topics, t)
+			i = len(req.Topics) - 1
+		}
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = tp.Partition, batch
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		sent[leader] = append(sent[leader], tp)
+	}
+	return byLeader, sent, noLeader
 }
 
 // CommitOffsets commits a transaction's held offsets to the backend's group
@@ -414,36 +421,16 @@ func (b upstreamBackend) InitProducerID(ctx context.Context) (int64, int16, erro
 func (b txnBackend) Send(ctx context.Context, batches map[txnstate.TopicPartition][]byte) func(context.Context) map[txnstate.TopicPartition]txnstate.ProduceResult {
 	out := make(map[txnstate.TopicPartition]txnstate.ProduceResult, len(batches))
 	all := slices.Collect(maps.Keys(batches))
-	leaders, _, err := b.leaders.lookup(ctx, b.upstreamBackend, all)
-	byLeader := map[int32]*kmsg.ProduceRequest{}
-	sent := map[int32][]txnstate.TopicPartition{}
-	for tp, batch := range batches {
-		leader, ok := leaders[tp]
-		switch {
-		case err != nil:
+	leaders, ids, err := b.leaders.lookup(ctx, b.upstreamBackend, all)
+	if err != nil {
+		for tp := range batches {
 			out[tp] = txnstate.ProduceResult{Err: err}
-			continue
-		case !ok:
-			out[tp] = txnstate.ProduceResult{Err: fmt.Errorf("no leader for %s/%d", tp.Topic, tp.Partition)}
-			continue
 		}
-		req := byLeader[leader]
-		if req == nil {
-			req = kmsg.NewPtrProduceRequest()
-			req.Acks, req.TimeoutMillis = -1, 30000
-			byLeader[leader] = req
-		}
-		i := slices.IndexFunc(req.Topics, func(t kmsg.ProduceRequestTopic) bool { return t.Topic == tp.Topic })
-		if i < 0 {
-			rt := kmsg.NewProduceRequestTopic()
-			rt.Topic = tp.Topic
-			req.Topics = append(req.Topics, rt)
-			i = len(req.Topics) - 1
-		}
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = tp.Partition, batch
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-		sent[leader] = append(sent[leader], tp)
+		return func(context.Context) map[txnstate.TopicPartition]txnstate.ProduceResult { return out }
+	}
+	byLeader, sent, noLeader := produceRequests(batches, leaders, ids)
+	for _, tp := range noLeader {
+		out[tp] = txnstate.ProduceResult{Err: fmt.Errorf("no leader for %s/%d", tp.Topic, tp.Partition)}
 	}
 	var answers []<-chan map[txnstate.TopicPartition]txnstate.ProduceResult
 	// In leader order, so that two calls never interleave differently.

@@ -336,6 +336,16 @@ func nextSeq(seq, count int32) int32 {
 	return int32((int64(seq) + int64(count)) % math.MaxInt32)
 }
 
+// putLow writes every partition's low-water offset and sequence with set.
+func (f *forwarding) putLow(set func(k, v []byte) error) error {
+	for tp, o := range f.low {
+		if err := set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, f.seqs[tp])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // persist makes the progress durable: acknowledged batches deleted, the
 // low-water offsets (and sequences) moved past them, in one write.
 func (f *forwarding) persist() error {
@@ -349,10 +359,8 @@ func (f *forwarding) persist() error {
 			return err
 		}
 	}
-	for tp, o := range f.low {
-		if err := wb.Set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, f.seqs[tp])); err != nil {
-			return err
-		}
+	if err := f.putLow(wb.Set); err != nil {
+		return err
 	}
 	if f.dropProd {
 		if err := wb.Delete(genKey(prefixGenProducer, f.id, f.gen)); err != nil {
@@ -445,10 +453,8 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 		f.seqs[tp] = 0
 	}
 	err := f.c.db.Update(func(txn *badger.Txn) error {
-		for tp, o := range f.low {
-			if err := txn.Set(genTPKey(prefixLow, f.id, f.gen, tp), marshalLow(o, f.seqs[tp])); err != nil {
-				return err
-			}
+		if err := f.putLow(txn.Set); err != nil {
+			return err
 		}
 		if err := txn.Set(idKey(prefixUpstream, f.id), u.marshal()); err != nil {
 			return err
