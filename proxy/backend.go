@@ -36,6 +36,15 @@ func (b upstreamBackend) EndOffset(ctx context.Context, topic string, partition 
 
 // FindBatch reads the partition from offset from to its high watermark,
 // read_uncommitted, and compares each batch's content digest.
+//
+// Offsets below the log start (deleted by retention or DeleteRecords since
+// from was recorded) cannot be read: the look-up starts at the log start
+// instead, and a batch that landed in the deleted range is not found. The
+// caller then writes it again, which is what Kafka does too: a broker drops
+// the state of a producer whose batches are all below the log start and
+// takes its next batch at any sequence. Failing instead would fail every
+// retry for as long as the state lives (24 h by default), and on the commit
+// path hold back every later commit of the transactional id.
 func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error) {
 	meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topic)
 	if err != nil {
@@ -69,6 +78,17 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 			return 0, false, fmt.Errorf("fetch %s/%d: malformed answer", topic, partition)
 		}
 		fp := resp.Topics[0].Partitions[0]
+		if fp.ErrorCode == kerr.OffsetOutOfRange.Code {
+			next, done, err := b.outOfRange(ctx, topic, partition, from, offset)
+			if err != nil {
+				return 0, false, err
+			}
+			if done {
+				return 0, false, nil
+			}
+			offset = next
+			continue
+		}
 		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
 			return 0, false, fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, err)
 		}
@@ -93,6 +113,43 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 		}
 		offset = next
 	}
+}
+
+// outOfRange handles OFFSET_OUT_OF_RANGE for a look-up from from that has
+// reached offset: it says where to go on reading (the log start, when offset
+// was deleted meanwhile), or done when nothing at or after offset is left to
+// read (the log ends before it: truncated by an unclean election, or the
+// topic was deleted and created again), or an error when the broker's
+// answer does not fit its own bounds (retried by the caller).
+func (b upstreamBackend) outOfRange(ctx context.Context, topic string, partition int32, from, offset int64) (next int64, done bool, err error) {
+	adm := kadm.NewClient(b.p.admin)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return 0, false, fmt.Errorf("log start of %s/%d: %w", topic, partition, err)
+	}
+	start, ok := starts.Lookup(topic, partition)
+	if !ok || start.Err != nil {
+		return 0, false, fmt.Errorf("log start of %s/%d: %v", topic, partition, start.Err)
+	}
+	if offset < start.Offset {
+		b.p.log.Warn().Str("topic", topic).Int32("partition", partition).Int64("from", from).Int64("log_start", start.Offset).
+			Msg("look-up for a batch with an unknown outcome: the log below its start was deleted (retention or DeleteRecords), so a batch that landed there cannot be found and would be written again; reading from the log start")
+		return start.Offset, false, nil
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, false, fmt.Errorf("end offset of %s/%d: %w", topic, partition, err)
+	}
+	end, ok := ends.Lookup(topic, partition)
+	if !ok || end.Err != nil {
+		return 0, false, fmt.Errorf("end offset of %s/%d: %v", topic, partition, end.Err)
+	}
+	if offset >= end.Offset {
+		b.p.log.Warn().Str("topic", topic).Int32("partition", partition).Int64("from", offset).Int64("end", end.Offset).
+			Msg("look-up for a batch with an unknown outcome: the partition ends before the low-water offset (log truncated or topic re-created); the batch is not there")
+		return 0, true, nil
+	}
+	return 0, false, fmt.Errorf("fetch %s/%d at %d: %w (log %d..%d)", topic, partition, offset, kerr.OffsetOutOfRange, start.Offset, end.Offset)
 }
 
 // txnBackend carries out commits for the transaction coordinator with
