@@ -477,7 +477,7 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 		kvs = append(kvs, kv{genKey(prefixJob, e.id, gen), encodeTxn(n)},
 			kv{genKey(prefixDecided, e.id, gen), binary.BigEndian.AppendUint64(nil, j.seq)})
 		if j.commit {
-			kvs = append(kvs, c.knownLowWater(e.id, gen, n)...)
+			kvs = append(kvs, c.knownLowWater(e, gen, n)...)
 		}
 		n = comp.Txn
 	}
@@ -519,13 +519,30 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 // past it, and any offset at or before where the commit's first batch will
 // land is a valid starting point for finding it after a crash; a commit then
 // needs no ListOffsets round trip and no extra write before forwarding.
-func (c *Coordinator) knownLowWater(id string, gen uint64, t *Txn) []kv {
+//
+// Not for a partition an earlier commit of the id is still to write to:
+// its batches land past that end, and the look-up would take one of them
+// with the same content (a copier keeping its input's timestamps) for this
+// commit's and skip writing it. Such a partition gets its low-water offset
+// when forwarding starts, after the earlier commit (jobs run in order).
+// Called with e.mu held.
+func (c *Coordinator) knownLowWater(e *entry, gen uint64, t *Txn) []kv {
+	e.jmu.Lock()
+	earlier := map[TopicPartition]bool{}
+	for _, j := range e.jobs {
+		if j.commit {
+			for tp := range j.txn.Partitions {
+				earlier[tp] = true
+			}
+		}
+	}
+	e.jmu.Unlock()
 	c.endsMu.Lock()
 	defer c.endsMu.Unlock()
 	var out []kv
 	for tp := range t.Partitions {
-		if o, ok := c.ends[tp]; ok {
-			out = append(out, kv{genTPKey(prefixLow, id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))})
+		if o, ok := c.ends[tp]; ok && !earlier[tp] {
+			out = append(out, kv{genTPKey(prefixLow, e.id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))})
 		}
 	}
 	return out

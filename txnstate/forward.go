@@ -318,11 +318,17 @@ func (f *forwarding) next(tp TopicPartition) (buffered, error) {
 	return b, nil
 }
 
-// acked notes that b, tp's first remaining batch, is in the backend at base.
-func (f *forwarding) acked(tp TopicPartition, b buffered, base int64) {
+// acked notes that b, tp's first remaining batch, is in the backend at
+// base. sent says this process wrote it: only then is its end past every
+// commit completed before (the coordinator's known end of the partition); a
+// batch found by a look-up may have been written by a killed process ahead
+// of other commits it completed.
+func (f *forwarding) acked(tp TopicPartition, b buffered, base int64, sent bool) {
 	f.low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
 	f.seqs[tp] = nextSeq(f.seqs[tp], protocol.BatchRecordCount(b.batch))
-	f.c.noteEnd(tp, f.low[tp])
+	if sent {
+		f.c.noteEnd(tp, f.low[tp])
+	}
 	f.done = append(f.done, b.key)
 	f.doneRefs = append(f.doneRefs, b.ref)
 	f.doneBytes += len(b.batch)
@@ -400,7 +406,7 @@ func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]b
 			found++
 			f.log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
 				Msg("batch of an interrupted commit found in the backend; not resending it")
-			f.acked(tp, b, off)
+			f.acked(tp, b, off, false)
 		}
 	}
 	return found, nil
@@ -540,7 +546,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 			case !ok:
 				failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
 			case res.Err == nil:
-				f.acked(tp, current[tp], res.BaseOffset)
+				f.acked(tp, current[tp], res.BaseOffset, true)
 				delete(current, tp)
 			default:
 				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
@@ -632,7 +638,7 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 				res = ProduceResult{Err: errors.New("no answer"), Ambiguous: true}
 			}
 			if res.Err == nil {
-				f.acked(tp, b, res.BaseOffset)
+				f.acked(tp, b, res.BaseOffset, true)
 				continue
 			}
 			failed[tp] = true

@@ -1,0 +1,159 @@
+package txnstate_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+// TestCommitLookupStartsAfterEarlierCommit: a copier that keeps its input's
+// timestamps can commit a batch with the same content as the previous
+// commit's last one. The second commit is decided while the first is still
+// being forwarded; eosproxy is then killed and restarts. Were the second
+// commit's look-up to start before the first commit's batches, it would take
+// the first commit's batch for its own and never write it: a lost write.
+func TestCommitLookupStartsAfterEarlierCommit(t *testing.T) {
+	for _, idem := range []bool{false, true} {
+		name := "one batch at a time"
+		if idem {
+			name = "pipelined to an idempotent backend"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envConfig{idem: idem, disk: true, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
+			part := tp("out", 0)
+			from := ends(e.be, part)
+			p := e.initProducer("tx", true, 60_000)
+			// An earlier commit: eosproxy now knows where its own last write
+			// to the partition ended.
+			p.send(part, 1, 10)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+			}
+			same := func() {
+				t.Helper()
+				raw := txnBatch(p.pid, p.epoch, p.seq[part], 1_700_000_000_042, []byte("same key and value"))
+				if code := wait(p.produce(part, raw, p.produceVersion())); code != txnstate.ErrNone {
+					t.Fatalf("produce: %s", txnstate.ErrorName(code))
+				}
+				p.accepted(part, raw)
+			}
+			same()
+			base, _ := e.be.counts()
+			e.be.setFault(func(n int, _ TP) fault {
+				if n == base+1 {
+					return hang
+				}
+				return apply
+			})
+			p.noWait = true
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("first commit: %s", txnstate.ErrorName(r.Err))
+			}
+			<-e.be.hung
+			// The next commit, with a batch of the same content, is decided
+			// while the first one's batch is in flight.
+			same()
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("second commit: %s", txnstate.ErrorName(r.Err))
+			}
+			p.noWait = false
+
+			e.shutdown()
+			e.be.land() // the first commit's batch was written after all
+			e.be.setFault(nil)
+			e.open()
+			e.waitState("tx", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, p.committed)
+		})
+	}
+}
+
+// TestCommitLookupNotFromAnotherLookup: after a restart, a look-up finds a
+// batch another transactional id wrote before the restart. That batch can
+// sit before a commit the killed process completed, so its end says nothing
+// about where later commits can land: were it taken as the low-water offset
+// of the next commit, that commit's look-up would again start before the
+// completed commit's batches (and take one with the same content for its
+// own).
+func TestCommitLookupNotFromAnotherLookup(t *testing.T) {
+	for _, idem := range []bool{false, true} {
+		name := "one batch at a time"
+		if idem {
+			name = "pipelined to an idempotent backend"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envConfig{idem: idem, disk: true, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
+			part := tp("out", 0)
+			from := ends(e.be, part)
+			var want [][32]byte
+			same := func(p *producer) {
+				t.Helper()
+				raw := txnBatch(p.pid, p.epoch, p.seq[part], 1_700_000_000_042, []byte("same key and value"))
+				if code := wait(p.produce(part, raw, p.produceVersion())); code != txnstate.ErrNone {
+					t.Fatalf("produce: %s", txnstate.ErrorName(code))
+				}
+				p.accepted(part, raw)
+				want = append(want, digest(raw))
+			}
+
+			// B's batch is written, but the answer is lost, and every
+			// look-up for it fails until the restart.
+			b := e.initProducer("b", true, 60_000)
+			want = append(want, digest(b.send(part, 1, 10)))
+			base, _ := e.be.counts()
+			e.be.setFault(func(n int, _ TP) fault {
+				if n == base+1 {
+					return writeAmbiguous
+				}
+				return apply
+			})
+			e.be.mu.Lock()
+			for range 100 {
+				e.be.findErrs = append(e.be.findErrs, errTimeout)
+			}
+			e.be.mu.Unlock()
+			b.noWait = true
+			if r := b.end(true); r.Err != 0 {
+				t.Fatalf("B's commit: %s", txnstate.ErrorName(r.Err))
+			}
+			// A commits after it, completely.
+			a := e.initProducer("a", true, 60_000)
+			same(a)
+			if r := a.end(true); r.Err != 0 {
+				t.Fatalf("A's commit: %s", txnstate.ErrorName(r.Err))
+			}
+
+			e.shutdown()
+			e.be.mu.Lock()
+			e.be.findErrs = nil
+			e.be.mu.Unlock()
+			e.open()
+			e.waitState("b", txnstate.CompleteCommit) // found by its look-up
+
+			// A's next commit, same content, is interrupted before its
+			// batch lands, and looked for after the restart.
+			same(a)
+			base, _ = e.be.counts()
+			e.be.setFault(func(n int, _ TP) fault {
+				if n == base+1 {
+					return hang
+				}
+				return apply
+			})
+			a.noWait = true
+			if r := a.end(true); r.Err != 0 {
+				t.Fatalf("A's second commit: %s", txnstate.ErrorName(r.Err))
+			}
+			<-e.be.hung
+			e.shutdown()
+			e.be.mu.Lock()
+			e.be.inflight = nil // lost
+			e.be.mu.Unlock()
+			e.be.setFault(nil)
+			e.open()
+			e.waitState("a", txnstate.CompleteCommit)
+			checkForwarded(t, e.be, from, map[TP][][32]byte{part: want})
+		})
+	}
+}
