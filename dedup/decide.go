@@ -57,6 +57,11 @@ type State struct {
 	// learning its outcome (a dropped connection, a timeout, a crash); the
 	// next batch must look at the backend from LowWater before being written.
 	Unverified bool
+	// Intent is persisted: a batch of this producer may have been sent to
+	// the partition after this state was recorded. A state loaded without
+	// it is verified: nothing was in flight when it was written (an idle
+	// producer, or a clean stop), so no look-up is needed.
+	Intent bool
 }
 
 // Verdict is the outcome of Decide.

@@ -33,7 +33,7 @@ func TestRegressionCrashAfterForwardingFirstBatchOfNewEpoch(t *testing.T) {
 	tt := newTable(t)
 	tt.writeBatch(t, k1, bi(0, 0, 5), 100)
 	_ = tt.beginWrite(t, k1, bi(1, 0, 5)) // forwarded, then the proxy dies
-	tt = tt.reopen(t, 24*time.Hour)
+	tt = tt.crash(t)
 	tt.be.set(func(f *fakeBackend) { f.found, f.foundAt = true, 105 })
 	d, tok := tt.begin(t, k1, bi(1, 0, 5))
 	if tok != nil {

@@ -37,7 +37,12 @@ type Table struct {
 	db         *store.DB
 	backend    Backend
 	expiration time.Duration
-	now        func() time.Time
+	// idleAfter is how long a producer's partition goes without a batch
+	// before its intent is cleared: its next batch then takes a fresh
+	// low-water offset (bounding a look-up to what the partition received
+	// since) and a state that needs no look-up after a crash.
+	idleAfter time.Duration
+	now       func() time.Time
 
 	mu      sync.Mutex
 	entries map[Key]*entry
@@ -75,11 +80,19 @@ var (
 
 const pidBlock = 1000
 
+// DefaultIdleAfter is how long a producer's partition must see no batch
+// before its intent is cleared.
+const DefaultIdleAfter = 2 * time.Second
+
 // Open loads the producer states from db. Every loaded state is unverified:
 // eosproxy may have stopped between forwarding a batch and recording it.
 func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.Logger) (*Table, error) {
+	return open(db, backend, expiration, DefaultIdleAfter, log)
+}
+
+func open(db *store.DB, backend Backend, expiration, idleAfter time.Duration, log zerolog.Logger) (*Table, error) {
 	t := &Table{
-		log: log, db: db, backend: backend, expiration: expiration, now: time.Now,
+		log: log, db: db, backend: backend, expiration: expiration, idleAfter: idleAfter, now: time.Now,
 		entries: map[Key]*entry{},
 		commits: make(chan commit, 1024),
 		stop:    make(chan struct{}),
@@ -94,6 +107,7 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 	t.pidNext = t.pidTop
 	cutoff := t.now().Add(-expiration).UnixMilli()
 	var expired [][]byte
+	unverified := 0
 	err = db.Scan(statePrefix, func(k, v []byte) error {
 		key, err := decodeKey(k)
 		if err != nil {
@@ -107,7 +121,12 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 			expired = append(expired, append([]byte{}, k...))
 			return nil
 		}
-		st.Unverified = true
+		// Only a state recorded with a batch possibly in flight needs a
+		// look-up before the next write.
+		st.Unverified = st.Intent
+		if st.Unverified {
+			unverified++
+		}
 		t.entries[key] = &entry{st: &st}
 		return nil
 	})
@@ -117,15 +136,31 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 	if err := t.deleteKeys(expired); err != nil {
 		return nil, err
 	}
-	log.Info().Int("producers", len(t.entries)).Int("expired", len(expired)).Msg("producer states loaded")
-	t.wg.Add(2)
+	log.Info().Int("producers", len(t.entries)).Int("unverified", unverified).Int("expired", len(expired)).Msg("producer states loaded")
+	t.wg.Add(3)
 	go t.commitLoop()
 	go t.expireLoop()
+	go t.idleLoop()
 	return t, nil
 }
 
-// Close stops the background work; pending commits finish first.
+// Close stops the background work; pending commits finish first. Every
+// state with nothing in flight is recorded as such, so that after a clean
+// stop only the producers whose last outcome is unknown need a look-up.
 func (t *Table) Close() {
+	t.closing.RLock()
+	closed := t.closed
+	t.closing.RUnlock()
+	if closed {
+		return
+	}
+	t.clearIntents(func(*State) bool { return true })
+	t.stopLoops()
+}
+
+// stopLoops stops the background work as a crash would leave the state:
+// whatever was queued is written, nothing more.
+func (t *Table) stopLoops() {
 	t.closing.Lock()
 	if t.closed {
 		t.closing.Unlock()
@@ -178,12 +213,18 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 			}
 		}
 		d := Decide(e.st, b)
-		if d.Verdict == Write && (e.st == nil || e.st.Unverified) {
+		if d.Verdict == Write && (e.st == nil || e.st.Unverified || !e.st.Intent) {
 			// Hold the key while the backend is consulted.
 			tok := t.newToken(e, key, b)
 			st := e.st
 			t.mu.Unlock()
-			if err := t.settle(ctx, key, st, b, digest); err != nil {
+			var err error
+			if st != nil && !st.Unverified {
+				err = t.arm(ctx, key, *st)
+			} else {
+				err = t.settle(ctx, key, st, b, digest)
+			}
+			if err != nil {
 				tok.release(nil)
 				t.mu.Lock()
 				if e.st == nil && e.inflight == nil && t.entries[key] == e {
@@ -224,7 +265,7 @@ func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, dig
 		if err != nil {
 			return fmt.Errorf("end offset of %s/%d: %w", key.Topic, key.Partition, err)
 		}
-		ns := State{Epoch: b.Epoch, LowWater: end, LastUpdateMs: t.now().UnixMilli()}
+		ns := State{Epoch: b.Epoch, LowWater: end, LastUpdateMs: t.now().UnixMilli(), Intent: true}
 		return t.store(key, ns, true)
 	}
 	off, found, err := t.backend.FindBatch(ctx, key.Topic, key.Partition, st.LowWater, digest())
@@ -232,6 +273,7 @@ func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, dig
 		return fmt.Errorf("look for an unacknowledged batch in %s/%d from offset %d: %w", key.Topic, key.Partition, st.LowWater, err)
 	}
 	ns := *st
+	ns.Intent = true
 	if found {
 		t.log.Info().Int64("producer", key.ProducerID).Str("topic", key.Topic).Int32("partition", key.Partition).
 			Int32("seq", b.FirstSeq).Int64("offset", off).Msg("batch found in the backend after an unknown outcome; not writing it again")
@@ -242,6 +284,74 @@ func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, dig
 	// after another: the key stays unverified until a batch is not found.
 	ns.Unverified = found
 	return t.store(key, ns, found)
+}
+
+// arm records, durably and before a batch of an idle producer goes out,
+// that one may be in flight (the intent), with a low-water offset moved up
+// to the partition's end: after a crash the look-up reads only what the
+// partition received since, not everything since the producer's last
+// batch. If the end cannot be read the old low-water offset (still at or
+// before where the batch can land) is kept: the bound is an economy, not a
+// condition for writing.
+func (t *Table) arm(ctx context.Context, key Key, st State) error {
+	ns := st
+	ns.Intent = true
+	if end, err := t.backend.EndOffset(ctx, key.Topic, key.Partition); err != nil {
+		t.log.Debug().Err(err).Str("topic", key.Topic).Int32("partition", key.Partition).
+			Msg("end offset before an idle producer's batch unknown; keeping its low-water offset")
+	} else {
+		ns.LowWater = max(ns.LowWater, end)
+	}
+	return t.store(key, ns, true)
+}
+
+// clearIntents records, for every state that matches and has nothing in
+// flight or unknown, that no batch was sent after it. Queued under mu, so
+// each write is ordered after the state's earlier ones and before any
+// later arm of the same key.
+func (t *Table) clearIntents(match func(*State) bool) int {
+	var waits []chan error
+	t.mu.Lock()
+	for k, e := range t.entries {
+		if e.inflight != nil || e.st == nil || e.st.Unverified || !e.st.Intent || !match(e.st) {
+			continue
+		}
+		cp := *e.st
+		cp.Intent = false
+		e.st = &cp
+		waits = append(waits, t.submit(k, cp))
+	}
+	t.mu.Unlock()
+	for _, w := range waits {
+		if err := <-w; err != nil {
+			// The state on disk keeps its intent: a needless look-up
+			// after a crash, nothing worse.
+			t.log.Warn().Err(err).Msg("record idle producer states")
+			break
+		}
+	}
+	return len(waits)
+}
+
+// sweepIdle clears the intent of every producer idle on a partition for
+// idleAfter.
+func (t *Table) sweepIdle() int {
+	cutoff := t.now().Add(-t.idleAfter).UnixMilli()
+	return t.clearIntents(func(st *State) bool { return st.LastUpdateMs < cutoff })
+}
+
+func (t *Table) idleLoop() {
+	defer t.wg.Done()
+	tick := time.NewTicker(max(t.idleAfter/2, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.sweepIdle()
+		}
+	}
 }
 
 // store replaces key's state, durably first if persist is set.
@@ -283,6 +393,8 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		}
 		t.mu.Unlock()
 		ns := Apply(base, tok.batch, offsets[i], now)
+		// The next batch may follow before anything else is written.
+		ns.Intent = true
 		waits[i] = t.submit(tok.key, ns)
 		tok.release(&ns)
 	}
@@ -509,7 +621,13 @@ func decodeKey(b []byte) (Key, error) {
 	}, nil
 }
 
-const stateVersion = 1
+// Version 1 has no flags (every state is taken as having a batch in
+// flight); version 2 adds a flags byte before the batch count.
+const (
+	stateVersion1 = 1
+	stateVersion  = 2
+	flagIntent    = 1
+)
 
 // MarshalState encodes a producer's state for badger; the transaction
 // coordinator keeps its producers' sequence state in the same form.
@@ -518,7 +636,11 @@ func MarshalState(st State) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(st.Epoch))
 	b = binary.BigEndian.AppendUint64(b, uint64(st.LowWater))
 	b = binary.BigEndian.AppendUint64(b, uint64(st.LastUpdateMs))
-	b = append(b, byte(len(st.Batches)))
+	var flags byte
+	if st.Intent {
+		flags |= flagIntent
+	}
+	b = append(b, flags, byte(len(st.Batches)))
 	for _, w := range st.Batches {
 		b = binary.BigEndian.AppendUint16(b, uint16(w.Epoch))
 		b = binary.BigEndian.AppendUint32(b, uint32(w.FirstSeq))
@@ -530,16 +652,21 @@ func MarshalState(st State) []byte {
 
 // UnmarshalState decodes what MarshalState encoded.
 func UnmarshalState(b []byte) (State, error) {
-	const head, per = 1 + 2 + 8 + 8 + 1, 2 + 4 + 4 + 8
-	if len(b) < head || b[0] != stateVersion {
+	const per = 2 + 4 + 4 + 8
+	head := 1 + 2 + 8 + 8 + 1
+	if len(b) > 0 && b[0] == stateVersion {
+		head++
+	}
+	if len(b) < head || b[0] != stateVersion && b[0] != stateVersion1 {
 		return State{}, errors.New("corrupt or unknown state encoding")
 	}
 	st := State{
 		Epoch:        int16(binary.BigEndian.Uint16(b[1:])),
 		LowWater:     int64(binary.BigEndian.Uint64(b[3:])),
 		LastUpdateMs: int64(binary.BigEndian.Uint64(b[11:])),
+		Intent:       b[0] == stateVersion1 || b[19]&flagIntent != 0,
 	}
-	n := int(b[19])
+	n := int(b[head-1])
 	if n > maxRememberedBatches || len(b) != head+n*per {
 		return State{}, errors.New("corrupt state batches")
 	}

@@ -131,13 +131,19 @@ type testTable struct {
 	closed bool // Table.Close was called
 }
 
+// openTable opens a table whose idle loop does not tick during a test
+// (tests sweep with sweepIdle themselves, and may set now).
 func openTable(t *testing.T, dir string, be *fakeBackend, exp time.Duration) *testTable {
+	return openTableIdle(t, dir, be, exp, 24*time.Hour)
+}
+
+func openTableIdle(t *testing.T, dir string, be *fakeBackend, exp, idleAfter time.Duration) *testTable {
 	t.Helper()
 	db, err := store.Open(dir, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl, err := Open(db, be, exp, zerolog.Nop())
+	tbl, err := open(db, be, exp, idleAfter, zerolog.Nop())
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -168,13 +174,25 @@ func (tt *testTable) close() {
 	}
 }
 
-// reopen closes tt (as a stop or a crash would leave it: whatever was not
-// yet durable is lost) and opens a new table on the same directory with a
-// fresh fake backend.
+// reopen stops tt cleanly (Close) and opens a new table on the same
+// directory with a fresh fake backend.
 func (tt *testTable) reopen(t *testing.T, exp time.Duration) *testTable {
 	t.Helper()
 	tt.close()
 	return openTable(t, tt.dir, &fakeBackend{}, exp)
+}
+
+// crash stops tt as a kill would leave it (what was queued for the disk is
+// written, nothing more: no Close) and opens a new table on the same
+// directory with a fresh fake backend.
+func (tt *testTable) crash(t *testing.T) *testTable {
+	t.Helper()
+	if !tt.closed {
+		tt.closed = true
+		tt.stopLoops()
+	}
+	tt.close()
+	return openTable(t, tt.dir, &fakeBackend{}, 24*time.Hour)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -547,14 +565,14 @@ func TestWrittenAllGroup(t *testing.T) {
 
 // ---- persistence and unverified states ----
 
-func TestPersistenceReopenedStateIsUnverified(t *testing.T) {
+func TestPersistenceCrashedStateIsUnverified(t *testing.T) {
 	for _, found := range []bool{false, true} {
 		t.Run(fmt.Sprintf("found=%v", found), func(t *testing.T) {
 			tt := newTable(t)
 			tt.be.set(func(f *fakeBackend) { f.end = 395 })
 			tt.writeBatch(t, k1, bi(2, 0, 5), 400)
 			tt.writeBatch(t, k1, bi(2, 5, 3), 405)
-			tt = tt.reopen(t, 24*time.Hour)
+			tt = tt.crash(t)
 
 			p := tt.Producers(k1.Topic, k1.Partition)
 			if len(p) != 1 || p[0].ProducerID != k1.ProducerID || p[0].Epoch != 2 || p[0].LastSequence != 7 {
@@ -584,9 +602,9 @@ func TestPersistenceReopenedStateIsUnverified(t *testing.T) {
 					t.Fatalf("found batch: %+v, want Duplicate at 409", d)
 				}
 				// Recorded durably at once (the client is answered "ok"
-				// with it): after another stop its retry is a duplicate
+				// with it): after another crash its retry is a duplicate
 				// without another look, and the one after it is written.
-				tt = tt.reopen(t, 24*time.Hour)
+				tt = tt.crash(t)
 				tt.beginExpect(t, k1, next, dup(409))
 				tt.be.wantCounts(t, 0, 0)
 				tt.be.set(func(f *fakeBackend) { f.found = false })
@@ -606,7 +624,7 @@ func TestPersistenceReopenedStateIsUnverified(t *testing.T) {
 			tt.be.wantCounts(t, 0, 1) // one look per unverified state, no more
 
 			// The found (or written) batch is durable too.
-			tt = tt.reopen(t, 24*time.Hour)
+			tt = tt.crash(t)
 			if found {
 				tt.beginExpect(t, k1, next, dup(409))
 			} else {
@@ -626,7 +644,7 @@ func TestCrashAfterForwardingFirstBatch(t *testing.T) {
 			tt := newTable(t)
 			tt.be.set(func(f *fakeBackend) { f.end = 500 })
 			_ = tt.beginWrite(t, k1, bi(0, 0, 5)) // forwarded, then the proxy dies
-			tt = tt.reopen(t, 24*time.Hour)
+			tt = tt.crash(t)
 			p := tt.Producers(k1.Topic, k1.Partition)
 			if len(p) != 1 || p[0].LastSequence != -1 || p[0].Epoch != 0 {
 				t.Fatalf("reloaded producers %+v", p)
@@ -897,7 +915,7 @@ func TestEndOffsetErrorReleasesKey(t *testing.T) {
 func TestFindBatchErrorReleasesKeyAndStaysUnverified(t *testing.T) {
 	tt := newTable(t)
 	tt.writeBatch(t, k1, bi(0, 0, 5), 10)
-	tt = tt.reopen(t, 24*time.Hour)
+	tt = tt.crash(t)
 	tt.be.set(func(f *fakeBackend) { f.findErr = errBackend })
 	for range 2 {
 		_, tok, err := tt.Begin(testCtx(t), k1, bi(0, 5, 5), func() [32]byte { return digestOf(k1, bi(0, 5, 5)) })
