@@ -100,7 +100,7 @@ type Coordinator struct {
 	// ends is, per partition, an offset the backend's log is known to
 	// reach (the end of eosproxy's last write there), in this process only.
 	endsMu sync.Mutex
-	ends   map[TopicPartition]int64
+	ends   map[TopicPartition]knownEnd
 
 	// offLatest is, per group and partition, the decision order (job.seq)
 	// of the latest decided commit holding an offset for it. Commits of
@@ -526,6 +526,11 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 // commit's and skip writing it. Such a partition gets its low-water offset
 // when forwarding starts, after the earlier commit (jobs run in order).
 // Called with e.mu held.
+//
+// Nor is a known end older than knownEndFresh used: other producers may have
+// written much since, and a look-up from it would read all of that; the
+// partition's end read when forwarding starts bounds it to what arrived
+// during the commit.
 func (c *Coordinator) knownLowWater(e *entry, gen uint64, t *Txn) []kv {
 	e.jmu.Lock()
 	earlier := map[TopicPartition]bool{}
@@ -537,24 +542,36 @@ func (c *Coordinator) knownLowWater(e *entry, gen uint64, t *Txn) []kv {
 		}
 	}
 	e.jmu.Unlock()
+	now := c.nowMs()
 	c.endsMu.Lock()
 	defer c.endsMu.Unlock()
 	var out []kv
 	for tp := range t.Partitions {
-		if o, ok := c.ends[tp]; ok && !earlier[tp] {
-			out = append(out, kv{genTPKey(prefixLow, e.id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(o))})
+		if k, ok := c.ends[tp]; ok && !earlier[tp] && now-k.atMs <= knownEndFresh.Milliseconds() {
+			out = append(out, kv{genTPKey(prefixLow, e.id, gen, tp), binary.BigEndian.AppendUint64(nil, uint64(k.offset))})
 		}
 	}
 	return out
 }
 
+// knownEnd is an offset a partition is known to reach, and when it was
+// learnt (unix ms).
+type knownEnd struct{ offset, atMs int64 }
+
+// knownEndFresh is how long a known end serves as a commit's low-water
+// offset.
+const knownEndFresh = 2 * time.Second
+
 // noteEnd records that the backend's partition tp reaches at least end.
 func (c *Coordinator) noteEnd(tp TopicPartition, end int64) {
+	now := c.nowMs()
 	c.endsMu.Lock()
 	if c.ends == nil {
-		c.ends = map[TopicPartition]int64{}
+		c.ends = map[TopicPartition]knownEnd{}
 	}
-	c.ends[tp] = max(c.ends[tp], end)
+	if k, ok := c.ends[tp]; !ok || end >= k.offset {
+		c.ends[tp] = knownEnd{end, now}
+	}
 	c.endsMu.Unlock()
 }
 

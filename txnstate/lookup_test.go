@@ -1,6 +1,8 @@
 package txnstate_test
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,6 +156,82 @@ func TestCommitLookupNotFromAnotherLookup(t *testing.T) {
 			e.open()
 			e.waitState("a", txnstate.CompleteCommit)
 			checkForwarded(t, e.be, from, map[TP][][32]byte{part: want})
+		})
+	}
+}
+
+// findRecorder records where each look-up starts.
+type findRecorder struct {
+	txnstate.Backend
+	mu    *sync.Mutex
+	froms *[]int64
+}
+
+func (r findRecorder) FindBatch(ctx context.Context, p TP, from int64, d [32]byte) (int64, bool, error) {
+	r.mu.Lock()
+	*r.froms = append(*r.froms, from)
+	r.mu.Unlock()
+	return r.Backend.FindBatch(ctx, p, from, d)
+}
+
+// TestCommitLookupBounded: the low-water offset a commit takes from the end
+// of eosproxy's own last write to a partition is only used while that is
+// recent. A partition that others have written much to since gets its end
+// read when forwarding starts, so that a look-up after a crash reads what
+// arrived during the commit, not everything since eosproxy last wrote there.
+func TestCommitLookupBounded(t *testing.T) {
+	for _, idle := range []bool{false, true} {
+		name := "recent write"
+		if idle {
+			name = "idle partition"
+		}
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			var froms []int64
+			e := newEnv(t, envConfig{disk: true, opts: func(o *txnstate.Options) {
+				o.AnswerWithin = 10 * time.Millisecond
+				o.Backend = findRecorder{o.Backend, &mu, &froms}
+			}})
+			part := tp("out", 0)
+			p := e.initProducer("tx", true, 60_000)
+			p.send(part, 1, 10)
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+			}
+			written := e.be.end(part)
+			e.be.seed(part, 1000) // other producers
+			if idle {
+				e.clock.advance(time.Minute)
+			}
+			p.send(part, 1, 10)
+			base, _ := e.be.counts()
+			e.be.setFault(func(n int, _ TP) fault {
+				if n == base+1 {
+					return hang
+				}
+				return apply
+			})
+			p.noWait = true
+			if r := p.end(true); r.Err != 0 {
+				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+			}
+			<-e.be.hung
+			e.shutdown()
+			e.be.mu.Lock()
+			e.be.inflight = nil
+			e.be.mu.Unlock()
+			e.be.setFault(nil)
+			e.open()
+			e.waitState("tx", txnstate.CompleteCommit)
+			want := written
+			if idle {
+				want += 2000 // past the seeded records
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(froms) != 1 || froms[0] != want {
+				t.Fatalf("look-ups from %v, want one from %d", froms, want)
+			}
 		})
 	}
 }
