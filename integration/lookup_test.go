@@ -1,13 +1,19 @@
 package integration
 
 import (
+	"io"
+	"net"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/proxy"
 )
 
 // TestLookupBelowLogStart: a batch's outcome is unknown (the backend timed
@@ -15,9 +21,9 @@ import (
 // start past the producer's low-water offset. The look-up must not fail for
 // ever on OFFSET_OUT_OF_RANGE (the producer would be stuck on the partition
 // until its state expires): it reads from the log start. A batch still
-// there is found; one that landed in the deleted range cannot be, and is
-// written again, as Kafka does for a producer whose batches are all below
-// the log start.
+// there is found; one that landed in the deleted range cannot be, and on
+// this backend without idempotence it is written again (the limit README
+// states; a backend with idempotence drops the resend).
 func TestLookupBelowLogStart(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -26,8 +32,8 @@ func TestLookupBelowLogStart(t *testing.T) {
 		wantRetry int64 // where the retry is answered
 		wantLog   []string
 	}{
-		{"landed, still there", true, 6, 6, []string{"b", "c"}},
-		{"landed, then deleted: cannot be known, written again", true, 7, 7, []string{"b", "c"}},
+		{"landed and still there", true, 6, 6, []string{"b", "c"}},
+		{"landed then deleted (cannot be known: written again)", true, 7, 7, []string{"b", "c"}},
 		{"never landed", false, 6, 6, []string{"b", "c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +86,113 @@ func TestLookupBelowLogStart(t *testing.T) {
 			}
 			if len(vals) != len(tc.wantLog) || vals[0] != tc.wantLog[0] || vals[1] != tc.wantLog[1] {
 				t.Fatalf("backend holds %q from the log start, want %q", vals, tc.wantLog)
+			}
+		})
+	}
+}
+
+// TestLookupBelowLogStartRealKafka: the same on Apache Kafka. The unknown
+// outcome is a Produce eosproxy forwarded whose connection broke before the
+// answer (held back by the test, and delivered to the broker or not); then
+// DeleteRecords moves the log start past the producer's low-water offset,
+// and the client retries. Kafka has idempotence, so eosproxy may forward
+// under a producer id of its own: a resend of a batch the broker holds (or
+// held, below the log start) is then dropped by the broker.
+func TestLookupBelowLogStartRealKafka(t *testing.T) {
+	addr := realKafka(t)
+	for _, tc := range []struct {
+		name     string
+		landed   bool
+		deleteTo int64
+	}{
+		{"landed and still there", true, 6},
+		{"landed then deleted", true, 7},
+		{"never landed", false, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := backend{name: "kafka", addrs: []string{addr}}
+			h := &holder{held: make(chan struct{})}
+			p := startProxy(t, b, func(c *proxy.Config) { c.Dial = h.dial })
+			adm := kadm.NewClient(newClient(t, p.Addr()))
+			topic := createTopic(t, adm, 1)
+			ctx := testCtx(t)
+			meta, err := adm.Metadata(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var leader string
+			for _, br := range meta.Brokers {
+				if br.NodeID == meta.Topics[topic].Partitions[0].Leader {
+					leader = net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port)))
+				}
+			}
+			pid := initProducerID(t, p.Addr())
+			rp := &rawProducer{t: t, c: dial(t, leader), topic: topic}
+			if got := rp.produce(pid, 0, 0, "a"); got.ErrorCode != 0 || got.BaseOffset != 0 {
+				t.Fatalf("first batch: %+v", got)
+			}
+			direct := newClient(t, addr, kgo.DisableIdempotentWrite(), kgo.DefaultProduceTopic(topic))
+			for range 5 {
+				if err := direct.ProduceSync(ctx, &kgo.Record{Value: []byte("other")}).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// eosproxy's upstream connection breaks with the Produce
+			// written: the client's connection goes too, unanswered.
+			h.armed.Store(true)
+			if _, err := rp.c.Write(rawRequest(produceRequest(9, topic, map[int32][]byte{0: idempotentBatch(pid, 0, 1, "b")}), 100)); err != nil {
+				t.Fatal(err)
+			}
+			<-h.held
+			rp.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.ReadAll(rp.c); err != nil {
+				t.Fatalf("client connection: %v", err)
+			}
+			if tc.landed {
+				h.release(t)
+			}
+			dels, err := kadm.NewClient(direct).DeleteRecords(ctx, kadm.Offsets{topic: {0: {Topic: topic, Partition: 0, At: tc.deleteTo}}})
+			if err != nil || dels.Error() != nil {
+				t.Fatalf("DeleteRecords: %v %v", err, dels.Error())
+			}
+
+			rp = &rawProducer{t: t, c: dial(t, leader), topic: topic}
+			got := rp.produce(pid, 0, 1, "b")
+			if got.ErrorCode != 0 || got.BaseOffset < 6 {
+				t.Fatalf("retry after the log start moved past the low-water offset: error %s offset %d",
+					kerr.ErrorForCode(got.ErrorCode), got.BaseOffset)
+			}
+			next := rp.produce(pid, 0, 2, "c")
+			if next.ErrorCode != 0 {
+				t.Fatalf("next batch: %s", kerr.ErrorForCode(next.ErrorCode))
+			}
+			end := next.BaseOffset + 1
+			var vals []string
+			cl := newClient(t, addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			for int64(len(vals)) < end-tc.deleteTo {
+				fs := cl.PollFetches(ctx)
+				if ctx.Err() != nil {
+					t.Fatalf("backend holds %q from the log start %d, want %d records", vals, tc.deleteTo, end-tc.deleteTo)
+				}
+				fs.EachRecord(func(r *kgo.Record) { vals = append(vals, string(r.Value)) })
+			}
+			t.Logf("retry answered at %d; backend holds %q from the log start %d", got.BaseOffset, vals, tc.deleteTo)
+			switch {
+			case tc.landed && tc.deleteTo == 6:
+				if got.BaseOffset != 6 || len(vals) != 2 || vals[0] != "b" || vals[1] != "c" {
+					t.Fatalf("the landed batch was not found: retry at %d, log %q", got.BaseOffset, vals)
+				}
+			case !tc.landed:
+				if got.BaseOffset != 6 || len(vals) != 2 || vals[0] != "b" || vals[1] != "c" {
+					t.Fatalf("retry at %d, log %q; want b written at 6", got.BaseOffset, vals)
+				}
+			default:
+				// Deleted: eosproxy cannot know; Kafka drops the resend if it
+				// came under eosproxy's own producer id for this client.
+				if vals[len(vals)-1] != "c" {
+					t.Fatalf("log %q", vals)
+				}
 			}
 		})
 	}

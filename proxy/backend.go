@@ -40,9 +40,10 @@ func (b upstreamBackend) EndOffset(ctx context.Context, topic string, partition 
 // Offsets below the log start (deleted by retention or DeleteRecords since
 // from was recorded) cannot be read: the look-up starts at the log start
 // instead, and a batch that landed in the deleted range is not found. The
-// caller then writes it again, which is what Kafka does too: a broker drops
-// the state of a producer whose batches are all below the log start and
-// takes its next batch at any sequence. Failing instead would fail every
+// caller then writes it again: where the batch goes under a producer id the
+// backend gave eosproxy, the backend drops the resend (Kafka keeps producer
+// state past the log start, KAFKA-7190); without one the record is in the
+// log twice, its first copy deleted. Failing instead would fail every
 // retry for as long as the state lives (24 h by default), and on the commit
 // path hold back every later commit of the transactional id.
 func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error) {
