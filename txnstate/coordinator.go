@@ -154,8 +154,11 @@ type job struct {
 	txn    *Txn   // the prepared state: partitions and offsets
 	commit bool
 	bytes  int64
-	fresh  bool // decided in this process: nothing was sent yet
-	done   chan struct{}
+	fresh  bool // nothing was sent yet: decided in this process, or stopped cleanly before it started
+	// started: carryOut began (something may have been sent); read by
+	// Close once the jobs have stopped.
+	started bool
+	done    chan struct{}
 }
 
 type write struct {
@@ -264,6 +267,7 @@ func (c *Coordinator) load() error {
 		return fmt.Errorf("load transaction generations: %w", err)
 	}
 	jobs := map[string]map[uint64]*job{}
+	var unsent [][]byte
 	err = c.db.Scan([]byte(prefixJob), func(k, v []byte) error {
 		id, gen, err := parseGenKey(prefixJob, k)
 		if err != nil {
@@ -280,6 +284,9 @@ func (c *Coordinator) load() error {
 		j := &job{gen: gen, txn: t, commit: t.State == PrepareCommit, done: make(chan struct{})}
 		order, err := c.db.Get(genKey(prefixDecided, id, gen))
 		if err != nil {
+			return err
+		}
+		if j.fresh, err = c.loadUnsent(id, gen, &unsent); err != nil {
 			return err
 		}
 		if len(order) == 8 { // absent before decision orders were kept: 0, the oldest
@@ -299,6 +306,11 @@ func (c *Coordinator) load() error {
 	})
 	if err != nil {
 		return fmt.Errorf("load decided transactions: %w", err)
+	}
+	// Before any job runs: a job that sends and is then killed must be
+	// looked for after the next start.
+	if err := c.deleteKeys(unsent); err != nil {
+		return fmt.Errorf("delete unsent commit marks: %w", err)
 	}
 	for _, e := range c.txns {
 		slices.SortFunc(e.jobs, func(a, b *job) int { return cmp.Compare(a.gen, b.gen) })
@@ -358,6 +370,7 @@ func (c *Coordinator) load() error {
 func (c *Coordinator) Close() {
 	c.cancel()
 	c.wg.Wait()
+	c.markUnsent()
 }
 
 func (c *Coordinator) nowMs() int64 { return c.opt.Now().UnixMilli() }
@@ -1168,6 +1181,7 @@ func (c *Coordinator) runJobs(e *entry) {
 // retrying until it succeeds; false when the coordinator closes first.
 func (c *Coordinator) carryOut(e *entry, j *job) bool {
 	log := c.log.With().Str("txn", e.id).Int64("producer", j.txn.ProducerID).Uint64("gen", j.gen).Logger()
+	j.started = true
 	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, min(2*wait, 5*time.Second) {
 		var err error
 		if j.commit {

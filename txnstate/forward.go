@@ -157,6 +157,58 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 	return nil
 }
 
+// markUnsent records, at a clean stop, each decided commit that has sent
+// nothing (decided, or loaded unsent, and never started): after the restart
+// it is forwarded without a look-up. Only what was sent can have an unknown
+// outcome; without the mark every pending commit would be looked for, from
+// low-water offsets that may be old by then, or below a log start that
+// retention has moved.
+func (c *Coordinator) markUnsent() {
+	c.mu.Lock()
+	entries := slices.Collect(maps.Values(c.txns))
+	c.mu.Unlock()
+	var keys [][]byte
+	for _, e := range entries {
+		e.jmu.Lock()
+		for _, j := range e.jobs {
+			if j.commit && j.fresh && !j.started {
+				keys = append(keys, genKey(prefixUnsent, e.id, j.gen))
+			}
+		}
+		e.jmu.Unlock()
+	}
+	if len(keys) == 0 {
+		return
+	}
+	err := c.db.Update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			if err := txn.Set(k, []byte{1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// They are looked for after the restart: slower, not wrong.
+		c.log.Warn().Err(err).Msg("cannot record the commits not yet sent")
+	}
+}
+
+// loadUnsent reports whether generation gen of id was recorded as unsent
+// at a clean stop, and queues the mark's deletion.
+func (c *Coordinator) loadUnsent(id string, gen uint64, del *[][]byte) (bool, error) {
+	k := genKey(prefixUnsent, id, gen)
+	v, err := c.db.Get(k)
+	if err != nil {
+		return false, fmt.Errorf("unsent mark of %q: %w", id, err)
+	}
+	if len(v) == 0 {
+		return false, nil
+	}
+	*del = append(*del, k)
+	return true, nil
+}
+
 // forwarding is one attempt at forwarding a generation.
 type forwarding struct {
 	c   *Coordinator

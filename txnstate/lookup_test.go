@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
@@ -234,4 +236,72 @@ func TestCommitLookupBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCleanStopLeavesUnsentCommitsUnverified: at a clean stop, a decided
+// commit that has sent nothing yet is recorded as such, and after the
+// restart it is forwarded without a look-up; one that had a batch in flight
+// is looked for. The mark is gone once loaded: were the commit then killed
+// mid-way, the next start would look for it.
+func TestCleanStopLeavesUnsentCommitsUnverified(t *testing.T) {
+	e := newEnv(t, envConfig{disk: true, opts: func(o *txnstate.Options) { o.AnswerWithin = 10 * time.Millisecond }})
+	busy, queued := tp("out", 0), tp("out", 1)
+	from := ends(e.be, busy, queued)
+	p := e.initProducer("tx", true, 60_000)
+	// A recent write to queued: the next commit there takes its low-water
+	// offset with the decision (and, without the mark, would be looked for).
+	p.send(queued, 1, 10)
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("earlier commit: %s", txnstate.ErrorName(r.Err))
+	}
+	p.send(busy, 1, 10)
+	base, _ := e.be.counts()
+	e.be.setFault(func(n int, _ TP) fault {
+		if n == base+1 {
+			return hang
+		}
+		return apply
+	})
+	p.noWait = true
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("commit in flight: %s", txnstate.ErrorName(r.Err))
+	}
+	<-e.be.hung
+	p.send(queued, 1, 10)
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("queued commit: %s", txnstate.ErrorName(r.Err))
+	}
+	p.noWait = false
+	e.shutdown() // clean: Close
+	e.be.land()
+	e.be.setFault(nil)
+	_, findsBefore := e.be.counts()
+	e.open()
+	e.waitState("tx", txnstate.CompleteCommit)
+	checkForwarded(t, e.be, from, p.committed)
+	// The commit in flight: found by one look-up, then nothing left to look
+	// for. The queued one: none.
+	if _, finds := e.be.counts(); finds-findsBefore != 1 {
+		t.Fatalf("%d look-ups after the clean stop, want 1 (for the commit in flight only)", finds-findsBefore)
+	}
+	if n := countKeys(t, e, "txn/c/"); n != 0 {
+		t.Fatalf("%d unsent marks left after loading", n)
+	}
+}
+
+func countKeys(t *testing.T, e *env, prefix string) int {
+	t.Helper()
+	n := 0
+	err := e.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
