@@ -84,8 +84,9 @@ const pidBlock = 1000
 // before its intent is cleared.
 const DefaultIdleAfter = 2 * time.Second
 
-// Open loads the producer states from db. Every loaded state is unverified:
-// eosproxy may have stopped between forwarding a batch and recording it.
+// Open loads the producer states from db. A state recorded with its intent
+// set is unverified: eosproxy may have stopped between forwarding a batch and
+// recording it. One recorded without (an idle producer, a clean stop) is not.
 func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.Logger) (*Table, error) {
 	return open(db, backend, expiration, DefaultIdleAfter, log)
 }

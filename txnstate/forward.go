@@ -104,7 +104,8 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 		return err
 	}
 	// A partition with a low-water offset from an earlier attempt may have
-	// had batches sent by it; one recorded with the decision has not.
+	// had batches sent by it; one recorded with the decision has not, nor
+	// has a commit that a clean stop left unsent (fresh).
 	unverified := map[TopicPartition]bool{}
 	for tp := range f.low {
 		unverified[tp] = !firstAttempt
