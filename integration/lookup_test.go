@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"io"
 	"net"
 	"strconv"
@@ -195,5 +196,70 @@ func TestLookupBelowLogStartRealKafka(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCommitLookupBelowLogStart: the commit path. A commit's batch is
+// refused with an error that leaves its outcome unknown (it was not
+// written); its retry must first look for it from the partition's
+// low-water offset. Before the look-up can read (the backend fails those
+// fetches meanwhile), other producers write to the partition and
+// DeleteRecords moves the log start past the low-water offset. Were the
+// look-up to fail for ever on OFFSET_OUT_OF_RANGE, the commit would never
+// reach the backend, and every later commit of the transactional id would
+// wait behind it.
+func TestCommitLookupBelowLogStart(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b, func(c *proxy.Config) { c.CommitAnswerWithin = 10 * time.Millisecond })
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	out := createTopic(t, adm, 1)
+	ctx := testCtx(t)
+	direct := newClient(t, b.addrs[0], kgo.DisableIdempotentWrite(), kgo.DefaultProduceTopic(out))
+
+	b.fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: out, Err: kerr.KafkaStorageError})
+	fetches := b.fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Count: -1, Err: kerr.KafkaStorageError})
+	tx := newClient(t, p.Addr(), kgo.TransactionalID("tx"), kgo.DefaultProduceTopic(out))
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.ProduceSync(ctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := fetches.Wait(ctx, 1); err != nil { // the look-up has started failing
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := direct.ProduceSync(ctx, &kgo.Record{Value: []byte("other")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dels, err := kadm.NewClient(direct).DeleteRecords(ctx, kadm.Offsets{out: {0: {Topic: out, Partition: 0, At: 3}}})
+	if err != nil || dels.Error() != nil {
+		t.Fatalf("DeleteRecords: %v %v", err, dels.Error())
+	}
+	fetches.Remove()
+
+	// The commit reaches the backend, once.
+	cl := newClient(t, b.addrs[0], kgo.ConsumeTopics(out), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var vals []string
+	for len(vals) == 0 {
+		fs := cl.PollFetches(waitCtx)
+		if waitCtx.Err() != nil {
+			t.Fatalf("the commit did not reach the backend (its look-up is stuck below the log start?); proxy log:\n%s", p.logs)
+		}
+		fs.EachRecord(func(r *kgo.Record) { vals = append(vals, string(r.Value)) })
+	}
+	ends, err := kadm.NewClient(direct).ListEndOffsets(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := ends.Lookup(out, 0); len(vals) != 1 || vals[0] != "x" || e.Offset != 4 {
+		t.Fatalf("backend holds %q from the log start, ending at %d; want [x] ending at 4", vals, e.Offset)
 	}
 }
