@@ -80,10 +80,6 @@ var (
 
 const pidBlock = 1000
 
-// DefaultIdleAfter is how long a producer's partition must see no batch
-// before its intent is cleared.
-const DefaultIdleAfter = 2 * time.Second
-
 // Open loads the producer states from db. A state recorded with its intent
 // set is unverified: eosproxy may have stopped between forwarding a batch and
 // recording it. One recorded without (an idle producer, a clean stop) is not.
@@ -333,6 +329,10 @@ func (t *Table) clearIntents(match func(*State) bool) int {
 	}
 	return len(waits)
 }
+
+// DefaultIdleAfter is how long a producer's partition must see no batch
+// before its intent is cleared.
+const DefaultIdleAfter = 2 * time.Second
 
 // sweepIdle clears the intent of every producer idle on a partition for
 // idleAfter.
