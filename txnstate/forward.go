@@ -158,6 +158,10 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 	return nil
 }
 
+// prefixUnsent: txn/c/<id><gen>, a decided commit none of whose batches was
+// sent when eosproxy stopped cleanly; deleted when loaded.
+const prefixUnsent = "txn/c/"
+
 // markUnsent records, at a clean stop, each decided commit that has sent
 // nothing (decided, or loaded unsent, and never started): after the restart
 // it is forwarded without a look-up. Only what was sent can have an unknown
@@ -371,17 +375,20 @@ func (f *forwarding) next(tp TopicPartition) (buffered, error) {
 	return b, nil
 }
 
-// acked notes that b, tp's first remaining batch, is in the backend at
-// base. sent says this process wrote it: only then is its end past every
-// commit completed before (the coordinator's known end of the partition); a
-// batch found by a look-up may have been written by a killed process ahead
-// of other commits it completed.
-func (f *forwarding) acked(tp TopicPartition, b buffered, base int64, sent bool) {
+// sent notes that b, tp's first remaining batch, was written by this
+// process at base: its end is past every commit completed before, so it is
+// also the coordinator's known end of the partition. Not so for a batch
+// found by a look-up (acked alone): a killed process may have written it
+// ahead of other commits it completed.
+func (f *forwarding) sent(tp TopicPartition, b buffered, base int64) {
+	f.acked(tp, b, base)
+	f.c.noteEnd(tp, f.low[tp])
+}
+
+// acked notes that b, tp's first remaining batch, is in the backend at base.
+func (f *forwarding) acked(tp TopicPartition, b buffered, base int64) {
 	f.low[tp] = base + int64(protocol.BatchLastOffsetDelta(b.batch)) + 1
 	f.seqs[tp] = nextSeq(f.seqs[tp], protocol.BatchRecordCount(b.batch))
-	if sent {
-		f.c.noteEnd(tp, f.low[tp])
-	}
 	f.done = append(f.done, b.key)
 	f.doneRefs = append(f.doneRefs, b.ref)
 	f.doneBytes += len(b.batch)
@@ -459,7 +466,7 @@ func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]b
 			found++
 			f.log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
 				Msg("batch of an interrupted commit found in the backend; not resending it")
-			f.acked(tp, b, off, false)
+			f.acked(tp, b, off)
 		}
 	}
 	return found, nil
@@ -599,7 +606,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 			case !ok:
 				failures = append(failures, fmt.Errorf("%s/%d: no answer", tp.Topic, tp.Partition))
 			case res.Err == nil:
-				f.acked(tp, current[tp], res.BaseOffset, true)
+				f.sent(tp, current[tp], res.BaseOffset)
 				delete(current, tp)
 			default:
 				failures = append(failures, fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, res.Err))
@@ -691,7 +698,7 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 				res = ProduceResult{Err: errors.New("no answer"), Ambiguous: true}
 			}
 			if res.Err == nil {
-				f.acked(tp, b, res.BaseOffset, true)
+				f.sent(tp, b, res.BaseOffset)
 				continue
 			}
 			failed[tp] = true

@@ -36,9 +36,6 @@ const (
 	prefixDecided = "txn/o/"
 	// txn/x/<id>: its open transaction lost a batch and can only abort.
 	prefixBroken = "txn/x/"
-	// txn/c/<id><gen>: a decided commit none of whose batches was sent
-	// when eosproxy stopped cleanly; deleted when loaded.
-	prefixUnsent = "txn/c/"
 )
 
 func appendStr(b []byte, s string) []byte {
