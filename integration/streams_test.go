@@ -24,6 +24,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -108,6 +109,9 @@ type streamsJVM struct {
 	exited chan struct{}
 	runs   int
 	errs   []string // stderr file of each run
+	// started is closed when the current run says SIGTERM closes it
+	// cleanly (its shutdown hook is in place).
+	started chan struct{}
 }
 
 func newStreamsJVM(t *testing.T, dir string, args ...string) *streamsJVM {
@@ -133,8 +137,10 @@ func (j *streamsJVM) start() {
 	if err != nil {
 		j.t.Fatal(err)
 	}
+	j.started = make(chan struct{})
 	cmd := exec.Command("java", j.args...)
-	cmd.Stdout, cmd.Stderr = out, errf // files: the JVM writes them directly
+	cmd.Stdout = &startedWatch{w: out, started: j.started}
+	cmd.Stderr = errf // a file: the JVM writes it directly
 	if err := cmd.Start(); err != nil {
 		j.t.Fatalf("start the Streams JVM: %v", err)
 	}
@@ -142,6 +148,29 @@ func (j *streamsJVM) start() {
 	go func() { cmd.Wait(); out.Close(); errf.Close(); close(exited) }()
 	j.cmd, j.exited = cmd, exited
 	j.errs = append(j.errs, errPath)
+}
+
+// startedWatch copies the application's stdout to w and closes started
+// at its "started" line.
+type startedWatch struct {
+	w       io.Writer
+	started chan struct{}
+	line    []byte
+}
+
+func (s *startedWatch) Write(p []byte) (int, error) {
+	s.w.Write(p)
+	for _, c := range p {
+		if c != '\n' {
+			s.line = append(s.line, c)
+			continue
+		}
+		if string(s.line) == "started" {
+			close(s.started)
+		}
+		s.line = s.line[:0]
+	}
+	return len(p), nil
 }
 
 // alive fails the test if the current run ended by itself.
@@ -166,6 +195,12 @@ func (j *streamsJVM) kill() {
 // KafkaStreams.close) and fails unless it says so within a minute.
 func (j *streamsJVM) stop() {
 	j.t.Helper()
+	select {
+	case <-j.started:
+	case <-j.exited:
+	case <-time.After(time.Minute):
+		j.t.Fatalf("Streams JVM run %d not started after a minute\n%s", j.runs, j.tail())
+	}
 	j.alive()
 	j.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -279,6 +314,9 @@ func TestStreamsExactlyOnce(t *testing.T) {
 	}
 	for _, f := range faults {
 		waitOutput(f.at)
+		// The output moves when eosproxy has written a commit: a random
+		// delay spreads the faults over the phases of the next ones.
+		<-time.After(time.Duration(rng.IntN(300)) * time.Millisecond)
 		t.Logf("%s: output at %d records (%s)", f.what, seen, time.Since(start).Round(time.Millisecond))
 		switch f.what {
 		case "eosproxy SIGKILL":

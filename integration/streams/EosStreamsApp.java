@@ -14,8 +14,9 @@
 //
 // Usage: EosStreamsApp BOOTSTRAP APPLICATION_ID INPUT_TOPIC OUTPUT_TOPIC STATE_DIR
 // Runs until SIGTERM (closed cleanly: stores flushed, checkpoint written) or
-// SIGKILL. Prints "state OLD NEW" lines on stdout as the client's state
-// changes; Streams logs to stderr (log4j2 config from the command line).
+// SIGKILL. Prints on stdout "started" once SIGTERM closes it cleanly,
+// "state OLD NEW" as the client's state changes and "closed" once closed;
+// Streams logs to stderr (log4j2 config from the command line).
 import java.time.Duration;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
@@ -113,6 +114,9 @@ public final class EosStreamsApp {
             closed.countDown();
         }));
         streams.start();
+        // The shutdown hook is in place: SIGTERM from now on closes cleanly.
+        System.out.println("started");
+        System.out.flush();
         closed.await();
     }
 }
