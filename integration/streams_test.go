@@ -110,8 +110,9 @@ type streamsJVM struct {
 	runs   int
 	errs   []string // stderr file of each run
 	// started is closed when the current run says SIGTERM closes it
-	// cleanly (its shutdown hook is in place).
-	started chan struct{}
+	// cleanly (its shutdown hook is in place), running when it first
+	// reaches RUNNING (its tasks assigned and restored).
+	started, running chan struct{}
 }
 
 func newStreamsJVM(t *testing.T, dir string, args ...string) *streamsJVM {
@@ -137,9 +138,9 @@ func (j *streamsJVM) start() {
 	if err != nil {
 		j.t.Fatal(err)
 	}
-	j.started = make(chan struct{})
+	j.started, j.running = make(chan struct{}), make(chan struct{})
 	cmd := exec.Command("java", j.args...)
-	cmd.Stdout = &startedWatch{w: out, started: j.started}
+	cmd.Stdout = &stdoutWatch{w: out, started: j.started, running: j.running}
 	cmd.Stderr = errf // a file: the JVM writes it directly
 	if err := cmd.Start(); err != nil {
 		j.t.Fatalf("start the Streams JVM: %v", err)
@@ -150,27 +151,46 @@ func (j *streamsJVM) start() {
 	j.errs = append(j.errs, errPath)
 }
 
-// startedWatch copies the application's stdout to w and closes started
-// at its "started" line.
-type startedWatch struct {
-	w       io.Writer
-	started chan struct{}
-	line    []byte
+// stdoutWatch copies the application's stdout to w and closes started at
+// its "started" line and running at its first "state ... RUNNING".
+type stdoutWatch struct {
+	w                 io.Writer
+	started, running  chan struct{}
+	line              []byte
+	wasStarted, wasUp bool
 }
 
-func (s *startedWatch) Write(p []byte) (int, error) {
+func (s *stdoutWatch) Write(p []byte) (int, error) {
 	s.w.Write(p)
 	for _, c := range p {
 		if c != '\n' {
 			s.line = append(s.line, c)
 			continue
 		}
-		if string(s.line) == "started" {
+		l := string(s.line)
+		if l == "started" && !s.wasStarted {
+			s.wasStarted = true
 			close(s.started)
+		}
+		if strings.HasPrefix(l, "state ") && strings.HasSuffix(l, " RUNNING") && !s.wasUp {
+			s.wasUp = true
+			close(s.running)
 		}
 		s.line = s.line[:0]
 	}
 	return len(p), nil
+}
+
+// waitRunning waits until the current run has reached RUNNING.
+func (j *streamsJVM) waitRunning() {
+	j.t.Helper()
+	select {
+	case <-j.running:
+	case <-j.exited:
+		j.alive()
+	case <-time.After(90 * time.Second):
+		j.t.Fatalf("Streams JVM run %d not RUNNING after 90 s\n%s", j.runs, j.tail())
+	}
 }
 
 // alive fails the test if the current run ended by itself.
@@ -274,10 +294,6 @@ func TestStreamsExactlyOnce(t *testing.T) {
 		seqs[p]++
 		recs[i] = &kgo.Record{Topic: input, Key: []byte(fmt.Sprintf("p%d", p)), Value: []byte(inputs[i])}
 	}
-	if err := direct.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatalf("produce the input: %v", err)
-	}
-
 	cp, bootstrap := startCrashProxy(t, bin, b, rng)
 	jvm := newStreamsJVM(t, work, "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
 		"-Dlog4j2.configurationFile="+log4j,
@@ -285,12 +301,48 @@ func TestStreamsExactlyOnce(t *testing.T) {
 		"EosStreamsApp", bootstrap, app, input, output, filepath.Join(work, "state"))
 	jvm.start()
 
+	// The input arrives in 30 slices, one every 0.5 s, so the application
+	// works through the whole fault schedule; the last 6 only once every
+	// fault is done, so the last runs of eosproxy and the JVM have input
+	// to process too.
+	const inputSlices, lastSlices = 30, 6
+	produced := make(chan error, 1)
+	faultsDone := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < inputSlices; i++ {
+			if i == inputSlices-lastSlices {
+				select {
+				case <-faultsDone:
+				case <-ctx.Done():
+					produced <- ctx.Err()
+					return
+				}
+			}
+			lo, hi := i*streamsInputs/inputSlices, (i+1)*streamsInputs/inputSlices
+			if err := direct.ProduceSync(ctx, recs[lo:hi]...).FirstErr(); err != nil {
+				produced <- fmt.Errorf("produce input %d..%d: %w", lo, hi, err)
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				produced <- ctx.Err()
+				return
+			}
+		}
+		produced <- nil
+	}()
+
 	// The schedule: eosproxy SIGKILLed three times, the JVM SIGKILLed once
 	// and restarted cleanly once, each when the output has reached a
-	// random point.
+	// random point below 80 % (all of it input that comes before the
+	// schedule's end); the JVM only once the run is RUNNING (it has its
+	// tasks and has restored their stores).
 	var faults []streamsFault
 	for _, what := range []string{"eosproxy SIGKILL", "eosproxy SIGKILL", "eosproxy SIGKILL", "Streams SIGKILL", "Streams clean restart"} {
-		faults = append(faults, streamsFault{at: streamsInputs/20 + rng.IntN(streamsInputs*17/20), what: what})
+		faults = append(faults, streamsFault{at: streamsInputs/20 + rng.IntN(streamsInputs*3/4), what: what})
 	}
 	slices.SortFunc(faults, func(a, b streamsFault) int { return a.at - b.at })
 
@@ -323,14 +375,20 @@ func TestStreamsExactlyOnce(t *testing.T) {
 			cp.kill()
 			cp.start()
 		case "Streams SIGKILL":
+			jvm.waitRunning()
 			jvm.kill()
 			jvm.start()
 		case "Streams clean restart":
+			jvm.waitRunning()
 			jvm.stop()
 			jvm.start()
 		}
 	}
+	close(faultsDone)
 	waitOutput(streamsInputs)
+	if err := <-produced; err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("output complete in the backend after %s; %d Streams runs, %d eosproxy runs", time.Since(start).Round(time.Millisecond), jvm.runs, cp.runs)
 	jvm.stop()
 
@@ -521,12 +579,13 @@ type streamsLogSummary struct {
 	unknownCheckpt   int            // ... whose checkpointed offset was unknown (restored from the changelog's start)
 	restored         int64          // changelog records restored into the store, all runs
 	restoredPerRun   []int64
+	sendsPerRun      []int          // offset -1 answers per run: how much each run produced
 	warnings, errors map[string]int // other WARN and ERROR lines, by message shape
 }
 
 func (s streamsLogSummary) String() string {
-	return fmt.Sprintf("produce answers with offset -1 %v; %d stream thread deaths; %d stores wiped as corrupted (EOS crash); %d stores initialized from a checkpoint, %d of them with offset unknown; %d changelog records restored (per run %v); other warnings %v; errors %v",
-		s.offsetUnknown, s.threadDeaths, s.corrupted, s.fromCheckpoint, s.unknownCheckpt, s.restored, s.restoredPerRun, s.warnings, s.errors)
+	return fmt.Sprintf("produce answers with offset -1 %v (per run %v); %d stream thread deaths; %d stores wiped as corrupted (EOS crash); %d stores initialized from a checkpoint, %d of them with offset unknown; %d changelog records restored (per run %v); other warnings %v; errors %v",
+		s.offsetUnknown, s.sendsPerRun, s.threadDeaths, s.corrupted, s.fromCheckpoint, s.unknownCheckpt, s.restored, s.restoredPerRun, s.warnings, s.errors)
 }
 
 var (
@@ -547,6 +606,7 @@ func summarizeStreamsLogs(t *testing.T, files []string) streamsLogSummary {
 			t.Fatal(err)
 		}
 		var run int64
+		sends := 0
 		for _, l := range strings.Split(string(b), "\n") {
 			if m := offsetUnknownRE.FindStringSubmatch(l); m != nil {
 				kind := "output"
@@ -557,6 +617,7 @@ func summarizeStreamsLogs(t *testing.T, files []string) streamsLogSummary {
 					kind = "changelog"
 				}
 				s.offsetUnknown[kind]++
+				sends++
 				continue
 			}
 			if m := restoredRE.FindStringSubmatch(l); m != nil {
@@ -589,6 +650,7 @@ func summarizeStreamsLogs(t *testing.T, files []string) streamsLogSummary {
 		}
 		s.restored += run
 		s.restoredPerRun = append(s.restoredPerRun, run)
+		s.sendsPerRun = append(s.sendsPerRun, sends)
 	}
 	return s
 }
