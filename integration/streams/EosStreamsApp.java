@@ -12,7 +12,9 @@
 // a record processed twice or lost shows in the counts, even if the duplicate
 // output itself were filtered away.
 //
-// Usage: EosStreamsApp BOOTSTRAP APPLICATION_ID INPUT_TOPIC OUTPUT_TOPIC STATE_DIR
+// Usage: EosStreamsApp BOOTSTRAP APPLICATION_ID INPUT_TOPIC OUTPUT_TOPIC STATE_DIR [GUARANTEE]
+// GUARANTEE is processing.guarantee, exactly_once_v2 unless given
+// (at_least_once shows that the test's check catches reprocessing).
 // Runs until SIGTERM (closed cleanly: stores flushed, checkpoint written) or
 // SIGKILL. Prints on stdout "started" once SIGTERM closes it cleanly,
 // "state OLD NEW" as the client's state changes and "closed" once closed;
@@ -60,11 +62,12 @@ public final class EosStreamsApp {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 5) {
-            System.err.println("usage: EosStreamsApp BOOTSTRAP APPLICATION_ID INPUT_TOPIC OUTPUT_TOPIC STATE_DIR");
+        if (args.length != 5 && args.length != 6) {
+            System.err.println("usage: EosStreamsApp BOOTSTRAP APPLICATION_ID INPUT_TOPIC OUTPUT_TOPIC STATE_DIR [GUARANTEE]");
             System.exit(2);
         }
         String bootstrap = args[0], appId = args[1], input = args[2], output = args[3], stateDir = args[4];
+        String guarantee = args.length == 6 ? args[5] : StreamsConfig.EXACTLY_ONCE_V2;
 
         StreamsBuilder b = new StreamsBuilder();
         b.addStateStore(Stores.keyValueStoreBuilder(
@@ -79,7 +82,7 @@ public final class EosStreamsApp {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
         // Short commits: many transactions, so the kills land between and
