@@ -17,8 +17,18 @@ package integration
 // transactions never reach it), and the changelog's last count per key must
 // be the key's number of inputs.
 //
-// What Streams makes of eosproxy's answers is logged, not asserted: see
-// streamsLogSummary and README ("Kafka Streams").
+// What Streams makes of eosproxy's answers is logged, not asserted (see
+// streamsLogSummary and README, "Kafka Streams"). eosproxy answers a
+// transactional Produce with base offset -1, so RecordCollectorImpl logs
+// WARN "Received offset=-1 in produce response for <partition>" for every
+// record sent (repartition, changelog and output alike) and never learns
+// the changelog offsets it has written. The store's offset then stays where
+// the last restore left it (or unknown), and an enforced checkpoint (clean
+// close, task suspended in a rebalance, end of restoration) writes that
+// stale offset or -4 (OFFSET_UNKNOWN): the next start replays the changelog
+// from there, from its start for -4, where straight against Kafka a clean
+// restart restores nothing. The result is correct (the replay is puts of
+// committed values); it costs restore time.
 
 import (
 	"context"
