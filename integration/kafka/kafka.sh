@@ -85,7 +85,8 @@ die() { log "$*"; exit 1; }
 
 need_java() { command -v java >/dev/null 2>&1 || die "java not found (need Java 17+)"; }
 
-have_libs() { [[ -f "$CACHE_DIR/.complete" && -d "$LIBS" ]]; }
+# The streams jar was added to the fetch later: a cache without it is fetched again.
+have_libs() { [[ -f "$CACHE_DIR/.complete" && -f "$LIBS/kafka-streams-$KAFKA_VERSION.jar" ]]; }
 
 ensure_libs() { have_libs || die "Kafka $KAFKA_VERSION not fetched; run: $SELF fetch"; }
 
@@ -110,6 +111,8 @@ cmd_fetch() {
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-clients</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <!-- integration/streams: a Kafka Streams application run through eosproxy -->
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-streams</artifactId><version>$KAFKA_VERSION</version></dependency>
     <!-- slf4j 1.7 -> log4j2 binding (the Kafka distribution ships it; the poms do not pull it in) -->
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
   </dependencies>
