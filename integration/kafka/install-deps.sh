@@ -3,7 +3,7 @@
 #   - Debian packages: kcat, python3-confluent-kafka (import it with Debian's
 #     /usr/bin/python3, not a pyenv/venv python3 that may come first on PATH),
 #     docker-compose (only to validate docker-compose.yml; no engine needed),
-#     plus a JRE 17 and Maven if they are missing;
+#     plus a JDK 17 (javac) and Maven if they are missing;
 #   - the Kafka jars, via `kafka.sh fetch` (cached; no-op when present).
 # `apt-get update` runs only when something must be installed and the package
 # lists do not know it.
@@ -18,7 +18,8 @@ if [[ "$(id -u)" != 0 ]]; then
 fi
 
 pkgs=(kcat python3-confluent-kafka docker-compose)
-command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+# javac too: the real tier compiles its Java clients (Kafka Streams app, producers).
+command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 
 missing=()
