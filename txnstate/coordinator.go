@@ -263,6 +263,20 @@ func (c *Coordinator) load() error {
 	if err != nil {
 		return fmt.Errorf("load transaction generations: %w", err)
 	}
+	err = c.db.Scan([]byte(prefixOffsetOrder), func(k, v []byte) error {
+		group, tp, err := parseGroupTPKey(k)
+		if err != nil || len(v) != 8 {
+			return fmt.Errorf("corrupt offset order key %q", k)
+		}
+		seq := binary.BigEndian.Uint64(v)
+		c.noteOffset(group, tp, seq)
+		// New decisions must come after every one whose order is kept.
+		top = max(top, seq)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load the decision order of group offsets: %w", err)
+	}
 	jobs := map[string]map[uint64]*job{}
 	err = c.db.Scan([]byte(prefixJob), func(k, v []byte) error {
 		id, gen, err := parseGenKey(prefixJob, k)
@@ -970,21 +984,27 @@ func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
 
 // noteDecided records a decided commit's offsets in the decision order.
 func (c *Coordinator) noteDecided(j *job) {
+	for group, g := range j.txn.PendingOffsets {
+		for tp := range g.Offsets {
+			c.noteOffset(group, tp, j.seq)
+		}
+	}
+}
+
+// noteOffset records that the commit decided at seq holds an offset of group
+// for tp.
+func (c *Coordinator) noteOffset(group string, tp TopicPartition, seq uint64) {
 	c.offMu.Lock()
 	defer c.offMu.Unlock()
 	if c.offLatest == nil {
 		c.offLatest = map[string]map[TopicPartition]uint64{}
 	}
-	for group, g := range j.txn.PendingOffsets {
-		m := c.offLatest[group]
-		if m == nil {
-			m = map[TopicPartition]uint64{}
-			c.offLatest[group] = m
-		}
-		for tp := range g.Offsets {
-			m[tp] = max(m[tp], j.seq)
-		}
+	m := c.offLatest[group]
+	if m == nil {
+		m = map[TopicPartition]uint64{}
+		c.offLatest[group] = m
 	}
+	m[tp] = max(m[tp], seq)
 }
 
 // latestFor reports whether no commit decided after seq holds an offset of
@@ -1000,16 +1020,7 @@ func (c *Coordinator) latestFor(group string, tp TopicPartition, seq uint64) boo
 // and are, or will be, written). Per group the check and the write are one
 // step, so a later commit's offsets cannot be written between them.
 func (c *Coordinator) commitOffsets(ctx context.Context, group string, g GroupOffsets, seq uint64) error {
-	c.offMu.Lock()
-	if c.groupLocks == nil {
-		c.groupLocks = map[string]*sync.Mutex{}
-	}
-	lock := c.groupLocks[group]
-	if lock == nil {
-		lock = &sync.Mutex{}
-		c.groupLocks[group] = lock
-	}
-	c.offMu.Unlock()
+	lock := c.groupLock(group)
 	lock.Lock()
 	defer lock.Unlock()
 	mine := g
@@ -1023,6 +1034,61 @@ func (c *Coordinator) commitOffsets(ctx context.Context, group string, g GroupOf
 		return nil
 	}
 	return c.opt.Backend.CommitOffsets(ctx, group, mine)
+}
+
+func (c *Coordinator) groupLock(group string) *sync.Mutex {
+	c.offMu.Lock()
+	defer c.offMu.Unlock()
+	if c.groupLocks == nil {
+		c.groupLocks = map[string]*sync.Mutex{}
+	}
+	lock := c.groupLocks[group]
+	if lock == nil {
+		lock = &sync.Mutex{}
+		c.groupLocks[group] = lock
+	}
+	return lock
+}
+
+// keepOffsetOrder, for a commit holding offsets that is being retired,
+// writes within the retiring write the decision order of the latest commit
+// holding each of its group partitions (txn/l/), and returns the group locks
+// to release once that write is done. The locks make these writes land in
+// the order their values were read: the value kept only grows.
+func (c *Coordinator) keepOffsetOrder(j *job) (write func(*badger.Txn) error, unlock func()) {
+	if !j.commit || len(j.txn.PendingOffsets) == 0 {
+		return func(*badger.Txn) error { return nil }, func() {}
+	}
+	groups := slices.Sorted(maps.Keys(j.txn.PendingOffsets)) // one lock order
+	var locks []*sync.Mutex
+	for _, g := range groups {
+		l := c.groupLock(g)
+		l.Lock()
+		locks = append(locks, l)
+	}
+	unlock = func() {
+		for _, l := range locks {
+			l.Unlock()
+		}
+	}
+	write = func(txn *badger.Txn) error {
+		c.offMu.Lock()
+		var kvs []kv
+		for _, g := range groups {
+			for tp := range j.txn.PendingOffsets[g].Offsets {
+				seq := max(c.offLatest[g][tp], j.seq)
+				kvs = append(kvs, kv{groupTPKey(g, tp), binary.BigEndian.AppendUint64(nil, seq)})
+			}
+		}
+		c.offMu.Unlock()
+		for _, w := range kvs {
+			if err := txn.Set(w.k, w.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return write, unlock
 }
 
 // AnyOffsetsPending reports cheaply whether any transaction holds offsets.
@@ -1140,7 +1206,7 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 			err = c.forward(c.ctx, j.txn, j.gen, j.seq, attempt == 0 && j.fresh, log)
 		}
 		if err == nil {
-			err = c.retire(e.id, j.gen)
+			err = c.retire(e.id, j)
 		}
 		if err == nil {
 			if j.commit {
@@ -1167,7 +1233,13 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 // go last, with the job: were a commit's job found again after a crash, its
 // remaining batches would be looked for in the backend from them, never
 // sent again blindly.
-func (c *Coordinator) retire(id string, gen uint64) error {
+//
+// A commit holding group offsets also keeps, for each of its group
+// partitions, the decision order of the latest commit holding it: after a
+// restart that order is what an earlier commit still unfinished is checked
+// against (commitOffsets), its own job being gone.
+func (c *Coordinator) retire(id string, j *job) error {
+	gen := j.gen
 	keys, refs, err := c.batchKeys(id, gen)
 	if err != nil {
 		return err
@@ -1178,11 +1250,15 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 		}
 		keys = nil
 	}
+	keepOrder, unlock := c.keepOffsetOrder(j)
 	err = c.db.Update(func(txn *badger.Txn) error {
 		for _, k := range keys {
 			if err := txn.Delete(k); err != nil {
 				return err
 			}
+		}
+		if err := keepOrder(txn); err != nil {
+			return err
 		}
 		if err := c.deleteLowWater(id, gen)(txn); err != nil {
 			return err
@@ -1195,6 +1271,7 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 		}
 		return txn.Delete(genKey(prefixJob, id, gen))
 	})
+	unlock()
 	if err != nil {
 		return fmt.Errorf("retire transaction %q generation %d: %w", id, gen, err)
 	}

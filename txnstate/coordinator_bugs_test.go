@@ -150,3 +150,75 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 		t.Fatalf("the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 }
+
+// Issue 9, item 2: the decision order of group offsets must survive a
+// restart. B's commit (offset 10) cannot write its offsets; A's later commit
+// (offset 20) writes them and is retired. After a restart only B's job is
+// left: rebuilt from unfinished jobs alone, the order would let B write its
+// older 10 over A's 20 and the group would re-read 10 records.
+func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) {
+	e := newEnv(t, envConfig{disk: true})
+	in := tp("in", 0)
+	var hold atomic.Bool
+	hold.Store(true)
+	e.be.mu.Lock()
+	e.be.commitFail = func(g txnstate.GroupOffsets) error {
+		if g.Offsets[in].Offset == 10 && hold.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	e.be.mu.Unlock()
+
+	b := e.initProducer("B", true, 60_000)
+	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
+	b.noWait = true
+	if r := b.end(true); r.Err != 0 {
+		t.Fatalf("B's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	a := e.initProducer("A", true, 60_000)
+	a.offsets("grp", "m2", 2, "", map[TP]txnstate.Offset{in: {Offset: 20}})
+	if r := a.end(true); r.Err != 0 {
+		t.Fatalf("A's commit: %s", txnstate.ErrorName(r.Err))
+	}
+
+	e.restart()
+
+	if d := e.c.DecidedOffsets("grp"); d != nil {
+		t.Errorf("after restart the decided offsets are %+v: B's 10 is older than A's 20 the backend holds", d)
+	}
+	hold.Store(false)
+	if err := e.c.Wait(context.Background(), "B"); err != nil {
+		t.Fatal(err)
+	}
+	var last int64 = -1
+	for _, c := range e.be.groupCommits() {
+		if o, ok := c.g.Offsets[in]; ok {
+			last = o.Offset
+		}
+	}
+	if last != 20 {
+		t.Fatalf("after restart the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
+	}
+
+	// A commit decided after the restart is later than everything before
+	// it: its offsets are written.
+	c := e.initProducer("C", true, 60_000)
+	c.offsets("grp", "m3", 3, "", map[TP]txnstate.Offset{in: {Offset: 30}})
+	if r := c.end(true); r.Err != 0 {
+		t.Fatalf("C's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	cs := e.be.groupCommits()
+	if got := cs[len(cs)-1].g.Offsets[in].Offset; got != 30 {
+		t.Fatalf("C's commit after the restart left the group at %d, want 30: %+v", got, cs)
+	}
+	e.restart()
+	c.offsets("grp", "m3", 3, "", map[TP]txnstate.Offset{in: {Offset: 40}})
+	if r := c.end(true); r.Err != 0 {
+		t.Fatalf("C's second commit: %s", txnstate.ErrorName(r.Err))
+	}
+	cs = e.be.groupCommits()
+	if got := cs[len(cs)-1].g.Offsets[in].Offset; got != 40 {
+		t.Fatalf("after a second restart C's commit left the group at %d, want 40: %+v", got, cs)
+	}
+}
