@@ -561,7 +561,7 @@ func (c *Coordinator) InitProducerID(ctx context.Context, req InitProducerIDRequ
 	defer e.mu.Unlock()
 	e.writes.Wait()
 	var allocErr error
-	r := InitProducerID(c.opt.Config, e.txn.Load(), req, c.nowMs(), c.newPID(&allocErr))
+	r := InitProducerID(c.opt.Config, e.preparing(), req, c.nowMs(), c.newPID(&allocErr))
 	if allocErr != nil {
 		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
 		return fail(ErrCoordinatorNotAvailable)
@@ -1142,6 +1142,39 @@ func (e *entry) backlog(j *job) *job {
 		return e.jobs[0]
 	}
 	return nil
+}
+
+// preparing is e's state as InitProducerId sees it: while a decided commit
+// or abort is not yet carried out (its batches and offsets not all in the
+// backend), the id is in PrepareCommit or PrepareAbort, as in Kafka until
+// the transaction's markers are written, although e is already Complete
+// (so that its producer can go on with its next transaction meanwhile). A
+// new instance is then answered CONCURRENT_TRANSACTIONS and retries: once
+// it gets its producer id, everything the previous instance committed is
+// readable read_committed, and the group offsets it committed are in the
+// backend, as Kafka's marker makes them visible at the same moment. An open
+// transaction (Ongoing) is shown as it is: InitProducerId fences and aborts
+// it at once.
+func (e *entry) preparing() *Txn {
+	t := e.txn.Load()
+	if t == nil || t.State == Ongoing {
+		return t
+	}
+	e.jmu.Lock()
+	var last *job
+	if n := len(e.jobs); n > 0 {
+		last = e.jobs[n-1]
+	}
+	e.jmu.Unlock()
+	if last == nil {
+		return t
+	}
+	p := *t
+	p.State = PrepareAbort
+	if last.commit {
+		p.State = PrepareCommit
+	}
+	return &p
 }
 
 // busy reports whether e has decided commits or aborts not carried out.

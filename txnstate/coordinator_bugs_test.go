@@ -222,3 +222,63 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) 
 		t.Fatalf("after a second restart C's commit left the group at %d, want 40: %+v", got, cs)
 	}
 }
+
+// Issue 9, item 3: InitProducerId of a new instance must not succeed while
+// the previous instance's commit is not fully in the backend — its batches
+// and its group offsets, which Kafka's marker makes visible at the same
+// moment. Kafka keeps the transaction in PrepareCommit until its markers
+// are written and answers CONCURRENT_TRANSACTIONS; an application reading
+// its own output read_committed right after initTransactions() (Kafka
+// Connect's exactly-once sources) would otherwise miss the commit and
+// produce it again.
+func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	a0, in := tp("a", 0), tp("in", 0)
+	var holdData, holdOffsets atomic.Bool
+	holdData.Store(true)
+	holdOffsets.Store(true)
+	e.be.setFault(func(int, TP) fault {
+		if holdData.Load() {
+			return reject
+		}
+		return apply
+	})
+	e.be.mu.Lock()
+	e.be.commitFail = func(txnstate.GroupOffsets) error {
+		if holdOffsets.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	e.be.mu.Unlock()
+
+	p := e.initProducer("tx", true, 60_000)
+	p.send(a0, 1, 50)
+	p.offsets("grp", "m", 1, "", map[TP]txnstate.Offset{in: {Offset: 5}})
+	p.noWait = true
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+	}
+	init := func() txnstate.Result {
+		return e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
+			TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
+	}
+	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+		t.Fatalf("InitProducerId while the commit's batches are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
+	}
+	holdData.Store(false)
+	waitFor(t, "the commit's batch in the backend", func() bool { return len(e.be.digests(a0, 0)) == 1 })
+	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+		t.Fatalf("InitProducerId while the commit's offsets are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
+	}
+	holdOffsets.Store(false)
+	q := &producer{e: e, t: t, id: "tx", tv2: true, committed: map[TP][][32]byte{}}
+	q.reinit(60_000)
+	if q.epoch <= p.epoch && q.pid == p.pid {
+		t.Fatalf("new instance got %d/%d, previous one %d/%d: not fenced", q.pid, q.epoch, p.pid, p.epoch)
+	}
+	if c := e.be.groupCommits(); len(c) != 1 || c[0].g.Offsets[in].Offset != 5 {
+		t.Fatalf("group offsets in the backend when InitProducerId succeeded: %+v", c)
+	}
+	checkForwarded(t, e.be, map[TP]int64{a0: 0}, p.committed)
+}
