@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,14 +30,21 @@ func initAfterCommit(t *testing.T, b backend) {
 	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr())), 1)
 	id := topic + "-txn"
 
-	// While held, eosproxy's forwarding (the only producer to this
-	// backend) is refused as not written, and retried.
+	// While held, eosproxy's forwarding to the topic is refused as not
+	// written, and retried.
+	topics, err := kadm.NewClient(newClient(t, b.addrs[0])).ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topicID := topics[topic].ID
 	var held atomic.Bool
 	held.Store(true)
 	b.fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		b.fake.KeepControl()
 		pr, ok := req.(*kmsg.ProduceRequest)
-		if !ok || !held.Load() {
+		if !ok || !held.Load() || !slices.ContainsFunc(pr.Topics, func(rt kmsg.ProduceRequestTopic) bool {
+			return rt.Topic == topic || rt.TopicID == topicID
+		}) {
 			return nil, nil, false
 		}
 		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
