@@ -37,7 +37,7 @@ func twoInstances(t *testing.T, b backend) {
 	first := startProxy(t, b, lease)
 	firstIDs := ids(first, 3)
 
-	cfg := proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.addrs, InstanceLeaseTimeout: 2 * time.Second, Log: zerolog.New(zerolog.NewTestWriter(t))}
+	cfg := proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.addrs, InstanceLeaseTimeout: 2 * time.Second, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
 	second, err := proxy.New(cfg)
 	if err == nil {
 		second.Close()

@@ -159,13 +159,20 @@ func startInstance(ctx context.Context, db *store.DB, seeds []string, listen str
 // ensureTopics creates the two topics if they do not exist.
 func (in *instance) ensureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(in.cl)
+	meta, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		return fmt.Errorf("backend brokers: %w", err)
+	}
+	// Replicated as Kafka's own internal topics are by default, where the
+	// cluster has the brokers for it.
+	rf := int16(min(3, max(1, len(meta.Brokers))))
 	hour := "3600000"
 	for topic, configs := range map[string]map[string]*string{
 		idsTopic: nil,
 		// Only the last minutes matter; old heartbeats may go.
 		instanceTopic: {"retention.ms": &hour, "segment.ms": &hour},
 	} {
-		resp, err := adm.CreateTopic(ctx, 1, -1, configs, topic)
+		resp, err := adm.CreateTopic(ctx, 1, rf, configs, topic)
 		if err == nil {
 			err = resp.Err
 		}
