@@ -833,8 +833,16 @@ func (c *Coordinator) enqueue(e *entry, w *write) {
 func (c *Coordinator) flush(e *entry) {
 	for {
 		e.qmu.Lock()
-		ws := e.queue
-		e.queue = nil
+		// At most maxFlushKeys keys a write: one badger transaction holds
+		// only so many (tens of thousands), and a fast producer can queue
+		// more while one write is being synced.
+		n, keys := 0, 0
+		for n < len(e.queue) && (n == 0 || keys+len(e.queue[n].kvs) <= maxFlushKeys) {
+			keys += len(e.queue[n].kvs)
+			n++
+		}
+		ws := e.queue[:n:n]
+		e.queue = e.queue[n:]
 		if len(ws) == 0 {
 			e.flushing = false
 			e.qmu.Unlock()
@@ -872,6 +880,9 @@ func (c *Coordinator) flush(e *entry) {
 }
 
 type kv struct{ k, v []byte }
+
+// maxFlushKeys bounds the keys the flusher writes in one badger transaction.
+const maxFlushKeys = 4000
 
 const errStorage int16 = 56
 
