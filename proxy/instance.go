@@ -484,3 +484,26 @@ func (in *instance) close() {
 		in.cl.Close()
 	})
 }
+
+// startLease takes the instance lease before anything is served: no second
+// instance on the backend, and producer ids from blocks reserved through it.
+// A backend still starting gets a minute.
+func (p *Proxy) startLease() error {
+	if p.cfg.NoInstanceLease {
+		return nil
+	}
+	timeout := p.cfg.InstanceLeaseTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in, err := startInstance(ctx, p.cfg.DB, p.cfg.Upstreams, p.Addr(), timeout, p.log)
+	if errors.Is(err, errNoOwnAccess) {
+		// As before the lease: clients' traffic still passes through.
+		p.log.Error().Err(err).Msg("no instance lease on the backend (another instance there is not detected) and producer ids are counted in this data dir only; committed transactions cannot be forwarded")
+		return nil
+	}
+	p.inst = in
+	return err
+}

@@ -158,31 +158,14 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, fmt.Errorf("bootstrap listener: %w", err)
 	}
+	if err := p.startLease(); err != nil {
+		p.closeState()
+		return nil, err
+	}
 	p.admin, err = kgo.NewClient(kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))
 	if err != nil {
 		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
-	}
-	if cfg.InstanceLeaseTimeout <= 0 {
-		cfg.InstanceLeaseTimeout = 10 * time.Second
-	}
-	// Before anything is served: no second instance on the backend, and
-	// producer ids from blocks reserved through it. A backend still
-	// starting gets a minute.
-	if !cfg.NoInstanceLease {
-		lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		p.inst, err = startInstance(lctx, cfg.DB, cfg.Upstreams, p.Addr(), cfg.InstanceLeaseTimeout, p.log)
-		cancel()
-	}
-	if errors.Is(err, errNoOwnAccess) {
-		// As before the lease: clients' traffic still passes through.
-		p.log.Error().Err(err).Msg("no instance lease on the backend (another instance there is not detected) and producer ids are counted in this data dir only; committed transactions cannot be forwarded")
-		err = nil
-	}
-	if err != nil {
-		p.admin.Close()
-		p.closeState()
-		return nil, err
 	}
 	p.upstream = newUpstreamIDs(cfg.DB, upstreamBackend{p}.InitProducerID, p.log)
 	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
