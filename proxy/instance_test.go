@@ -25,7 +25,7 @@ func instanceEnv(t *testing.T) []string {
 	return c.ListenAddrs()
 }
 
-func memDB(t *testing.T) *store.DB {
+func leaseTestDB(t *testing.T) *store.DB {
 	t.Helper()
 	db, err := store.OpenInMemory(zerolog.Nop())
 	if err != nil {
@@ -51,12 +51,12 @@ func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*instance, e
 // own lease back at once.
 func TestInstanceLeaseTakeOver(t *testing.T) {
 	seeds := instanceEnv(t)
-	dbA := memDB(t)
+	dbA := leaseTestDB(t)
 	a, err := startTestInstance(t, seeds, dbA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := startTestInstance(t, seeds, memDB(t)); !errors.Is(err, ErrAnotherInstance) {
+	if _, err := startTestInstance(t, seeds, leaseTestDB(t)); !errors.Is(err, ErrAnotherInstance) {
 		t.Fatalf("second instance while the first renews its lease: %v, want ErrAnotherInstance", err)
 	}
 	// Killed: no more heartbeats, no release.
@@ -66,7 +66,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 	} else {
 		again.halt() // killed again
 	}
-	b, err := startTestInstance(t, seeds, memDB(t))
+	b, err := startTestInstance(t, seeds, leaseTestDB(t))
 	if err != nil {
 		t.Fatalf("another instance after the lease expired: %v", err)
 	}
@@ -79,7 +79,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 // time: a pause, a partition) learns it and reports it.
 func TestInstanceLeaseLost(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, memDB(t))
+	a, err := startTestInstance(t, seeds, leaseTestDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestInstanceLeaseLost(t *testing.T) {
 // counted its own ids before).
 func TestReserveBlock(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, memDB(t))
+	a, err := startTestInstance(t, seeds, leaseTestDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
