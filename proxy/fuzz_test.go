@@ -117,7 +117,7 @@ func (env *fuzzEnv) build() error {
 		return nil, errors.New("fuzzing: no upstream")
 	}
 	upstream := "127.0.0.1:1" // nothing listens there; nothing dials it either
-	p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []string{upstream}, Dial: noUpstream, Log: zerolog.Nop()})
+	p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []string{upstream}, Dial: noUpstream, NoInstanceLease: true, Log: zerolog.Nop()})
 	if err != nil {
 		return err
 	}

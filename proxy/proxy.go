@@ -66,7 +66,15 @@ type Config struct {
 	// CommitAnswerWithin is how long EndTxn(commit) waits for the committed
 	// data to reach the backend before answering on the durable decision.
 	CommitAnswerWithin time.Duration
-	Log                zerolog.Logger
+	// InstanceLeaseTimeout is how long this instance's lease on the backend
+	// outlives its last renewal (renewed every fifth of it): another
+	// instance is refused while the lease lives and may take it over
+	// after. Default 10 s.
+	InstanceLeaseTimeout time.Duration
+	// NoInstanceLease runs without the lease, with producer ids counted in
+	// this data dir only: for tests and tools that have no backend.
+	NoInstanceLease bool
+	Log             zerolog.Logger
 }
 
 // Stats are counters for tests and operators.
@@ -90,7 +98,8 @@ type Proxy struct {
 	spool     *spool.Spool
 	pipes     *pipes // eosproxy's own pipelined connections for idempotent forwarding
 	upstream  *upstreamIDs
-	ownSpool  string // a temporary SpoolDir to remove
+	inst      *instance // the lease on the backend and producer id blocks
+	ownSpool  string    // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
 
 	mu     sync.Mutex
@@ -144,6 +153,15 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Ports = DBPorts{DB: cfg.DB}
 	}
 	p.cfg = cfg
+	// Bound first, so that the instance lease names the address it serves.
+	if p.bootstrap, err = net.Listen("tcp", cfg.Listen); err != nil {
+		p.closeState()
+		return nil, fmt.Errorf("bootstrap listener: %w", err)
+	}
+	if err := p.startLease(); err != nil {
+		p.closeState()
+		return nil, err
+	}
 	p.admin, err = kgo.NewClient(kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))
 	if err != nil {
 		p.closeState()
@@ -155,6 +173,9 @@ func New(cfg Config) (*Proxy, error) {
 		p.admin.Close()
 		p.closeState()
 		return nil, err
+	}
+	if p.inst != nil {
+		p.producers.SetReserve(p.inst.reserveBlock)
 	}
 	if cfg.TransactionMaxTimeout <= 0 {
 		cfg.TransactionMaxTimeout = 15 * time.Minute
@@ -187,12 +208,6 @@ func New(cfg Config) (*Proxy, error) {
 		p.admin.Close()
 		p.closeState()
 		return nil, err
-	}
-	p.bootstrap, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		p.admin.Close()
-		p.closeState()
-		return nil, fmt.Errorf("bootstrap listener: %w", err)
 	}
 	p.brokers = &brokerMap{
 		log:      p.log,
@@ -403,6 +418,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // closeState stops the producer table and closes a DB that New opened.
 func (p *Proxy) closeState() {
+	if p.bootstrap != nil {
+		p.bootstrap.Close() // New failed after binding it
+	}
 	if p.coord != nil {
 		p.coord.Close()
 	}
@@ -413,6 +431,9 @@ func (p *Proxy) closeState() {
 	if p.producers != nil {
 		p.producers.Close()
 	}
+	if p.inst != nil {
+		p.inst.close() // once nothing is served any more
+	}
 	if p.spool != nil {
 		p.spool.Close()
 	}
@@ -422,6 +443,15 @@ func (p *Proxy) closeState() {
 	if p.ownDB != nil {
 		p.ownDB.Close()
 	}
+}
+
+// Lost receives an error if another instance took over this one's lease on
+// the backend (it was not renewed in time): this instance must stop.
+func (p *Proxy) Lost() <-chan error {
+	if p.inst == nil {
+		return nil
+	}
+	return p.inst.lost
 }
 
 // Stats returns the proxy's counters.

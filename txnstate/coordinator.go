@@ -266,6 +266,20 @@ func (c *Coordinator) load() error {
 	if err != nil {
 		return fmt.Errorf("load transaction generations: %w", err)
 	}
+	err = c.db.Scan([]byte(prefixOffsetOrder), func(k, v []byte) error {
+		group, tp, err := parseGroupTPKey(k)
+		if err != nil || len(v) != 8 {
+			return fmt.Errorf("corrupt offset order key %q", k)
+		}
+		seq := binary.BigEndian.Uint64(v)
+		c.noteOffset(group, tp, seq)
+		// New decisions must come after every one whose order is kept.
+		top = max(top, seq)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load the decision order of group offsets: %w", err)
+	}
 	jobs := map[string]map[uint64]*job{}
 	var unsent [][]byte
 	err = c.db.Scan([]byte(prefixJob), func(k, v []byte) error {
@@ -594,7 +608,7 @@ func (c *Coordinator) InitProducerID(ctx context.Context, req InitProducerIDRequ
 	defer e.mu.Unlock()
 	e.writes.Wait()
 	var allocErr error
-	r := InitProducerID(c.opt.Config, e.txn.Load(), req, c.nowMs(), c.newPID(&allocErr))
+	r := InitProducerID(c.opt.Config, e.preparing(), req, c.nowMs(), c.newPID(&allocErr))
 	if allocErr != nil {
 		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
 		return fail(ErrCoordinatorNotAvailable)
@@ -866,8 +880,16 @@ func (c *Coordinator) enqueue(e *entry, w *write) {
 func (c *Coordinator) flush(e *entry) {
 	for {
 		e.qmu.Lock()
-		ws := e.queue
-		e.queue = nil
+		// At most maxFlushKeys keys a write: one badger transaction holds
+		// only so many (tens of thousands), and a fast producer can queue
+		// more while one write is being synced.
+		n, keys := 0, 0
+		for n < len(e.queue) && (n == 0 || keys+len(e.queue[n].kvs) <= maxFlushKeys) {
+			keys += len(e.queue[n].kvs)
+			n++
+		}
+		ws := e.queue[:n:n]
+		e.queue = e.queue[n:]
 		if len(ws) == 0 {
 			e.flushing = false
 			e.qmu.Unlock()
@@ -905,6 +927,9 @@ func (c *Coordinator) flush(e *entry) {
 }
 
 type kv struct{ k, v []byte }
+
+// maxFlushKeys bounds the keys the flusher writes in one badger transaction.
+const maxFlushKeys = 4000
 
 const errStorage int16 = 56
 
@@ -1017,21 +1042,27 @@ func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
 
 // noteDecided records a decided commit's offsets in the decision order.
 func (c *Coordinator) noteDecided(j *job) {
+	for group, g := range j.txn.PendingOffsets {
+		for tp := range g.Offsets {
+			c.noteOffset(group, tp, j.seq)
+		}
+	}
+}
+
+// noteOffset records that the commit decided at seq holds an offset of group
+// for tp.
+func (c *Coordinator) noteOffset(group string, tp TopicPartition, seq uint64) {
 	c.offMu.Lock()
 	defer c.offMu.Unlock()
 	if c.offLatest == nil {
 		c.offLatest = map[string]map[TopicPartition]uint64{}
 	}
-	for group, g := range j.txn.PendingOffsets {
-		m := c.offLatest[group]
-		if m == nil {
-			m = map[TopicPartition]uint64{}
-			c.offLatest[group] = m
-		}
-		for tp := range g.Offsets {
-			m[tp] = max(m[tp], j.seq)
-		}
+	m := c.offLatest[group]
+	if m == nil {
+		m = map[TopicPartition]uint64{}
+		c.offLatest[group] = m
 	}
+	m[tp] = max(m[tp], seq)
 }
 
 // latestFor reports whether no commit decided after seq holds an offset of
@@ -1047,16 +1078,7 @@ func (c *Coordinator) latestFor(group string, tp TopicPartition, seq uint64) boo
 // and are, or will be, written). Per group the check and the write are one
 // step, so a later commit's offsets cannot be written between them.
 func (c *Coordinator) commitOffsets(ctx context.Context, group string, g GroupOffsets, seq uint64) error {
-	c.offMu.Lock()
-	if c.groupLocks == nil {
-		c.groupLocks = map[string]*sync.Mutex{}
-	}
-	lock := c.groupLocks[group]
-	if lock == nil {
-		lock = &sync.Mutex{}
-		c.groupLocks[group] = lock
-	}
-	c.offMu.Unlock()
+	lock := c.groupLock(group)
 	lock.Lock()
 	defer lock.Unlock()
 	mine := g
@@ -1070,6 +1092,61 @@ func (c *Coordinator) commitOffsets(ctx context.Context, group string, g GroupOf
 		return nil
 	}
 	return c.opt.Backend.CommitOffsets(ctx, group, mine)
+}
+
+func (c *Coordinator) groupLock(group string) *sync.Mutex {
+	c.offMu.Lock()
+	defer c.offMu.Unlock()
+	if c.groupLocks == nil {
+		c.groupLocks = map[string]*sync.Mutex{}
+	}
+	lock := c.groupLocks[group]
+	if lock == nil {
+		lock = &sync.Mutex{}
+		c.groupLocks[group] = lock
+	}
+	return lock
+}
+
+// keepOffsetOrder, for a commit holding offsets that is being retired,
+// writes within the retiring write the decision order of the latest commit
+// holding each of its group partitions (txn/l/), and returns the group locks
+// to release once that write is done. The locks make these writes land in
+// the order their values were read: the value kept only grows.
+func (c *Coordinator) keepOffsetOrder(j *job) (write func(*badger.Txn) error, unlock func()) {
+	if !j.commit || len(j.txn.PendingOffsets) == 0 {
+		return func(*badger.Txn) error { return nil }, func() {}
+	}
+	groups := slices.Sorted(maps.Keys(j.txn.PendingOffsets)) // one lock order
+	var locks []*sync.Mutex
+	for _, g := range groups {
+		l := c.groupLock(g)
+		l.Lock()
+		locks = append(locks, l)
+	}
+	unlock = func() {
+		for _, l := range locks {
+			l.Unlock()
+		}
+	}
+	write = func(txn *badger.Txn) error {
+		c.offMu.Lock()
+		var kvs []kv
+		for _, g := range groups {
+			for tp := range j.txn.PendingOffsets[g].Offsets {
+				seq := max(c.offLatest[g][tp], j.seq)
+				kvs = append(kvs, kv{groupTPKey(g, tp), binary.BigEndian.AppendUint64(nil, seq)})
+			}
+		}
+		c.offMu.Unlock()
+		for _, w := range kvs {
+			if err := txn.Set(w.k, w.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return write, unlock
 }
 
 // AnyOffsetsPending reports cheaply whether any transaction holds offsets.
@@ -1123,6 +1200,39 @@ func (e *entry) backlog(j *job) *job {
 		return e.jobs[0]
 	}
 	return nil
+}
+
+// preparing is e's state as InitProducerId sees it: while a decided commit
+// or abort is not yet carried out (its batches and offsets not all in the
+// backend), the id is in PrepareCommit or PrepareAbort, as in Kafka until
+// the transaction's markers are written, although e is already Complete
+// (so that its producer can go on with its next transaction meanwhile). A
+// new instance is then answered CONCURRENT_TRANSACTIONS and retries: once
+// it gets its producer id, everything the previous instance committed is
+// readable read_committed, and the group offsets it committed are in the
+// backend, as Kafka's marker makes them visible at the same moment. An open
+// transaction (Ongoing) is shown as it is: InitProducerId fences and aborts
+// it at once.
+func (e *entry) preparing() *Txn {
+	t := e.txn.Load()
+	if t == nil || t.State == Ongoing {
+		return t
+	}
+	e.jmu.Lock()
+	var last *job
+	if n := len(e.jobs); n > 0 {
+		last = e.jobs[n-1]
+	}
+	e.jmu.Unlock()
+	if last == nil {
+		return t
+	}
+	p := *t
+	p.State = PrepareAbort
+	if last.commit {
+		p.State = PrepareCommit
+	}
+	return &p
 }
 
 // busy reports whether e has decided commits or aborts not carried out.
@@ -1188,7 +1298,7 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 			err = c.forward(c.ctx, j.txn, j.gen, j.seq, attempt == 0 && j.fresh, log)
 		}
 		if err == nil {
-			err = c.retire(e.id, j.gen)
+			err = c.retire(e.id, j)
 		}
 		if err == nil {
 			if j.commit {
@@ -1215,7 +1325,13 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 // go last, with the job: were a commit's job found again after a crash, its
 // remaining batches would be looked for in the backend from them, never
 // sent again blindly.
-func (c *Coordinator) retire(id string, gen uint64) error {
+//
+// A commit holding group offsets also keeps, for each of its group
+// partitions, the decision order of the latest commit holding it: after a
+// restart that order is what an earlier commit still unfinished is checked
+// against (commitOffsets), its own job being gone.
+func (c *Coordinator) retire(id string, j *job) error {
+	gen := j.gen
 	keys, refs, err := c.batchKeys(id, gen)
 	if err != nil {
 		return err
@@ -1226,11 +1342,15 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 		}
 		keys = nil
 	}
+	keepOrder, unlock := c.keepOffsetOrder(j)
 	err = c.db.Update(func(txn *badger.Txn) error {
 		for _, k := range keys {
 			if err := txn.Delete(k); err != nil {
 				return err
 			}
+		}
+		if err := keepOrder(txn); err != nil {
+			return err
 		}
 		if err := c.deleteLowWater(id, gen)(txn); err != nil {
 			return err
@@ -1243,6 +1363,7 @@ func (c *Coordinator) retire(id string, gen uint64) error {
 		}
 		return txn.Delete(genKey(prefixJob, id, gen))
 	})
+	unlock()
 	if err != nil {
 		return fmt.Errorf("retire transaction %q generation %d: %w", id, gen, err)
 	}

@@ -150,3 +150,135 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 		t.Fatalf("the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 }
+
+// Issue 9, item 2: the decision order of group offsets must survive a
+// restart. B's commit (offset 10) cannot write its offsets; A's later commit
+// (offset 20) writes them and is retired. After a restart only B's job is
+// left: rebuilt from unfinished jobs alone, the order would let B write its
+// older 10 over A's 20 and the group would re-read 10 records.
+func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) {
+	e := newEnv(t, envConfig{disk: true})
+	in := tp("in", 0)
+	var hold atomic.Bool
+	hold.Store(true)
+	e.be.mu.Lock()
+	e.be.commitFail = func(g txnstate.GroupOffsets) error {
+		if g.Offsets[in].Offset == 10 && hold.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	e.be.mu.Unlock()
+
+	b := e.initProducer("B", true, 60_000)
+	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
+	b.noWait = true
+	if r := b.end(true); r.Err != 0 {
+		t.Fatalf("B's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	a := e.initProducer("A", true, 60_000)
+	a.offsets("grp", "m2", 2, "", map[TP]txnstate.Offset{in: {Offset: 20}})
+	if r := a.end(true); r.Err != 0 {
+		t.Fatalf("A's commit: %s", txnstate.ErrorName(r.Err))
+	}
+
+	e.restart()
+
+	if d := e.c.DecidedOffsets("grp"); d != nil {
+		t.Errorf("after restart the decided offsets are %+v: B's 10 is older than A's 20 the backend holds", d)
+	}
+	hold.Store(false)
+	if err := e.c.Wait(context.Background(), "B"); err != nil {
+		t.Fatal(err)
+	}
+	var last int64 = -1
+	for _, c := range e.be.groupCommits() {
+		if o, ok := c.g.Offsets[in]; ok {
+			last = o.Offset
+		}
+	}
+	if last != 20 {
+		t.Fatalf("after restart the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
+	}
+
+	// A commit decided after the restart is later than everything before
+	// it: its offsets are written.
+	c := e.initProducer("C", true, 60_000)
+	c.offsets("grp", "m3", 3, "", map[TP]txnstate.Offset{in: {Offset: 30}})
+	if r := c.end(true); r.Err != 0 {
+		t.Fatalf("C's commit: %s", txnstate.ErrorName(r.Err))
+	}
+	cs := e.be.groupCommits()
+	if got := cs[len(cs)-1].g.Offsets[in].Offset; got != 30 {
+		t.Fatalf("C's commit after the restart left the group at %d, want 30: %+v", got, cs)
+	}
+	e.restart()
+	c.offsets("grp", "m3", 3, "", map[TP]txnstate.Offset{in: {Offset: 40}})
+	if r := c.end(true); r.Err != 0 {
+		t.Fatalf("C's second commit: %s", txnstate.ErrorName(r.Err))
+	}
+	cs = e.be.groupCommits()
+	if got := cs[len(cs)-1].g.Offsets[in].Offset; got != 40 {
+		t.Fatalf("after a second restart C's commit left the group at %d, want 40: %+v", got, cs)
+	}
+}
+
+// Issue 9, item 3: InitProducerId of a new instance must not succeed while
+// the previous instance's commit is not fully in the backend — its batches
+// and its group offsets, which Kafka's marker makes visible at the same
+// moment. Kafka keeps the transaction in PrepareCommit until its markers
+// are written and answers CONCURRENT_TRANSACTIONS; an application reading
+// its own output read_committed right after initTransactions() (Kafka
+// Connect's exactly-once sources) would otherwise miss the commit and
+// produce it again.
+func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	a0, in := tp("a", 0), tp("in", 0)
+	var holdData, holdOffsets atomic.Bool
+	holdData.Store(true)
+	holdOffsets.Store(true)
+	e.be.setFault(func(int, TP) fault {
+		if holdData.Load() {
+			return reject
+		}
+		return apply
+	})
+	e.be.mu.Lock()
+	e.be.commitFail = func(txnstate.GroupOffsets) error {
+		if holdOffsets.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	e.be.mu.Unlock()
+
+	p := e.initProducer("tx", true, 60_000)
+	p.send(a0, 1, 50)
+	p.offsets("grp", "m", 1, "", map[TP]txnstate.Offset{in: {Offset: 5}})
+	p.noWait = true
+	if r := p.end(true); r.Err != 0 {
+		t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
+	}
+	init := func() txnstate.Result {
+		return e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
+			TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
+	}
+	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+		t.Fatalf("InitProducerId while the commit's batches are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
+	}
+	holdData.Store(false)
+	waitFor(t, "the commit's batch in the backend", func() bool { return len(e.be.digests(a0, 0)) == 1 })
+	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+		t.Fatalf("InitProducerId while the commit's offsets are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
+	}
+	holdOffsets.Store(false)
+	q := &producer{e: e, t: t, id: "tx", tv2: true, committed: map[TP][][32]byte{}}
+	q.reinit(60_000)
+	if q.epoch <= p.epoch && q.pid == p.pid {
+		t.Fatalf("new instance got %d/%d, previous one %d/%d: not fenced", q.pid, q.epoch, p.pid, p.epoch)
+	}
+	if c := e.be.groupCommits(); len(c) != 1 || c[0].g.Offsets[in].Offset != 5 {
+		t.Fatalf("group offsets in the backend when InitProducerId succeeded: %+v", c)
+	}
+	checkForwarded(t, e.be, map[TP]int64{a0: 0}, p.committed)
+}

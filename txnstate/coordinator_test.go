@@ -772,7 +772,13 @@ func TestTransactionTooLarge(t *testing.T) {
 					if tx.State != txnstate.CompleteAbort || tx.Epoch <= epoch {
 						t.Fatalf("after the refused TV2 commit: %v at epoch %d (was %d)", tx.State, tx.Epoch, epoch)
 					}
-					r := e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: p.pid, Epoch: p.epoch, Version: 4})
+					// CONCURRENT_TRANSACTIONS (retried, as clients do)
+					// until the abort is carried out.
+					var r txnstate.Result
+					waitFor(t, "InitProducerId", func() bool {
+						r = e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: p.pid, Epoch: p.epoch, Version: 4})
+						return r.Err != txnstate.ErrConcurrentTransactions
+					})
 					if r.Err != 0 || r.ProducerID != p.pid || r.Epoch <= epoch {
 						t.Fatalf("KIP-360 resume after the abort: %s %d/%d", txnstate.ErrorName(r.Err), r.ProducerID, r.Epoch)
 					}

@@ -23,6 +23,9 @@ import (
 const (
 	roundBytes   = 16 << 20
 	persistEvery = 64 << 20
+	// persistBatches bounds the batches one progress write deletes, so
+	// that it fits in one badger transaction (tens of thousands of keys).
+	persistBatches = 1000
 	// maxInFlight is how many batches of one partition are pipelined
 	// toward an idempotent backend: Kafka keeps the last five batches of a
 	// producer per partition to recognise a resent one.
@@ -412,28 +415,43 @@ func (f *forwarding) putLow(set func(k, v []byte) error) error {
 	return nil
 }
 
+// persistDue reports whether enough progress is recorded only in memory
+// that it is time to persist it.
+func (f *forwarding) persistDue() bool {
+	return f.doneBytes >= persistEvery || len(f.done) >= persistBatches
+}
+
 // persist makes the progress durable: acknowledged batches deleted, the
-// low-water offsets (and sequences) moved past them, in one write.
-func (f *forwarding) persist() error {
-	if len(f.done) == 0 && !f.dropProd {
+// low-water offsets (and sequences) moved past them, in one badger
+// transaction — a crash must never leave one without the other (a
+// WriteBatch commits in several once it grows large).
+func (f *forwarding) persist() error { return f.persistWith(nil) }
+
+// persistWith is persist with more writes (extra) in the same transaction.
+func (f *forwarding) persistWith(extra func(*badger.Txn) error) error {
+	if len(f.done) == 0 && !f.dropProd && extra == nil {
 		return nil
 	}
-	wb := f.c.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range f.done {
-		if err := wb.Delete(k); err != nil {
+	err := f.c.db.Update(func(txn *badger.Txn) error {
+		for _, k := range f.done {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		if err := f.putLow(txn.Set); err != nil {
 			return err
 		}
-	}
-	if err := f.putLow(wb.Set); err != nil {
-		return err
-	}
-	if f.dropProd {
-		if err := wb.Delete(genKey(prefixGenProducer, f.id, f.gen)); err != nil {
-			return err
+		if f.dropProd {
+			if err := txn.Delete(genKey(prefixGenProducer, f.id, f.gen)); err != nil {
+				return err
+			}
 		}
-	}
-	if err := wb.Flush(); err != nil {
+		if extra != nil {
+			return extra(txn)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("record forwarding progress: %w", err)
 	}
 	for _, r := range f.doneRefs {
@@ -467,6 +485,11 @@ func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]b
 			f.log.Info().Str("topic", tp.Topic).Int32("partition", tp.Partition).Int64("offset", off).
 				Msg("batch of an interrupted commit found in the backend; not resending it")
 			f.acked(tp, b, off)
+			if f.persistDue() { // one progress write must fit in a badger transaction
+				if err := f.persist(); err != nil {
+					return found, err
+				}
+			}
 		}
 	}
 	return found, nil
@@ -508,26 +531,23 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 		}
 		return nil, nil
 	}
-	// First make what verify found durable with the low-water offsets it
-	// moved: were those offsets recorded without the found batches'
-	// deletion, a crash would leave batches behind their low-water offset,
-	// where the next attempt would not look for them, and send them again.
-	if err := f.persist(); err != nil {
-		return nil, err
-	}
+	// What verify found is made durable with the low-water offsets it
+	// moved and the new producer, in one write: were those offsets recorded
+	// without the found batches' deletion, a crash would leave batches
+	// behind their low-water offset, where the next attempt would not look
+	// for them, and send them again.
+	prev := maps.Clone(f.seqs)
 	for tp := range f.remaining {
 		f.seqs[tp] = 0
 	}
-	err := f.c.db.Update(func(txn *badger.Txn) error {
-		if err := f.putLow(txn.Set); err != nil {
-			return err
-		}
+	err := f.persistWith(func(txn *badger.Txn) error {
 		if err := txn.Set(idKey(prefixUpstream, f.id), u.marshal()); err != nil {
 			return err
 		}
 		return txn.Set(genKey(prefixGenProducer, f.id, f.gen), u.marshal())
 	})
 	if err != nil {
+		f.seqs = prev // still the generation's previous producer's
 		return nil, fmt.Errorf("record the forwarding producer: %w", err)
 	}
 	f.producer, f.dropProd = &u, false
@@ -615,7 +635,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 		if len(failures) > 0 {
 			return batches, fmt.Errorf("forward batches: %w", errors.Join(failures...))
 		}
-		if f.doneBytes >= persistEvery {
+		if f.persistDue() {
 			if err := f.persist(); err != nil {
 				return batches, err
 			}
@@ -710,7 +730,7 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 				f.dropProd = true
 			}
 		}
-		if f.doneBytes >= persistEvery && len(failures) == 0 {
+		if f.persistDue() && len(failures) == 0 {
 			if err := f.persist(); err != nil {
 				failures = append(failures, err)
 			}

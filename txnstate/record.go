@@ -22,6 +22,7 @@ import (
 //	txn/w/<id><gen><topic><partition>        forwarding low-water offset (and sequence)
 //	txn/u/<id>                              eosproxy's own producer id and last epoch for id's forwarding
 //	txn/v/<id><gen>                          the producer id and epoch a generation is forwarded with
+//	txn/l/<group><topic><partition>          decision order of the latest carried-out commit holding its offset
 const (
 	prefixMeta  = "txn/m/"
 	prefixGen   = "txn/g/"
@@ -36,7 +37,25 @@ const (
 	prefixDecided = "txn/o/"
 	// txn/x/<id>: its open transaction lost a batch and can only abort.
 	prefixBroken = "txn/x/"
+	// txn/l/<group><topic><partition>: the decision order (job.seq) of the
+	// latest decided commit holding an offset there, written when a commit
+	// holding one is retired. Decided commits not yet carried out keep
+	// their order in txn/o/; this keeps it once they are gone, so that an
+	// earlier commit still unfinished at a restart cannot write its older
+	// offset over the one the backend already has from a later commit.
+	prefixOffsetOrder = "txn/l/"
 )
+
+func groupTPKey(group string, tp TopicPartition) []byte {
+	b := appendStr(appendStr([]byte(prefixOffsetOrder), group), tp.Topic)
+	return binary.BigEndian.AppendUint32(b, uint32(tp.Partition))
+}
+
+// parseGroupTPKey splits a key made by groupTPKey.
+func parseGroupTPKey(key []byte) (string, TopicPartition, error) {
+	group, tp, err := parseTPKey(prefixOffsetOrder, key)
+	return group, tp, err
+}
 
 func appendStr(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))

@@ -30,6 +30,7 @@ type config struct {
 	MaxTxnBytes     int64
 	TxnBufferBytes  int64
 	TxnIDExp        time.Duration
+	LeaseTimeout    time.Duration
 	DebugListen     string
 }
 
@@ -54,6 +55,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")
 	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most bytes of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION and the transaction can only abort (0: no limit)")
 	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
+	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "how long this instance's lease on the backend outlives its last renewal: another eosproxy instance on the same backend is refused while it lives, and may take it over after")
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "optional `host:port` serving Go's /debug/pprof profiles, for diagnosing CPU and memory use (keep it on loopback)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")

@@ -122,6 +122,7 @@ func run(cfg config, log zerolog.Logger) error {
 		MaxTransactionBytes:       cfg.MaxTxnBytes,
 		TransactionBufferBytes:    cfg.TxnBufferBytes,
 		TransactionalIDExpiration: cfg.TxnIDExp,
+		InstanceLeaseTimeout:      cfg.LeaseTimeout,
 		Log:                       log,
 	})
 	if err != nil {
@@ -131,7 +132,11 @@ func run(cfg config, log zerolog.Logger) error {
 	defer stop()
 	p.Start(ctx)
 	log.Info().Str("bootstrap", p.Addr()).Strs("upstream", upstreams).Msg("eosproxy ready")
-	<-ctx.Done()
+	var lost error
+	select {
+	case <-ctx.Done():
+	case lost = <-p.Lost():
+	}
 	stop()
 	log.Info().Msg("shutting down: finishing in-flight requests")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -140,5 +145,5 @@ func run(cfg config, log zerolog.Logger) error {
 		log.Warn().Err(err).Msg("shutdown cut short")
 	}
 	log.Info().Msg("stopped")
-	return nil
+	return lost
 }
