@@ -255,6 +255,7 @@ func (p *Proxy) Addr() string {
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
 	p.upstream.refill()
+	go p.upstream.expireLoop()
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

@@ -122,7 +122,6 @@ func newUpstreamIDs(db *store.DB, init func(context.Context) (int64, int16, erro
 		cache: map[int64]int64{}, pending: map[int64]*pairing{},
 		pool: make(chan int64, 32), stop: make(chan struct{})}
 	u.put = func(pid int64, val []byte) error { return db.Put(upstreamPIDKey(pid), val) }
-	go u.expireLoop()
 	return u
 }
 
@@ -373,7 +372,7 @@ func (u *upstreamIDs) pairNow(ctx context.Context, pid int64, pw *pairing) (int6
 	return up, true, nil
 }
 
-// expireLoop drops pairings whose producers have no state left, once they
+// expireLoop (started by Proxy.Start, until close) drops pairings whose producers have no state left, once they
 // are older than the producer id expiration: a pairing lives as long as its
 // producer's state does, not a fixed time from its creation.
 func (u *upstreamIDs) expireLoop() {
