@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,11 +62,26 @@ type Table struct {
 	// commit loop's last drain.
 	closing sync.RWMutex
 	closed  bool
+	// beforeCommit, if set, runs before each group commit (tests hold
+	// commits with it).
+	beforeCommit atomic.Pointer[func()]
 }
 
 type entry struct {
 	st       *State // nil until the producer's first batch here is settled
 	inflight *Token
+	// write is the durable write of st under way (WrittenAll), or one that
+	// failed; nil once st is durable. A retry is answered as a duplicate
+	// only from a durable state: answered "ok" from a state lost in a
+	// crash, the client's next batch would meet the older state and get
+	// OUT_OF_ORDER_SEQUENCE_NUMBER.
+	write *stateWrite
+}
+
+// stateWrite is one queued durable write of an entry's state.
+type stateWrite struct {
+	done chan struct{}
+	err  error // set before done closes
 }
 
 // Token is a batch cleared for writing; exactly one of Written or Failed
@@ -265,6 +281,15 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 			tok.release(nil)
 			continue
 		}
+		if d.Verdict == Duplicate && e.write != nil {
+			w := e.write
+			st := *e.st
+			t.mu.Unlock()
+			if err := t.awaitWrite(ctx, key, e, w, st); err != nil {
+				return Decision{}, nil, err
+			}
+			continue
+		}
 		if d.Verdict != Write {
 			t.mu.Unlock()
 			return d, nil, nil
@@ -273,6 +298,30 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 		t.mu.Unlock()
 		return d, tok, nil
 	}
+}
+
+// awaitWrite waits until the state a duplicate is answered from is durable:
+// for the write under way, or, if it failed, by writing st (the state as
+// the duplicate saw it) again.
+func (t *Table) awaitWrite(ctx context.Context, key Key, e *entry, w *stateWrite, st State) error {
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the state of producer %d on %s/%d to be durable: %w", key.ProducerID, key.Topic, key.Partition, ctx.Err())
+	}
+	if w.err == nil {
+		return nil
+	}
+	st.Unverified = false
+	if err := t.persist(key, st); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if e.write == w {
+		e.write = nil
+	}
+	t.mu.Unlock()
+	return nil
 }
 
 func (t *Table) newToken(e *entry, key Key, b BatchInfo) *Token {
@@ -417,31 +466,43 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 	}
 	t := toks[0].t
 	waits := make([]chan error, len(toks))
+	writes := make([]*stateWrite, len(toks))
 	now := t.now().UnixMilli()
 	for i, tok := range toks {
 		t.mu.Lock()
 		var base State
-		if e := t.entries[tok.key]; e != nil && e.st != nil {
+		e := t.entries[tok.key]
+		if e != nil && e.st != nil {
 			base = *e.st
 		}
-		t.mu.Unlock()
 		ns := Apply(base, tok.batch, offsets[i], now)
 		// The next batch may follow before anything else is written.
 		ns.Intent = true
 		waits[i] = t.submit(tok.key, ns)
+		writes[i] = &stateWrite{done: make(chan struct{})}
+		if e != nil {
+			e.write = writes[i]
+		}
+		t.mu.Unlock()
 		tok.release(&ns)
 	}
 	errs := make([]error, len(toks))
 	for i, tok := range toks {
-		if errs[i] = <-waits[i]; errs[i] != nil {
-			t.mu.Lock()
-			if e := t.entries[tok.key]; e != nil && e.st != nil {
-				cp := *e.st
-				cp.Unverified = true
-				e.st = &cp
-			}
-			t.mu.Unlock()
+		errs[i] = <-waits[i]
+		t.mu.Lock()
+		w := writes[i]
+		w.err = errs[i]
+		e := t.entries[tok.key]
+		if e != nil && errs[i] != nil && e.st != nil {
+			cp := *e.st
+			cp.Unverified = true
+			e.st = &cp
 		}
+		if e != nil && e.write == w && errs[i] == nil {
+			e.write = nil // a later write, queued after this one, keeps its own
+		}
+		t.mu.Unlock()
+		close(w.done)
 	}
 	return errs
 }
@@ -555,6 +616,9 @@ func (t *Table) commitLoop() {
 		}
 		if len(batch) == 0 && stopping {
 			return
+		}
+		if hook := t.beforeCommit.Load(); hook != nil {
+			(*hook)()
 		}
 		err := t.db.Update(func(txn *badger.Txn) error {
 			for _, c := range batch {
@@ -713,4 +777,18 @@ func UnmarshalState(b []byte) (State, error) {
 		})
 	}
 	return st, nil
+}
+
+// ProducerIDs lists the producer ids with state or a batch in flight in the
+// table (never nil).
+func (t *Table) ProducerIDs() map[int64]struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[int64]struct{}, len(t.entries))
+	for k, e := range t.entries {
+		if e.st != nil || e.inflight != nil {
+			out[k.ProducerID] = struct{}{}
+		}
+	}
+	return out
 }

@@ -970,3 +970,45 @@ func TestBackendCallCancelled(t *testing.T) {
 	tt.be.set(func(f *fakeBackend) { f.gate, f.entered = nil, nil })
 	tt.writeBatch(t, k1, bi(0, 0, 5), 0)
 }
+
+// ---- duplicates answered from durable state only ----
+
+// A retry of a batch whose new state is still on its way to disk must not be
+// answered "ok" before it is there: after a crash the state would not hold
+// the batch, and the client's next batch would meet the older state and get
+// OUT_OF_ORDER_SEQUENCE_NUMBER (issue 9, item 10).
+func TestDuplicateAnsweredOnlyFromDurableState(t *testing.T) {
+	tt := newTable(t)
+	tt.writeBatch(t, k1, bi(0, 0, 2), 100)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unhold := func() { tt.beforeCommit.Store(nil); once.Do(func() { close(release) }) }
+	t.Cleanup(unhold) // registered after the table's: runs first, so Close can drain
+	hook := func() {
+		held <- struct{}{}
+		<-release
+	}
+	tt.beforeCommit.Store(&hook)
+	tok := tt.beginWrite(t, k1, bi(0, 2, 3))
+	wrote := make(chan []error, 1)
+	go func() { wrote <- WrittenAll([]*Token{tok}, []int64{102}) }()
+	<-held // the new state's group commit is under way and held
+
+	// With the state not durable the retry cannot be answered: it must
+	// wait (a cancelled context shows it would).
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if d, _, err := tt.Begin(cancelled, k1, bi(0, 2, 3), func() [32]byte { return digestOf(k1, bi(0, 2, 3)) }); err == nil {
+		t.Fatalf("retry answered %+v while its state was not durable", d)
+	}
+	ch := tt.beginAsync(testCtx(t), k1, bi(0, 2, 3))
+	stillBlocked(t, ch)
+	unhold()
+	if r := receive(t, ch); r.err != nil || r.d != dup(102) {
+		t.Fatalf("retry after the state is durable: %+v, want %+v", r, dup(102))
+	}
+	if errs := <-wrote; errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+}

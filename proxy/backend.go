@@ -473,6 +473,24 @@ func (b upstreamBackend) InitProducerID(ctx context.Context) (int64, int16, erro
 	return resp.ProducerID, resp.ProducerEpoch, nil
 }
 
+// ServesInitProducerID tells whether the backend has idempotence: whether
+// it lists InitProducerId among its API keys.
+func (b upstreamBackend) ServesInitProducerID(ctx context.Context) (bool, error) {
+	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, b.p.admin)
+	if err != nil {
+		return false, fmt.Errorf("ApiVersions: %w", err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return false, fmt.Errorf("ApiVersions: %w", err)
+	}
+	for _, k := range resp.ApiKeys {
+		if k.ApiKey == int16(kmsg.InitProducerID) {
+			return k.MaxVersion >= 0, nil
+		}
+	}
+	return false, nil
+}
+
 // Send writes one batch per partition to the partitions' leaders, one
 // request per leader on eosproxy's pipelined connection to it: the batches
 // of a partition reach the broker in the order Send is called.

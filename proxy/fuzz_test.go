@@ -130,6 +130,10 @@ func (env *fuzzEnv) build() error {
 	admin.Close()
 	p.admin.Close()
 	p.admin = admin
+	// No upstream: as a backend without idempotence, idempotent batches
+	// are cleared unpaired rather than waiting for a backend producer id.
+	p.upstream.mode.Store(backendPlain)
+	p.upstream.retryAt.Store(time.Now().Add(24 * time.Hour).UnixMilli())
 	// The coordinator keeps allocating producer ids from the old table,
 	// which works closed; the ranges may overlap the new one's, which
 	// idempotent and transactional producers do not mind here.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
@@ -164,7 +165,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	}
 	switch d.Verdict {
 	case dedup.Write:
-		up, ok, err := c.p.upstream.lookup(bt.ProducerID)
+		up, ok, err := c.p.upstream.lookup(ctx, bt.ProducerID)
 		if err != nil {
 			tok.Failed(false)
 			c.log.Warn().Err(err).Int64("producer", key.ProducerID).Msg("asking the client to retry")
@@ -353,8 +354,13 @@ func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, b
 			p.log.Error().Err(err).Msg("cannot allocate a producer id")
 			resp.ErrorCode = errCoordinatorNotAvailable
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
+		} else if err := p.upstream.pair(ctx, id); err != nil {
+			// As Kafka answers while its producer id block is not ready:
+			// every client retries it (franz-go, Java, librdkafka).
+			p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")
+			resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+			resp.ProducerID, resp.ProducerEpoch = -1, -1
 		} else {
-			p.upstream.pair(id)
 			resp.ProducerID, resp.ProducerEpoch = id, 0
 		}
 		return resp.AppendTo(nil), nil

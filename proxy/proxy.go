@@ -167,7 +167,13 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
-	p.upstream = newUpstreamIDs(cfg.DB, upstreamBackend{p}.InitProducerID, p.log)
+	p.upstream = newUpstreamIDs(cfg.DB, upstreamBackend{p}.InitProducerID, upstreamBackend{p}.ServesInitProducerID,
+		func() map[int64]struct{} {
+			if p.producers == nil {
+				return nil
+			}
+			return p.producers.ProducerIDs()
+		}, cfg.ProducerIDExpiration, p.log)
 	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
 	if err != nil {
 		p.admin.Close()
@@ -264,6 +270,7 @@ func (p *Proxy) Addr() string {
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
 	p.upstream.refill()
+	go p.upstream.expireLoop()
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
