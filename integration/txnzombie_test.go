@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// commitAs sends a TxnOffsetCommit for offsets of topic in group as the
+// given member and returns the error code of its first partition (they are
+// all answered alike).
+func (x *rawTxn) commitAs(group, topic string, offsets map[int32]int64, member string, gen int32, instance *string) int16 {
+	x.t.Helper()
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = x.id, group, x.pid, x.epoch
+	req.Generation, req.MemberID, req.InstanceID = gen, member, instance
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = topic
+	for part, o := range offsets {
+		rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+		rp.Partition, rp.Offset, rp.LeaderEpoch = part, o, -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(x.t), x.cl)
+	if err != nil {
+		x.t.Fatalf("TxnOffsetCommit %s %s as %s/%d: %v", x.id, group, member, gen, err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != len(offsets) {
+		x.t.Fatalf("TxnOffsetCommit %s %s: answer %+v", x.id, group, resp)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
+// joinedGroup polls cl until it is a member of its group with an
+// assignment and returns its member id and generation (member epoch in a
+// KIP-848 group).
+func joinedGroup(t *testing.T, cl *kgo.Client) (string, int32) {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		cl.PollRecords(ctxWithin(ctx, 50*time.Millisecond), 1)
+		if m, g := cl.GroupMetadata(); m != "" && g > 0 && len(cl.GetConsumeTopics()) > 0 {
+			return m, g
+		}
+		if ctx.Err() != nil {
+			t.Fatal("consumer never joined its group")
+		}
+	}
+}
+
+func wantCode(t *testing.T, what string, got, want int16) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: %v, want %v", what, kerr.ErrorForCode(got), kerr.ErrorForCode(want))
+	}
+}
+
+// KIP-447: a TxnOffsetCommit from a member the group has moved past is
+// refused as Kafka's group coordinator refuses it, so a zombie copier (paused
+// past its session timeout, its partitions now another member's) aborts
+// instead of committing what the new owner copies again: UNKNOWN_MEMBER_ID
+// for a member no longer in the group, ILLEGAL_GENERATION for an older
+// generation, FENCED_INSTANCE_ID for a static instance another member now
+// holds. Checked from the group traffic eosproxy saw and, by a second
+// eosproxy that saw none of it, from the backend.
+func TestTxnOffsetCommitFencesZombieMembers(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 2)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 5, 1: 7}
+
+	zombie := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))
+	zMember, zGen := joinedGroup(t, zombie)
+	zombie.Close() // leaves the group, as a consumer timed out would be removed
+	live := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))
+	member, gen := joinedGroup(t, live)
+	if gen <= zGen {
+		t.Fatalf("generation %d after the zombie left, was %d", gen, zGen)
+	}
+
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-zombie")
+	x.addOffsets(group)
+	wantCode(t, "zombie's TxnOffsetCommit", x.commitAs(group, topic, offs, zMember, zGen, nil), kerr.UnknownMemberID.Code)
+	wantCode(t, "live member, older generation", x.commitAs(group, topic, offs, member, gen-1, nil), kerr.IllegalGeneration.Code)
+	wantCode(t, "live member, current generation", x.commitAs(group, topic, offs, member, gen, nil), 0)
+
+	// A second eosproxy has seen none of the group's traffic: it asks the
+	// backend, then knows the generation its accepted commit named.
+	q := startProxy(t, b)
+	y := initRawTxn(t, newClient(t, q.Addr()), topic+"-other")
+	y.addOffsets(group)
+	wantCode(t, "zombie's TxnOffsetCommit via a fresh eosproxy", y.commitAs(group, topic, offs, zMember, zGen, nil), kerr.UnknownMemberID.Code)
+	wantCode(t, "live member via a fresh eosproxy", y.commitAs(group, topic, offs, member, gen, nil), 0)
+	wantCode(t, "live member, older generation, via a fresh eosproxy", y.commitAs(group, topic, offs, member, gen-1, nil), kerr.IllegalGeneration.Code)
+
+	// Admin-style commits (no member, generation -1) are not checked.
+	wantCode(t, "admin-style TxnOffsetCommit", y.commitAs(group, topic, offs, "", -1, nil), 0)
+
+	// Static membership: the instance is held by the live static member.
+	sgroup := group + "-static"
+	inst := "copier-1"
+	static := newClient(t, p.Addr(), kgo.ConsumerGroup(sgroup), kgo.ConsumeTopics(topic), kgo.InstanceID(inst))
+	sMember, sGen := joinedGroup(t, static)
+	z := initRawTxn(t, newClient(t, p.Addr()), topic+"-static")
+	z.addOffsets(sgroup)
+	wantCode(t, "another member with the static instance", z.commitAs(sgroup, topic, offs, sMember+"-old", sGen, &inst), kerr.FencedInstanceID.Code)
+	wantCode(t, "the static member", z.commitAs(sgroup, topic, offs, sMember, sGen, &inst), 0)
+}
+
+// KIP-848 groups (group.protocol=consumer): a TxnOffsetCommit is checked
+// against the member epochs ConsumerGroupHeartbeat answers carried: a member
+// that left is UNKNOWN_MEMBER_ID, an older epoch ILLEGAL_GENERATION (Kafka's
+// answer to STALE_MEMBER_EPOCH on TxnOffsetCommit).
+func TestTxnOffsetCommitKIP848Zombie(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 4)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 10, 1: 11, 2: 12, 3: 13}
+
+	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	m1, e1 := joinedGroup(t, first)
+	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	m2, e2 := joinedGroup(t, second)
+	first.Close()
+
+	y := initRawTxn(t, newClient(t, p.Addr()), topic+"-zombie")
+	y.addOffsets(group)
+	wantCode(t, "a member that left", y.commitAs(group, topic, offs, m1, e1, nil), kerr.UnknownMemberID.Code)
+	// The second member's epoch moves on as the first's partitions come
+	// to it; an epoch below the one eosproxy saw is refused.
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		second.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
+		_, e := second.GroupMetadata()
+		return e > e2, fmt.Sprintf("second member's epoch still %d", e)
+	})
+	wantCode(t, "an older member epoch", y.commitAs(group, topic, offs, m2, e2, nil), kerr.IllegalGeneration.Code)
+	_, e := second.GroupMetadata()
+	wantCode(t, "the current member epoch", y.commitAs(group, topic, offs, m2, e, nil), 0)
+}
+
+// A decided commit's offsets of a KIP-848 group reach the backend although
+// the member that sent them has left the group since: they are committed as
+// a current member with its epoch (learnt from ConsumerGroupHeartbeat
+// answers), never dropped nor retried for ever.
+func TestTxnOffsetsKIP848MemberLeft(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 4)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 10, 1: 11, 2: 12, 3: 13}
+
+	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	m1, e1 := joinedGroup(t, first)
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
+	x.addOffsets(group)
+	wantCode(t, "TxnOffsetCommit with the current epoch", x.commitAs(group, topic, offs, m1, e1, nil), 0)
+
+	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	joinedGroup(t, second)
+	first.Close() // leaves the group: the commit's member is gone
+
+	if code := x.end(true); code != 0 {
+		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
+	}
+	backendOffsetsReach(t, b, group, topic, offs)
+}
