@@ -61,6 +61,44 @@ func wantCode(t *testing.T, what string, got, want int16) {
 	}
 }
 
+// eachGroupBackend runs fn against a kfake cluster without transactions
+// (eosproxy is the only coordinator) and, when configured, the real broker.
+func eachGroupBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Run("kfake", func(t *testing.T) { fn(t, newNoEOSFake(t)) })
+	t.Run("kafka", func(t *testing.T) { fn(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+}
+
+// txnCommits sends the same TxnOffsetCommit through eosproxy and, on the
+// real broker, straight to Kafka in a transaction of Kafka's own, and checks
+// both answer want: Kafka is the reference.
+type txnCommits struct {
+	t      *testing.T
+	group  string
+	topic  string
+	via    *rawTxn
+	direct *rawTxn // nil on kfake
+}
+
+func newTxnCommits(t *testing.T, b backend, p *testProxy, group, topic, id string) *txnCommits {
+	t.Helper()
+	c := &txnCommits{t: t, group: group, topic: topic}
+	c.via = initRawTxn(t, newClient(t, p.Addr()), id)
+	c.via.addOffsets(group)
+	if b.fake == nil {
+		c.direct = initRawTxn(t, newClient(t, b.addrs[0]), id+"-direct")
+		c.direct.addOffsets(group)
+	}
+	return c
+}
+
+func (c *txnCommits) want(what string, offs map[int32]int64, member string, gen int32, instance *string, want int16) {
+	c.t.Helper()
+	if c.direct != nil {
+		wantCode(c.t, what+" (Kafka itself)", c.direct.commitAs(c.group, c.topic, offs, member, gen, instance), want)
+	}
+	wantCode(c.t, what, c.via.commitAs(c.group, c.topic, offs, member, gen, instance), want)
+}
+
 // KIP-447: a TxnOffsetCommit from a member the group has moved past is
 // refused as Kafka's group coordinator refuses it, so a zombie copier (paused
 // past its session timeout, its partitions now another member's) aborts
@@ -70,7 +108,10 @@ func wantCode(t *testing.T, what string, got, want int16) {
 // holds. Checked from the group traffic eosproxy saw and, by a second
 // eosproxy that saw none of it, from the backend.
 func TestTxnOffsetCommitFencesZombieMembers(t *testing.T) {
-	b := newNoEOSFake(t)
+	eachGroupBackend(t, testTxnOffsetCommitFencesZombieMembers)
+}
+
+func testTxnOffsetCommitFencesZombieMembers(t *testing.T, b backend) {
 	p := startProxy(t, b)
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 2)
@@ -86,33 +127,29 @@ func TestTxnOffsetCommitFencesZombieMembers(t *testing.T) {
 		t.Fatalf("generation %d after the zombie left, was %d", gen, zGen)
 	}
 
-	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-zombie")
-	x.addOffsets(group)
-	wantCode(t, "zombie's TxnOffsetCommit", x.commitAs(group, topic, offs, zMember, zGen, nil), kerr.UnknownMemberID.Code)
-	wantCode(t, "live member, older generation", x.commitAs(group, topic, offs, member, gen-1, nil), kerr.IllegalGeneration.Code)
-	wantCode(t, "live member, current generation", x.commitAs(group, topic, offs, member, gen, nil), 0)
+	x := newTxnCommits(t, b, p, group, topic, topic+"-zombie")
+	x.want("zombie's TxnOffsetCommit", offs, zMember, zGen, nil, kerr.UnknownMemberID.Code)
+	x.want("live member, older generation", offs, member, gen-1, nil, kerr.IllegalGeneration.Code)
+	x.want("live member, current generation", offs, member, gen, nil, 0)
 
 	// A second eosproxy has seen none of the group's traffic: it asks the
 	// backend, then knows the generation its accepted commit named.
 	q := startProxy(t, b)
-	y := initRawTxn(t, newClient(t, q.Addr()), topic+"-other")
-	y.addOffsets(group)
-	wantCode(t, "zombie's TxnOffsetCommit via a fresh eosproxy", y.commitAs(group, topic, offs, zMember, zGen, nil), kerr.UnknownMemberID.Code)
-	wantCode(t, "live member via a fresh eosproxy", y.commitAs(group, topic, offs, member, gen, nil), 0)
-	wantCode(t, "live member, older generation, via a fresh eosproxy", y.commitAs(group, topic, offs, member, gen-1, nil), kerr.IllegalGeneration.Code)
-
+	y := newTxnCommits(t, b, q, group, topic, topic+"-other")
+	y.want("zombie's TxnOffsetCommit via a fresh eosproxy", offs, zMember, zGen, nil, kerr.UnknownMemberID.Code)
+	y.want("live member via a fresh eosproxy", offs, member, gen, nil, 0)
+	y.want("live member, older generation, via a fresh eosproxy", offs, member, gen-1, nil, kerr.IllegalGeneration.Code)
 	// Admin-style commits (no member, generation -1) are not checked.
-	wantCode(t, "admin-style TxnOffsetCommit", y.commitAs(group, topic, offs, "", -1, nil), 0)
+	y.want("admin-style TxnOffsetCommit", offs, "", -1, nil, 0)
 
 	// Static membership: the instance is held by the live static member.
 	sgroup := group + "-static"
 	inst := "copier-1"
 	static := newClient(t, p.Addr(), kgo.ConsumerGroup(sgroup), kgo.ConsumeTopics(topic), kgo.InstanceID(inst))
 	sMember, sGen := joinedGroup(t, static)
-	z := initRawTxn(t, newClient(t, p.Addr()), topic+"-static")
-	z.addOffsets(sgroup)
-	wantCode(t, "another member with the static instance", z.commitAs(sgroup, topic, offs, sMember+"-old", sGen, &inst), kerr.FencedInstanceID.Code)
-	wantCode(t, "the static member", z.commitAs(sgroup, topic, offs, sMember, sGen, &inst), 0)
+	z := newTxnCommits(t, b, p, sgroup, topic, topic+"-static")
+	z.want("another member with the static instance", offs, sMember+"-old", sGen, &inst, kerr.FencedInstanceID.Code)
+	z.want("the static member", offs, sMember, sGen, &inst, 0)
 }
 
 // KIP-848 groups (group.protocol=consumer): a TxnOffsetCommit is checked
@@ -120,7 +157,10 @@ func TestTxnOffsetCommitFencesZombieMembers(t *testing.T) {
 // that left is UNKNOWN_MEMBER_ID, an older epoch ILLEGAL_GENERATION (Kafka's
 // answer to STALE_MEMBER_EPOCH on TxnOffsetCommit).
 func TestTxnOffsetCommitKIP848Zombie(t *testing.T) {
-	b := newNoEOSFake(t)
+	eachGroupBackend(t, testTxnOffsetCommitKIP848Zombie)
+}
+
+func testTxnOffsetCommitKIP848Zombie(t *testing.T, b backend) {
 	p := startProxy(t, b)
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 4)
@@ -133,9 +173,8 @@ func TestTxnOffsetCommitKIP848Zombie(t *testing.T) {
 	m2, e2 := joinedGroup(t, second)
 	first.Close()
 
-	y := initRawTxn(t, newClient(t, p.Addr()), topic+"-zombie")
-	y.addOffsets(group)
-	wantCode(t, "a member that left", y.commitAs(group, topic, offs, m1, e1, nil), kerr.UnknownMemberID.Code)
+	y := newTxnCommits(t, b, p, group, topic, topic+"-zombie")
+	y.want("a member that left", offs, m1, e1, nil, kerr.UnknownMemberID.Code)
 	// The second member's epoch moves on as the first's partitions come
 	// to it; an epoch below the one eosproxy saw is refused.
 	pollUntil(t, 30*time.Second, func() (bool, string) {
@@ -143,9 +182,16 @@ func TestTxnOffsetCommitKIP848Zombie(t *testing.T) {
 		_, e := second.GroupMetadata()
 		return e > e2, fmt.Sprintf("second member's epoch still %d", e)
 	})
-	wantCode(t, "an older member epoch", y.commitAs(group, topic, offs, m2, e2, nil), kerr.IllegalGeneration.Code)
+	y.want("an older member epoch", offs, m2, e2, nil, kerr.IllegalGeneration.Code)
 	_, e := second.GroupMetadata()
-	wantCode(t, "the current member epoch", y.commitAs(group, topic, offs, m2, e, nil), 0)
+	y.want("the current member epoch", offs, m2, e, nil, 0)
+
+	// A fresh eosproxy asks the backend (ConsumerGroupDescribe).
+	q := startProxy(t, b)
+	z := newTxnCommits(t, b, q, group, topic, topic+"-fresh")
+	z.want("a member that left, via a fresh eosproxy", offs, m1, e1, nil, kerr.UnknownMemberID.Code)
+	z.want("an older member epoch, via a fresh eosproxy", offs, m2, e2, nil, kerr.IllegalGeneration.Code)
+	z.want("the current member epoch, via a fresh eosproxy", offs, m2, e, nil, 0)
 }
 
 // A decided commit's offsets of a KIP-848 group reach the backend although
@@ -153,7 +199,10 @@ func TestTxnOffsetCommitKIP848Zombie(t *testing.T) {
 // a current member with its epoch (learnt from ConsumerGroupHeartbeat
 // answers), never dropped nor retried for ever.
 func TestTxnOffsetsKIP848MemberLeft(t *testing.T) {
-	b := newNoEOSFake(t)
+	eachGroupBackend(t, testTxnOffsetsKIP848MemberLeft)
+}
+
+func testTxnOffsetsKIP848MemberLeft(t *testing.T, b backend) {
 	p := startProxy(t, b)
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 4)
@@ -170,6 +219,42 @@ func TestTxnOffsetsKIP848MemberLeft(t *testing.T) {
 	joinedGroup(t, second)
 	first.Close() // leaves the group: the commit's member is gone
 
+	if code := x.end(true); code != 0 {
+		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
+	}
+	backendOffsetsReach(t, b, group, topic, offs)
+}
+
+// A decided commit's offsets of a KIP-848 group reach the backend although
+// the member's epoch moved on after its TxnOffsetCommit (a member joined and
+// the assignment changed): Kafka answers the OffsetCommit with the old epoch
+// STALE_MEMBER_EPOCH, which must lead to the current epoch, not to dropping
+// the offsets.
+func TestTxnOffsetsKIP848EpochMoved(t *testing.T) {
+	eachGroupBackend(t, testTxnOffsetsKIP848EpochMoved)
+}
+
+func testTxnOffsetsKIP848EpochMoved(t *testing.T, b backend) {
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 4)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 20, 1: 21, 2: 22, 3: 23}
+
+	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	m1, e1 := joinedGroup(t, first)
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
+	x.addOffsets(group)
+	wantCode(t, "TxnOffsetCommit with the current epoch", x.commitAs(group, topic, offs, m1, e1, nil), 0)
+
+	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
+	joinedGroup(t, second)
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		first.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
+		second.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
+		_, e := first.GroupMetadata()
+		return e > e1, fmt.Sprintf("first member's epoch still %d", e)
+	})
 	if code := x.end(true); code != 0 {
 		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
 	}
