@@ -7,8 +7,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/integration/faults"
 )
 
 // commitAs sends a TxnOffsetCommit for offsets of topic in group as the
@@ -259,4 +262,106 @@ func testTxnOffsetsKIP848EpochMoved(t *testing.T, b backend) {
 		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
 	}
 	backendOffsetsReach(t, b, group, topic, offs)
+}
+
+// rawClassicMember joins group through cl as a classic consumer with the
+// given session timeout, syncs as the leader, and then never heartbeats:
+// a copier paused right after joining.
+func rawClassicMember(t *testing.T, cl *kgo.Client, group, topic string, sessionMs int32) (string, int32) {
+	t.Helper()
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Version, meta.Topics = 0, []string{topic}
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.SessionTimeoutMillis, join.RebalanceTimeoutMillis, join.ProtocolType = group, sessionMs, 10_000, "consumer"
+	join.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: meta.AppendTo(nil)}}
+	var resp *kmsg.JoinGroupResponse
+	for range 3 {
+		var err error
+		if resp, err = join.RequestWith(testCtx(t), cl); err != nil {
+			t.Fatalf("JoinGroup: %v", err)
+		}
+		if resp.ErrorCode != kerr.MemberIDRequired.Code {
+			break
+		}
+		join.MemberID = resp.MemberID
+	}
+	if resp.ErrorCode != 0 {
+		t.Fatalf("JoinGroup: %v", kerr.ErrorForCode(resp.ErrorCode))
+	}
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.Generation, sync.MemberID = group, resp.Generation, resp.MemberID
+	proto := "range"
+	sync.ProtocolType, sync.Protocol = &join.ProtocolType, &proto
+	for _, m := range resp.Members {
+		a := kmsg.NewConsumerMemberAssignment()
+		sync.GroupAssignment = append(sync.GroupAssignment, kmsg.SyncGroupRequestGroupAssignment{MemberID: m.MemberID, MemberAssignment: a.AppendTo(nil)})
+	}
+	sresp, err := sync.RequestWith(testCtx(t), cl)
+	if err != nil || sresp.ErrorCode != 0 {
+		t.Fatalf("SyncGroup: %v %+v", err, sresp)
+	}
+	return resp.MemberID, resp.Generation
+}
+
+// A copier paused past its session timeout is removed from its group by
+// the backend; eosproxy sees nothing pass (no rebalance answer reaches
+// another member through it), so it does not trust its last sight of the
+// member past half the session timeout and asks the backend: the zombie's
+// TxnOffsetCommit is UNKNOWN_MEMBER_ID, as Kafka answers.
+func TestTxnOffsetCommitAfterSessionTimeout(t *testing.T) {
+	eachGroupBackend(t, func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		topic := createTopic(t, adm, 2)
+		group := topic + "-group"
+		offs := map[int32]int64{0: 3, 1: 4}
+		member, gen := rawClassicMember(t, newClient(t, p.Addr()), group, topic, 6000)
+		x := newTxnCommits(t, b, p, group, topic, topic+"-paused")
+		x.want("a member just joined", offs, member, gen, nil, 0)
+
+		direct := kadm.NewClient(newClient(t, b.addrs[0]))
+		pollUntil(t, 30*time.Second, func() (bool, string) {
+			d, err := direct.DescribeGroups(testCtx(t), group)
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(d[group].Members) == 0, fmt.Sprintf("group %s still has members %+v", group, d[group].Members)
+		})
+		x.want("the member after its session timed out", offs, member, gen, nil, kerr.UnknownMemberID.Code)
+	})
+}
+
+// The same for a KIP-848 member: its last ConsumerGroupHeartbeat answer is
+// trusted for three heartbeat intervals only.
+func TestTxnOffsetCommitKIP848AfterSessionTimeout(t *testing.T) {
+	b := newFake(t, kfake.MaxVersions(faults.NoEOSVersions()),
+		kfake.BrokerConfigs(map[string]string{"group.consumer.session.timeout.ms": "1000", "group.consumer.heartbeat.interval.ms": "200"}))
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 2)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 3, 1: 4}
+
+	hb := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.MemberEpoch, hb.RebalanceTimeoutMillis = group, "paused-copier-0000000001", 0, 10_000
+	hb.SubscribedTopicNames, hb.Topics = []string{topic}, []kmsg.ConsumerGroupHeartbeatRequestTopic{}
+	hresp, err := hb.RequestWith(testCtx(t), newClient(t, p.Addr()))
+	if err != nil || hresp.ErrorCode != 0 {
+		msg := ""
+		if hresp != nil && hresp.ErrorMessage != nil {
+			msg = *hresp.ErrorMessage
+		}
+		t.Fatalf("ConsumerGroupHeartbeat: %v %+v %s", err, hresp, msg)
+	}
+	x := newTxnCommits(t, b, p, group, topic, topic+"-paused")
+	x.want("a member just joined", offs, hb.MemberID, hresp.MemberEpoch, nil, 0)
+	direct := kadm.NewClient(newClient(t, b.addrs[0]))
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		d, err := direct.DescribeConsumerGroups(testCtx(t), group)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(d[group].Members) == 0, fmt.Sprintf("group %s still has members %+v", group, d[group].Members)
+	})
+	x.want("the member after its session timed out", offs, hb.MemberID, hresp.MemberEpoch, nil, kerr.UnknownMemberID.Code)
 }

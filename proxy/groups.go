@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ type groupMembers struct {
 	// joined before eosproxy started show up within a heartbeat interval.
 	bypassGrace time.Duration
 	auditEvery  time.Duration // 0: groupAuditEvery
+	pruned      time.Time     // last pruneLocked
 }
 
 // groupView is one group as seen through eosproxy.
@@ -38,8 +40,9 @@ type groupView struct {
 	generation int32                 // classic: the newest generation seen; -1 none
 	members    map[string]viewMember // classic: members of generation; KIP-848: current members
 	complete   bool                  // classic: members is the whole generation (the leader's JoinGroup answer)
-	gone       map[string]bool       // members seen leave or be fenced since
+	gone       map[string]time.Time  // members seen leave or be fenced, when
 	seen       map[string]time.Time  // members that passed through eosproxy, when last
+	trust      time.Duration         // classic: from the latest JoinGroup's session timeout
 	since      time.Time             // when eosproxy first saw the group
 	audited    time.Time             // last comparison with the backend's members
 	warned     bool                  // the bypass warning was logged
@@ -48,6 +51,18 @@ type groupView struct {
 type viewMember struct {
 	instance string
 	epoch    int32 // KIP-848 member epoch (classic: the generation)
+	// The backend last answered the member as current at confirmed; the
+	// member is trusted current without asking the backend until
+	// confirmed+trust, well within its session timeout: a member paused
+	// past it may have been removed without eosproxy seeing it.
+	confirmed time.Time
+	trust     time.Duration
+}
+
+// fresh reports whether the member was confirmed current recently enough
+// to be trusted without asking the backend.
+func (m viewMember) fresh(now time.Time) bool {
+	return !m.confirmed.IsZero() && now.Sub(m.confirmed) < m.trust
 }
 
 // groupMember is an identity to commit offsets as.
@@ -61,17 +76,51 @@ type groupMember struct {
 // (3 s classic, 5 s KIP-848) several times over.
 const defaultBypassGrace = 30 * time.Second
 
+// Trust in a member's last confirmation: half its classic session timeout
+// (Kafka's default 45 s when unknown), three KIP-848 heartbeat intervals
+// (the broker's session timeout, 45 s by default, is not told to clients).
+const (
+	defaultClassicTrust = 45 * time.Second / 2
+	kip848TrustBeats    = 3
+)
+
+// forgetAfter is how long members not heard of stay remembered as seen or
+// gone: longer than Kafka's largest default session timeout (30 min for
+// classic groups), so a member still in the group keeps being heard of.
+const forgetAfter = 35 * time.Minute
+
 func (g *groupMembers) view(group string) *groupView {
 	if g.groups == nil {
 		g.groups = map[string]*groupView{}
 	}
+	if time.Since(g.pruned) > time.Minute {
+		g.pruneLocked(time.Now())
+	}
 	v := g.groups[group]
 	if v == nil {
-		v = &groupView{generation: -1, members: map[string]viewMember{}, gone: map[string]bool{},
+		v = &groupView{generation: -1, members: map[string]viewMember{}, gone: map[string]time.Time{},
 			seen: map[string]time.Time{}, since: time.Now()}
 		g.groups[group] = v
 	}
 	return v
+}
+
+// pruneLocked forgets members not heard of for forgetAfter, and groups
+// with nothing left: consumers that restart get new member ids, which would
+// otherwise pile up.
+func (g *groupMembers) pruneLocked(now time.Time) {
+	g.pruned = now
+	for name, v := range g.groups {
+		maps.DeleteFunc(v.seen, func(_ string, at time.Time) bool { return now.Sub(at) > forgetAfter })
+		maps.DeleteFunc(v.gone, func(_ string, at time.Time) bool { return now.Sub(at) > forgetAfter })
+		maps.DeleteFunc(v.members, func(id string, _ viewMember) bool {
+			_, heard := v.seen[id]
+			return !heard
+		})
+		if len(v.seen) == 0 && len(v.members) == 0 && len(v.gone) == 0 && now.Sub(v.since) > forgetAfter {
+			delete(g.groups, name)
+		}
+	}
 }
 
 func (v *groupView) sawMember(member string) {
@@ -81,28 +130,40 @@ func (v *groupView) sawMember(member string) {
 }
 
 // current records that the backend answered member, with instance, as in
-// generation of a classic group (or, in a KIP-848 group, with that epoch).
-func (v *groupView) current(generation int32, member, instance string) {
+// generation of a classic group (or, in a KIP-848 group, with that epoch);
+// trust > 0 when the answer confirms it current now.
+func (v *groupView) current(generation int32, member, instance string, trust time.Duration) {
 	if member == "" || generation < 0 {
 		return
 	}
 	delete(v.gone, member)
-	if v.consumer {
-		v.members[member] = viewMember{instance: instance, epoch: generation}
-		return
-	}
-	if generation != v.generation {
+	if !v.consumer && generation != v.generation {
 		// The backend's answer is its current generation, also when it is
 		// lower than one seen before (the group was deleted and re-created).
 		v.generation, v.complete = generation, false
 		clear(v.members)
 	}
-	v.members[member] = viewMember{instance: instance, epoch: generation}
+	if instance != "" {
+		// A static member that rejoins takes its instance over under a
+		// new member id, in the same generation (KIP-345): the old id is
+		// fenced.
+		maps.DeleteFunc(v.members, func(id string, m viewMember) bool { return m.instance == instance && id != member })
+	}
+	m := v.members[member]
+	if m.epoch != generation {
+		m.confirmed = time.Time{}
+	}
+	m.instance, m.epoch = instance, generation
+	if trust > 0 {
+		m.confirmed, m.trust = time.Now(), trust
+	}
+	v.members[member] = m
 }
 
 type joinRequest struct {
 	group    string
 	instance string
+	trust    time.Duration // half the member's session timeout
 }
 
 // parseJoin reads the group of a JoinGroup request; nil when it cannot.
@@ -115,7 +176,10 @@ func parseJoin(hdr protocol.RequestHeader, frame []byte) *joinRequest {
 	if err := req.ReadFrom(frame[hdr.BodyOffset:]); err != nil {
 		return nil // the backend judges it
 	}
-	j := &joinRequest{group: req.Group}
+	j := &joinRequest{group: req.Group, trust: defaultClassicTrust}
+	if req.SessionTimeoutMillis > 0 {
+		j.trust = time.Duration(req.SessionTimeoutMillis) * time.Millisecond / 2
+	}
 	if req.InstanceID != nil {
 		j.instance = *req.InstanceID
 	}
@@ -135,7 +199,8 @@ func (g *groupMembers) noteJoin(j *joinRequest, version int16, body []byte) {
 	if resp.ErrorCode != 0 || resp.Generation < 0 {
 		return // MEMBER_ID_REQUIRED names the member; no generation yet
 	}
-	v.current(resp.Generation, resp.MemberID, j.instance)
+	v.trust = j.trust
+	v.current(resp.Generation, resp.MemberID, j.instance, j.trust)
 	if len(resp.Members) > 0 {
 		// The leader's answer lists the whole generation.
 		for _, m := range resp.Members {
@@ -143,9 +208,10 @@ func (g *groupMembers) noteJoin(j *joinRequest, version int16, body []byte) {
 			if m.InstanceID != nil {
 				inst = *m.InstanceID
 			}
-			v.members[m.MemberID] = viewMember{instance: inst, epoch: resp.Generation}
+			if _, known := v.members[m.MemberID]; !known {
+				v.members[m.MemberID] = viewMember{instance: inst, epoch: resp.Generation}
+			}
 		}
-		v.members[resp.MemberID] = viewMember{instance: j.instance, epoch: resp.Generation}
 		v.complete = !v.consumer
 	}
 }
@@ -211,7 +277,7 @@ func (g *groupMembers) groupObservation(hdr protocol.RequestHeader, frame []byte
 				if m != "" {
 					v.sawMember(m)
 					delete(v.members, m)
-					v.gone[m] = true
+					v.gone[m] = time.Now()
 				}
 			}
 		}
@@ -239,9 +305,13 @@ func (g *groupMembers) groupObservation(hdr protocol.RequestHeader, frame []byte
 				// A leave (-1; -2 for a static member): its commits are
 				// refused from now on.
 				delete(v.members, member)
-				v.gone[member] = true
+				v.gone[member] = time.Now()
 			case resp.ErrorCode == 0:
-				v.current(resp.MemberEpoch, member, inst(r.InstanceID))
+				trust := defaultClassicTrust
+				if resp.HeartbeatIntervalMillis > 0 {
+					trust = kip848TrustBeats * time.Duration(resp.HeartbeatIntervalMillis) * time.Millisecond
+				}
+				v.current(resp.MemberEpoch, member, inst(r.InstanceID), trust)
 			case resp.ErrorCode == kerr.FencedMemberEpoch.Code || resp.ErrorCode == kerr.UnknownMemberID.Code:
 				// The member's epoch at the backend is not the one
 				// asked with: unknown here until the backend says.
@@ -264,7 +334,11 @@ func (g *groupMembers) classicAnswer(group string, generation int32, member, ins
 	v.sawMember(member)
 	switch code {
 	case 0, kerr.RebalanceInProgress.Code:
-		v.current(generation, member, instance)
+		trust := v.trust
+		if trust == 0 {
+			trust = defaultClassicTrust
+		}
+		v.current(generation, member, instance, trust)
 	case kerr.UnknownMemberID.Code, kerr.FencedInstanceID.Code:
 		delete(v.members, member)
 	}
@@ -281,7 +355,9 @@ func (g *groupMembers) noteAccepted(group string, generation int32, member, inst
 	v := g.view(group)
 	v.sawMember(member)
 	if v.consumer || generation >= v.generation {
-		v.current(generation, member, instance)
+		// Not a confirmation: the commit was judged from what eosproxy
+		// knew, or from a backend description without generations.
+		v.current(generation, member, instance, 0)
 	}
 }
 
@@ -297,12 +373,11 @@ func (g *groupMembers) judge(group, member, instance string, generation int32) (
 	if v == nil {
 		return 0, false
 	}
-	if v.gone[member] {
-		if _, back := v.members[member]; !back {
-			return kerr.UnknownMemberID.Code, true
-		}
-	}
+	now := time.Now()
 	m, in := v.members[member]
+	if _, gone := v.gone[member]; gone && !in {
+		return kerr.UnknownMemberID.Code, true
+	}
 	if v.consumer {
 		switch {
 		case !in || generation > m.epoch:
@@ -310,7 +385,7 @@ func (g *groupMembers) judge(group, member, instance string, generation int32) (
 		case generation < m.epoch:
 			return kerr.IllegalGeneration.Code, true
 		}
-		return 0, true
+		return 0, m.fresh(now)
 	}
 	if v.generation < 0 || generation > v.generation || generation < 0 {
 		// Behind the backend, or an admin-style commit whose fate hangs on
@@ -339,7 +414,7 @@ func (g *groupMembers) judge(group, member, instance string, generation int32) (
 	case !in:
 		return 0, false
 	}
-	return 0, true
+	return 0, m.fresh(now)
 }
 
 // candidates lists the members eosproxy knows to be current in group, to
@@ -378,9 +453,14 @@ func (g *groupMembers) learn(group string, d describedGroup) {
 		return // no generation in DescribeGroups: nothing to replace
 	}
 	v.consumer, v.complete = true, false
-	clear(v.members)
+	before := v.members
+	v.members = make(map[string]viewMember, len(d.members))
 	for _, m := range d.members {
-		v.members[m.member] = viewMember{instance: m.instance, epoch: m.generation}
+		trust := defaultClassicTrust
+		if old, ok := before[m.member]; ok && old.trust > 0 {
+			trust = old.trust
+		}
+		v.members[m.member] = viewMember{instance: m.instance, epoch: m.generation, confirmed: time.Now(), trust: trust}
 		delete(v.gone, m.member)
 	}
 }
