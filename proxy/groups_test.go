@@ -141,6 +141,19 @@ func TestGroupMembersBypassingEosproxy(t *testing.T) {
 	// eosproxy, whose generation eosproxy cannot know: the commit's offsets
 	// wait, and each retry says why.
 	through.Close()
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		// The group rebalances without it: a generation eosproxy never
+		// sees, the member bypassing it being the only one left.
+		poll, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		around.PollRecords(poll, 1)
+		cancel()
+		d, err := kadm.NewClient(around).DescribeGroups(ctx, group)
+		if err != nil {
+			return false, err.Error()
+		}
+		return d[group].State == "Stable" && len(d[group].Members) == 1,
+			fmt.Sprintf("group %s %s with %d members", group, d[group].State, len(d[group].Members))
+	})
 	ereq := kmsg.NewPtrEndTxnRequest()
 	ereq.TransactionalID, ereq.ProducerID, ereq.ProducerEpoch, ereq.Commit = id, iresp.ProducerID, iresp.ProducerEpoch, true
 	if eresp, err := ereq.RequestWith(ctx, cl); err != nil || eresp.ErrorCode != 0 {
