@@ -223,6 +223,9 @@ func TestRealKIP848JavaCopiers(t *testing.T) {
 		}
 	}
 	backendOffsetsReach(t, b, group, in, inCounts)
+	// No decided commit's offsets were dropped (eosproxy logs an error
+	// when one is) nor retried (a warning).
+	assertQuietProxy(t, p)
 }
 
 // withoutCloseRace drops from a Java copier's stderr the log records of a
