@@ -1113,3 +1113,67 @@ func checkJoin(t *testing.T, g *groupMembers, v int16, frame []byte, hdr protoco
 		t.Fatalf("JoinGroup v%d: %+v not remembered: %+v", v, want, ms)
 	}
 }
+
+// groupKeys are the group requests whose answers eosproxy notes besides
+// JoinGroup.
+var groupKeys = []kmsg.Key{kmsg.Heartbeat, kmsg.SyncGroup, kmsg.LeaveGroup, kmsg.ConsumerGroupHeartbeat}
+
+func FuzzGroupObservation(f *testing.F) {
+	env := newFuzzEnv(f, true)
+	for i, k := range groupKeys {
+		req := kmsg.RequestForKey(k.Int16())
+		v := req.MaxVersion()
+		req.SetVersion(v)
+		resp := req.ResponseKind()
+		resp.SetVersion(v)
+		switch r := req.(type) {
+		case *kmsg.HeartbeatRequest:
+			r.Group, r.MemberID, r.Generation = "g", "member-1", 3
+		case *kmsg.SyncGroupRequest:
+			r.Group, r.MemberID, r.Generation = "g", "member-1", 3
+		case *kmsg.LeaveGroupRequest:
+			r.Group = "g"
+			r.Members = []kmsg.LeaveGroupRequestMember{{MemberID: "member-1"}}
+			resp.(*kmsg.LeaveGroupResponse).Members = []kmsg.LeaveGroupResponseMember{{MemberID: "member-1"}}
+		case *kmsg.ConsumerGroupHeartbeatRequest:
+			r.Group, r.MemberID, r.MemberEpoch = "g", "member-1", 0
+			cr := resp.(*kmsg.ConsumerGroupHeartbeatResponse)
+			cr.MemberID, cr.MemberEpoch, cr.HeartbeatIntervalMillis = kmsg.StringPtr("member-1"), 4, 5000
+		}
+		f.Add(uint8(i), v, req.AppendTo(nil), resp.AppendTo(nil))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, version int16, reqBody, respBody []byte) {
+		env.next(t)
+		key := groupKeys[int(which)%len(groupKeys)].Int16()
+		v := clip(version, protocol.MaxKnownVersion(key)+1)
+		frame := requestFrame(key, v, reqBody)
+		hdr, err := protocol.ParseRequestHeader(frame)
+		if err != nil {
+			t.Fatalf("request header: %v", err)
+		}
+		what := func() string { return fmt.Sprintf("%s v%d", kmsg.NameForKey(key), v) }
+		env.exercise(t, len(reqBody)+len(respBody), what, func() {
+			g := &env.p.groups
+			obs := g.groupObservation(hdr, frame)
+			if obs == nil {
+				return
+			}
+			obs(v, respBody)
+			// Whatever was noted, what is remembered stays coherent: one
+			// generation per classic group, and a member never both
+			// current and gone.
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			for name, view := range g.groups {
+				for id, m := range view.members {
+					if _, gone := view.gone[id]; gone {
+						t.Fatalf("%s: group %q member %q both current and gone", what(), name, id)
+					}
+					if !view.consumer && m.epoch != view.generation {
+						t.Fatalf("%s: group %q member %q in generation %d, the group's is %d", what(), name, id, m.epoch, view.generation)
+					}
+				}
+			}
+		})
+	})
+}
