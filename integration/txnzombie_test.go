@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -364,4 +365,44 @@ func TestTxnOffsetCommitKIP848AfterSessionTimeout(t *testing.T) {
 		return len(d[group].Members) == 0, fmt.Sprintf("group %s still has members %+v", group, d[group].Members)
 	})
 	x.want("the member after its session timed out", offs, hb.MemberID, hresp.MemberEpoch, nil, kerr.UnknownMemberID.Code)
+}
+
+// A decided commit's offsets are not dropped when the backend refuses
+// eosproxy's OffsetCommit for want of an ACL (eosproxy's own identity, not
+// the client's, which Kafka checked at TxnOffsetCommit): retried until an
+// operator grants it.
+func TestTxnOffsetsRetriedOnAuthorizationFailure(t *testing.T) {
+	b := newNoEOSFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 2)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 8, 1: 9}
+	var refused atomic.Int32
+	b.fake.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.fake.KeepControl()
+		r := req.(*kmsg.OffsetCommitRequest)
+		if r.Group != group || refused.Add(1) > 3 {
+			return nil, nil, false
+		}
+		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, p := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.GroupAuthorizationFailed.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
+	x.addOffsets(group)
+	wantCode(t, "admin-style TxnOffsetCommit", x.commitAs(group, topic, offs, "", -1, nil), 0)
+	if code := x.end(true); code != 0 {
+		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
+	}
+	backendOffsetsReach(t, b, group, topic, offs)
 }

@@ -302,15 +302,16 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 	}
 	tried := map[groupMember]bool{}
 	var last error
-	// try commits as id; done when it worked, next when id is not current.
-	try := func(id groupMember) (done, next bool, err error) {
+	// try commits as id; done when it worked, neither done nor an error
+	// when id is not a current identity of the group.
+	try := func(id groupMember) (done bool, err error) {
 		if tried[id] {
-			return false, true, nil
+			return false, nil
 		}
 		tried[id] = true
 		code, err := b.commitAs(ctx, group, g, id, meta)
 		if err != nil {
-			return false, false, err
+			return false, err
 		}
 		switch code {
 		case 0:
@@ -318,19 +319,26 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 				b.p.log.Info().Str("group", group).Int32("generation", id.generation).Str("member", id.member).
 					Msg("group moved on since TxnOffsetCommit: committed the transaction's offsets as a current member")
 			}
-			return true, false, nil
+			return true, nil
 		case kerr.IllegalGeneration.Code, kerr.UnknownMemberID.Code, kerr.FencedInstanceID.Code,
 			kerr.StaleMemberEpoch.Code, kerr.GroupIDNotFound.Code, kerr.UnsupportedVersion.Code:
 			// Not (or no longer) a current identity of the group; a
 			// consumer-protocol member needs OffsetCommit v9+.
 			last = kerr.ErrorForCode(code)
-			return false, true, nil
+			return false, nil
 		}
 		err = kerr.ErrorForCode(code)
-		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable && code != kerr.RebalanceInProgress.Code {
-			return false, false, fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
+		switch code {
+		case kerr.RebalanceInProgress.Code, kerr.GroupAuthorizationFailed.Code, kerr.TopicAuthorizationFailed.Code:
+			// Passes (a rebalance), or eosproxy's own identity lacks an
+			// ACL the client had: an operator can fix it, and the offsets
+			// must not be dropped meanwhile.
+			return false, err
 		}
-		return false, false, err // retried by the caller
+		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable {
+			return false, fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
+		}
+		return false, err // retried by the caller
 	}
 	// Each list is tried in turn; a few of each bound the requests.
 	const perList = 4
@@ -363,12 +371,8 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 			if i == perList && li > 0 {
 				break
 			}
-			done, next, err := try(id)
-			if done || err != nil {
+			if done, err := try(id); done || err != nil {
 				return err
-			}
-			if !next {
-				break
 			}
 		}
 	}

@@ -345,7 +345,9 @@ func (g *groupMembers) classicAnswer(group string, generation int32, member, ins
 }
 
 // noteAccepted records a TxnOffsetCommit's member once the commit was
-// accepted: it passed through eosproxy and is current.
+// accepted. It does not count as the member passing through eosproxy: the
+// producer names it, and the consumer's own group traffic (its OffsetFetch
+// above all) may still go around eosproxy.
 func (g *groupMembers) noteAccepted(group string, generation int32, member, instance string) {
 	if member == "" {
 		return
@@ -353,7 +355,6 @@ func (g *groupMembers) noteAccepted(group string, generation int32, member, inst
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	v := g.view(group)
-	v.sawMember(member)
 	if v.consumer || generation >= v.generation {
 		// Not a confirmation: the commit was judged from what eosproxy
 		// knew, or from a backend description without generations.
