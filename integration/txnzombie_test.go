@@ -95,6 +95,29 @@ func newTxnCommits(t *testing.T, b backend, p *testProxy, group, topic, id strin
 	return c
 }
 
+// fence starts a new instance of the transactional ids (InitProducerId),
+// fencing the producer c commits as.
+func (c *txnCommits) fence() {
+	c.t.Helper()
+	for _, x := range []*rawTxn{c.via, c.direct} {
+		if x == nil {
+			continue
+		}
+		// The open transaction is aborted first: CONCURRENT_TRANSACTIONS
+		// until it is.
+		pollUntil(c.t, 30*time.Second, func() (bool, string) {
+			req := kmsg.NewPtrInitProducerIDRequest()
+			req.TransactionalID, req.TransactionTimeoutMillis = &x.id, 60_000
+			req.ProducerID, req.ProducerEpoch = -1, -1
+			resp, err := req.RequestWith(testCtx(c.t), x.cl)
+			if err != nil {
+				return false, err.Error()
+			}
+			return resp.ErrorCode == 0, fmt.Sprintf("InitProducerId %s: %v", x.id, kerr.ErrorForCode(resp.ErrorCode))
+		})
+	}
+}
+
 func (c *txnCommits) want(what string, offs map[int32]int64, member string, gen int32, instance *string, want int16) {
 	c.t.Helper()
 	if c.direct != nil {
@@ -145,6 +168,12 @@ func testTxnOffsetCommitFencesZombieMembers(t *testing.T, b backend) {
 	y.want("live member, older generation, via a fresh eosproxy", offs, member, gen-1, nil, kerr.IllegalGeneration.Code)
 	// Admin-style commits (no member, generation -1) are not checked.
 	y.want("admin-style TxnOffsetCommit", offs, "", -1, nil, 0)
+
+	// A fenced producer is told so before its member is judged: Kafka
+	// verifies the transaction first.
+	f := newTxnCommits(t, b, p, group, topic, topic+"-fenced")
+	f.fence()
+	f.want("a fenced producer, zombie member", offs, zMember, zGen, nil, kerr.InvalidProducerEpoch.Code)
 
 	// Static membership: the instance is held by the live static member.
 	sgroup := group + "-static"

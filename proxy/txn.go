@@ -126,6 +126,17 @@ func (p *Proxy) txnOffsetCommit(ctx context.Context, r *kmsg.TxnOffsetCommitRequ
 		req.GroupInstanceID = *r.InstanceID
 	}
 	code := p.checkTxnMember(ctx, r.Group, req.MemberID, req.GroupInstanceID, req.GenerationID)
+	if code != 0 {
+		// Kafka verifies the transaction before the group coordinator
+		// judges the member: a producer that is not the transactional id's
+		// current one is told that instead.
+		switch t := p.coord.Get(r.TransactionalID); {
+		case t == nil || t.ProducerID != r.ProducerID:
+			code = txnstate.ErrInvalidProducerIDMapping
+		case t.Epoch != r.ProducerEpoch:
+			code = txnstate.ErrInvalidProducerEpoch
+		}
+	}
 	if code == 0 {
 		code = p.coord.TxnOffsetCommit(r.TransactionalID, req).Err
 	}
