@@ -335,13 +335,17 @@ func produceRequests(batches map[txnstate.TopicPartition][]byte, leaders map[txn
 	return byLeader, sent, noLeader
 }
 
-// CommitOffsets commits a transaction's held offsets to the backend's group
-// coordinator as the member that sent them. If the group has moved to a new
-// generation since (a rebalance between TxnOffsetCommit and now), they are
-// committed as a member of the current generation, learnt from the JoinGroup
-// answers that pass through eosproxy, and as a last resort with the admin
-// identity (no member, generation -1), which Kafka accepts while the group is
-// empty. A rebalance in progress is retried.
+// CommitOffsets commits a decided transaction's held offsets to the
+// backend's group coordinator. Kafka's commit marker writes them whatever the
+// group did since TxnOffsetCommit; an OffsetCommit must name a current member,
+// so they are committed as the member that sent them, else as a current
+// member eosproxy knows (classic: the newest generation's, from the group
+// traffic through it; KIP-848: a member with its current epoch, from
+// ConsumerGroupHeartbeat answers or else the backend's ConsumerGroupDescribe),
+// else with the admin identity (no member, generation -1), which Kafka
+// accepts while the group is empty. A group with no identity that works yet
+// (mid-rebalance, or members connecting around eosproxy) is retried: a
+// decided commit's offsets are never dropped for the group's sake.
 func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.GroupOffsets) error {
 	var topics []string
 	for tp := range g.Offsets {
@@ -354,37 +358,88 @@ func (b txnBackend) CommitOffsets(ctx context.Context, group string, g txnstate.
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	ids := []groupMember{{generation: g.GenerationID, member: g.MemberID, instance: g.GroupInstanceID}}
-	ids = append(ids, b.p.groups.candidates(group)...)
-	ids = append(ids, groupMember{generation: -1})
+	tried := map[groupMember]bool{}
 	var last error
-	for i, id := range ids {
-		if i > 0 && id == ids[0] {
-			continue
+	// try commits as id; done when it worked, neither done nor an error
+	// when id is not a current identity of the group.
+	try := func(id groupMember) (done bool, err error) {
+		if tried[id] {
+			return false, nil
 		}
+		tried[id] = true
 		code, err := b.commitAs(ctx, group, g, id, meta)
 		if err != nil {
-			return err
+			return false, err
 		}
 		switch code {
 		case 0:
-			if i > 0 {
+			if id.member != g.MemberID || id.generation != g.GenerationID {
 				b.p.log.Info().Str("group", group).Int32("generation", id.generation).Str("member", id.member).
 					Msg("group moved on since TxnOffsetCommit: committed the transaction's offsets as a current member")
 			}
-			return nil
-		case 22, 25, 82: // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID: next identity
+			return true, nil
+		case kerr.IllegalGeneration.Code, kerr.UnknownMemberID.Code, kerr.FencedInstanceID.Code,
+			kerr.StaleMemberEpoch.Code, kerr.GroupIDNotFound.Code, kerr.UnsupportedVersion.Code:
+			// Not (or no longer) a current identity of the group; a
+			// consumer-protocol member needs OffsetCommit v9+.
 			last = kerr.ErrorForCode(code)
-			continue
+			return false, nil
 		}
 		err = kerr.ErrorForCode(code)
-		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable && code != 27 { // 27: REBALANCE_IN_PROGRESS
-			return fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
+		switch code {
+		case kerr.RebalanceInProgress.Code, kerr.GroupAuthorizationFailed.Code, kerr.TopicAuthorizationFailed.Code:
+			// Passes (a rebalance), or eosproxy's own identity lacks an
+			// ACL the client had: an operator can fix it, and the offsets
+			// must not be dropped meanwhile.
+			return false, err
 		}
-		return err // retried by the caller
+		if ke := (*kerr.Error)(nil); errors.As(err, &ke) && !ke.Retriable {
+			return false, fmt.Errorf("%w: %v", txnstate.ErrPermanent, err)
+		}
+		return false, err // retried by the caller
+	}
+	// Each list is tried in turn; a few of each bound the requests.
+	const perList = 4
+	lists := [][]groupMember{
+		{{generation: g.GenerationID, member: g.MemberID, instance: g.GroupInstanceID}},
+		b.p.groups.candidates(group),
+	}
+	var described *describedGroup
+	for li := 0; ; li++ {
+		if li == len(lists) && described == nil {
+			// What passed through eosproxy is not current: ask the backend
+			// (a KIP-848 group's members come with their epochs).
+			dctx, cancel := context.WithTimeout(ctx, b.p.cfg.DialTimeout)
+			d, err := b.p.describeGroup(dctx, group)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("commit offsets of group %q: no known member is current, and the backend cannot be asked: %w", group, err)
+			}
+			described = &d
+			b.p.groups.learn(group, d)
+			if d.consumer {
+				lists = append(lists, d.members)
+			}
+			lists = append(lists, []groupMember{{generation: -1}})
+		}
+		if li == len(lists) {
+			break
+		}
+		for i, id := range lists[li] {
+			if i == perList && li > 0 {
+				break
+			}
+			if done, err := try(id); done || err != nil {
+				return err
+			}
+		}
 	}
 	// Every identity refused: the group is mid-rebalance with members
-	// eosproxy has not seen join yet. Retry; a later attempt sees them.
+	// eosproxy has not seen join yet, or its members connect around
+	// eosproxy. Retried; the log says which.
+	if unseen := b.p.noteBypass(group, *described); len(unseen) > 0 {
+		return fmt.Errorf("no current member of group %q accepted the commit (members %v never connected through eosproxy; every member of the group must): %w", group, unseen, last)
+	}
 	return fmt.Errorf("no current member of group %q accepted the commit: %w", group, last)
 }
 

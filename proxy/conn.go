@@ -42,6 +42,7 @@ const (
 	localAnswer                   // answered by eosproxy, nothing upstream
 	produceAnswer                 // idempotent Produce: record outcomes, merge local answers
 	observeJoin                   // JoinGroup: passed unchanged, the member's generation noted
+	observeGroup                  // Heartbeat, SyncGroup, LeaveGroup, ConsumerGroupHeartbeat: passed unchanged, the answer noted
 	patchOffsets                  // OffsetFetch: decided commits' offsets filled in
 )
 
@@ -54,6 +55,7 @@ type slot struct {
 	wait     func() []byte            // localAnswer made later: blocks until the body is ready
 	plan     *producePlan             // produceAnswer
 	join     *joinRequest             // observeJoin
+	observe  func(int16, []byte)      // observeGroup
 	fetch    *kmsg.OffsetFetchRequest // patchOffsets
 }
 
@@ -246,8 +248,11 @@ func (c *conn) readLoop() error {
 					}
 				}
 			}
-		case hdr.APIKey == protocol.KeyHeartbeat:
-			c.p.groups.noteHeartbeat(hdr, frame)
+		case hdr.APIKey == protocol.KeyHeartbeat || hdr.APIKey == kmsg.SyncGroup.Int16() ||
+			hdr.APIKey == kmsg.LeaveGroup.Int16() || hdr.APIKey == kmsg.ConsumerGroupHeartbeat.Int16():
+			if obs := c.p.groups.groupObservation(hdr, frame); obs != nil {
+				s.mode, s.observe = observeGroup, obs
+			}
 		case hdr.APIKey == protocol.KeyJoinGroup:
 			if join := parseJoin(hdr, frame); join != nil {
 				s.mode, s.join = observeJoin, join
@@ -383,6 +388,8 @@ func (c *conn) rewrite(s slot, resp []byte) error {
 		body, _, err = protocol.RewriteApiVersions(s.ver, resp[hlen:])
 	case observeJoin:
 		c.p.groups.noteJoin(s.join, s.ver, resp[hlen:])
+	case observeGroup:
+		s.observe(s.ver, resp[hlen:])
 	case patchOffsets:
 		body, err = c.p.patchOffsets(s.fetch, resp[hlen:])
 	case rewriteAddrs:

@@ -1077,9 +1077,9 @@ func FuzzJoinGroup(f *testing.F) {
 }
 
 // checkJoin runs parseJoin on a request and noteJoin on its answer, and
-// checks what the group then remembers: newest generation first, one entry
-// per member, none more than keptGenerations behind the newest, and the
-// member just joined among them unless it is that far behind itself.
+// checks what the group then remembers: one entry per member, all of one
+// generation, and, after a successful answer, the member just joined in the
+// answer's generation (the backend's answer is its current generation).
 func checkJoin(t *testing.T, g *groupMembers, v int16, frame []byte, hdr protocol.RequestHeader, reqBody, respBody []byte) {
 	t.Helper()
 	j := parseJoin(hdr, frame)
@@ -1098,37 +1098,86 @@ func checkJoin(t *testing.T, g *groupMembers, v int16, frame []byte, hdr protoco
 	g.noteJoin(j, v, respBody)
 	ms := g.candidates(j.group)
 	seen := map[string]bool{}
-	for i, m := range ms {
+	for _, m := range ms {
 		if seen[m.member] {
 			t.Fatalf("JoinGroup v%d: member %q remembered twice: %+v", v, m.member, ms)
 		}
 		seen[m.member] = true
-		if i > 0 && m.generation > ms[i-1].generation {
-			t.Fatalf("JoinGroup v%d: generations out of order: %+v", v, ms)
-		}
-		if int64(m.generation) < int64(ms[0].generation)-keptGenerations {
-			t.Fatalf("JoinGroup v%d: generation %d kept beside %d: %+v", v, m.generation, ms[0].generation, ms)
+		if m.generation != ms[0].generation {
+			t.Fatalf("JoinGroup v%d: generations %d and %d kept together: %+v", v, m.generation, ms[0].generation, ms)
 		}
 	}
 	resp := kmsg.NewPtrJoinGroupResponse()
 	resp.SetVersion(v)
-	if resp.ReadFrom(respBody) != nil || resp.ErrorCode != 0 || resp.MemberID == "" {
-		return
-	}
-	newest := resp.Generation
-	if len(ms) > 0 {
-		newest = max(newest, ms[0].generation)
-	}
-	if int64(resp.Generation) < int64(newest)-keptGenerations {
-		return
-	}
-	// Generations within keptGenerations of math.MinInt32 underflow the
-	// window in noteJoin; Kafka's are never below -1.
-	if newest < math.MinInt32+keptGenerations {
+	if resp.ReadFrom(respBody) != nil || resp.ErrorCode != 0 || resp.MemberID == "" || resp.Generation < 0 {
 		return
 	}
 	want := groupMember{generation: resp.Generation, member: resp.MemberID, instance: j.instance}
 	if !slices.Contains(ms, want) {
 		t.Fatalf("JoinGroup v%d: %+v not remembered: %+v", v, want, ms)
 	}
+}
+
+// groupKeys are the group requests whose answers eosproxy notes besides
+// JoinGroup.
+var groupKeys = []kmsg.Key{kmsg.Heartbeat, kmsg.SyncGroup, kmsg.LeaveGroup, kmsg.ConsumerGroupHeartbeat}
+
+func FuzzGroupObservation(f *testing.F) {
+	env := newFuzzEnv(f, true)
+	for i, k := range groupKeys {
+		req := kmsg.RequestForKey(k.Int16())
+		v := req.MaxVersion()
+		req.SetVersion(v)
+		resp := req.ResponseKind()
+		resp.SetVersion(v)
+		switch r := req.(type) {
+		case *kmsg.HeartbeatRequest:
+			r.Group, r.MemberID, r.Generation = "g", "member-1", 3
+		case *kmsg.SyncGroupRequest:
+			r.Group, r.MemberID, r.Generation = "g", "member-1", 3
+		case *kmsg.LeaveGroupRequest:
+			r.Group = "g"
+			r.Members = []kmsg.LeaveGroupRequestMember{{MemberID: "member-1"}}
+			resp.(*kmsg.LeaveGroupResponse).Members = []kmsg.LeaveGroupResponseMember{{MemberID: "member-1"}}
+		case *kmsg.ConsumerGroupHeartbeatRequest:
+			r.Group, r.MemberID, r.MemberEpoch = "g", "member-1", 0
+			cr := resp.(*kmsg.ConsumerGroupHeartbeatResponse)
+			cr.MemberID, cr.MemberEpoch, cr.HeartbeatIntervalMillis = kmsg.StringPtr("member-1"), 4, 5000
+		}
+		f.Add(uint8(i), v, req.AppendTo(nil), resp.AppendTo(nil))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, version int16, reqBody, respBody []byte) {
+		env.next(t)
+		key := groupKeys[int(which)%len(groupKeys)].Int16()
+		v := clip(version, protocol.MaxKnownVersion(key)+1)
+		frame := requestFrame(key, v, reqBody)
+		hdr, err := protocol.ParseRequestHeader(frame)
+		if err != nil {
+			t.Fatalf("request header: %v", err)
+		}
+		what := func() string { return fmt.Sprintf("%s v%d", kmsg.NameForKey(key), v) }
+		env.exercise(t, len(reqBody)+len(respBody), what, func() {
+			g := &env.p.groups
+			obs := g.groupObservation(hdr, frame)
+			if obs == nil {
+				return
+			}
+			obs(v, respBody)
+			// Whatever was noted, what is remembered stays coherent: one
+			// generation per classic group, and a member never both
+			// current and gone.
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			for name, view := range g.groups {
+				for id, m := range view.members {
+					if _, gone := view.gone[id]; gone {
+						t.Fatalf("%s: group %q member %q both current and gone", what(), name, id)
+					}
+					if !view.consumer && m.epoch != view.generation {
+						t.Fatalf("%s: group %q member %q in generation %d, the group's is %d", what(), name, id, m.epoch, view.generation)
+					}
+				}
+			}
+		})
+	})
 }

@@ -59,7 +59,7 @@ func (c *conn) answerTxn(ctx context.Context, hdr protocol.RequestHeader, body [
 		resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
 		return resp.AppendTo(nil), nil
 	case *kmsg.TxnOffsetCommitRequest:
-		return p.txnOffsetCommit(r), nil
+		return p.txnOffsetCommit(ctx, r), nil
 	case *kmsg.DescribeTransactionsRequest:
 		return p.describeTxns(r), nil
 	case *kmsg.ListTransactionsRequest:
@@ -101,7 +101,10 @@ func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
 	return resp.AppendTo(nil)
 }
 
-func (p *Proxy) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) []byte {
+// txnOffsetCommit holds a TxnOffsetCommit's offsets in its transaction once
+// its member is found current in the group (checkTxnMember), as Kafka's
+// group coordinator checks it before it writes the offsets.
+func (p *Proxy) txnOffsetCommit(ctx context.Context, r *kmsg.TxnOffsetCommitRequest) []byte {
 	offs := map[txnstate.TopicPartition]txnstate.Offset{}
 	for _, t := range r.Topics {
 		for _, part := range t.Partitions {
@@ -122,9 +125,27 @@ func (p *Proxy) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) []byte {
 	if r.InstanceID != nil {
 		req.GroupInstanceID = *r.InstanceID
 	}
-	res := p.coord.TxnOffsetCommit(r.TransactionalID, req)
-	if res.Err == 0 {
-		p.groups.note(r.Group, req.GenerationID, req.MemberID, req.GroupInstanceID)
+	code := p.checkTxnMember(ctx, r.Group, req.MemberID, req.GroupInstanceID, req.GenerationID)
+	if code != 0 {
+		// Kafka verifies the transaction before the group coordinator
+		// judges the member: a producer that is not the transactional id's
+		// current one is told that instead.
+		switch t := p.coord.Get(r.TransactionalID); {
+		case t == nil || t.ProducerID != r.ProducerID:
+			code = txnstate.ErrInvalidProducerIDMapping
+		case t.Epoch != r.ProducerEpoch:
+			code = txnstate.ErrInvalidProducerEpoch
+		}
+	}
+	if code == 0 {
+		code = p.coord.TxnOffsetCommit(r.TransactionalID, req).Err
+	}
+	if code == 0 {
+		p.groups.noteAccepted(r.Group, req.GenerationID, req.MemberID, req.GroupInstanceID)
+		p.auditGroup(r.Group)
+	} else {
+		p.log.Debug().Str("txn", r.TransactionalID).Str("group", r.Group).Str("member", req.MemberID).
+			Int32("generation", req.GenerationID).Str("err", txnstate.ErrorName(code)).Msg("TxnOffsetCommit refused")
 	}
 	resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
 	for _, t := range r.Topics {
@@ -132,7 +153,7 @@ func (p *Proxy) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) []byte {
 		rt.Topic, rt.TopicID = t.Topic, t.TopicID
 		for _, part := range t.Partitions {
 			rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = part.Partition, res.Err
+			rp.Partition, rp.ErrorCode = part.Partition, code
 			rt.Partitions = append(rt.Partitions, rp)
 		}
 		resp.Topics = append(resp.Topics, rt)
