@@ -147,10 +147,17 @@ func initRawTxn(t *testing.T, cl *kgo.Client, id string) *rawTxn {
 	req.TransactionalID = &id
 	req.TransactionTimeoutMillis = 60_000
 	req.ProducerID, req.ProducerEpoch = -1, -1
-	resp, err := req.RequestWith(testCtx(t), cl)
-	if err != nil {
-		t.Fatalf("InitProducerId %s: %v", id, err)
-	}
+	// CONCURRENT_TRANSACTIONS while the id's previous commit is still on its
+	// way to the backend: retried, as clients do.
+	var resp *kmsg.InitProducerIDResponse
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		var err error
+		resp, err = req.RequestWith(testCtx(t), cl)
+		if err != nil {
+			t.Fatalf("InitProducerId %s: %v", id, err)
+		}
+		return resp.ErrorCode != kerr.ConcurrentTransactions.Code, "InitProducerId " + id + " still CONCURRENT_TRANSACTIONS"
+	})
 	if resp.ErrorCode != 0 || resp.ProducerID < 0 {
 		t.Fatalf("InitProducerId %s: %v, producer id %d", id, kerr.ErrorForCode(resp.ErrorCode), resp.ProducerID)
 	}

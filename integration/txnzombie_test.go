@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/integration/faults"
+	"github.com/eosproxy/eosproxy/proxy"
 )
 
 // commitAs sends a TxnOffsetCommit for offsets of topic in group as the
@@ -161,7 +162,7 @@ func testTxnOffsetCommitFencesZombieMembers(t *testing.T, b backend) {
 
 	// A second eosproxy has seen none of the group's traffic: it asks the
 	// backend, then knows the generation its accepted commit named.
-	q := startProxy(t, b)
+	q := startProxy(t, b, secondInstance)
 	y := newTxnCommits(t, b, q, group, topic, topic+"-other")
 	y.want("zombie's TxnOffsetCommit via a fresh eosproxy", offs, zMember, zGen, nil, kerr.UnknownMemberID.Code)
 	y.want("live member via a fresh eosproxy", offs, member, gen, nil, 0)
@@ -220,7 +221,7 @@ func testTxnOffsetCommitKIP848Zombie(t *testing.T, b backend) {
 	y.want("the current member epoch", offs, m2, e, nil, 0)
 
 	// A fresh eosproxy asks the backend (ConsumerGroupDescribe).
-	q := startProxy(t, b)
+	q := startProxy(t, b, secondInstance)
 	z := newTxnCommits(t, b, q, group, topic, topic+"-fresh")
 	z.want("a member that left, via a fresh eosproxy", offs, m1, e1, nil, kerr.UnknownMemberID.Code)
 	z.want("an older member epoch, via a fresh eosproxy", offs, m2, e2, nil, kerr.IllegalGeneration.Code)
@@ -435,3 +436,8 @@ func TestTxnOffsetsRetriedOnAuthorizationFailure(t *testing.T) {
 	}
 	backendOffsetsReach(t, b, group, topic, offs)
 }
+
+// secondInstance lets a test start a second eosproxy on the same backend (one
+// that has seen none of the group's traffic): eosproxy refuses that outside
+// tests, through its lease on the backend.
+func secondInstance(c *proxy.Config) { c.NoInstanceLease = true }
