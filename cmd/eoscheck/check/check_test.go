@@ -58,7 +58,7 @@ func TestVerdictCountsAnomalies(t *testing.T) {
 		}
 	}
 	rep := &Report{Topic: "t"}
-	if _, err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm); err != nil {
+	if _, err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Lost != 2 || rep.Duplicates != 1 || rep.OrderErrors != 1 || rep.Unexpected != 3 || rep.Anomalies != 7 {
