@@ -865,19 +865,41 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	restartsAsked, stallsAsked, commitRestartsAsked := 0, 0, 0
 	timerClean := 0 // SIGTERM restarts not timed to a commit
 	var deleted deletedInput
-	var pausedUntil time.Time
-	brokerPaused := false
-	resumeBroker := func() error {
-		if !brokerPaused {
-			return nil
-		}
-		brokerPaused = false
-		err := runCmd(ctx, cfg.BrokerResumeCmd, filepath.Join(work, "broker-pauses.log"))
-		trace.printf("broker pause %d: resumed (%v)", rep.BrokerPauses, err)
-		fmt.Fprintf(out, "broker pause %d: resumed\n", rep.BrokerPauses)
-		return err
+	// A broker pause runs on its own, so that the pause lasts what it
+	// should whatever the schedule waits for meanwhile.
+	var pausing atomic.Bool
+	var pauseWG sync.WaitGroup
+	var pauseErr atomic.Pointer[string]
+	pauseLog := filepath.Join(work, "broker-pauses.log")
+	pauseBroker := func(n int) {
+		pausing.Store(true)
+		pauseWG.Add(1)
+		go func() {
+			defer pauseWG.Done()
+			defer pausing.Store(false)
+			if err := runCmd(ctx, cfg.BrokerPauseCmd, pauseLog); err != nil {
+				msg := fmt.Sprintf("broker pause %d: %v", n, err)
+				pauseErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("broker pause %d: paused for %v", n, cfg.BrokerPause)
+			fmt.Fprintf(out, "broker pause %d: %s for %v\n", n, cfg.BrokerPauseCmd, cfg.BrokerPause)
+			select {
+			case <-time.After(cfg.BrokerPause):
+			case <-ctx.Done():
+			}
+			// Resumed even when the run is cancelled: a broker left
+			// stopped would hang every later user of it.
+			if err := runCmd(context.Background(), cfg.BrokerResumeCmd, pauseLog); err != nil {
+				msg := fmt.Sprintf("broker pause %d: resume: %v", n, err)
+				pauseErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("broker pause %d: resumed", n)
+			fmt.Fprintf(out, "broker pause %d: resumed\n", n)
+		}()
 	}
-	defer resumeBroker()
+	defer pauseWG.Wait()
 	soon := false // the next restart follows at once (after DeleteRecords)
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
 		interval := cfg.KillEvery
@@ -933,7 +955,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if producersDone && durationOver && kills >= cfg.Kills && javaOver() {
 			break
 		}
-		for rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
+		// Not while a broker is paused (the restart may stop the paused
+		// one, whose resume would then fail).
+		for !pausing.Load() && rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
 			n := rep.BrokerRestarts + 1
 			trace.printf("broker restart %d: stopping the broker", n)
 			brokerDown.Store(true)
@@ -957,25 +981,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if cw != nil && !atCommit {
 			cw.commitHookArmed.Store(false)
 		}
-		if brokerPaused && !time.Now().Before(pausedUntil) {
-			if err := resumeBroker(); err != nil {
-				runErr = fmt.Errorf("broker pause %d: resume: %w", rep.BrokerPauses, err)
-				break
-			}
+		if p := pauseErr.Load(); p != nil {
+			runErr = errors.New(*p)
+			break
 		}
-		if !brokerPaused && rep.BrokerPauses < cfg.BrokerPauses && (rep.BrokerPauses+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.BrokerPauses+1) {
-			n := rep.BrokerPauses + 1
-			if err := runCmd(ctx, cfg.BrokerPauseCmd, filepath.Join(work, "broker-pauses.log")); err != nil {
-				runErr = fmt.Errorf("broker pause %d: %w", n, err)
-				break
-			}
-			rep.BrokerPauses, brokerPaused = n, true
-			pausedUntil = time.Now().Add(cfg.BrokerPause)
+		if !pausing.Load() && rep.BrokerPauses < cfg.BrokerPauses && (rep.BrokerPauses+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.BrokerPauses+1) {
+			rep.BrokerPauses++
 			rep.BrokerPauseSeconds += cfg.BrokerPause.Seconds()
-			trace.printf("broker pause %d: paused for %v", n, cfg.BrokerPause)
-			fmt.Fprintf(out, "broker pause %d: %s for %v\n", n, cfg.BrokerPauseCmd, cfg.BrokerPause)
+			pauseBroker(rep.BrokerPauses)
 		}
-		if !producersDone && deleted.events < cfg.DeleteRecords && (deleted.events+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.DeleteRecords+1) {
+		// Not while a broker is paused: the producers' Produce calls to
+		// its partitions would keep them idle for the whole pause.
+		if !producersDone && !pausing.Load() && deleted.events < cfg.DeleteRecords && (deleted.events+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.DeleteRecords+1) {
 			if err := deleteWhileIdle(ctx, &idle, &inflight, &deleted, backend, adm, rep, cfg, trace, out); err != nil {
 				runErr = err
 				break
@@ -1045,8 +1062,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cw != nil {
 		cw.commitHookArmed.Store(false)
 	}
-	if err := resumeBroker(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("broker pause %d: resume: %w", rep.BrokerPauses, err)
+	pauseWG.Wait()
+	if p := pauseErr.Load(); p != nil && runErr == nil {
+		runErr = errors.New(*p)
 	}
 	rep.DeleteRecordsEvents, rep.DeletedRecords = deleted.events, deleted.records
 	rep.Kills, rep.Restarts = kills, pp.runs-1
