@@ -131,7 +131,8 @@ func TestEoscheckInitReads(t *testing.T) {
 }
 
 func TestEoscheckDeleteRecords(t *testing.T) {
-	rep := faultSchedule(t, 4*time.Minute, func(c *check.Config) {
+	// A wedged producer is counted after CopyTimeout+1 min.
+	rep := faultSchedule(t, 5*time.Minute, func(c *check.Config) {
 		c.DeleteRecords = 2
 		c.Kills = 8
 	})

@@ -225,6 +225,10 @@ type Report struct {
 	// Of the Kills restarts of eosproxy: stopped with SIGTERM (clean), and
 	// timed to a copier's commit (of them with SIGTERM). CleanStopErrors
 	// are clean stops that did not end with exit status 0.
+	// Unanswered are the producers' Produce calls still unanswered
+	// CopyTimeout+1 min after the fault schedule (a wedged producer), then
+	// aborted: anomalies.
+	Unanswered          int64    `json:"unanswered"`
 	CleanRestarts       int      `json:"sigterm_restarts"`
 	CommitKills         int      `json:"restarts_at_commit"`
 	CommitKillsClean    int      `json:"restarts_at_commit_sigterm"`
@@ -1079,11 +1083,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	faultsOver := time.Now()
 
-	flushCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// A producer whose Produce calls are still unanswered this long after
+	// the faults is wedged (eosproxy keeps answering it retriable errors):
+	// an anomaly, counted; its buffered records are then aborted, so the
+	// input no longer changes, and the check goes on.
+	flushTimeout := max(cfg.CopyTimeout, time.Minute) + time.Minute
+	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	for _, p := range prods {
 		if err := p.cl.Flush(flushCtx); err != nil {
-			return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
+			if ctx.Err() != nil {
+				return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
+			}
+			rep.Unanswered = inflight.Load()
+			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered %v after the fault schedule; aborting them\n", rep.Unanswered, flushTimeout)
+			trace.printf("producers wedged: %d Produce calls unanswered after %v", rep.Unanswered, flushTimeout)
+			for _, q := range prods {
+				actx, acancel := context.WithTimeout(ctx, time.Minute)
+				if err := q.cl.AbortBufferedRecords(actx); err != nil {
+					acancel()
+					return rep, fmt.Errorf("abort the wedged producers' records: %w", err)
+				}
+				acancel()
+			}
+			break
 		}
 	}
 	wg.Wait()
@@ -1359,7 +1382,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 			}
 		}
 	}
-	rep.Anomalies = rep.Lost + rep.Duplicates + rep.OrderErrors + rep.Unexpected
+	rep.Anomalies = rep.Lost + rep.Duplicates + rep.OrderErrors + rep.Unexpected + rep.Unanswered
 	return seen, nil
 }
 
@@ -1419,6 +1442,9 @@ func printTable(w io.Writer, r *Report) {
 		for _, k := range sortedKeys(r.BackendErrorsByKind) {
 			row("  "+k, r.BackendErrorsByKind[k])
 		}
+	}
+	if r.Unanswered > 0 {
+		row("Produce calls never answered (wedged)", r.Unanswered)
 	}
 	row("lost (acked, not read)", r.Lost)
 	row("duplicates", r.Duplicates)
