@@ -270,12 +270,22 @@ func staleOffsetCommit(ctx context.Context, cl *kgo.Client, txnID, group string,
 	if err := kerr.ErrorForCode(addResp.ErrorCode); err != nil {
 		return err, nil
 	}
+	// TxnOffsetCommit v6+ names topics by id: both are set, the version
+	// the client picks uses one.
+	var names []string
+	for topic := range offsets {
+		names = append(names, topic)
+	}
+	details, err := kadm.NewClient(cl).ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("topic ids: %w", err)
+	}
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
 	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
 	req.Generation, req.MemberID = gen, member
 	for topic, parts := range offsets {
 		rt := kmsg.NewTxnOffsetCommitRequestTopic()
-		rt.Topic = topic
+		rt.Topic, rt.TopicID = topic, details[topic].ID
 		for p, eo := range parts {
 			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
 			rp.Partition, rp.Offset, rp.LeaderEpoch = p, eo.Offset, eo.Epoch
