@@ -41,7 +41,8 @@
 #                          with min.insync.replicas=1 (so acks=all goes on with a
 #                          paused follower once it drops out of the ISR, after
 #                          replica.lag.time.max.ms=5000), and so do the internal
-#                          topics. Later commands read the count from the run dir.
+#                          topics. Commands other than start read the ports and
+#                          the broker count from the run dir (cluster.env).
 #   KAFKA_PORT2            node 2's PLAINTEXT listener port
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
 #   KAFKA_EXTRA_CONFIG     extra server.properties lines appended verbatim
@@ -90,18 +91,19 @@ LIBS="$CACHE_DIR/libs"
 RUN_DIR="${EOSPROXY_KAFKA_RUN:-/tmp/eosproxy-kafka-run}"
 KAFKA_PORT="${KAFKA_PORT:-39092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39093}"
+KAFKA_PORT2="${KAFKA_PORT2:-$((KAFKA_PORT + 2))}"
+BROKERS="${KAFKA_BROKERS:-1}"
+# Every command but start takes the cluster's ports and size from what
+# start recorded in the run dir, so that EOSPROXY_KAFKA_RUN alone names it.
+if [[ "${1:-}" != start && -f "$RUN_DIR/cluster.env" ]]; then
+  # shellcheck disable=SC1091
+  source "$RUN_DIR/cluster.env"
+fi
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx1G -Xms256m}"
 KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xmx512m -XX:TieredStopAtLevel=1}"
-KAFKA_PORT2="${KAFKA_PORT2:-$((KAFKA_PORT + 2))}"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 LOG_DIR="$RUN_DIR/logs"
-# Brokers of the running cluster: what `start` recorded, else KAFKA_BROKERS.
-if [[ -f "$RUN_DIR/brokers" ]]; then
-  BROKERS="$(tr -dc '0-9' <"$RUN_DIR/brokers")"
-else
-  BROKERS="${KAFKA_BROKERS:-1}"
-fi
 [[ "$BROKERS" == 1 || "$BROKERS" == 2 ]] || { echo "kafka.sh: KAFKA_BROKERS must be 1 or 2" >&2; exit 1; }
 if [[ "$BROKERS" == 2 ]]; then
   BOOTSTRAP="127.0.0.1:$KAFKA_PORT,127.0.0.1:$KAFKA_PORT2"
@@ -248,7 +250,8 @@ cmd_start() {
 
   rm -rf "$RUN_DIR"
   mkdir -p "$RUN_DIR/data" "$LOG_DIR"
-  echo "$BROKERS" >"$RUN_DIR/brokers"
+  printf 'KAFKA_PORT=%q\nKAFKA_CONTROLLER_PORT=%q\nKAFKA_PORT2=%q\nBROKERS=%q\n' \
+    "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_PORT2" "$BROKERS" >"$RUN_DIR/cluster.env"
   local rf=1
   [[ "$BROKERS" == 1 ]] || rf=2
   local props="$RUN_DIR/server.properties"
@@ -396,6 +399,29 @@ cmd_restart_node() {
 # wait until it serves metadata; prints the bootstrap address. Needs
 # tool_java to have been called.
 launch_broker() {
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) pid
+  # A restarted broker's port can still be held by connections of its
+  # previous run (TIME_WAIT): the JVM then exits at once with "Address
+  # already in use"; it is started again until the deadline.
+  while :; do
+    pid="$(spawn_broker)"
+    until port_in_use "$NODE_PORT" || ! kill -0 "$pid" 2>/dev/null; do
+      ((SECONDS < deadline)) || start_failed "timed out waiting for port $NODE_PORT"
+      sleep 0.2
+    done
+    kill -0 "$pid" 2>/dev/null && break
+    tail -n 50 "$NODE_LOG_DIR/server.log" 2>/dev/null | grep -q "Address already in use" \
+      || start_failed "broker process exited"
+    ((SECONDS < deadline)) || start_failed "broker port $NODE_PORT still in use"
+    log "node $NODE_ID: port $NODE_PORT still held by the previous run's connections; starting again"
+    sleep 1
+  done
+  wait_metadata "$pid" "$deadline"
+}
+
+# spawn_broker starts the broker JVM of the NODE_* variables in the
+# background and prints its pid.
+spawn_broker() {
   local props="$NODE_PROPS"
   # setsid: own session, so the broker outlives this script and its process group.
   # shellcheck disable=SC2086
@@ -408,16 +434,13 @@ launch_broker() {
       >>"$NODE_LOG_DIR/kafkaServer.out" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$NODE_PID_FILE"
+  echo "$pid"
+}
 
-  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
-  # 1) cheap TCP probe until the listener is bound.
-  until port_in_use "$NODE_PORT"; do
-    kill -0 "$pid" 2>/dev/null || start_failed "broker process exited"
-    ((SECONDS < deadline)) || start_failed "timed out waiting for port $NODE_PORT"
-    sleep 0.2
-  done
-  # 2) real metadata round-trip through the Admin client.
-  local out="" left
+# wait_metadata PID DEADLINE waits for a metadata round-trip through the
+# Admin client to the node's listener; prints the node's address.
+wait_metadata() {
+  local pid="$1" deadline="$2" out="" left
   while :; do
     kill -0 "$pid" 2>/dev/null || start_failed "broker process exited"
     left=$((deadline - SECONDS))
@@ -441,16 +464,26 @@ start_failed() {
     log "last lines of $NODE_LOG_DIR/kafkaServer.out:"
     tail -n 20 "$NODE_LOG_DIR/kafkaServer.out" >&2
   fi
-  cmd_stop >/dev/null 2>&1 || true
+  # A failed start or restart of the cluster leaves nothing running; a
+  # failed restart of one node leaves the other alone.
+  if [[ "${WHOLE_CLUSTER:-}" == 1 ]]; then
+    cmd_stop >/dev/null 2>&1 || true
+  else
+    stop_node >/dev/null 2>&1 || true
+  fi
   exit 1
 }
 
 # --- stop --------------------------------------------------------------------
 cmd_stop() {
   # Node 2 first: node 1 is the controller it reports its shutdown to.
-  if [[ "$BROKERS" == 2 && -d "$RUN_DIR/node2" ]]; then
+  # (Whatever the count start is about to use: the run dir may hold one.)
+  if [[ -d "$RUN_DIR/node2" ]]; then
+    local brokers="$BROKERS"
+    BROKERS=2
     node_vars 2
     stop_node >/dev/null
+    BROKERS="$brokers"
   fi
   node_vars 1
   stop_node
@@ -523,9 +556,9 @@ main() {
   shift || true
   case "$cmd" in
     fetch) cmd_fetch ;;
-    start) cmd_start ;;
+    start) WHOLE_CLUSTER=1 cmd_start ;;
     stop) cmd_stop ;;
-    restart) cmd_restart ;;
+    restart) WHOLE_CLUSTER=1 cmd_restart ;;
     pause) cmd_pause "$@" ;;
     resume) cmd_resume "$@" ;;
     restart-node) cmd_restart_node "$@" ;;
