@@ -131,10 +131,11 @@ func TestEoscheckInitReads(t *testing.T) {
 }
 
 func TestEoscheckDeleteRecords(t *testing.T) {
-	// A wedged producer is counted after CopyTimeout+1 min.
-	rep := faultSchedule(t, 5*time.Minute, func(c *check.Config) {
+	// A wedged producer is counted CopyTimeout+1 min after the schedule.
+	rep := faultSchedule(t, 4*time.Minute, func(c *check.Config) {
 		c.DeleteRecords = 2
 		c.Kills = 8
+		c.CopyTimeout = 30 * time.Second
 	})
 	if rep.DeleteRecordsEvents == 0 || rep.DeletedRecords == 0 {
 		t.Errorf("DeleteRecords moved no log start (%d events, %d records)", rep.DeleteRecordsEvents, rep.DeletedRecords)

@@ -370,10 +370,14 @@ func (c *Config) defaults() {
 
 // producer is one idempotent producer's bookkeeping.
 type producer struct {
-	cl    *kgo.Client
-	sent  atomic.Int64  // values 0..sent-1 were handed to Produce
-	acked []atomic.Bool // by seq
+	closeOnce sync.Once
+	cl        *kgo.Client
+	sent      atomic.Int64  // values 0..sent-1 were handed to Produce
+	acked     []atomic.Bool // by seq
 }
+
+// close closes the producer's client (once): what it still buffers fails.
+func (p *producer) close() { p.closeOnce.Do(p.cl.Close) }
 
 // Run runs one check. An error means the check could not be carried out
 // (the report may be partial); anomalies are in the report.
@@ -626,8 +630,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		defer cl.Close()
 		prods[i] = &producer{cl: cl, acked: make([]atomic.Bool, perProducer)}
+		defer prods[i].close()
 	}
 
 	// Copiers and the readers of their output.
@@ -706,6 +710,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var firstErr atomic.Pointer[string]
 	var wg sync.WaitGroup // outstanding Produce callbacks
 	var prodWG sync.WaitGroup
+	// prodCtx ends the producers early when they are wedged (Produce
+	// blocks once their buffers are full).
+	prodCtx, stopProducers := context.WithCancel(ctx)
+	defer stopProducers()
 	for i, p := range prods {
 		prodWG.Add(1)
 		go func() {
@@ -723,7 +731,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					wg.Add(1)
 					inflight.Add(1)
 					p.sent.Store(int64(s + 1))
-					p.cl.Produce(context.Background(), &kgo.Record{
+					p.cl.Produce(prodCtx, &kgo.Record{
 						Key:   []byte(strconv.Itoa(s % 64)),
 						Value: []byte(strconv.Itoa(i) + "-" + strconv.Itoa(s)),
 					}, func(_ *kgo.Record, err error) {
@@ -742,7 +750,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				idle.RUnlock()
 				select {
 				case <-tick.C:
-				case <-ctx.Done():
+				case <-prodCtx.Done():
 					return
 				}
 			}
@@ -905,7 +913,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer pauseWG.Wait()
 	soon := false // the next restart follows at once (after DeleteRecords)
+	// A wedged producer never finishes sending: the schedule waits for the
+	// producers at most flushTimeout after the rest of it is over.
+	flushTimeout := max(cfg.CopyTimeout, time.Minute) + time.Minute
+	var restOver time.Time
+	producersStuck := false
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
+		if !producersDone && durationOver && kills >= cfg.Kills && javaOver() {
+			if restOver.IsZero() {
+				restOver = time.Now()
+			} else if time.Since(restOver) > flushTimeout {
+				producersStuck = true
+				break
+			}
+		}
 		interval := cfg.KillEvery
 		if interval <= 0 {
 			interval = 300*time.Millisecond + time.Duration(rng.Int64N(int64(1200*time.Millisecond)))
@@ -1087,7 +1108,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// the faults is wedged (eosproxy keeps answering it retriable errors):
 	// an anomaly, counted; its buffered records are then aborted, so the
 	// input no longer changes, and the check goes on.
-	flushTimeout := max(cfg.CopyTimeout, time.Minute) + time.Minute
+	if producersStuck {
+		// Their Produce calls waiting for buffer space fail; what they
+		// buffered is aborted below.
+		stopProducers()
+		prodWG.Wait()
+		flushTimeout = time.Second
+	}
 	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	for _, p := range prods {
@@ -1096,15 +1123,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
 			}
 			rep.Unanswered = inflight.Load()
-			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered %v after the fault schedule; aborting them\n", rep.Unanswered, flushTimeout)
+			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered %v after the fault schedule; closing the producers\n", rep.Unanswered, max(flushTimeout, time.Since(faultsOver)).Round(time.Second))
 			trace.printf("producers wedged: %d Produce calls unanswered after %v", rep.Unanswered, flushTimeout)
+			// Closed, not AbortBufferedRecords: that waits for the
+			// requests in flight, which eosproxy keeps answering with
+			// retriable errors.
 			for _, q := range prods {
-				actx, acancel := context.WithTimeout(ctx, time.Minute)
-				if err := q.cl.AbortBufferedRecords(actx); err != nil {
-					acancel()
-					return rep, fmt.Errorf("abort the wedged producers' records: %w", err)
-				}
-				acancel()
+				q.close()
 			}
 			break
 		}

@@ -117,7 +117,8 @@ func readRanges(ctx context.Context, backend []string, topic string, ranges map[
 }
 
 // deleteWhileIdle holds the producers (idle, write-locked, keeps them
-// between ticks), waits until every Produce is answered, then moves the
+// between ticks), waits until every Produce is answered and (for up to 30 s)
+// the copiers have committed the input up to its end, then moves the
 // input's log start up to the copiers' committed offsets in the backend
 // (to the end without copiers), leaving the Java copiers' partitions alone.
 func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.Int64, d *deletedInput, backend []string,
@@ -133,6 +134,21 @@ func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.I
 		}
 	}
 	left := inflight.Load()
+	// The copiers catch up meanwhile (bounded), so that the log start can
+	// move past every producer's last write: eosproxy's look-ups from
+	// the offsets it knows then start below the log.
+	if rep.Copy != nil {
+		for t1 := time.Now(); time.Since(t1) < 30*time.Second; {
+			if ok, err := offsetsAtEnd(ctx, adm, rep.Topic, rep.Copy.Group); err == nil && ok {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 	ends, err := adm.ListEndOffsets(ctx, rep.Topic)
 	if err != nil {
 		return fmt.Errorf("delete records: input end offsets: %w", err)
