@@ -919,7 +919,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var restOver time.Time
 	producersStuck := false
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
-		if !producersDone && durationOver && kills >= cfg.Kills && javaOver() {
+		// (The Java copiers start only once the producers are done.)
+		if !producersDone && durationOver && kills >= cfg.Kills {
 			if restOver.IsZero() {
 				restOver = time.Now()
 			} else if time.Since(restOver) > flushTimeout {
