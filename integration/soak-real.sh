@@ -23,7 +23,9 @@
 #   SOAK_OUT               where each run's output, report and work dir go
 #                          (default: a new temp dir; failed runs' work dirs kept)
 #   SOAK_RECORDS, SOAK_KILLS   records and eosproxy restarts per run (30000, 10)
-#   SOAK_ARGS              extra eoscheck arguments (e.g. --proxy-arg=...)
+#   SOAK_ARGS              extra eoscheck arguments, after the soak's own, so they
+#                          also turn a fault off or down (e.g. --delete-records 0,
+#                          --proxy-arg=...)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N="${1:-}"
