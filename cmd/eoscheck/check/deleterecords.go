@@ -123,9 +123,22 @@ func readRanges(ctx context.Context, backend []string, topic string, ranges map[
 // (to the end without copiers), leaving the Java copiers' partitions alone.
 func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.Int64, d *deletedInput, backend []string,
 	adm *kadm.Client, rep *Report, cfg Config, trace *tracer, out io.Writer) error {
-	idle.Lock()
-	defer idle.Unlock()
+	// TryLock: a producer blocked in Produce (its buffer full, eosproxy
+	// not answering) holds its read lock; the deletion is then skipped
+	// rather than the schedule blocked.
 	t0 := time.Now()
+	for !idle.TryLock() {
+		if time.Since(t0) > time.Minute {
+			trace.printf("delete records: the producers did not pause within a minute; skipped")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	defer idle.Unlock()
 	for inflight.Load() > 0 && time.Since(t0) < 2*time.Minute {
 		select {
 		case <-ctx.Done():
