@@ -877,6 +877,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	restartsAsked, stallsAsked, commitRestartsAsked := 0, 0, 0
 	timerClean := 0 // SIGTERM restarts not timed to a commit
 	var deleted deletedInput
+	deleteAttempts := 0 // some delete nothing (copiers not yet committed) or are skipped
 	// A broker pause runs on its own, so that the pause lasts what it
 	// should whatever the schedule waits for meanwhile.
 	var pausing atomic.Bool
@@ -1018,7 +1019,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		// Not while a broker is paused: the producers' Produce calls to
 		// its partitions would keep them idle for the whole pause.
-		if !producersDone && !pausing.Load() && deleted.events < cfg.DeleteRecords && (deleted.events+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.DeleteRecords+1) {
+		if !producersDone && !pausing.Load() && deleteAttempts < cfg.DeleteRecords && (deleteAttempts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.DeleteRecords+1) {
+			deleteAttempts++
 			if err := deleteWhileIdle(ctx, &idle, &inflight, &deleted, backend, adm, rep, cfg, trace, out); err != nil {
 				runErr = err
 				break
