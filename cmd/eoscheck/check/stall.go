@@ -240,18 +240,16 @@ func (c *copier) endState(t *txnRec, commit bool, err error) {
 // endAbort ends t as an abort on purpose.
 func (c *copier) endAbort(ctx context.Context, t *txnRec) {
 	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	committed, err := c.sess.End(ectx, kgo.TryAbort)
+	_, err := c.sess.End(ectx, kgo.TryAbort) // never commits
 	cancel()
 	t.doneAt = c.w.log.since()
-	switch {
-	case err != nil:
+	if err != nil {
 		t.state.Store(int32(txnUnknown))
 		c.w.log.unknown.Add(1)
-	default:
-		_ = committed // End(TryAbort) never commits
-		t.state.Store(int32(txnAborted))
-		c.w.log.aborts.Add(1)
+		return
 	}
+	t.state.Store(int32(txnAborted))
+	c.w.log.aborts.Add(1)
 }
 
 // staleOffsetCommit adds the group to the open transaction and commits
