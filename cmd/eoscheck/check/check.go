@@ -914,14 +914,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer pauseWG.Wait()
 	soon := false // the next restart follows at once (after DeleteRecords)
-	// A wedged producer never finishes sending: the schedule waits for the
-	// producers at most flushTimeout after the rest of it is over.
+	// A wedged producer never gets all its records answered: the schedule
+	// waits for the producers to finish (and, with Java copiers, for every
+	// Produce to be answered: they start only then) at most flushTimeout
+	// after the rest of it is over.
 	flushTimeout := max(cfg.CopyTimeout, time.Minute) + time.Minute
 	var restOver time.Time
 	producersStuck := false
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
-		// (The Java copiers start only once the producers are done.)
-		if !producersDone && durationOver && kills >= cfg.Kills {
+		waitingForInput := !producersDone || (cfg.JavaCopiers > 0 && jw == nil)
+		if waitingForInput && durationOver && kills >= cfg.Kills {
 			if restOver.IsZero() {
 				restOver = time.Now()
 			} else if time.Since(restOver) > flushTimeout {
@@ -1113,10 +1115,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// input no longer changes, and the check goes on.
 	if producersStuck {
 		// Their Produce calls waiting for buffer space fail; what they
-		// buffered is aborted below.
+		// buffered is closed away below.
 		stopProducers()
 		prodWG.Wait()
 		flushTimeout = time.Second
+		fmt.Fprintf(out, "the producers' records were not all answered %v after the rest of the schedule\n", max(cfg.CopyTimeout, time.Minute)+time.Minute)
 	}
 	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
@@ -1126,7 +1129,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
 			}
 			rep.Unanswered = inflight.Load()
-			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered %v after the fault schedule; closing the producers\n", rep.Unanswered, max(flushTimeout, time.Since(faultsOver)).Round(time.Second))
+			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered; closing the producers\n", rep.Unanswered)
 			trace.printf("producers wedged: %d Produce calls unanswered after %v", rep.Unanswered, flushTimeout)
 			// Closed, not AbortBufferedRecords: that waits for the
 			// requests in flight, which eosproxy keeps answering with
