@@ -132,7 +132,7 @@ func TestEoscheckInitReads(t *testing.T) {
 
 func TestEoscheckDeleteRecords(t *testing.T) {
 	// A wedged producer is counted CopyTimeout+1 min after the schedule.
-	rep := faultSchedule(t, 4*time.Minute, func(c *check.Config) {
+	rep := faultSchedule(t, 5*time.Minute, func(c *check.Config) {
 		c.DeleteRecords = 2
 		c.Kills = 8
 		c.CopyTimeout = 30 * time.Second

@@ -117,7 +117,8 @@ func readRanges(ctx context.Context, backend []string, topic string, ranges map[
 }
 
 // deleteWhileIdle holds the producers (idle, write-locked, keeps them
-// between ticks), waits until every Produce is answered and (for up to 30 s)
+// between ticks), waits until every Produce is answered (for up to 20 s:
+// a wedged producer's never are) and (for up to 30 s)
 // the copiers have committed the input up to its end, then moves the
 // input's log start up to the copiers' committed offsets in the backend
 // (to the end without copiers), leaving the Java copiers' partitions alone.
@@ -139,7 +140,7 @@ func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.I
 		}
 	}
 	defer idle.Unlock()
-	for inflight.Load() > 0 && time.Since(t0) < 2*time.Minute {
+	for inflight.Load() > 0 && time.Since(t0) < 20*time.Second {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
