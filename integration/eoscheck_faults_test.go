@@ -159,7 +159,9 @@ func TestEoscheckTwoBrokers(t *testing.T) {
 		t.Fatal("EOSPROXY_TEST_KAFKA_2B is set without EOSPROXY_KAFKA_RUN_2B (the two-broker cluster's run dir)")
 	}
 	ksh := "EOSPROXY_KAFKA_RUN=" + shellQuote(run) + " bash " + shellQuote(sh)
-	rep := faultSchedule(t, 5*time.Minute, func(c *check.Config) {
+	// Broker restarts take up to a minute; a wedged producer is counted
+	// two minutes after the schedule.
+	rep := faultSchedule(t, 8*time.Minute, func(c *check.Config) {
 		c.Upstream = addr
 		c.Records = 15_000
 		c.Kills = 6
