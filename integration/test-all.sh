@@ -9,7 +9,15 @@ FUZZTIME="${FUZZTIME:-10s}"
 KAFKA=integration/kafka/kafka.sh
 
 bash "$KAFKA" start
-trap 'bash "$KAFKA" stop >/dev/null 2>&1 || true' EXIT
+# A second cluster of two brokers (replication factor 2) for eoscheck's
+# follower pauses and broker restarts (TestEoscheckTwoBrokers), on its own
+# ports and run dir.
+KAFKA_2B_ENV=(KAFKA_BROKERS=2 KAFKA_PORT="${KAFKA_2B_PORT:-39192}" KAFKA_CONTROLLER_PORT="${KAFKA_2B_CONTROLLER_PORT:-39193}"
+  KAFKA_PORT2="${KAFKA_2B_PORT2:-39194}" EOSPROXY_KAFKA_RUN="${EOSPROXY_KAFKA_RUN_2B:-/tmp/eosproxy-kafka-run-2b}"
+  KAFKA_HEAP_OPTS="-Xmx512m -Xms128m")
+trap 'bash "$KAFKA" stop >/dev/null 2>&1 || true; env "${KAFKA_2B_ENV[@]}" bash "$KAFKA" stop >/dev/null 2>&1 || true' EXIT
+EOSPROXY_TEST_KAFKA_2B="$(env "${KAFKA_2B_ENV[@]}" bash "$KAFKA" start)"
+export EOSPROXY_TEST_KAFKA_2B EOSPROXY_KAFKA_RUN_2B="${EOSPROXY_KAFKA_RUN_2B:-/tmp/eosproxy-kafka-run-2b}"
 eval "$(bash "$KAFKA" env | sed 's/^/export /')"
 
 echo "== go test ./... (all tiers, real broker at $EOSPROXY_TEST_KAFKA)"

@@ -75,6 +75,22 @@ SIGKILLed (up to --java-kills times), and --java-crashes times a copier's JVM
 is SIGKILLed; a copier that dies or exits with an error is started again
 with the same transactional id and group.
 
+Issue 9's faults: --stalls freezes a copier mid-transaction (every
+connection of its client held, as SIGSTOP would) until the backend's group
+has removed it, then has it commit the transaction's offsets as the member
+and generation it was (Kafka refuses them: UNKNOWN_MEMBER_ID,
+ILLEGAL_GENERATION, STALE_MEMBER_EPOCH); --group-protocol consumer has the
+copiers use KIP-848's consumer protocol; --clean-restarts stops eosproxy with
+SIGTERM rather than SIGKILL, --commit-kills times restarts to a copier's
+commit; --commit-restarts replaces a copier right after a commit and (as
+--init-reads for every new instance) has the new instance read the output
+read_committed right after InitProducerId and check that its predecessors'
+commits are all there; --delete-records idles the producers and moves the
+input's log start up with DeleteRecords; --replication-factor and
+--pause-broker (SIGSTOP of the second broker of KAFKA_BROKERS=2 kafka.sh)
+and --restart-broker with --broker-restart-cmd 'kafka.sh restart-node 2'
+exercise a two-broker cluster.
+
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
 transaction), uncommitted reads (read before its copier asked to commit),
@@ -124,6 +140,22 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.IntVar(&cfg.JavaCrashes, "java-crashes", 2, "with --java-copiers: SIGKILLs of a Java copier's JVM (a client crash), spread over the copiers and their progress; each is restarted")
 	fs.StringVar(&cfg.KafkaSh, "kafka-sh", "", "with --java-copiers: `path` of kafka.sh, which runs Java classes on the Kafka jars (default: <repo>/integration/kafka/kafka.sh, found from the working directory upwards)")
 	fs.StringVar(&cfg.BrokerRestartCmd, "broker-restart-cmd", "", "with --restart-broker: shell `command` that restarts the broker keeping its data and returns once it serves metadata (default: bash <repo>/integration/kafka/kafka.sh restart, found from the working directory upwards)")
+	fs.IntVar(&cfg.Stalls, "stalls", 0, "copiers frozen mid-transaction (every connection held, as by SIGSTOP) until the backend's group removed them, then committing the offsets as their old member and generation (Kafka refuses them); the copiers' session timeout is then 6 s; needs --copiers 2 or more")
+	fs.StringVar(&cfg.GroupProtocol, "group-protocol", "classic", "the copiers' group protocol: classic, or consumer (KIP-848, ConsumerGroupHeartbeat)")
+	fs.IntVar(&cfg.CleanRestarts, "clean-restarts", 0, "restarts of eosproxy that stop it with SIGTERM (a clean shutdown) instead of SIGKILL, spread over the schedule")
+	fs.IntVar(&cfg.CommitKills, "commit-kills", 0, "restarts of eosproxy timed to a copier's commit (offsets in flight), alternately SIGTERM and SIGKILL")
+	fs.IntVar(&cfg.CommitRestarts, "commit-restarts", 0, "copiers replaced right after a committed transaction; the new instance reads the output read_committed right after InitProducerId and checks the predecessors' commits are there")
+	fs.BoolVar(&cfg.InitReads, "init-reads", false, "every new copier instance reads the output read_committed right after InitProducerId and checks its predecessors' commits are there")
+	fs.IntVar(&cfg.DeleteRecords, "delete-records", 0, "times the producers idle while the input's log start is moved up with DeleteRecords (to the copiers' committed offsets), eosproxy restarted soon after they resume")
+	fs.IntVar(&cfg.ReplicationFactor, "replication-factor", 1, "replication factor of the topics eoscheck creates (2 on a two-broker cluster)")
+	fs.IntVar(&cfg.BrokerPauses, "pause-broker", 0, "times a broker is paused (--broker-pause-cmd, by default SIGSTOP of the second broker: integration/kafka/kafka.sh pause 2) for --broker-pause, then resumed (--upstream only)")
+	fs.DurationVar(&cfg.BrokerPause, "broker-pause", 8*time.Second, "with --pause-broker: how long each pause lasts")
+	fs.StringVar(&cfg.BrokerPauseCmd, "broker-pause-cmd", "", "with --pause-broker: shell `command` pausing the broker (default: bash <repo>/integration/kafka/kafka.sh pause 2)")
+	fs.StringVar(&cfg.BrokerResumeCmd, "broker-resume-cmd", "", "with --pause-broker: shell `command` resuming it (default: bash <repo>/integration/kafka/kafka.sh resume 2)")
+	fs.Func("proxy-arg", "extra `argument` of every eosproxy run (repeat the flag for several)", func(v string) error {
+		cfg.ProxyArgs = append(cfg.ProxyArgs, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -150,6 +182,25 @@ anomaly, 1 anomalies, 2 the check could not run.
 				return 2
 			}
 			cfg.BrokerRestartCmd = "bash " + shellQuote(script) + " restart"
+		}
+	}
+	if cfg.BrokerPauses > 0 {
+		if cfg.Upstream == "" {
+			fmt.Fprintln(os.Stderr, "eoscheck: --pause-broker needs --upstream: it pauses a real broker")
+			return 2
+		}
+		if cfg.BrokerPauseCmd == "" || cfg.BrokerResumeCmd == "" {
+			script, err := findKafkaScript()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "eoscheck: --pause-broker: %v; give --broker-pause-cmd and --broker-resume-cmd\n", err)
+				return 2
+			}
+			if cfg.BrokerPauseCmd == "" {
+				cfg.BrokerPauseCmd = "bash " + shellQuote(script) + " pause 2"
+			}
+			if cfg.BrokerResumeCmd == "" {
+				cfg.BrokerResumeCmd = "bash " + shellQuote(script) + " resume 2"
+			}
 		}
 	}
 	if cfg.JavaCopiers > 0 {

@@ -124,6 +124,54 @@ type Config struct {
 	// and their progress; the copier is started again with the same
 	// transactional id and group.
 	JavaCrashes int
+
+	// Stalls is how many times, spread over the kill schedule, a copier
+	// freezes mid-transaction (every connection of its client held, as
+	// SIGSTOP would: no heartbeat) until the backend's group has removed
+	// it and moved its partitions to a copier with another transactional
+	// id, then commits the transaction's offsets as the member and
+	// generation it was (Kafka refuses them). The copiers' session timeout
+	// is then 6 s. Needs at least two copiers.
+	Stalls int
+	// GroupProtocol is the copiers' group protocol: "classic" (default)
+	// or "consumer" (KIP-848, ConsumerGroupHeartbeat; the backend's group
+	// must then be of type consumer, else the check cannot run).
+	GroupProtocol string
+	// CleanRestarts is how many of the restarts of eosproxy, spread over
+	// the schedule, stop it with SIGTERM (a clean shutdown) instead of
+	// SIGKILL.
+	CleanRestarts int
+	// CommitKills is how many of the restarts are timed to a copier's
+	// commit (right after it asked to commit: offsets in flight),
+	// alternately SIGTERM and SIGKILL.
+	CommitKills int
+	// CommitRestarts is how many times, spread over the kill schedule, a
+	// copier is replaced right after a committed transaction by a new
+	// instance with the same transactional id, which reads the output
+	// read_committed right after InitProducerId and checks every
+	// transaction its predecessors committed is there.
+	CommitRestarts int
+	// InitReads makes every new copier instance (also those replacing a
+	// copier mid-transaction, or after a stall) make that check.
+	InitReads bool
+	// DeleteRecords is how many times, spread over the kill schedule, the
+	// producers idle while the input's log start is moved up with
+	// DeleteRecords (to the copiers' committed offsets: nothing not yet
+	// copied is deleted; partitions of Java copiers are left alone), and
+	// eosproxy is restarted soon after they resume.
+	DeleteRecords int
+	// ReplicationFactor of the topics eoscheck creates; 0: 1.
+	ReplicationFactor int
+	// BrokerPauses is how many times, spread over the kill schedule, a
+	// broker is paused (BrokerPauseCmd, e.g. SIGSTOP of the second broker
+	// of a two-broker cluster) for BrokerPause, then resumed
+	// (BrokerResumeCmd). Needs Upstream.
+	BrokerPauses    int
+	BrokerPause     time.Duration
+	BrokerPauseCmd  string
+	BrokerResumeCmd string
+	// ProxyArgs are extra arguments of every eosproxy run.
+	ProxyArgs []string
 }
 
 // Report is the outcome, written as JSON.
@@ -173,6 +221,23 @@ type Report struct {
 	// ProxyLog counts eosproxy's warnings and errors and the log lines
 	// that show it resolving an unknown outcome, by message.
 	ProxyLog map[string]int `json:"proxy_log,omitempty"`
+
+	// Of the Kills restarts of eosproxy: stopped with SIGTERM (clean), and
+	// timed to a copier's commit (of them with SIGTERM). CleanStopErrors
+	// are clean stops that did not end with exit status 0.
+	// Unanswered are the producers' Produce calls still unanswered
+	// CopyTimeout+1 min after the fault schedule (a wedged producer), then
+	// aborted: anomalies.
+	Unanswered          int64    `json:"unanswered"`
+	CleanRestarts       int      `json:"sigterm_restarts"`
+	CommitKills         int      `json:"restarts_at_commit"`
+	CommitKillsClean    int      `json:"restarts_at_commit_sigterm"`
+	CleanStopErrors     []string `json:"clean_stop_errors,omitempty"`
+	DeleteRecordsEvents int      `json:"delete_records"` // DeleteRecords on the input while the producers idled
+	DeletedRecords      int64    `json:"deleted_records"`
+	ReplicationFactor   int      `json:"replication_factor"`
+	BrokerPauses        int      `json:"broker_pauses"`
+	BrokerPauseSeconds  float64  `json:"broker_pause_seconds,omitempty"`
 }
 
 // CopyReport is the transactional copiers' part of the report.
@@ -210,11 +275,31 @@ type CopyReport struct {
 	OutputIsInput    bool  `json:"output_equals_input"`  // the output's input ids are the input's, once each
 
 	ClientErrors []string `json:"client_errors,omitempty"`
+
+	// GroupProtocol is the protocol the copiers asked for; GroupType the
+	// type the backend gives their group.
+	GroupProtocol string `json:"group_protocol"`
+	GroupType     string `json:"group_type"`
+	// Stalls past the session timeout, and what became of the stalled
+	// copiers' stale offset commits.
+	Stalls *StallReport `json:"stalls,omitempty"`
+	// CommitRestarts: copiers replaced right after a commit.
+	CommitRestarts int64 `json:"restarts_after_commit"`
+	// InitReads: new instances' reads of the output right after
+	// InitProducerId.
+	InitReads *InitReadReport `json:"init_reads,omitempty"`
 }
 
 func (c *CopyReport) anomalies() int64 {
-	return c.Lost + c.Duplicates + c.AbortedReads + c.UncommittedReads + c.CommitMissing +
+	n := c.Lost + c.Duplicates + c.AbortedReads + c.UncommittedReads + c.CommitMissing +
 		c.Unexpected + c.ReaderMismatches + c.OffsetMismatches + c.ZombieCommits
+	if c.Stalls != nil {
+		n += c.Stalls.Accepted
+	}
+	if c.InitReads != nil {
+		n += c.InitReads.Missing
+	}
+	return n
 }
 
 // Valid reports whether the run found no anomaly.
@@ -272,14 +357,27 @@ func (c *Config) defaults() {
 	if c.BackendErrors && c.BackendErrorRate <= 0 {
 		c.BackendErrorRate = 0.03
 	}
+	if c.GroupProtocol == "" {
+		c.GroupProtocol = "classic"
+	}
+	if c.ReplicationFactor <= 0 {
+		c.ReplicationFactor = 1
+	}
+	if c.BrokerPause <= 0 {
+		c.BrokerPause = 8 * time.Second
+	}
 }
 
 // producer is one idempotent producer's bookkeeping.
 type producer struct {
-	cl    *kgo.Client
-	sent  atomic.Int64  // values 0..sent-1 were handed to Produce
-	acked []atomic.Bool // by seq
+	closeOnce sync.Once
+	cl        *kgo.Client
+	sent      atomic.Int64  // values 0..sent-1 were handed to Produce
+	acked     []atomic.Bool // by seq
 }
+
+// close closes the producer's client (once): what it still buffers fails.
+func (p *producer) close() { p.closeOnce.Do(p.cl.Close) }
 
 // Run runs one check. An error means the check could not be carried out
 // (the report may be partial); anomalies are in the report.
@@ -304,6 +402,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.JavaCopiers > 0 {
 		rep.Note += fmt.Sprintf(", %d Java TransactionalMessageCopiers (random aborts, up to %d SIGKILLs while they run, %d of their JVMs SIGKILLed)", cfg.JavaCopiers, cfg.JavaKills, cfg.JavaCrashes)
 	}
+	if cfg.Copiers > 0 && cfg.GroupProtocol != "classic" {
+		rep.Note += fmt.Sprintf(", copiers in a %s-protocol group", cfg.GroupProtocol)
+	}
+	if cfg.Stalls > 0 {
+		rep.Note += fmt.Sprintf(", %d copier stalls past the session timeout", cfg.Stalls)
+	}
+	if cfg.CleanRestarts > 0 || cfg.CommitKills > 0 {
+		rep.Note += fmt.Sprintf(", %d SIGTERM restarts and %d restarts at a commit", cfg.CleanRestarts, cfg.CommitKills)
+	}
+	if cfg.CommitRestarts > 0 || cfg.InitReads {
+		rep.Note += fmt.Sprintf(", %d copier replacements right after a commit, output read after InitProducerId", cfg.CommitRestarts)
+	}
+	if cfg.DeleteRecords > 0 {
+		rep.Note += fmt.Sprintf(", %d DeleteRecords on the input while the producers idle", cfg.DeleteRecords)
+	}
+	if cfg.ReplicationFactor > 1 || cfg.BrokerPauses > 0 {
+		rep.Note += fmt.Sprintf(", replication factor %d, %d broker pauses", cfg.ReplicationFactor, cfg.BrokerPauses)
+	}
+	rep.ReplicationFactor = cfg.ReplicationFactor
 	start := time.Now()
 	out := cfg.Progress
 
@@ -315,6 +432,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.RestartBroker > 0 && (cfg.Upstream == "" || cfg.BrokerRestartCmd == "") {
 		return rep, errors.New("--restart-broker needs --upstream and a broker restart command")
+	}
+	if cfg.BrokerPauses > 0 && (cfg.Upstream == "" || cfg.BrokerPauseCmd == "" || cfg.BrokerResumeCmd == "") {
+		return rep, errors.New("--pause-broker needs --upstream and broker pause and resume commands")
+	}
+	if cfg.Stalls > 0 && cfg.Copiers < 2 {
+		return rep, errors.New("--stalls needs at least two copiers: the group must move the stalled copier's partitions to another")
+	}
+	if cfg.GroupProtocol != "classic" && cfg.GroupProtocol != "consumer" {
+		return rep, fmt.Errorf("--group-protocol %q: classic or consumer", cfg.GroupProtocol)
 	}
 	if cfg.JavaCopiers > 0 {
 		switch {
@@ -366,6 +492,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Backend = cfg.Upstream
 	} else {
 		opts := []kfake.Opt{kfake.NumBrokers(3)}
+		if cfg.Stalls > 0 && cfg.GroupProtocol == "consumer" {
+			// A stalled member is removed after the group's session
+			// timeout (45 s by default).
+			opts = append(opts, kfake.BrokerConfigs(map[string]string{
+				"group.consumer.session.timeout.ms":    "6000",
+				"group.consumer.heartbeat.interval.ms": "1000",
+			}))
+		}
 		kind := "kfake (with idempotence: commits forwarded under eosproxy's producer id)"
 		if !cfg.BackendIdempotence {
 			opts = append(opts, kfake.MaxVersions(faults.NoEOSVersions()))
@@ -403,20 +537,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, fmt.Errorf("backend metadata: %w", err)
 	}
 	rep.Topic = fmt.Sprintf("eoscheck-%d", cfg.Seed)
-	if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Topic); err != nil {
+	if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), nil, rep.Topic); err != nil {
 		return rep, fmt.Errorf("create topic: %w", err)
 	}
 	if cfg.Copiers > 0 {
 		rep.Copy = &CopyReport{Copiers: cfg.Copiers, Readers: cfg.Readers, AbortRate: cfg.AbortRate,
 			OutputTopic: rep.Topic + "-out", Group: fmt.Sprintf("eoscheck-%d-copiers", cfg.Seed)}
-		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.Copy.OutputTopic); err != nil {
+		rep.Copy.GroupProtocol = cfg.GroupProtocol
+		if cfg.Stalls > 0 {
+			rep.Copy.Stalls = &StallReport{}
+		}
+		if cfg.CommitRestarts > 0 || cfg.InitReads {
+			rep.Copy.InitReads = &InitReadReport{}
+		}
+		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), nil, rep.Copy.OutputTopic); err != nil {
 			return rep, fmt.Errorf("create output topic: %w", err)
 		}
 	}
 	if cfg.JavaCopiers > 0 {
 		// The tool writes each record to the partition it read it from.
 		rep.JavaCopy = &JavaCopyReport{Copiers: cfg.JavaCopiers, OutputTopic: rep.Topic + "-java-out", TransactionSize: javaTxnSize}
-		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), 1, nil, rep.JavaCopy.OutputTopic); err != nil {
+		if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), nil, rep.JavaCopy.OutputTopic); err != nil {
 			return rep, fmt.Errorf("create java output topic: %w", err)
 		}
 	}
@@ -456,6 +597,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"--upstream", strings.Join(backend, ","),
 		"--data-dir", dataDir,
 	}}
+	pp.args = append(pp.args, cfg.ProxyArgs...)
 	defer pp.stop()
 	bootstrap, err := pp.start()
 	if err != nil {
@@ -488,8 +630,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		defer cl.Close()
 		prods[i] = &producer{cl: cl, acked: make([]atomic.Bool, perProducer)}
+		defer prods[i].close()
 	}
 
 	// Copiers and the readers of their output.
@@ -509,7 +651,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			kgoLog = &syncWriter{w: f}
 		}
 		cw = &copyWork{clientOpts: clientOpts, kgoLog: kgoLog, seed: cfg.Seed, bootstrap: bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
-			group: rep.Copy.Group, abortRate: cfg.AbortRate, log: tlog, trace: trace}
+			group: rep.Copy.Group, abortRate: cfg.AbortRate, log: tlog, trace: trace,
+			adm: adm, consumerProtocol: cfg.GroupProtocol == "consumer", initReadAll: cfg.InitReads,
+			commitHook: make(chan struct{}, 1)}
+		if cfg.Stalls > 0 {
+			// Short enough that a stall is a few seconds, long enough
+			// for the group.min.session.timeout.ms of Kafka and kfake
+			// (6 s); the transactions must outlive a stall.
+			cw.sessionTimeout, cw.txnTimeout = 6*time.Second, 90*time.Second
+			if cfg.GroupProtocol == "consumer" && cfg.Upstream != "" {
+				if err := setGroupSessionTimeout(ctx, direct, rep.Copy.Group); err != nil {
+					fmt.Fprintf(out, "copiers' group: could not lower its session timeout (stalls then last 45 s): %v\n", err)
+				}
+			}
+		}
 		if err := cw.start(ctx, cfg.Copiers); err != nil {
 			return rep, fmt.Errorf("copiers: %w", err)
 		}
@@ -546,10 +701,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rate = max(1000, int(float64(cfg.Records)/span.Seconds()))
 	}
 
+	// idle, write-locked, holds the producers between ticks while the
+	// input's records are deleted; inflight counts Produce calls not yet
+	// answered.
+	var idle sync.RWMutex
+	var inflight atomic.Int64
 	var acked, failed, sent atomic.Int64
 	var firstErr atomic.Pointer[string]
 	var wg sync.WaitGroup // outstanding Produce callbacks
 	var prodWG sync.WaitGroup
+	// prodCtx ends the producers early when they are wedged (Produce
+	// blocks once their buffers are full).
+	prodCtx, stopProducers := context.WithCancel(ctx)
+	defer stopProducers()
 	for i, p := range prods {
 		prodWG.Add(1)
 		go func() {
@@ -559,17 +723,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			perTick := max(1, rate/cfg.Producers/100)
 			t0 := time.Now()
 			for seq := 0; seq < perProducer && int(sent.Load()) < cfg.Records; {
+				idle.RLock()
 				// Catch up to the rate: records due by now.
 				due := min(perProducer, int(time.Since(t0).Seconds()*float64(rate)/float64(cfg.Producers))+perTick)
 				for ; seq < due && int(sent.Add(1)) <= cfg.Records; seq++ {
 					s := seq
 					wg.Add(1)
+					inflight.Add(1)
 					p.sent.Store(int64(s + 1))
-					p.cl.Produce(context.Background(), &kgo.Record{
+					p.cl.Produce(prodCtx, &kgo.Record{
 						Key:   []byte(strconv.Itoa(s % 64)),
 						Value: []byte(strconv.Itoa(i) + "-" + strconv.Itoa(s)),
 					}, func(_ *kgo.Record, err error) {
 						defer wg.Done()
+						defer inflight.Add(-1)
 						if err != nil {
 							failed.Add(1)
 							msg := err.Error()
@@ -580,9 +747,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 						acked.Add(1)
 					})
 				}
+				idle.RUnlock()
 				select {
 				case <-tick.C:
-				case <-ctx.Done():
+				case <-prodCtx.Done():
 					return
 				}
 			}
@@ -696,22 +864,98 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// JavaKills kills hit them while they copied. Copier replacements and
 	// broker restarts are spread over the first Kills kills (broker restart
 	// j of RestartBroker before kill ceil(j*Kills/(RestartBroker+1)));
-	// eosproxy stays up while the broker is down.
+	// eosproxy stays up while the broker is down. Stalls, replacements
+	// after a commit, DeleteRecords and broker pauses are spread the same
+	// way; restarts timed to a commit are armed while fewer than their
+	// share of the kills so far were, and the next commit a copier asks
+	// for then triggers the restart; the clean (SIGTERM) restarts are
+	// spread over the others.
 	var runErr error
 	deadline := time.After(cfg.Duration)
 	durationOver := cfg.Duration <= 0
 	producersDone := false
-	restartsAsked := 0
+	restartsAsked, stallsAsked, commitRestartsAsked := 0, 0, 0
+	timerClean := 0 // SIGTERM restarts not timed to a commit
+	var deleted deletedInput
+	deleteAttempts := 0 // some delete nothing (copiers not yet committed) or are skipped
+	// A broker pause runs on its own, so that the pause lasts what it
+	// should whatever the schedule waits for meanwhile.
+	var pausing atomic.Bool
+	var pauseWG sync.WaitGroup
+	var pauseErr atomic.Pointer[string]
+	pauseLog := filepath.Join(work, "broker-pauses.log")
+	pauseBroker := func(n int) {
+		pausing.Store(true)
+		pauseWG.Add(1)
+		go func() {
+			defer pauseWG.Done()
+			defer pausing.Store(false)
+			if err := runCmd(ctx, cfg.BrokerPauseCmd, pauseLog); err != nil {
+				msg := fmt.Sprintf("broker pause %d: %v", n, err)
+				pauseErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("broker pause %d: paused for %v", n, cfg.BrokerPause)
+			fmt.Fprintf(out, "broker pause %d: %s for %v\n", n, cfg.BrokerPauseCmd, cfg.BrokerPause)
+			select {
+			case <-time.After(cfg.BrokerPause):
+			case <-ctx.Done():
+			}
+			// Resumed even when the run is cancelled: a broker left
+			// stopped would hang every later user of it.
+			if err := runCmd(context.Background(), cfg.BrokerResumeCmd, pauseLog); err != nil {
+				msg := fmt.Sprintf("broker pause %d: resume: %v", n, err)
+				pauseErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("broker pause %d: resumed", n)
+			fmt.Fprintf(out, "broker pause %d: resumed\n", n)
+		}()
+	}
+	defer pauseWG.Wait()
+	soon := false // the next restart follows at once (after DeleteRecords)
+	// A wedged producer never gets all its records answered: the schedule
+	// waits for the producers to finish (and, with Java copiers, for every
+	// Produce to be answered: they start only then) at most flushTimeout
+	// after the rest of it is over.
+	flushTimeout := max(cfg.CopyTimeout, time.Minute) + time.Minute
+	var restOver time.Time
+	producersStuck := false
 	for runErr == nil && (!producersDone || !durationOver || kills < cfg.Kills || !javaOver()) {
+		waitingForInput := !producersDone || (cfg.JavaCopiers > 0 && jw == nil)
+		if waitingForInput && durationOver && kills >= cfg.Kills {
+			if restOver.IsZero() {
+				restOver = time.Now()
+			} else if time.Since(restOver) > flushTimeout {
+				producersStuck = true
+				break
+			}
+		}
 		interval := cfg.KillEvery
 		if interval <= 0 {
 			interval = 300*time.Millisecond + time.Duration(rng.Int64N(int64(1200*time.Millisecond)))
 		}
+		if soon {
+			interval = 100*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
+			soon = false
+		}
+		var hook chan struct{}
+		if cw != nil && rep.CommitKills < cfg.CommitKills && rep.CommitKills*max(cfg.Kills, 1) <= kills*cfg.CommitKills {
+			hook = cw.commitHook
+			cw.commitHookArmed.Store(true)
+		}
+		atCommit := false
 		timer := time.NewTimer(interval)
 	wait:
 		for {
 			select {
 			case <-timer.C:
+				break wait
+			case <-hook:
+				// The offsets of the commit are about to go out, or
+				// on their way: restart eosproxy a moment later.
+				atCommit = true
+				time.Sleep(time.Duration(rng.Int64N(int64(30 * time.Millisecond))))
 				break wait
 			case <-producing:
 				producing = nil
@@ -740,7 +984,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if producersDone && durationOver && kills >= cfg.Kills && javaOver() {
 			break
 		}
-		for rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
+		// Not while a broker is paused (the restart may stop the paused
+		// one, whose resume would then fail).
+		for !pausing.Load() && rep.BrokerRestarts < cfg.RestartBroker && (rep.BrokerRestarts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.RestartBroker+1) {
 			n := rep.BrokerRestarts + 1
 			trace.printf("broker restart %d: stopping the broker", n)
 			brokerDown.Store(true)
@@ -761,7 +1007,51 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if runErr != nil {
 			break
 		}
-		if err := pp.kill(); err != nil {
+		if cw != nil && !atCommit {
+			cw.commitHookArmed.Store(false)
+		}
+		if p := pauseErr.Load(); p != nil {
+			runErr = errors.New(*p)
+			break
+		}
+		if !pausing.Load() && rep.BrokerPauses < cfg.BrokerPauses && (rep.BrokerPauses+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.BrokerPauses+1) {
+			rep.BrokerPauses++
+			rep.BrokerPauseSeconds += cfg.BrokerPause.Seconds()
+			pauseBroker(rep.BrokerPauses)
+		}
+		// Not while a broker is paused: the producers' Produce calls to
+		// its partitions would keep them idle for the whole pause.
+		if !producersDone && !pausing.Load() && deleteAttempts < cfg.DeleteRecords && (deleteAttempts+1)*max(cfg.Kills, 1) <= (kills+1)*(cfg.DeleteRecords+1) {
+			deleteAttempts++
+			if err := deleteWhileIdle(ctx, &idle, &inflight, &deleted, backend, adm, rep, cfg, trace, out); err != nil {
+				runErr = err
+				break
+			}
+			soon = true
+		}
+		clean := false
+		if atCommit {
+			rep.CommitKills++
+			clean = rep.CommitKills%2 == 1
+			if clean {
+				rep.CommitKillsClean++
+			}
+		} else if timerClean < cfg.CleanRestarts && timerClean*max(cfg.Kills, 1) <= kills*cfg.CleanRestarts {
+			timerClean++
+			clean = true
+		}
+		if clean {
+			unclean, err := pp.term()
+			if err != nil {
+				runErr = err
+				break
+			}
+			rep.CleanRestarts++
+			if unclean != "" {
+				rep.CleanStopErrors = append(rep.CleanStopErrors, unclean)
+				trace.printf("%s", unclean)
+			}
+		} else if err := pp.kill(); err != nil {
 			runErr = err
 			break
 		}
@@ -770,7 +1060,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if jw != nil && jw.copying() {
 			javaKills++
 		}
-		trace.printf("eosproxy SIGKILLed (kill %d)", kills)
+		how := "SIGKILLed"
+		if clean {
+			how = "stopped with SIGTERM"
+		}
+		if atCommit {
+			how += " as a copier committed"
+		}
+		trace.printf("eosproxy %s (kill %d)", how, kills)
 		if _, err := pp.start(); err != nil {
 			runErr = err
 			break
@@ -780,8 +1077,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				cw.requestRestart(restartsAsked % cfg.Copiers)
 				restartsAsked++
 			}
+			for stallsAsked < cfg.Stalls && stallsAsked*max(cfg.Kills, 1) < kills*cfg.Stalls {
+				cw.requestStall(stallsAsked % cfg.Copiers)
+				stallsAsked++
+			}
+			for commitRestartsAsked < cfg.CommitRestarts && commitRestartsAsked*max(cfg.Kills, 1) < kills*cfg.CommitRestarts {
+				// The other slot than the stalls and mid-transaction
+				// replacements of the same kill.
+				cw.requestCommitRestart((commitRestartsAsked + 1) % cfg.Copiers)
+				commitRestartsAsked++
+			}
 		}
 	}
+	if cw != nil {
+		cw.commitHookArmed.Store(false)
+	}
+	pauseWG.Wait()
+	if p := pauseErr.Load(); p != nil && runErr == nil {
+		runErr = errors.New(*p)
+	}
+	rep.DeleteRecordsEvents, rep.DeletedRecords = deleted.events, deleted.records
 	rep.Kills, rep.Restarts = kills, pp.runs-1
 	if rep.JavaCopy != nil {
 		rep.JavaCopy.KillsDuring = javaKills
@@ -794,11 +1109,35 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	faultsOver := time.Now()
 
-	flushCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// A producer whose Produce calls are still unanswered this long after
+	// the faults is wedged (eosproxy keeps answering it retriable errors):
+	// an anomaly, counted; its buffered records are then aborted, so the
+	// input no longer changes, and the check goes on.
+	if producersStuck {
+		// Their Produce calls waiting for buffer space fail; what they
+		// buffered is closed away below.
+		stopProducers()
+		prodWG.Wait()
+		flushTimeout = time.Second
+		fmt.Fprintf(out, "the producers' records were not all answered %v after the rest of the schedule\n", max(cfg.CopyTimeout, time.Minute)+time.Minute)
+	}
+	flushCtx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	for _, p := range prods {
 		if err := p.cl.Flush(flushCtx); err != nil {
-			return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
+			if ctx.Err() != nil {
+				return rep, fmt.Errorf("flush: %v (%d acked, %d failed)", err, acked.Load(), failed.Load())
+			}
+			rep.Unanswered = inflight.Load()
+			fmt.Fprintf(out, "producers wedged: %d Produce calls unanswered; closing the producers\n", rep.Unanswered)
+			trace.printf("producers wedged: %d Produce calls unanswered after %v", rep.Unanswered, flushTimeout)
+			// Closed, not AbortBufferedRecords: that waits for the
+			// requests in flight, which eosproxy keeps answering with
+			// retriable errors.
+			for _, q := range prods {
+				q.close()
+			}
+			break
 		}
 	}
 	wg.Wait()
@@ -847,12 +1186,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopProgress()
 
 	// Verdict, from the backend directly.
-	seen, err := verdict(ctx, backend, rep, prods, adm)
+	seen, err := verdict(ctx, backend, rep, prods, adm, deleted.parts)
 	if err != nil {
 		return rep, err
 	}
 	if cw != nil {
 		rep.Copy.Incarnations = cw.incarnations.Load()
+		rep.Copy.CommitRestarts = cw.restartsCommit.Load()
+		if gt, err := groupType(ctx, adm, rep.Copy.Group); err != nil {
+			rep.Copy.GroupType = "? (" + err.Error() + ")"
+		} else {
+			rep.Copy.GroupType = gt
+		}
+		if rep.Copy.GroupType != rep.Copy.GroupProtocol {
+			fmt.Fprintf(out, "the copiers asked for the %s group protocol; the backend's group is of type %q\n", rep.Copy.GroupProtocol, rep.Copy.GroupType)
+		}
+		if rep.Copy.Stalls != nil {
+			cw.stalls.mu.Lock()
+			*rep.Copy.Stalls = cw.stalls.r
+			cw.stalls.mu.Unlock()
+		}
+		if rep.Copy.InitReads != nil {
+			cw.initReads.mu.Lock()
+			*rep.Copy.InitReads = cw.initReads.r
+			cw.initReads.mu.Unlock()
+		}
 		if err := copyVerdict(ctx, backend, rep, prods, seen, tlog, readers, adm); err != nil {
 			return rep, err
 		}
@@ -963,14 +1321,31 @@ func waitReaders(ctx context.Context, adm *kadm.Client, topic string, readers []
 // straight from the backend, and counts the anomalies.
 //
 // It returns how often each producer's value was read (by producer, seq).
-func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client) ([][]int32, error) {
+//
+// deleted are the records DeleteRecords removed from the input (read just
+// before), by partition: they count as read before the rest.
+func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client, deleted map[int32][]*kgo.Record) ([][]int32, error) {
 	ends, err := adm.ListEndOffsets(ctx, rep.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("end offsets: %w", err)
 	}
+	starts, err := adm.ListStartOffsets(ctx, rep.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("start offsets: %w", err)
+	}
 	var total int64
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	rep.BackendTotal = total
+	var gone int64 // below the log start: deleted
+	starts.Each(func(o kadm.ListedOffset) { gone += o.Offset })
+	var kept int64
+	for _, rs := range deleted {
+		kept += int64(len(rs))
+	}
+	if kept != gone {
+		return nil, fmt.Errorf("the input's log starts hold %d records, eoscheck deleted (and kept) %d", gone, kept)
+	}
+	total -= gone
 	cl, err := kgo.NewClient(kgo.SeedBrokers(backend...), kgo.ConsumeTopics(rep.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -994,6 +1369,32 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 	readCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var n int64
+	account := func(r *kgo.Record) {
+		pi, seq, ok := parseValue(string(r.Value))
+		if !ok || pi >= len(prods) || int64(seq) >= prods[pi].sent.Load() {
+			rep.Unexpected++
+			example("unexpected value %q at %d/%d", r.Value, r.Partition, r.Offset)
+			return
+		}
+		if seen[pi][seq]++; seen[pi][seq] == 2 {
+			rep.Duplicates++
+			example("duplicate %d-%d at %d/%d", pi, seq, r.Partition, r.Offset)
+		}
+		if seen[pi][seq] > 1 {
+			rep.DuplicateRead++
+		}
+		k := key{r.Partition, pi}
+		if prev, ok := last[k]; ok && seq < prev {
+			rep.OrderErrors++
+			example("order: producer %d seq %d after %d in partition %d (offset %d)", pi, seq, prev, r.Partition, r.Offset)
+		}
+		last[k] = seq
+	}
+	for _, rs := range deleted {
+		for _, r := range rs {
+			account(r)
+		}
+	}
 	for n < total {
 		fs := cl.PollFetches(readCtx)
 		if readCtx.Err() != nil {
@@ -1001,25 +1402,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			n++
-			pi, seq, ok := parseValue(string(r.Value))
-			if !ok || pi >= len(prods) || int64(seq) >= prods[pi].sent.Load() {
-				rep.Unexpected++
-				example("unexpected value %q at %d/%d", r.Value, r.Partition, r.Offset)
-				return
-			}
-			if seen[pi][seq]++; seen[pi][seq] == 2 {
-				rep.Duplicates++
-				example("duplicate %d-%d at %d/%d", pi, seq, r.Partition, r.Offset)
-			}
-			if seen[pi][seq] > 1 {
-				rep.DuplicateRead++
-			}
-			k := key{r.Partition, pi}
-			if prev, ok := last[k]; ok && seq < prev {
-				rep.OrderErrors++
-				example("order: producer %d seq %d after %d in partition %d (offset %d)", pi, seq, prev, r.Partition, r.Offset)
-			}
-			last[k] = seq
+			account(r)
 		})
 	}
 	for pi, p := range prods {
@@ -1030,7 +1413,7 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 			}
 		}
 	}
-	rep.Anomalies = rep.Lost + rep.Duplicates + rep.OrderErrors + rep.Unexpected
+	rep.Anomalies = rep.Lost + rep.Duplicates + rep.OrderErrors + rep.Unexpected + rep.Unanswered
 	return seen, nil
 }
 
@@ -1054,8 +1437,27 @@ func printTable(w io.Writer, r *Report) {
 	row("acked", r.Acked)
 	row("failed (allowed)", r.Failed)
 	row("in backend", r.BackendTotal)
-	row("SIGKILLs", int64(r.Kills))
+	row("SIGKILLs", int64(r.Kills-r.CleanRestarts))
+	if r.CleanRestarts > 0 {
+		row("SIGTERMs (clean stops)", int64(r.CleanRestarts))
+		row("  clean stops not exiting 0", int64(len(r.CleanStopErrors)))
+	}
+	if r.CommitKills > 0 {
+		row("restarts as a copier committed", int64(r.CommitKills))
+		row("  of them SIGTERM", int64(r.CommitKillsClean))
+	}
 	row("restarts", int64(r.Restarts))
+	if r.ReplicationFactor > 1 {
+		row("replication factor", int64(r.ReplicationFactor))
+	}
+	if r.BrokerPauses > 0 {
+		row("broker pauses", int64(r.BrokerPauses))
+		fmt.Fprintf(w, "%-44s %10.1f\n", "  seconds paused in all", r.BrokerPauseSeconds)
+	}
+	if r.DeleteRecordsEvents > 0 {
+		row("DeleteRecords on the input (producers idle)", int64(r.DeleteRecordsEvents))
+		row("  input records deleted (kept for the check)", r.DeletedRecords)
+	}
 	if r.BrokerRestarts > 0 {
 		row("broker restarts (on its data)", int64(r.BrokerRestarts))
 		fmt.Fprintf(w, "%-44s %10.1f\n", "  longest, seconds", r.BrokerRestartSeconds)
@@ -1072,6 +1474,9 @@ func printTable(w io.Writer, r *Report) {
 			row("  "+k, r.BackendErrorsByKind[k])
 		}
 	}
+	if r.Unanswered > 0 {
+		row("Produce calls never answered (wedged)", r.Unanswered)
+	}
 	row("lost (acked, not read)", r.Lost)
 	row("duplicates", r.Duplicates)
 	row("order violations", r.OrderErrors)
@@ -1086,6 +1491,28 @@ func printTable(w io.Writer, r *Report) {
 		row("  outcome unknown (End failed)", c.Unknown)
 		row("  left open, copier closed+replaced", c.Crashed)
 		row("  of a fenced zombie", c.Zombies)
+		fmt.Fprintf(w, "%-44s %10s\n", "group protocol (backend's group type)", c.GroupProtocol+" ("+c.GroupType+")")
+		if st := c.Stalls; st != nil {
+			row("stalls past the session timeout", st.Stalls)
+			row("  group moved on before it woke", st.GroupMovedOn)
+			row("  stale offsets refused, aborted", st.Refused)
+			for _, k := range sortedKeys(st.RefusedByCode) {
+				row("    "+k, st.RefusedByCode[k])
+			}
+			row("  stale offsets ACCEPTED", st.Accepted)
+			row("    then committed", st.AcceptedCommitted)
+			row("  errors (outcome unknown)", st.Errors)
+			fmt.Fprintf(w, "%-44s %10.1f\n", "  longest stall, seconds", st.LongestSeconds)
+		}
+		if c.CommitRestarts > 0 || c.InitReads != nil {
+			row("replaced right after a commit", c.CommitRestarts)
+		}
+		if ir := c.InitReads; ir != nil {
+			row("output reads after InitProducerId", ir.Checks)
+			row("  predecessors' committed records sought", ir.Expected)
+			row("  missing", ir.Missing)
+			row("  reads that failed", ir.Errors)
+		}
 		row("input records", c.InputTotal)
 		row("copied in committed transactions", c.Copied)
 		row("output records", c.OutputTotal)

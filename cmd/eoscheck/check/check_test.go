@@ -58,7 +58,7 @@ func TestVerdictCountsAnomalies(t *testing.T) {
 		}
 	}
 	rep := &Report{Topic: "t"}
-	if _, err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm); err != nil {
+	if _, err := verdict(ctx, fake.ListenAddrs(), rep, prods, adm, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Lost != 2 || rep.Duplicates != 1 || rep.OrderErrors != 1 || rep.Unexpected != 3 || rep.Anomalies != 7 {
@@ -79,7 +79,9 @@ func TestCopyVerdictCountsAnomalies(t *testing.T) {
 	// Input: producer 0 sent 0..7, all in the input topic.
 	prods := []*producer{{acked: make([]atomic.Bool, 8)}}
 	prods[0].sent.Store(8)
-	seen := [][]int32{{1, 1, 1, 1, 1, 1, 1, 1}}
+	// 0-5 is in the input twice (its producer's duplicate): copied
+	// twice, it is no copier's duplicate.
+	seen := [][]int32{{1, 1, 1, 1, 1, 2, 1, 1}}
 	for i := range 8 {
 		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "in", Partition: int32(i % 2), Value: fmt.Appendf(nil, "0-%d", i)}).FirstErr(); err != nil {
 			t.Fatal(err)
@@ -102,6 +104,7 @@ func TestCopyVerdictCountsAnomalies(t *testing.T) {
 	txn(txnCommitted, 2, 5)    // 4: 2 again: duplicate
 	txn(txnCrashed, 6)         // 5: read: aborted read (fenced copier)
 	txn(txnOpen, 6)            // 6: read: never ended
+	txn(txnCommitted, 5)       // 7: the input's second 0-5
 	// 7 is never copied, 6 has no committed copy and 4 is missing from its
 	// committed transaction: 3 lost.
 	write := []struct {
@@ -114,6 +117,7 @@ func TestCopyVerdictCountsAnomalies(t *testing.T) {
 		{0, "0-2:0:4"}, {1, "0-5:0:4"},
 		{0, "0-6:0:5"},
 		{1, "0-6:0:6"},
+		{0, "0-5:0:7"},
 		{1, "0-5:0:99"}, {0, "junk"}, {0, "0-0:1:1"}, {1, "0-1:0:3"}, // 4 unexpected
 	}
 	for _, w := range write {

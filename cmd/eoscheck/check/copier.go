@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -207,6 +208,41 @@ type copyWork struct {
 	restartsRequested atomic.Int64
 	incarnations      atomic.Int64
 	cancel            context.CancelFunc
+
+	// adm reads the backend directly (the group's members, for stalls).
+	adm *kadm.Client
+	// consumerProtocol: the copiers join with KIP-848's consumer
+	// protocol (ConsumerGroupHeartbeat), the server assigning partitions.
+	consumerProtocol bool
+	// sessionTimeout of the copiers' classic group membership; 0: 15 s.
+	sessionTimeout time.Duration
+	// txnTimeout of the copiers' transactions; 0: 20 s.
+	txnTimeout time.Duration
+	gates      []*gate       // by slot: freezes the slot's client connections
+	stallReq   []atomic.Bool // by slot: stall in the next transaction
+	// commitRestartReq, by slot: replace the copier right after its next
+	// committed transaction; the new instance then checks its output.
+	commitRestartReq []atomic.Bool
+	restartsCommit   atomic.Int64
+	// initReadAll: every new instance checks its output right after
+	// InitProducerId, not only those replacing a copier right after a
+	// commit.
+	initReadAll bool
+	// commitHook, when armed, gets a value as a copier asks to commit
+	// (End(TryCommit) about to be called): the fault schedule then
+	// restarts eosproxy while the commit's offsets are in flight.
+	commitHook      chan struct{}
+	commitHookArmed atomic.Bool
+
+	stalls struct {
+		mu sync.Mutex
+		r  StallReport
+	}
+	initReads struct {
+		mu       sync.Mutex
+		r        InitReadReport
+		examples int
+	}
 }
 
 func (w *copyWork) txnID(slot int) string {
@@ -222,17 +258,34 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 			return fmt.Sprintf("%8.3fs [copier %d session %d] ", time.Since(start).Seconds(), slot, n)
 		})))
 	}
+	if w.consumerProtocol {
+		// KIP-848: the broker assigns (the "range" assignor); franz-go
+		// falls back to the classic protocol silently when the broker
+		// does not offer ConsumerGroupHeartbeat v1, which the run checks
+		// in the backend's group type.
+		logOpts = append(logOpts, kgo.ServerSideBalancer(), kgo.Balancers(kgo.RangeBalancer()))
+	}
+	if slot < len(w.gates) {
+		logOpts = append(logOpts, kgo.Dialer(w.gates[slot].dialer()))
+	}
+	sessionTimeout, txnTimeout := w.sessionTimeout, w.txnTimeout
+	if sessionTimeout <= 0 {
+		sessionTimeout = 15 * time.Second
+	}
+	if txnTimeout <= 0 {
+		txnTimeout = 20 * time.Second
+	}
 	return kgo.NewGroupTransactSession(append(logOpts,
 		kgo.SeedBrokers(w.bootstrap),
 		kgo.TransactionalID(w.txnID(slot)),
-		kgo.TransactionTimeout(20*time.Second),
+		kgo.TransactionTimeout(txnTimeout),
 		// read_committed; RequireStable OffsetFetch is always on for group
 		// consumers in this franz-go (kgo.RequireStableFetchOffsets is a
 		// deprecated no-op).
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(w.group), kgo.ConsumeTopics(w.in), kgo.DefaultProduceTopic(w.out),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.HeartbeatInterval(time.Second), kgo.SessionTimeout(15*time.Second), kgo.RebalanceTimeout(20*time.Second),
+		kgo.HeartbeatInterval(time.Second), kgo.SessionTimeout(sessionTimeout), kgo.RebalanceTimeout(20*time.Second),
 		kgo.RequestRetries(1<<30), kgo.RetryTimeout(2*time.Minute),
 		kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
 		kgo.MetadataMinAge(100*time.Millisecond),
@@ -246,6 +299,15 @@ func (w *copyWork) start(parent context.Context, copiers int) error {
 	ctx, cancel := context.WithCancel(parent)
 	w.cancel = cancel
 	w.restartReq = make([]atomic.Bool, copiers)
+	w.stallReq = make([]atomic.Bool, copiers)
+	w.commitRestartReq = make([]atomic.Bool, copiers)
+	w.gates = make([]*gate, copiers)
+	for i := range w.gates {
+		w.gates[i] = &gate{}
+	}
+	if w.stalls.r.RefusedByCode == nil {
+		w.stalls.r.RefusedByCode = map[string]int64{}
+	}
 	sessions := make([]*kgo.GroupTransactSession, copiers)
 	for slot := range sessions {
 		s, err := w.session(slot)
@@ -275,10 +337,29 @@ func (w *copyWork) requestRestart(slot int) {
 	}
 }
 
+// requestStall asks copier slot to stall past its session timeout in its
+// next transaction.
+func (w *copyWork) requestStall(slot int) {
+	if slot < len(w.stallReq) {
+		w.stallReq[slot].Store(true)
+	}
+}
+
+// requestCommitRestart asks copier slot to replace itself right after its
+// next committed transaction.
+func (w *copyWork) requestCommitRestart(slot int) {
+	if slot < len(w.commitRestartReq) {
+		w.commitRestartReq[slot].Store(true)
+	}
+}
+
 // finish stops the copiers after their current transaction, or after 15 s
 // by cancelling what they wait for.
 func (w *copyWork) finish() {
 	w.stop.Store(true)
+	for _, g := range w.gates {
+		g.resume()
+	}
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
 	select {
@@ -299,6 +380,9 @@ type copier struct {
 	rng  *rand.Rand
 	// restarts counts this slot's replacements (alternating crash/zombie).
 	restarts int
+	// initReadNext: the next new instance checks its output right after
+	// InitProducerId.
+	initReadNext bool
 }
 
 func (c *copier) run(ctx context.Context) {
@@ -380,6 +464,10 @@ func (c *copier) newInstance(ctx context.Context) *kgo.GroupTransactSession {
 		c.w.log.note("copier %d: new instance's InitProducerId: %v", c.slot, err)
 	}
 	c.w.trace.printf("copier %d.%d: new instance (epoch %d, err %v)", c.slot, c.inc, epoch, err)
+	if err == nil && (c.w.initReadAll || c.initReadNext) {
+		c.initRead(ctx, c.w.log.since())
+	}
+	c.initReadNext = false
 	return s
 }
 
@@ -414,6 +502,10 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 		c.restartMidTxn(ctx, t)
 		return
 	}
+	if c.w.stallReq[c.slot].Swap(false) {
+		c.stallTxn(ctx, t)
+		return
+	}
 	abort := c.rng.Float64() < c.w.abortRate
 	if abort {
 		// Get the records to eosproxy (buffered there, acknowledged)
@@ -421,6 +513,12 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 		c.flush(ctx, t)
 	} else {
 		t.endAt.Store(log.since())
+		if c.w.commitHookArmed.CompareAndSwap(true, false) {
+			select {
+			case c.w.commitHook <- struct{}{}:
+			default:
+			}
+		}
 	}
 	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	member, gen := c.sess.Client().GroupMetadata()
@@ -452,6 +550,15 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 		t.state.Store(int32(txnCommitted))
 		log.commits.Add(1)
 		log.copied.Add(int64(len(inputs)))
+		if c.w.commitRestartReq[c.slot].Swap(false) {
+			// Replaced right after a commit: the new instance must
+			// find the commit in the output as soon as InitProducerId
+			// returns, although eosproxy may still be writing it.
+			c.w.restartsCommit.Add(1)
+			c.w.trace.printf("copier %d.%d txn %d: replacing the copier right after its commit", c.slot, c.inc, t.id)
+			c.initReadNext = true
+			c.replace(ctx)
+		}
 	case abort:
 		t.state.Store(int32(txnAborted))
 		log.aborts.Add(1)

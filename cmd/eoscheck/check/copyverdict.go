@@ -167,19 +167,21 @@ func copyVerdict(ctx context.Context, backend []string, rep *Report, prods []*pr
 		}
 	}
 
-	// The output as a set of input ids: each input record exactly once.
+	// The output as a set of input ids: each input record exactly once
+	// (a value the input holds k times, duplicated by its producer, k
+	// times: that duplicate is the producers' anomaly, not the copiers').
 	for p := range seen {
 		for s, k := range seen[p] {
 			if k == 0 {
 				continue
 			}
 			switch m := copies[p][s]; {
-			case m == 0:
-				c.Lost++
-				example("copy: lost: input %d-%d is not in the output", p, s)
-			case m > 1:
+			case m < k:
+				c.Lost += int64(k - m)
+				example("copy: lost: input %d-%d is in the input %d times, in the output %d times", p, s, k, m)
+			case m > k:
 				c.Duplicates++
-				c.DuplicateExtra += int64(m - 1)
+				c.DuplicateExtra += int64(m - k)
 				if c.Duplicates <= 3 {
 					var by []string
 					for _, tx := range copiedBy[packID(p, s)] {

@@ -260,3 +260,58 @@ func restartBroker(ctx context.Context, command, logPath string) (time.Duration,
 	}
 	return d, nil
 }
+
+// term stops the current run cleanly (SIGTERM: eosproxy finishes what is
+// in flight within its --shutdown-timeout and exits) and waits until it is
+// gone. An exit status other than 0 is returned as unclean (the run is
+// over either way); a run that does not exit within 30 s is SIGKILLed and
+// reported as unclean too. err is for a run that was not there to stop.
+func (pp *proxyProc) term() (unclean string, err error) {
+	if pp.cmd == nil {
+		return "", errors.New("eosproxy is not running")
+	}
+	select {
+	case <-pp.exited:
+		state := pp.cmd.ProcessState
+		pp.cmd = nil
+		return "", fmt.Errorf("eosproxy run %d exited by itself: %v", pp.runs, state)
+	default:
+	}
+	if err := pp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return "", fmt.Errorf("SIGTERM: %w", err)
+	}
+	select {
+	case <-pp.exited:
+	case <-time.After(30 * time.Second):
+		pp.cmd.Process.Kill()
+		<-pp.exited
+		pp.cmd = nil
+		return fmt.Sprintf("eosproxy run %d did not exit within 30 s of SIGTERM (SIGKILLed)", pp.runs), nil
+	}
+	state := pp.cmd.ProcessState
+	pp.cmd = nil
+	if !state.Success() {
+		return fmt.Sprintf("eosproxy run %d ended with %v after SIGTERM", pp.runs, state), nil
+	}
+	return "", nil
+}
+
+// runCmd runs command (sh -c) with its output appended to logPath, for up
+// to a minute (pausing or resuming a broker).
+func runCmd(ctx context.Context, command, logPath string) error {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Stdout = io.MultiWriter(f, &out)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%q: %v\n%s", command, err, out.String())
+	}
+	return nil
+}
