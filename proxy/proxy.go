@@ -53,6 +53,11 @@ type Config struct {
 	// ProducerIDExpiration is how long an idle producer's state is kept
 	// (Kafka's producer.id.expiration.ms, default 24 h).
 	ProducerIDExpiration time.Duration
+	// NoBackendIdempotence forwards idempotent batches without producer
+	// fields and commits without a producer id of eosproxy's own, as on a
+	// backend that does not serve InitProducerId (tests; backends whose
+	// idempotence is broken).
+	NoBackendIdempotence bool
 	// Ports persists broker ports across restarts; default: in DB.
 	Ports PortStore
 	// TransactionMaxTimeout is Kafka's transaction.max.timeout.ms (15 min).
