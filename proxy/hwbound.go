@@ -38,7 +38,7 @@ var errNotReplicated = errors.New("the partition's high watermark has not yet re
 // the caller answers a retriable error and tries again on the retry.
 const replicatedWait = 2 * time.Second
 
-// replicatedPoll is how often the high watermark is read while waiting.
+// replicatedPoll is the longest pause between reads of the high watermark.
 const replicatedPoll = 50 * time.Millisecond
 
 // awaitHW waits until the high watermark reaches the leader's log end
@@ -52,6 +52,14 @@ func awaitHW(ctx context.Context, wait, poll time.Duration,
 	readHW func(context.Context, leaderMark) (hw int64, fenced bool, err error),
 ) (leaderMark, error) {
 	deadline := time.Now().Add(wait)
+	// A healthy follower is a fetch behind: poll quickly first, so a
+	// look-up under load waits milliseconds, not a full poll interval.
+	interval := min(poll, 5*time.Millisecond)
+	sleep := func() bool {
+		ok := sleepUntil(ctx, deadline, interval)
+		interval = min(2*interval, poll)
+		return ok
+	}
 	var lastErr error
 	for {
 		m, err := readMark(ctx)
@@ -69,14 +77,14 @@ func awaitHW(ctx context.Context, wait, poll time.Duration,
 					break // read the mark again, under the new leader
 				}
 				lastErr = fmt.Errorf("%w: high watermark %d, log end offset %d in leader epoch %d", errNotReplicated, hw, m.end, m.epoch)
-				if !sleepUntil(ctx, deadline, poll) {
+				if !sleep() {
 					return leaderMark{}, lastErr
 				}
 			}
 		} else {
 			lastErr = err
 		}
-		if !sleepUntil(ctx, deadline, poll) {
+		if !sleep() {
 			return leaderMark{}, lastErr
 		}
 	}

@@ -15,7 +15,10 @@ func TestAwaitHW(t *testing.T) {
 	t.Run("already replicated", func(t *testing.T) {
 		marks, hws := 0, 0
 		m, err := awaitHW(ctx, time.Second, time.Millisecond,
-			func(context.Context) (leaderMark, error) { marks++; return leaderMark{leader: 1, epoch: 3, end: 10}, nil },
+			func(context.Context) (leaderMark, error) {
+				marks++
+				return leaderMark{leader: 1, epoch: 3, end: 10}, nil
+			},
 			func(_ context.Context, m leaderMark) (int64, bool, error) { hws++; return 10, false, nil })
 		if err != nil || m.end != 10 || m.epoch != 3 || marks != 1 || hws != 1 {
 			t.Fatalf("mark %+v err %v after %d mark and %d hw reads", m, err, marks, hws)
