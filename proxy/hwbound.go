@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -132,6 +133,14 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 		resp, err := req.RequestWith(ctx, b.p.admin.Broker(int(m.leader)))
+		if err != nil && tooOld(err) {
+			// Without the request there is no bound to wait for;
+			// waiting for ever would wedge the producer instead.
+			b.p.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).
+				Msg("the backend does not answer OffsetForLeaderEpoch: an unknown outcome is settled up to the high watermark, and a first copy not yet replicated would be missed")
+			m.end = -1
+			return m, nil
+		}
 		if err != nil {
 			return leaderMark{}, fmt.Errorf("log end offset of %s/%d: %w", topic, partition, err)
 		}
@@ -178,4 +187,12 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		return leaderMark{}, fmt.Errorf("look-up in %s/%d not conclusive yet: %w", topic, partition, err)
 	}
 	return m, nil
+}
+
+// tooOld tells whether err is franz-go refusing a request the broker does
+// not serve (its errors for that are not exported).
+func tooOld(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, kerr.UnsupportedVersion) ||
+		strings.Contains(msg, "request key is unknown") || strings.Contains(msg, "broker is too old")
 }
