@@ -53,7 +53,7 @@ func (b upstreamBackend) EndOffset(ctx context.Context, topic string, partition 
 // then reads from that leader under that leader epoch, whose high
 // watermark only grows.
 func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error) {
-	mark, err := b.awaitReplicated(ctx, topic, partition)
+	mark, err := b.awaitReplicated(ctx, topic, partition, from, digest)
 	if err != nil {
 		return 0, false, err
 	}

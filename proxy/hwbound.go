@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -48,7 +49,13 @@ const replicatedPoll = 50 * time.Millisecond
 // high watermark reached. readMark reads the current leader, epoch and log
 // end offset; readHW reads the high watermark under mark's epoch and says
 // fenced when that epoch is no longer the leader's.
-func awaitHW(ctx context.Context, wait, poll time.Duration,
+//
+// prev, if not nil, is the mark an earlier attempt of the same look-up
+// read (after the same unknown outcome): it is kept, so that retries wait
+// for one fixed bound, not for a log end that moves on under load while a
+// slow follower stays in the ISR. On errNotReplicated the mark waited for
+// is returned, for the next attempt.
+func awaitHW(ctx context.Context, wait, poll time.Duration, prev *leaderMark,
 	readMark func(context.Context) (leaderMark, error),
 	readHW func(context.Context, leaderMark) (hw int64, fenced bool, err error),
 ) (leaderMark, error) {
@@ -63,7 +70,13 @@ func awaitHW(ctx context.Context, wait, poll time.Duration,
 	}
 	var lastErr error
 	for {
-		m, err := readMark(ctx)
+		var m leaderMark
+		var err error
+		if prev != nil {
+			m, prev = *prev, nil
+		} else {
+			m, err = readMark(ctx)
+		}
 		if err == nil {
 			for {
 				hw, fenced, herr := readHW(ctx, m)
@@ -79,7 +92,7 @@ func awaitHW(ctx context.Context, wait, poll time.Duration,
 				}
 				lastErr = fmt.Errorf("%w: high watermark %d, log end offset %d in leader epoch %d", errNotReplicated, hw, m.end, m.epoch)
 				if !sleep() {
-					return leaderMark{}, lastErr
+					return m, lastErr
 				}
 			}
 		} else {
@@ -112,7 +125,11 @@ func sleepUntil(ctx context.Context, deadline time.Time, poll time.Duration) boo
 // (as a consumer, for the current epoch: Kafka answers the leader's log
 // end offset, replicated or not) and ListOffsets latest read_uncommitted
 // (the high watermark), both checked against the leader epoch.
-func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, partition int32) (leaderMark, error) {
+//
+// The mark of a look-up that did not become conclusive in time is kept
+// (keyed by the look-up: partition, low-water offset and digest) for its
+// retry.
+func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (leaderMark, error) {
 	readMark := func(ctx context.Context) (leaderMark, error) {
 		meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topic)
 		if err != nil {
@@ -182,11 +199,66 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		}
 		return 0, false, fmt.Errorf("high watermark of %s/%d: %w", topic, partition, kerr.ErrorForCode(lp.ErrorCode))
 	}
-	m, err := awaitHW(ctx, replicatedWait, replicatedPoll, readMark, readHW)
+	key := markKey{topic: topic, partition: partition, from: from, digest: digest}
+	prev := b.p.hwMarks.take(key)
+	m, err := awaitHW(ctx, replicatedWait, replicatedPoll, prev, readMark, readHW)
 	if err != nil {
+		if errors.Is(err, errNotReplicated) {
+			b.p.hwMarks.put(key, m)
+		}
 		return leaderMark{}, fmt.Errorf("look-up in %s/%d not conclusive yet: %w", topic, partition, err)
 	}
 	return m, nil
+}
+
+// markKey names one look-up: its retries share the bound.
+type markKey struct {
+	topic     string
+	partition int32
+	from      int64
+	digest    [32]byte
+}
+
+// hwMarks keeps the bounds of look-ups not yet conclusive, for their
+// retries.
+type hwMarks struct {
+	mu sync.Mutex
+	m  map[markKey]markEntry
+}
+
+type markEntry struct {
+	mark leaderMark
+	at   time.Time
+}
+
+// markTTL drops the bound of a look-up nobody retried (the client gave
+// up): a later look-up reads a fresh one, which is as valid.
+const markTTL = 10 * time.Minute
+
+func (h *hwMarks) take(k markKey) *leaderMark {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.m[k]
+	if !ok {
+		return nil
+	}
+	delete(h.m, k)
+	return &e.mark
+}
+
+func (h *hwMarks) put(k markKey, m leaderMark) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[markKey]markEntry{}
+	}
+	now := time.Now()
+	for k, e := range h.m {
+		if now.Sub(e.at) > markTTL {
+			delete(h.m, k)
+		}
+	}
+	h.m[k] = markEntry{mark: m, at: now}
 }
 
 // tooOld tells whether err is franz-go refusing a request the broker does

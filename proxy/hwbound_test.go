@@ -14,7 +14,7 @@ func TestAwaitHW(t *testing.T) {
 	ctx := context.Background()
 	t.Run("already replicated", func(t *testing.T) {
 		marks, hws := 0, 0
-		m, err := awaitHW(ctx, time.Second, time.Millisecond,
+		m, err := awaitHW(ctx, time.Second, time.Millisecond, nil,
 			func(context.Context) (leaderMark, error) {
 				marks++
 				return leaderMark{leader: 1, epoch: 3, end: 10}, nil
@@ -27,7 +27,7 @@ func TestAwaitHW(t *testing.T) {
 	t.Run("waits for a lagging follower", func(t *testing.T) {
 		hw := int64(4)
 		marks := 0
-		m, err := awaitHW(ctx, 10*time.Second, time.Millisecond,
+		m, err := awaitHW(ctx, 10*time.Second, time.Millisecond, nil,
 			func(context.Context) (leaderMark, error) {
 				marks++
 				// The log end moves on while waiting: the bound is the
@@ -43,17 +43,37 @@ func TestAwaitHW(t *testing.T) {
 		}
 	})
 	t.Run("never replicated: retriable error", func(t *testing.T) {
-		_, err := awaitHW(ctx, 20*time.Millisecond, time.Millisecond,
+		_, err := awaitHW(ctx, 20*time.Millisecond, time.Millisecond, nil,
 			func(context.Context) (leaderMark, error) { return leaderMark{leader: 1, epoch: 3, end: 10}, nil },
 			func(context.Context, leaderMark) (int64, bool, error) { return 4, false, nil })
 		if !errors.Is(err, errNotReplicated) {
 			t.Fatalf("err %v, want errNotReplicated", err)
 		}
 	})
+	t.Run("a retry keeps the first bound", func(t *testing.T) {
+		// Under load with a slow follower the log end moves on: a retry
+		// reading a fresh bound each time might never see the HW reach it.
+		m, err := awaitHW(ctx, 20*time.Millisecond, time.Millisecond, nil,
+			func(context.Context) (leaderMark, error) { return leaderMark{leader: 1, epoch: 3, end: 10}, nil },
+			func(context.Context, leaderMark) (int64, bool, error) { return 4, false, nil })
+		if !errors.Is(err, errNotReplicated) || m.end != 10 {
+			t.Fatalf("first attempt: mark %+v err %v", m, err)
+		}
+		marks := 0
+		m, err = awaitHW(ctx, 20*time.Millisecond, time.Millisecond, &m,
+			func(context.Context) (leaderMark, error) {
+				marks++
+				return leaderMark{leader: 1, epoch: 3, end: 1000}, nil
+			},
+			func(context.Context, leaderMark) (int64, bool, error) { return 10, false, nil })
+		if err != nil || m.end != 10 || marks != 0 {
+			t.Fatalf("retry: mark %+v err %v, %d fresh bounds read", m, err, marks)
+		}
+	})
 	t.Run("leader change reads the bound again", func(t *testing.T) {
 		epoch := int32(3)
 		var ends []int64
-		m, err := awaitHW(ctx, 10*time.Second, time.Millisecond,
+		m, err := awaitHW(ctx, 10*time.Second, time.Millisecond, &leaderMark{leader: 3, epoch: 3, end: 10},
 			func(context.Context) (leaderMark, error) {
 				end := int64(10) // the old leader's unreplicated tail
 				if epoch == 4 {
@@ -69,13 +89,13 @@ func TestAwaitHW(t *testing.T) {
 				}
 				return 7, false, nil
 			})
-		if err != nil || m.epoch != 4 || m.end != 7 || len(ends) != 2 {
+		if err != nil || m.epoch != 4 || m.end != 7 || len(ends) != 1 { // the kept bound fenced: one fresh read
 			t.Fatalf("mark %+v err %v ends %v", m, err, ends)
 		}
 	})
 	t.Run("read errors retried until the deadline", func(t *testing.T) {
 		fail := errors.New("broker gone")
-		_, err := awaitHW(ctx, 20*time.Millisecond, time.Millisecond,
+		_, err := awaitHW(ctx, 20*time.Millisecond, time.Millisecond, nil,
 			func(context.Context) (leaderMark, error) { return leaderMark{}, fail },
 			func(context.Context, leaderMark) (int64, bool, error) { return 0, false, nil })
 		if !errors.Is(err, fail) {

@@ -101,7 +101,8 @@ type Proxy struct {
 	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
-	pipes     *pipes // eosproxy's own pipelined connections for idempotent forwarding
+	pipes     *pipes  // eosproxy's own pipelined connections for idempotent forwarding
+	hwMarks   hwMarks // bounds of look-ups waiting for the high watermark
 	upstream  *upstreamIDs
 	inst      *instance // the lease on the backend and producer id blocks
 	ownSpool  string    // a temporary SpoolDir to remove
