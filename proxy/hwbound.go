@@ -201,7 +201,11 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 	}
 	key := markKey{topic: topic, partition: partition, from: from, digest: digest}
 	prev := b.p.hwMarks.take(key)
-	m, err := awaitHW(ctx, replicatedWait, replicatedPoll, prev, readMark, readHW)
+	// A leader that does not answer (paused) must not hold the look-up
+	// past its wait either.
+	wctx, cancel := context.WithTimeout(ctx, replicatedWait+time.Second)
+	defer cancel()
+	m, err := awaitHW(wctx, replicatedWait, replicatedPoll, prev, readMark, readHW)
 	if err != nil {
 		if errors.Is(err, errNotReplicated) {
 			b.p.hwMarks.put(key, m)
