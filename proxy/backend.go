@@ -46,16 +46,18 @@ func (b upstreamBackend) EndOffset(ctx context.Context, topic string, partition 
 // log twice, its first copy deleted. Failing instead would fail every
 // retry for as long as the state lives (24 h by default), and on the commit
 // path hold back every later commit of the transactional id.
+//
+// It first waits (awaitReplicated) until the high watermark has reached
+// the leader's log end offset: a first copy appended but not yet
+// replicated would otherwise be missed and the batch written twice. It
+// then reads from that leader under that leader epoch, whose high
+// watermark only grows.
 func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error) {
-	meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topic)
+	mark, err := b.awaitReplicated(ctx, topic, partition, from, digest)
 	if err != nil {
 		return 0, false, err
 	}
-	pd, ok := meta.Topics[topic].Partitions[partition]
-	if !ok || pd.Err != nil {
-		return 0, false, fmt.Errorf("no leader for %s/%d: %v", topic, partition, pd.Err)
-	}
-	broker := b.p.admin.Broker(int(pd.Leader))
+	broker := b.p.admin.Broker(int(mark.leader))
 	for offset := from; ; {
 		req := kmsg.NewPtrFetchRequest()
 		req.ReplicaID = -1
@@ -63,12 +65,12 @@ func (b upstreamBackend) FindBatch(ctx context.Context, topic string, partition 
 		req.MaxBytes = 16 << 20
 		rt := kmsg.NewFetchRequestTopic()
 		rt.Topic = topic
-		rt.TopicID = meta.Topics[topic].ID
+		rt.TopicID = mark.topic
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = partition
 		rp.FetchOffset = offset
 		rp.PartitionMaxBytes = 16 << 20
-		rp.CurrentLeaderEpoch = -1
+		rp.CurrentLeaderEpoch = mark.epoch
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 		resp, err := req.RequestWith(ctx, broker)
@@ -515,6 +517,9 @@ func (ps *pipes) close() {
 // InitProducerID asks the backend for a producer id of eosproxy's own for
 // idempotent forwarding; a backend without idempotence answers an error.
 func (b upstreamBackend) InitProducerID(ctx context.Context) (int64, int16, error) {
+	if b.p.cfg.NoBackendIdempotence {
+		return 0, 0, fmt.Errorf("backend idempotence disabled (--no-backend-idempotence): %w", kerr.UnsupportedVersion)
+	}
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.ProducerID, req.ProducerEpoch = -1, -1
 	req.TransactionTimeoutMillis = -1
@@ -531,6 +536,9 @@ func (b upstreamBackend) InitProducerID(ctx context.Context) (int64, int16, erro
 // ServesInitProducerID tells whether the backend has idempotence: whether
 // it lists InitProducerId among its API keys.
 func (b upstreamBackend) ServesInitProducerID(ctx context.Context) (bool, error) {
+	if b.p.cfg.NoBackendIdempotence {
+		return false, nil
+	}
 	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, b.p.admin)
 	if err != nil {
 		return false, fmt.Errorf("ApiVersions: %w", err)

@@ -53,6 +53,11 @@ type Config struct {
 	// ProducerIDExpiration is how long an idle producer's state is kept
 	// (Kafka's producer.id.expiration.ms, default 24 h).
 	ProducerIDExpiration time.Duration
+	// NoBackendIdempotence forwards idempotent batches without producer
+	// fields and commits without a producer id of eosproxy's own, as on a
+	// backend that does not serve InitProducerId (tests; backends whose
+	// idempotence is broken).
+	NoBackendIdempotence bool
 	// Ports persists broker ports across restarts; default: in DB.
 	Ports PortStore
 	// TransactionMaxTimeout is Kafka's transaction.max.timeout.ms (15 min).
@@ -96,7 +101,8 @@ type Proxy struct {
 	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
-	pipes     *pipes // eosproxy's own pipelined connections for idempotent forwarding
+	pipes     *pipes  // eosproxy's own pipelined connections for idempotent forwarding
+	hwMarks   hwMarks // bounds of look-ups waiting for the high watermark
 	upstream  *upstreamIDs
 	inst      *instance // the lease on the backend and producer id blocks
 	ownSpool  string    // a temporary SpoolDir to remove

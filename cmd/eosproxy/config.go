@@ -24,6 +24,7 @@ type config struct {
 	ShutdownTimeout time.Duration
 	EmbeddedBrokers int
 	ProducerIDExp   time.Duration
+	NoBackendIdem   bool
 	IdleTimeout     time.Duration
 	MaxConnections  int
 	TxnMaxTimeout   time.Duration
@@ -50,6 +51,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted (Kafka's socket.request.max.bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
 	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
+	fs.BoolVar(&c.NoBackendIdem, "no-backend-idempotence", false, "never ask the backend for producer ids: forward idempotent batches and commits without them, as on a backend without idempotence (duplicates are then kept out by eosproxy's look-ups alone)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long (Kafka's connections.max.idle.ms); 0 disables")
 	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent client connections; more are refused with a log line (0: no limit)")
 	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")

@@ -116,6 +116,7 @@ func run(cfg config, log zerolog.Logger) error {
 		DB:                        db,
 		SpoolDir:                  filepath.Join(cfg.DataDir, "spool"),
 		ProducerIDExpiration:      cfg.ProducerIDExp,
+		NoBackendIdempotence:      cfg.NoBackendIdem,
 		IdleTimeout:               cfg.IdleTimeout,
 		MaxConnections:            cfg.MaxConnections,
 		TransactionMaxTimeout:     cfg.TxnMaxTimeout,
