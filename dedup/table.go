@@ -423,17 +423,7 @@ func (t *Table) sweepIdle() int {
 }
 
 func (t *Table) idleLoop() {
-	defer t.wg.Done()
-	tick := time.NewTicker(max(t.idleAfter/2, 10*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
-			t.sweepIdle()
-		}
-	}
+	t.tickLoop(max(t.idleAfter/2, 10*time.Millisecond), func() { t.sweepIdle() })
 }
 
 // store replaces key's state, durably first if persist is set.
@@ -647,19 +637,24 @@ func (t *Table) commitLoop() {
 // expireLoop drops producers idle for longer than the expiration, as Kafka
 // does after producer.id.expiration.ms.
 func (t *Table) expireLoop() {
-	defer t.wg.Done()
 	every := min(t.expiration/10, time.Minute)
 	if every <= 0 {
 		every = time.Second
 	}
-	tick := time.NewTicker(every)
+	t.tickLoop(every, func() { t.expire() })
+}
+
+// tickLoop calls fn every d until the table is closed.
+func (t *Table) tickLoop(d time.Duration, fn func()) {
+	defer t.wg.Done()
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-tick.C:
-			t.expire()
+			fn()
 		}
 	}
 }

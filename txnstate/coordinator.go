@@ -718,12 +718,7 @@ func (c *Coordinator) Wait(ctx context.Context, id string) error {
 	if e == nil {
 		return nil
 	}
-	e.jmu.Lock()
-	var last *job
-	if n := len(e.jobs); n > 0 {
-		last = e.jobs[n-1]
-	}
-	e.jmu.Unlock()
+	last := e.lastJob()
 	if last == nil {
 		return nil
 	}
@@ -1218,12 +1213,7 @@ func (e *entry) preparing() *Txn {
 	if t == nil || t.State == Ongoing {
 		return t
 	}
-	e.jmu.Lock()
-	var last *job
-	if n := len(e.jobs); n > 0 {
-		last = e.jobs[n-1]
-	}
-	e.jmu.Unlock()
+	last := e.lastJob()
 	if last == nil {
 		return t
 	}
@@ -1484,4 +1474,14 @@ func (c *Coordinator) expire(e *entry) {
 		c.mu.Unlock()
 		c.log.Info().Str("txn", e.id).Msg("transactional id expired")
 	}
+}
+
+// lastJob is the id's latest decided commit or abort not yet carried out.
+func (e *entry) lastJob() *job {
+	e.jmu.Lock()
+	defer e.jmu.Unlock()
+	if n := len(e.jobs); n > 0 {
+		return e.jobs[n-1]
+	}
+	return nil
 }
