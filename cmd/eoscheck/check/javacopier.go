@@ -702,3 +702,40 @@ func readPartitions(ctx context.Context, backend []string, adm *kadm.Client, top
 	}
 	return out, total, nil
 }
+
+// awaitCommitted waits, up to timeout, until every finished copier's group
+// offset in the backend has reached its input partition's end. eosproxy
+// answers EndTxn once a commit is decided and writes its records and then
+// its offsets to the backend after: a copier's last commits can still be on
+// their way when its JVM exits (more so while a broker restarts), and the
+// verdict reads the backend directly. The offsets come last, so once they
+// are there the records are too; a commit that never arrives still shows
+// in the verdict.
+func (jw *javaWork) awaitCommitted(ctx context.Context, adm *kadm.Client, topic string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		all := true
+		for _, c := range jw.copiers {
+			if !c.finished.Load() {
+				continue
+			}
+			offs, err := adm.FetchOffsets(ctx, c.group)
+			if err != nil {
+				all = false
+				break
+			}
+			if o, ok := offs.Lookup(topic, c.part); !ok || o.Err != nil || o.At < c.want {
+				all = false
+				break
+			}
+		}
+		if all || time.Now().After(deadline) {
+			return all
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
