@@ -1217,7 +1217,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Anomalies += rep.Copy.anomalies()
 	}
 	if jw != nil {
-		if err := javaVerdict(ctx, backend, rep, jw, adm, pp.logs.txnEnds()); err != nil {
+		if err := javaCheck(ctx, out, backend, rep, jw, adm, pp.logs.txnEnds(), time.Minute); err != nil {
 			return rep, err
 		}
 		rep.Anomalies += rep.JavaCopy.anomalies()

@@ -1,8 +1,10 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The verdict must see each kind of anomaly: records are written straight
@@ -295,4 +298,76 @@ func verdictBackend(ctx context.Context, t *testing.T) (*kfake.Cluster, *kgo.Cli
 		}
 	}
 	return fake, cl, adm
+}
+
+// A Java copier's JVM can exit while eosproxy is still writing its last
+// commits to the backend (EndTxn is answered once the decision is durable;
+// the records, then the offsets, follow). javaCheck must wait for the
+// group's offsets to reach the input's end before reading the output;
+// reading at once reported the last transaction lost (seed
+// 1391714446254214855). Here the last record and the offset at the end
+// are written only once the check asks for the group's offsets.
+func TestJavaCheckWaitsForLastCommit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fake, cl, adm := verdictBackend(ctx, t)
+	produce := func(topic, v string) {
+		t.Helper()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 0, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []string{"0-0", "0-1", "0-2"} {
+		produce("in", v)
+	}
+	produce("out", "0-0")
+	produce("out", "0-1")
+	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, map[int32]int64{0: 3}, 1, 0, nil)
+	jw.copiers[0].finished.Store(true)
+	commit := func(at int64) error {
+		offs := kadm.Offsets{}
+		offs.Add(kadm.Offset{Topic: "in", Partition: 0, At: at})
+		_, err := adm.CommitOffsets(ctx, jw.copiers[0].group, offs)
+		return err
+	}
+	if err := commit(2); err != nil { // the commit before the last one
+		t.Fatal(err)
+	}
+
+	// The last commit lands once the check first asks for the group's
+	// offsets: after the copier ended, as in the soak run.
+	asked := make(chan struct{})
+	var once sync.Once
+	fake.ControlKey(int16(kmsg.OffsetFetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		once.Do(func() { close(asked) })
+		return nil, nil, false
+	})
+	landed := make(chan error, 1)
+	go func() {
+		select {
+		case <-asked:
+		case <-ctx.Done():
+			landed <- ctx.Err()
+			return
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "out", Partition: 0, Value: []byte("0-2")}).FirstErr(); err != nil {
+			landed <- err
+			return
+		}
+		landed <- commit(3)
+	}()
+
+	rep := &Report{Topic: "in", Partitions: 2, JavaCopy: &JavaCopyReport{Copiers: 1, OutputTopic: "out"}}
+	var out bytes.Buffer
+	if err := javaCheck(ctx, &out, fake.ListenAddrs(), rep, jw, adm, nil, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-landed; err != nil {
+		t.Fatal(err)
+	}
+	j := rep.JavaCopy
+	if j.Lost != 0 || !j.OutputIsInput || j.OutputRecords != 3 || j.OffsetMismatches != 0 || j.anomalies() != 0 || out.Len() != 0 {
+		t.Fatalf("java check read the output before the last commit was in the backend: %+v; examples %v; out %q", j, rep.Examples, out.String())
+	}
 }

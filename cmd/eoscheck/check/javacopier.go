@@ -456,6 +456,82 @@ func (l *lineWriter) flush() {
 	}
 }
 
+// javaCheck waits, at most settle, for eosproxy to carry out the Java
+// copiers' decided commits (javaSettle), then gives the verdict
+// (javaVerdict). out gets a line if the wait ran out.
+func javaCheck(ctx context.Context, out io.Writer, backend []string, rep *Report, jw *javaWork, adm *kadm.Client,
+	ends map[string]txnEnds, settle time.Duration) error {
+	settled, err := javaSettle(ctx, adm, rep.Topic, jw, settle)
+	if err != nil {
+		return fmt.Errorf("java copiers' commits: %w", err)
+	}
+	if !settled {
+		fmt.Fprintf(out, "java copiers' group offsets in the backend did not reach the input's end within %v of their end\n", settle)
+		jw.note("java copiers' group offsets in the backend did not reach the input's end within %v of their end", settle)
+	}
+	return javaVerdict(ctx, backend, rep, jw, adm, ends)
+}
+
+// javaSettle waits until the group offset of every finished Java copier,
+// read from the backend, is at its input partition's end, or timeout has
+// passed (false). eosproxy answers EndTxn(commit) once its decision is
+// durable and writes the transaction's records to the backend after (as
+// Kafka writes its markers after), then its offsets, one transactional id's
+// commits in commit order; so a copier's JVM can have exited while its last
+// commits are still being written, and reading the output at once misses
+// them (seed 1391714446254214855: the last transaction, 100 records,
+// reported lost though it was in the backend a moment later). Offsets at
+// the end mean every commit before them is written. The Go copiers wait the
+// same way (waitCopied).
+func javaSettle(ctx context.Context, adm *kadm.Client, topic string, jw *javaWork, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := javaOffsetsAtEnd(ctx, adm, topic, jw)
+		if err != nil && ctx.Err() != nil {
+			return false, err
+		}
+		if err == nil && ok {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// javaOffsetsAtEnd says whether every finished Java copier's group has
+// committed its input partition's end offset in the backend.
+func javaOffsetsAtEnd(ctx context.Context, adm *kadm.Client, topic string, jw *javaWork) (bool, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return false, fmt.Errorf("input end offsets: %w", err)
+	}
+	for _, c := range jw.copiers {
+		if !c.finished.Load() {
+			continue // it never committed everything; the verdict counts it
+		}
+		e, ok := ends.Lookup(topic, c.part)
+		if !ok || e.Err != nil {
+			return false, fmt.Errorf("end offset of %s/%d: %v", topic, c.part, e.Err)
+		}
+		offs, err := adm.FetchOffsets(ctx, c.group)
+		if err != nil {
+			return false, fmt.Errorf("offsets of group %s: %w", c.group, err)
+		}
+		o, found := offs.Lookup(topic, c.part)
+		if found && o.Err == nil && o.At == e.Offset || !found && e.Offset == 0 {
+			continue
+		}
+		return false, nil
+	}
+	return true, nil
+}
+
 // javaVerdict reads the copied input partitions and the Java output topic
 // straight from the backend (the output read_committed) and checks that
 // each output partition is its input partition, record for record; then
