@@ -20,6 +20,7 @@ import (
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -218,8 +219,11 @@ type copyWork struct {
 	sessionTimeout time.Duration
 	// txnTimeout of the copiers' transactions; 0: 20 s.
 	txnTimeout time.Duration
-	gates      []*gate       // by slot: freezes the slot's client connections
-	stallReq   []atomic.Bool // by slot: stall in the next transaction
+	gates      []*gate // by slot: freezes the slot's client connections
+	// dial, when set, dials the copiers' connections (tests inject
+	// faults with it); nil: net.Dialer.
+	dial     func(ctx context.Context, network, host string) (net.Conn, error)
+	stallReq []atomic.Bool // by slot: stall in the next transaction
 	// commitRestartReq, by slot: replace the copier right after its next
 	// committed transaction; the new instance then checks its output.
 	commitRestartReq []atomic.Bool
@@ -303,7 +307,7 @@ func (w *copyWork) start(parent context.Context, copiers int) error {
 	w.commitRestartReq = make([]atomic.Bool, copiers)
 	w.gates = make([]*gate, copiers)
 	for i := range w.gates {
-		w.gates[i] = &gate{}
+		w.gates[i] = &gate{dial: w.dial}
 	}
 	if w.stalls.r.RefusedByCode == nil {
 		w.stalls.r.RefusedByCode = map[string]int64{}
@@ -445,21 +449,39 @@ func (c *copier) replace(ctx context.Context) {
 }
 
 // newInstance opens a new session for the copier's transactional id and
-// initializes its producer id.
+// initializes its producer id, retrying (with a new session) until it has
+// one or the run stops, as initTransactions must succeed before a Java
+// application goes on: until InitProducerId, a predecessor's transaction
+// may still be open at the coordinator holding the group's offsets, and
+// the session's OffsetFetch (RequireStable) is answered
+// UNSTABLE_OFFSET_COMMIT until that transaction times out, while franz-go
+// would send InitProducerId only with its first produce, after that fetch.
 func (c *copier) newInstance(ctx context.Context) *kgo.GroupTransactSession {
-	var s *kgo.GroupTransactSession
+	var (
+		s     *kgo.GroupTransactSession
+		epoch int16
+		err   error
+	)
+	c.inc++
 	for {
-		var err error
-		if s, err = c.w.session(c.slot); err == nil {
+		for {
+			if s, err = c.w.session(c.slot); err == nil {
+				break
+			}
+			c.w.log.note("copier %d: new session: %v", c.slot, err)
+			time.Sleep(100 * time.Millisecond)
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, epoch, err = s.Client().ProducerID(pctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || c.w.stop.Load() {
 			break
 		}
-		c.w.log.note("copier %d: new session: %v", c.slot, err)
+		c.w.log.note("copier %d: new instance's InitProducerId: %v", c.slot, err)
+		c.w.trace.printf("copier %d.%d: new instance's InitProducerId failed (%v); retrying with a new session", c.slot, c.inc, err)
+		s.Close()
 		time.Sleep(100 * time.Millisecond)
 	}
-	c.inc++
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
-	_, epoch, err := s.Client().ProducerID(pctx)
-	cancel()
 	if err != nil {
 		c.w.log.note("copier %d: new instance's InitProducerId: %v", c.slot, err)
 	}
@@ -540,6 +562,16 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 		t.state.Store(int32(txnUnknown))
 		log.unknown.Add(1)
 		log.note("copier %d txn %d: end: %v", c.slot, t.id, err)
+		// An EndTxn that failed at the transport may not have reached
+		// the coordinator: the transaction is then still open there,
+		// holding the group's offsets. franz-go leaves it to an
+		// InitProducerId sent with the next produce, but a rejoin's
+		// OffsetFetch (RequireStable) comes first and is answered
+		// UNSTABLE_OFFSET_COMMIT until the transaction times out (Kafka
+		// and eosproxy alike). A new instance's InitProducerId aborts it
+		// at once, as a Java application's new producer would.
+		c.w.trace.printf("copier %d.%d txn %d: replacing the copier after its End failed", c.slot, c.inc, t.id)
+		c.replace(ctx)
 	case committed && abort:
 		// End(TryAbort) never reports a commit; if it did, its records
 		// must still not be in the output.

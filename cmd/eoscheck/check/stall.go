@@ -41,7 +41,8 @@ import (
 // would for a stopped process.
 type gate struct {
 	mu     sync.Mutex
-	closed chan struct{} // nil: open
+	closed chan struct{}                                                     // nil: open
+	dial   func(ctx context.Context, network, host string) (net.Conn, error) // nil: net.Dialer
 }
 
 func (g *gate) pause() {
@@ -87,9 +88,12 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 
 // dialer dials through g.
 func (g *gate) dialer() func(ctx context.Context, network, host string) (net.Conn, error) {
-	var d net.Dialer
+	dial := g.dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
 	return func(ctx context.Context, network, host string) (net.Conn, error) {
-		conn, err := d.DialContext(ctx, network, host)
+		conn, err := dial(ctx, network, host)
 		if err != nil {
 			return nil, err
 		}
