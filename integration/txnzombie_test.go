@@ -363,10 +363,10 @@ func TestTxnOffsetCommitAfterSessionTimeout(t *testing.T) {
 }
 
 // The same for a KIP-848 member: its last ConsumerGroupHeartbeat answer is
-// trusted for three heartbeat intervals only.
+// trusted for one heartbeat interval only.
 func TestTxnOffsetCommitKIP848AfterSessionTimeout(t *testing.T) {
 	b := newFake(t, kfake.MaxVersions(faults.NoEOSVersions()),
-		kfake.BrokerConfigs(map[string]string{"group.consumer.session.timeout.ms": "1000", "group.consumer.heartbeat.interval.ms": "200"}))
+		kfake.BrokerConfigs(map[string]string{"group.consumer.session.timeout.ms": "1000", "group.consumer.heartbeat.interval.ms": "400"}))
 	p := startProxy(t, b)
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 2)
