@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -335,6 +336,8 @@ func (w *copyWork) waitMemberGone(ctx context.Context, member string, timeout ti
 func (w *copyWork) memberPresent(ctx context.Context, member string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	var ids []string
+	var gerr error
 	if w.consumerProtocol {
 		gs, err := w.adm.DescribeConsumerGroups(ctx, w.group)
 		if err != nil {
@@ -342,29 +345,28 @@ func (w *copyWork) memberPresent(ctx context.Context, member string) (bool, erro
 		}
 		g, ok := gs[w.group]
 		if !ok || g.Err != nil {
-			return false, fmt.Errorf("describe %s: %v", w.group, g.Err)
+			gerr = fmt.Errorf("describe %s: %v", w.group, g.Err)
 		}
 		for _, m := range g.Members {
-			if m.MemberID == member {
-				return true, nil
-			}
+			ids = append(ids, m.MemberID)
 		}
-		return false, nil
-	}
-	gs, err := w.adm.DescribeGroups(ctx, w.group)
-	if err != nil {
-		return false, err
-	}
-	g, ok := gs[w.group]
-	if !ok || g.Err != nil {
-		return false, fmt.Errorf("describe %s: %v", w.group, g.Err)
-	}
-	for _, m := range g.Members {
-		if m.MemberID == member {
-			return true, nil
+	} else {
+		gs, err := w.adm.DescribeGroups(ctx, w.group)
+		if err != nil {
+			return false, err
+		}
+		g, ok := gs[w.group]
+		if !ok || g.Err != nil {
+			gerr = fmt.Errorf("describe %s: %v", w.group, g.Err)
+		}
+		for _, m := range g.Members {
+			ids = append(ids, m.MemberID)
 		}
 	}
-	return false, nil
+	if gerr != nil {
+		return false, gerr
+	}
+	return slices.Contains(ids, member), nil
 }
 
 // setGroupSessionTimeout sets the KIP-848 group's session timeout to 6 s
