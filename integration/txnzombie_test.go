@@ -397,6 +397,108 @@ func TestTxnOffsetCommitKIP848AfterSessionTimeout(t *testing.T) {
 	x.want("the member after its session timed out", offs, hb.MemberID, hresp.MemberEpoch, nil, kerr.UnknownMemberID.Code)
 }
 
+// A KIP-848 member eosproxy knows only from the backend's description (it
+// never heartbeated through this eosproxy, e.g. one started while the
+// member was paused) is not trusted current past that description: the
+// description shows the member in the group, not that it is alive, and its
+// session may end right after. Once the backend removed it, its
+// TxnOffsetCommit is UNKNOWN_MEMBER_ID, as Kafka answers (soak-real: a
+// copier stalled 5 s after eosproxy restarted had its stale commit
+// accepted, trusted from a description made for another member's commit).
+func TestTxnOffsetCommitKIP848DescribedMemberTimesOut(t *testing.T) {
+	t.Run("kfake", func(t *testing.T) {
+		testKIP848DescribedMemberTimesOut(t, newFake(t, kfake.MaxVersions(faults.NoEOSVersions()),
+			kfake.BrokerConfigs(map[string]string{"group.consumer.session.timeout.ms": "1000", "group.consumer.heartbeat.interval.ms": "400"})))
+	})
+	t.Run("kafka", func(t *testing.T) {
+		testKIP848DescribedMemberTimesOut(t, backend{name: "kafka", addrs: []string{realKafka(t)}})
+	})
+}
+
+func testKIP848DescribedMemberTimesOut(t *testing.T, b backend) {
+	p := startProxy(t, b)
+	direct := newClient(t, b.addrs[0])
+	adm := kadm.NewClient(direct)
+	topic := createTopic(t, adm, 2)
+	group := topic + "-group"
+	offs := map[int32]int64{0: 5, 1: 6}
+	if b.fake == nil {
+		// Kafka's smallest KIP-848 session (integration/kafka/kafka.sh
+		// lowers the broker's minimum to 6 s).
+		alterGroupConfig(t, direct, group, map[string]string{"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "1000"})
+	}
+
+	// The member joins straight at the backend and then never heartbeats
+	// again: a copier paused.
+	hb := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.MemberEpoch, hb.RebalanceTimeoutMillis = group, "described-member-000000001", 0, 10_000
+	hb.SubscribedTopicNames, hb.Topics = []string{topic}, []kmsg.ConsumerGroupHeartbeatRequestTopic{}
+	hresp, err := hb.RequestWith(testCtx(t), direct)
+	if err != nil || hresp.ErrorCode != 0 {
+		t.Fatalf("ConsumerGroupHeartbeat: %v %+v", err, hresp)
+	}
+	x := newTxnCommits(t, b, p, group, topic, topic+"-described")
+	x.want("a member eosproxy only knows from the backend", offs, hb.MemberID, hresp.MemberEpoch, nil, 0)
+	adm2 := kadm.NewClient(newClient(t, b.addrs[0]))
+	pollUntil(t, 60*time.Second, func() (bool, string) {
+		d, err := adm2.DescribeConsumerGroups(testCtx(t), group)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(d[group].Members) == 0, fmt.Sprintf("group %s still has members %+v", group, d[group].Members)
+	})
+	x.want("the described member after its session timed out", offs, hb.MemberID, hresp.MemberEpoch, nil, kerr.UnknownMemberID.Code)
+}
+
+// alterGroupConfig sets group configs (KIP-848 session and heartbeat).
+func alterGroupConfig(t *testing.T, cl *kgo.Client, group string, configs map[string]string) {
+	t.Helper()
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	res := kmsg.NewIncrementalAlterConfigsRequestResource()
+	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeGroupConfig, group
+	for k, v := range configs {
+		c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+		c.Name, c.Value = k, kmsg.StringPtr(v)
+		res.Configs = append(res.Configs, c)
+	}
+	req.Resources = append(req.Resources, res)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatalf("IncrementalAlterConfigs: %v", err)
+	}
+	for _, r := range resp.Resources {
+		if r.ErrorCode != 0 {
+			t.Fatalf("IncrementalAlterConfigs %s: %v", group, kerr.ErrorForCode(r.ErrorCode))
+		}
+	}
+	// The broker applies group configs from its metadata log: wait until
+	// it describes them, or a member joining now gets the defaults.
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		dreq := kmsg.NewPtrDescribeConfigsRequest()
+		dres := kmsg.NewDescribeConfigsRequestResource()
+		dres.ResourceType, dres.ResourceName = kmsg.ConfigResourceTypeGroupConfig, group
+		dreq.Resources = append(dreq.Resources, dres)
+		dresp, err := dreq.RequestWith(testCtx(t), cl)
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]string{}
+		for _, r := range dresp.Resources {
+			for _, c := range r.Configs {
+				if c.Value != nil {
+					got[c.Name] = *c.Value
+				}
+			}
+		}
+		for k, v := range configs {
+			if got[k] != v {
+				return false, fmt.Sprintf("group config %s=%q, want %q", k, got[k], v)
+			}
+		}
+		return true, ""
+	})
+}
+
 // A decided commit's offsets are not dropped when the backend refuses
 // eosproxy's OffsetCommit for want of an ACL (eosproxy's own identity, not
 // the client's, which Kafka checked at TxnOffsetCommit): retried until an

@@ -101,14 +101,47 @@ func (p *Proxy) checkTxnMember(ctx context.Context, group, member, instance stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
-	d, err := p.describeGroup(ctx, group)
-	if err != nil {
-		p.log.Warn().Err(err).Str("group", group).Msg("cannot check a TxnOffsetCommit's member with the backend; the client retries")
-		return kerr.CoordinatorNotAvailable.Code
+	for try := 1; ; try++ {
+		d, err := p.describeGroup(ctx, group)
+		if err != nil {
+			p.log.Warn().Err(err).Str("group", group).Msg("cannot check a TxnOffsetCommit's member with the backend; the client retries")
+			return kerr.CoordinatorNotAvailable.Code
+		}
+		p.groups.learn(group, d)
+		p.noteBypass(group, d)
+		if try < describeLagTries && d.behind(member, generation) {
+			// The member's newest epoch, from a heartbeat answer, may not
+			// be in the description yet.
+			select {
+			case <-ctx.Done():
+				return kerr.CoordinatorNotAvailable.Code
+			case <-time.After(describeLagWait):
+			}
+			continue
+		}
+		return judgeDescribed(d, member, instance, generation)
 	}
-	p.groups.learn(group, d)
-	p.noteBypass(group, d)
-	return judgeDescribed(d, member, instance, generation)
+}
+
+// A description that has the member at an older epoch than its commit
+// names is asked again a few times before the commit is refused.
+const (
+	describeLagTries = 5
+	describeLagWait  = 100 * time.Millisecond
+)
+
+// behind reports whether the KIP-848 description has member at an epoch
+// below generation.
+func (d describedGroup) behind(member string, generation int32) bool {
+	if !d.consumer {
+		return false
+	}
+	for _, m := range d.members {
+		if m.member == member {
+			return m.generation < generation
+		}
+	}
+	return false
 }
 
 // judgeDescribed is checkTxnMember's verdict from the backend's description.

@@ -449,6 +449,11 @@ func (g *groupMembers) candidates(group string) []groupMember {
 }
 
 // learn replaces a KIP-848 group's members with the backend's description.
+// A description shows a member in the group, not that it is alive: its
+// session may end right after (a copier paused since before eosproxy
+// started), so it confirms nothing for later commits. Only the member's
+// own heartbeat answers do; their confirmation is kept while the epoch is
+// the same.
 func (g *groupMembers) learn(group string, d describedGroup) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -460,11 +465,13 @@ func (g *groupMembers) learn(group string, d describedGroup) {
 	before := v.members
 	v.members = make(map[string]viewMember, len(d.members))
 	for _, m := range d.members {
-		trust := defaultClassicTrust
-		if old, ok := before[m.member]; ok && old.trust > 0 {
-			trust = old.trust
+		vm := viewMember{instance: m.instance, epoch: m.generation}
+		if old, ok := before[m.member]; ok && old.epoch >= m.generation {
+			// The heartbeat answer eosproxy passed on may be newer than
+			// the description.
+			vm = old
 		}
-		v.members[m.member] = viewMember{instance: m.instance, epoch: m.generation, confirmed: time.Now(), trust: trust}
+		v.members[m.member] = vm
 		delete(v.gone, m.member)
 	}
 }
