@@ -19,16 +19,12 @@ import (
 )
 
 func handleInitProducerID(c *conn, r *request) error {
-	req := kmsg.NewPtrInitProducerIDRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	if req.TransactionalID != nil {
-		r.answer(c.p.initProducerIDTxn(c.ctx, req))
-		return nil
-	}
-	r.answer(c.p.initProducerID(c.ctx, req))
-	return nil
+	return answerLocal(r, kmsg.NewPtrInitProducerIDRequest(), func(req *kmsg.InitProducerIDRequest) []byte {
+		if req.TransactionalID != nil {
+			return c.p.initProducerIDTxn(c.ctx, req)
+		}
+		return c.p.initProducerID(c.ctx, req)
+	})
 }
 
 // initProducerID answers an idempotent producer's InitProducerId.

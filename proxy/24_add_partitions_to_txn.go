@@ -17,12 +17,7 @@ import (
 )
 
 func handleAddPartitionsToTxn(c *conn, r *request) error {
-	req := kmsg.NewPtrAddPartitionsToTxnRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	r.answer(c.p.addPartitionsToTxn(req))
-	return nil
+	return answerLocal(r, kmsg.NewPtrAddPartitionsToTxnRequest(), c.p.addPartitionsToTxn)
 }
 
 func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {

@@ -13,14 +13,13 @@ import (
 )
 
 func handleAddOffsetsToTxn(c *conn, r *request) error {
-	req := kmsg.NewPtrAddOffsetsToTxnRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	res := c.p.coord.AddOffsets(req.TransactionalID, txnstate.AddOffsetsRequest{
-		ProducerID: req.ProducerID, Epoch: req.ProducerEpoch, Group: req.Group, Version: req.Version})
-	resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+	return answerLocal(r, kmsg.NewPtrAddOffsetsToTxnRequest(), c.p.addOffsetsToTxn)
+}
+
+func (p *Proxy) addOffsetsToTxn(r *kmsg.AddOffsetsToTxnRequest) []byte {
+	res := p.coord.AddOffsets(r.TransactionalID, txnstate.AddOffsetsRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Group: r.Group, Version: r.Version})
+	resp := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
 	resp.ErrorCode = res.Err
-	r.answer(resp.AppendTo(nil))
-	return nil
+	return resp.AppendTo(nil)
 }

@@ -11,20 +11,23 @@ package proxy
 // backend never see uncommitted data.
 
 import (
+	"context"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
 func handleEndTxn(c *conn, r *request) error {
-	req := kmsg.NewPtrEndTxnRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	res := c.p.coord.EndTxn(c.ctx, req.TransactionalID, txnstate.EndTxnRequest{
-		ProducerID: req.ProducerID, Epoch: req.ProducerEpoch, Commit: req.Commit, Version: req.Version})
-	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+	return answerLocal(r, kmsg.NewPtrEndTxnRequest(), func(req *kmsg.EndTxnRequest) []byte {
+		return c.p.endTxn(c.ctx, req)
+	})
+}
+
+func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
+	res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
+	resp := r.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
-	r.answer(resp.AppendTo(nil))
-	return nil
+	return resp.AppendTo(nil)
 }

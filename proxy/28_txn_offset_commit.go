@@ -20,12 +20,9 @@ import (
 )
 
 func handleTxnOffsetCommit(c *conn, r *request) error {
-	req := kmsg.NewPtrTxnOffsetCommitRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	r.answer(c.p.txnOffsetCommit(c.ctx, req))
-	return nil
+	return answerLocal(r, kmsg.NewPtrTxnOffsetCommitRequest(), func(req *kmsg.TxnOffsetCommitRequest) []byte {
+		return c.p.txnOffsetCommit(c.ctx, req)
+	})
 }
 
 // txnOffsetCommit holds a TxnOffsetCommit's offsets in its transaction once

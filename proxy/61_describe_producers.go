@@ -10,12 +10,7 @@ package proxy
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 func handleDescribeProducers(c *conn, r *request) error {
-	req := kmsg.NewPtrDescribeProducersRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	r.answer(c.p.describeProducers(req))
-	return nil
+	return answerLocal(r, kmsg.NewPtrDescribeProducersRequest(), c.p.describeProducers)
 }
 
 func (p *Proxy) describeProducers(req *kmsg.DescribeProducersRequest) []byte {

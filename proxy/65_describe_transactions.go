@@ -14,12 +14,7 @@ import (
 )
 
 func handleDescribeTransactions(c *conn, r *request) error {
-	req := kmsg.NewPtrDescribeTransactionsRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	r.answer(c.p.describeTxns(req))
-	return nil
+	return answerLocal(r, kmsg.NewPtrDescribeTransactionsRequest(), c.p.describeTxns)
 }
 
 func (p *Proxy) describeTxns(r *kmsg.DescribeTransactionsRequest) []byte {

@@ -21,12 +21,9 @@ import (
 )
 
 func handleListTransactions(c *conn, r *request) error {
-	req := kmsg.NewPtrListTransactionsRequest()
-	if err := decodeLocal(r, req); err != nil {
-		return err
-	}
-	r.answer(c.p.listTxns(req, c.brokerID))
-	return nil
+	return answerLocal(r, kmsg.NewPtrListTransactionsRequest(), func(req *kmsg.ListTransactionsRequest) []byte {
+		return c.p.listTxns(req, c.brokerID)
+	})
 }
 
 // listTxns answers ListTransactions. Admin clients ask every broker and

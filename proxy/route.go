@@ -89,6 +89,16 @@ func decodeLocal(r *request, req kmsg.Request) error {
 	return nil
 }
 
+// answerLocal decodes a request eosproxy answers itself into req and
+// answers it with what answer makes of it.
+func answerLocal[R kmsg.Request](r *request, req R, answer func(R) []byte) error {
+	if err := decodeLocal(r, req); err != nil {
+		return err
+	}
+	r.answer(answer(req))
+	return nil
+}
+
 // passMapped passes on a request whose answer may name brokers (checking
 // its version first): their addresses are replaced with the listeners
 // eosproxy opens for them, so clients reach every broker through eosproxy.
