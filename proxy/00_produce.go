@@ -10,11 +10,12 @@ package proxy
 // answers an idempotent producer's retried batch that is already written
 // (with its offset, not written twice) and batches it refuses (out of order,
 // fenced, corrupt). What it passes on: plain batches unchanged, and an
-// idempotent producer's new batches with the client's producer fields
-// replaced by eosproxy's own on the backend (idempotence.go), so that a
-// batch is written once whichever eosproxy connection carries it. The
-// answer merges the backend's with eosproxy's own, in request order, and
-// maps broker addresses (v10+).
+// idempotent producer's new batches under the backend producer id paired
+// with the client's (idempotence.go, upstreampid.go), or without producer
+// fields on a backend without idempotence, each recorded once the backend
+// has written it so that a retry is not written twice. The answer merges
+// the backend's with eosproxy's own, in request order, and maps broker
+// addresses (v10+).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"

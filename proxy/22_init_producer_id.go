@@ -6,8 +6,10 @@ package proxy
 // the id's producer id and a new epoch, fencing the previous producer, and
 // ends an open transaction (txnstate). Without one the producer is
 // idempotent: eosproxy gives a new producer id of its own on every call, as
-// Kafka does, and pairs it with a producer id on the backend first, so that
-// the batches it forwards are deduplicated by the backend too.
+// Kafka does, and pairs it with a producer id the backend gave eosproxy
+// (where the backend has idempotence; upstreampid.go), under which the
+// producer's batches are forwarded, so the backend drops a batch written
+// twice too.
 
 import (
 	"context"
