@@ -4,10 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
-
-const errUnsupportedVersion int16 = 35
 
 // TxnVersion is the transaction.version eosproxy finalizes: 2, KIP-890's
 // protocol (implicit partition adds on Produce v12+, an epoch bump on every
@@ -32,7 +31,7 @@ var passedFeatures = map[string]bool{
 // version answers in v0 form with UNSUPPORTED_VERSION (KIP-511); that answer
 // is read and re-encoded as v0 too.
 func RewriteApiVersions(version int16, body []byte) ([]byte, *kmsg.ApiVersionsResponse, error) {
-	if len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == errUnsupportedVersion {
+	if len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == kerr.UnsupportedVersion.Code {
 		version = 0
 	}
 	up := kmsg.NewPtrApiVersionsResponse()
@@ -101,7 +100,7 @@ func RewriteApiVersions(version int16, body []byte) ([]byte, *kmsg.ApiVersionsRe
 func ApiVersionsFallback() []byte {
 	r := kmsg.NewPtrApiVersionsResponse()
 	r.SetVersion(0)
-	r.ErrorCode = errUnsupportedVersion
+	r.ErrorCode = kerr.UnsupportedVersion.Code
 	r.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: KeyApiVersions, MinVersion: 0, MaxVersion: MaxKnownVersion(KeyApiVersions)}}
 	return r.AppendTo(nil)
 }

@@ -788,23 +788,18 @@ func TestMaxProxyVersion(t *testing.T) {
 	}
 }
 
-func TestIsTxnKey(t *testing.T) {
-	want := map[int16]bool{24: true, 25: true, 26: true, 28: true, 65: true, 66: true}
-	for k := int16(-2); k < 1100; k++ {
-		if IsTxnKey(k) != want[k] {
-			t.Errorf("IsTxnKey(%d) = %v, want %v", k, IsTxnKey(k), want[k])
-		}
-	}
-	// eosproxy answers every transaction key itself, and besides them only
-	// InitProducerId and DescribeProducers.
+// eosproxy answers the transaction coordinator's keys itself, and besides
+// them only InitProducerId and DescribeProducers.
+func TestAnsweredLocally(t *testing.T) {
+	want := map[int16]bool{22: true, 24: true, 25: true, 26: true, 28: true, 61: true, 65: true, 66: true}
 	local := map[int16]bool{}
 	for _, k := range AnsweredLocally {
 		if local[k] {
 			t.Errorf("key %d listed twice in AnsweredLocally", k)
 		}
 		local[k] = true
-		if !IsTxnKey(k) && k != KeyInitProducerID && k != KeyDescribeProducers {
-			t.Errorf("key %d answered locally but not a transaction key", k)
+		if !want[k] {
+			t.Errorf("key %d answered locally but not a coordinator key", k)
 		}
 		if MaxProxyVersion(k) < 0 {
 			t.Errorf("key %d answered locally but unknown to kmsg", k)
@@ -812,10 +807,7 @@ func TestIsTxnKey(t *testing.T) {
 	}
 	for k := range want {
 		if !local[k] {
-			t.Errorf("transaction key %d not in AnsweredLocally", k)
+			t.Errorf("key %d not in AnsweredLocally", k)
 		}
-	}
-	if !local[KeyInitProducerID] || !local[KeyDescribeProducers] {
-		t.Errorf("AnsweredLocally = %v lacks InitProducerId or DescribeProducers", AnsweredLocally)
 	}
 }

@@ -4,25 +4,28 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 
 // API keys eosproxy treats specially.
 const (
-	KeyProduce           int16 = 0
-	KeyFetch             int16 = 1
-	KeyMetadata          int16 = 3
-	KeyOffsetFetch       int16 = 9
-	KeyFindCoordinator   int16 = 10
-	KeyJoinGroup         int16 = 11
-	KeyHeartbeat         int16 = 12
-	KeyApiVersions       int16 = 18
-	KeyInitProducerID    int16 = 22
-	KeyAddPartitionsTxn  int16 = 24
-	KeyAddOffsetsTxn     int16 = 25
-	KeyEndTxn            int16 = 26
-	KeyTxnOffsetCommit   int16 = 28
-	KeyDescribeProducers int16 = 61
-	KeyDescribeCluster   int16 = 60
-	KeyDescribeTxns      int16 = 65
-	KeyListTxns          int16 = 66
-	KeyShareFetch        int16 = 78
-	KeyShareAcknowledge  int16 = 79
+	KeyProduce                int16 = 0
+	KeyFetch                  int16 = 1
+	KeyMetadata               int16 = 3
+	KeyOffsetFetch            int16 = 9
+	KeyFindCoordinator        int16 = 10
+	KeyJoinGroup              int16 = 11
+	KeyHeartbeat              int16 = 12
+	KeyLeaveGroup             int16 = 13
+	KeySyncGroup              int16 = 14
+	KeyApiVersions            int16 = 18
+	KeyInitProducerID         int16 = 22
+	KeyAddPartitionsTxn       int16 = 24
+	KeyAddOffsetsTxn          int16 = 25
+	KeyEndTxn                 int16 = 26
+	KeyTxnOffsetCommit        int16 = 28
+	KeyDescribeProducers      int16 = 61
+	KeyDescribeCluster        int16 = 60
+	KeyDescribeTxns           int16 = 65
+	KeyListTxns               int16 = 66
+	KeyConsumerGroupHeartbeat int16 = 68
+	KeyShareFetch             int16 = 78
+	KeyShareAcknowledge       int16 = 79
 )
 
 type keyInfo struct {
@@ -122,13 +125,3 @@ func MaxProxyVersion(key int16) int16 {
 // even when the upstream lacks them: it is the transaction coordinator.
 var AnsweredLocally = []int16{KeyInitProducerID, KeyAddPartitionsTxn, KeyAddOffsetsTxn, KeyEndTxn,
 	KeyTxnOffsetCommit, KeyDescribeProducers, KeyDescribeTxns, KeyListTxns}
-
-// IsTxnKey reports whether key is a transaction coordinator request that
-// eosproxy answers itself (InitProducerId is answered locally in all forms).
-func IsTxnKey(key int16) bool {
-	switch key {
-	case KeyAddPartitionsTxn, KeyAddOffsetsTxn, KeyEndTxn, KeyTxnOffsetCommit, KeyDescribeTxns, KeyListTxns:
-		return true
-	}
-	return false
-}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -28,9 +29,10 @@ import (
 
 // The fuzz targets here feed arbitrary request bodies, at every version
 // eosproxy accepts, to the handlers that decode client requests and answer
-// them locally: the transaction coordinator (txn.go), InitProducerId and
-// DescribeProducers, idempotent and transactional Produce (idempotence.go),
-// FindCoordinator and OffsetFetch, and JoinGroup (groups.go). Each input must
+// them locally: the transaction coordinator (txn.go lists its files),
+// InitProducerId and DescribeProducers, idempotent and transactional Produce
+// (00_produce.go, idempotence.go), FindCoordinator and OffsetFetch, and
+// JoinGroup (groups.go). Each input must
 // be answered without a panic, within fuzzHang, allocating no more than its
 // size justifies, and with a body that kmsg decodes as the response to that
 // key and version (and re-encodes byte for byte). Seeds are valid requests
@@ -172,7 +174,7 @@ func (env *fuzzEnv) openTxn() error {
 	init.SetVersion(4)
 	init.TransactionalID = kmsg.StringPtr(fuzzTxnID)
 	init.TransactionTimeoutMillis = 60000
-	out, err := env.p.answerLocally(c.ctx, protocol.RequestHeader{APIKey: protocol.KeyInitProducerID, APIVersion: 4}, init.AppendTo(nil))
+	out, err := serve(c, protocol.KeyInitProducerID, 4, init.AppendTo(nil))
 	if err != nil {
 		return err
 	}
@@ -184,7 +186,7 @@ func (env *fuzzEnv) openTxn() error {
 	env.pid, env.epoch = resp.ProducerID, resp.ProducerEpoch
 	for _, key := range []int16{protocol.KeyAddPartitionsTxn, protocol.KeyAddOffsetsTxn, protocol.KeyTxnOffsetCommit} {
 		req := env.txnRequest(key, 3)
-		out, err := c.answerTxn(c.ctx, protocol.RequestHeader{APIKey: key, APIVersion: 3}, req.AppendTo(nil))
+		out, err := serve(c, key, 3, req.AppendTo(nil))
 		if err != nil {
 			return err
 		}
@@ -306,6 +308,22 @@ func guarded(what func() string, run func()) uint64 {
 	return heapAllocated(run)
 }
 
+// serve runs key's routed handler on a request with body, as readLoop does,
+// and returns the answer eosproxy gives itself (nil: the request goes
+// upstream).
+func serve(c *conn, key, version int16, body []byte) ([]byte, error) {
+	frame := requestFrame(key, version, body)
+	hdr, err := protocol.ParseRequestHeader(frame)
+	if err != nil {
+		return nil, err
+	}
+	r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: key, ver: version}}
+	if err := route(key)(c, &r); err != nil || !r.slot.local {
+		return nil, err
+	}
+	return r.slot.body, nil
+}
+
 // requestFrame is a request as readLoop reads it: header, then body.
 func requestFrame(key, version int16, body []byte) []byte {
 	b := binary.BigEndian.AppendUint16(nil, uint16(key))
@@ -357,7 +375,7 @@ func checkResponse(t *testing.T, key, version int16, out []byte) kmsg.Response {
 	return resp
 }
 
-// txnKeys are the keys answerTxn serves, in the order of the fuzzed
+// txnKeys are the transaction coordinator's keys, in the order of the fuzzed
 // selector.
 var txnKeys = []int16{protocol.KeyAddPartitionsTxn, protocol.KeyAddOffsetsTxn, protocol.KeyEndTxn,
 	protocol.KeyTxnOffsetCommit, protocol.KeyDescribeTxns, protocol.KeyListTxns}
@@ -426,7 +444,7 @@ func FuzzAnswerTxn(f *testing.F) {
 		v := clip(version, protocol.MaxProxyVersion(key))
 		what := func() string { return fmt.Sprintf("%s v%d (broker %d)", kmsg.NameForKey(key), v, c.brokerID) }
 		env.exercise(t, len(body), what, func() {
-			out, err := c.answerTxn(c.ctx, protocol.RequestHeader{APIKey: key, APIVersion: v}, body)
+			out, err := serve(c, key, v, body)
 			req, resp := checkAnswer(t, key, v, body, out, err)
 			if req != nil {
 				checkTxnAnswer(t, c, req, resp)
@@ -498,7 +516,7 @@ func checkTxnAnswer(t *testing.T, c *conn, req kmsg.Request, resp kmsg.Response)
 	}
 }
 
-// localKeys are the keys answerLocally serves.
+// localKeys are the other keys eosproxy answers itself.
 var localKeys = []int16{protocol.KeyInitProducerID, protocol.KeyDescribeProducers}
 
 func localRequest(key, v int16, txnID *string) kmsg.Request {
@@ -541,7 +559,7 @@ func FuzzAnswerLocally(f *testing.F) {
 		c := env.conns[0]
 		what := func() string { return fmt.Sprintf("%s v%d", kmsg.NameForKey(key), v) }
 		env.exercise(t, len(body), what, func() {
-			out, err := env.p.answerLocally(c.ctx, protocol.RequestHeader{APIKey: key, APIVersion: v}, body)
+			out, err := serve(c, key, v, body)
 			req, resp := checkAnswer(t, key, v, body, out, err)
 			switch r := req.(type) {
 			case *kmsg.InitProducerIDRequest:
@@ -614,7 +632,7 @@ func FuzzFindTxnCoordinator(f *testing.F) {
 
 func checkCoordinator(t *testing.T, env *fuzzEnv, req *kmsg.FindCoordinatorRequest, resp *kmsg.FindCoordinatorResponse) {
 	t.Helper()
-	code, node, port := errCoordinatorNotAvailable, int32(-1), int32(0)
+	code, node, port := kerr.CoordinatorNotAvailable.Code, int32(-1), int32(0)
 	if env.brokers {
 		code, node, port = 0, fuzzBroker, env.port
 	}
@@ -729,7 +747,7 @@ func checkNothingPending(t *testing.T, env *fuzzEnv, req *kmsg.OffsetFetchReques
 func checkUnstable(t *testing.T, req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
 	t.Helper()
 	check := func(code int16) {
-		if code != errUnstableOffsetCommit {
+		if code != kerr.UnstableOffsetCommit.Code {
 			t.Fatalf("OffsetFetch v%d answered locally with error code %d", req.Version, code)
 		}
 	}
@@ -911,18 +929,19 @@ func runProduce(t *testing.T, c *conn, v, upCode int16, frame []byte, hdr protoc
 	decErr := req.ReadFrom(body)
 	s := slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion}
 	fwd, err := c.produce(&s, frame, hdr, acks)
+	plan, _ := s.answer.(*producePlan)
 	switch {
 	case err != nil: // readLoop returns it, whatever else produce gave
-		if !errors.As(err, new(*badRequest)) || s.plan != nil || s.mode != passThrough {
-			t.Fatalf("Produce v%d: error %v with mode %d, plan %v", v, err, s.mode, s.plan != nil)
+		if !errors.As(err, new(*badRequest)) || s.answer != nil || s.local {
+			t.Fatalf("Produce v%d: error %v with slot %+v", v, err, s)
 		}
 		if decErr == nil && !hasDuplicatePartition(req) && (!protocol.ProduceIsTransactional(v, body) || acks == -1) {
 			t.Fatalf("Produce v%d: kmsg decodes it, eosproxy refused it: %v", v, err)
 		}
-	case decErr != nil && s.mode != passThrough:
-		t.Fatalf("Produce v%d: kmsg cannot decode it (%v), eosproxy answered it (mode %d)", v, decErr, s.mode)
-	case s.mode == localAnswer:
-		if fwd != nil || s.plan != nil {
+	case decErr != nil && (s.local || s.answer != nil):
+		t.Fatalf("Produce v%d: kmsg cannot decode it (%v), eosproxy answered it (slot %+v)", v, decErr, s)
+	case s.local:
+		if fwd != nil || s.answer != nil {
 			t.Fatalf("Produce v%d answered locally, yet %d bytes to forward", v, len(fwd))
 		}
 		out := s.body
@@ -933,25 +952,26 @@ func runProduce(t *testing.T, c *conn, v, upCode int16, frame []byte, hdr protoc
 			out = s.wait()
 		}
 		checkProduceAnswer(t, req, out)
-	case s.mode == produceAnswer:
-		checkForwarded(t, c, req, s.plan, fwd, upCode)
-	case s.mode == passThrough:
-		if s.plan != nil || !bytes.Equal(fwd, orig) {
-			t.Fatalf("Produce v%d passes through changed (plan %v)", v, s.plan != nil)
+	case plan != nil:
+		checkForwarded(t, c, req, plan, fwd, upCode)
+	case s.answer == nil:
+		if !bytes.Equal(fwd, orig) {
+			t.Fatalf("Produce v%d passes through changed", v)
 		}
 	default:
-		t.Fatalf("Produce v%d: mode %d", v, s.mode)
+		t.Fatalf("Produce v%d: slot %+v", v, s)
 	}
 }
 
 func hasDuplicatePartition(req *kmsg.ProduceRequest) bool {
-	seen := map[tp]bool{}
+	seen := map[txnstate.TopicPartition]bool{}
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
-			if seen[tp{t.Topic, p.Partition}] {
+			k := txnstate.TopicPartition{Topic: t.Topic, Partition: p.Partition}
+			if seen[k] {
 				return true
 			}
-			seen[tp{t.Topic, p.Partition}] = true
+			seen[k] = true
 		}
 	}
 	return false
@@ -981,7 +1001,7 @@ func checkForwarded(t *testing.T, c *conn, req *kmsg.ProduceRequest, plan *produ
 		rt := kmsg.NewProduceResponseTopic()
 		rt.Topic, rt.TopicID = st.Topic, st.TopicID
 		for _, p := range st.Partitions {
-			if tok := plan.tokens[tp{st.Topic, p.Partition}]; tok != nil {
+			if tok := plan.tokens[txnstate.TopicPartition{Topic: st.Topic, Partition: p.Partition}]; tok != nil {
 				// Cleared for writing: checked, then re-signed without
 				// its producer.
 				bt, err := protocol.ParseBatch(p.Records)

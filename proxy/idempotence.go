@@ -9,48 +9,21 @@ import (
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/txnstate"
 )
 
-// Kafka error codes eosproxy answers Produce with itself.
-const (
-	errCorruptMessage          int16 = 2
-	errRequestTimedOut         int16 = 7
-	errStorage                 int16 = 56
-	errInvalidRecord           int16 = 87
-	errCoordinatorNotAvailable int16 = 15
-	errInvalidRequiredAcks     int16 = 21
-)
-
-// refuseProduce answers every partition of req with code.
-func refuseProduce(req *kmsg.ProduceRequest, code int16) []byte {
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
-	for _, t := range req.Topics {
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic, rt.TopicID = t.Topic, t.TopicID
-		for _, p := range t.Partitions {
-			rp := kmsg.NewProduceResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = p.Partition, code
-			rp.BaseOffset, rp.LogAppendTime, rp.LogStartOffset = -1, -1, -1
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		resp.Topics = append(resp.Topics, rt)
-	}
-	return resp.AppendTo(nil)
-}
+// An idempotent Produce (00_produce.go): each batch that carries a producer
+// id is checked against the producer's state (dedup) before anything is
+// forwarded, and its outcome recorded once the backend has answered.
 
 // producePlan is an idempotent Produce request after eosproxy's checks: the
 // batches cleared for writing (with their tokens) go upstream, the rest are
 // answered locally, merged into the upstream's answer in request order.
 type producePlan struct {
 	order   []reqTopic // the request's topics and partitions, for the answer
-	tokens  map[tp]*dedup.Token
-	local   map[tp]kmsg.ProduceResponseTopicPartition
+	tokens  map[txnstate.TopicPartition]*dedup.Token
+	local   map[txnstate.TopicPartition]kmsg.ProduceResponseTopicPartition
 	forward bool
-}
-
-type tp struct {
-	topic     string
-	partition int32
 }
 
 // planProduce checks every batch of an acks≠0 Produce request that carries a
@@ -69,26 +42,27 @@ func (c *conn) planProduce(ctx context.Context, frame []byte, hdr protocol.Reque
 	var plan *producePlan
 	dropped := false
 	order := make([]reqTopic, len(req.Topics))
-	seen := map[tp]bool{}
+	seen := map[txnstate.TopicPartition]bool{}
 	for ti := range req.Topics {
 		t := &req.Topics[ti]
 		order[ti] = reqTopic{Topic: t.Topic, TopicID: t.TopicID}
 		kept := t.Partitions[:0:0]
 		for _, p := range t.Partitions {
-			if seen[tp{t.Topic, p.Partition}] {
+			k := txnstate.TopicPartition{Topic: t.Topic, Partition: p.Partition}
+			if seen[k] {
 				// One batch per partition and request: a second one would
 				// wait on the first's token for ever. Kafka refuses it too.
 				plan.fail()
 				return nil, nil, bad("Produce names %s/%d twice", t.Topic, p.Partition)
 			}
-			seen[tp{t.Topic, p.Partition}] = true
+			seen[k] = true
 			order[ti].Partitions = append(order[ti].Partitions, p.Partition)
 			answer, keep := c.checkBatch(ctx, t.Topic, p.Partition, p.Records, &plan)
 			if keep {
 				kept = append(kept, p)
 				continue
 			}
-			plan.local[tp{t.Topic, p.Partition}] = answer
+			plan.local[k] = answer
 			dropped = true
 		}
 		t.Partitions = kept
@@ -124,7 +98,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	ans.BaseOffset, ans.LogAppendTime, ans.LogStartOffset = -1, -1, -1
 	ensure := func() {
 		if *plan == nil {
-			*plan = &producePlan{tokens: map[tp]*dedup.Token{}, local: map[tp]kmsg.ProduceResponseTopicPartition{}}
+			*plan = &producePlan{tokens: map[txnstate.TopicPartition]*dedup.Token{}, local: map[txnstate.TopicPartition]kmsg.ProduceResponseTopicPartition{}}
 		}
 	}
 	if len(records) == 0 {
@@ -140,13 +114,13 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	if err != nil {
 		ensure()
 		c.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).Msg("rejecting corrupt record batch")
-		ans.ErrorCode = errCorruptMessage
+		ans.ErrorCode = kerr.CorruptMessage.Code
 		return ans, false
 	}
 	ensure()
 	if bt.Length != len(records) {
 		// Kafka takes exactly one batch per partition from a v2 producer.
-		ans.ErrorCode = errInvalidRecord
+		ans.ErrorCode = kerr.InvalidRecord.Code
 		return ans, false
 	}
 	// Begin may wait for an earlier batch of this connection to be
@@ -160,7 +134,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	if err != nil {
 		c.log.Warn().Err(err).Int64("producer", key.ProducerID).Str("topic", topic).Int32("partition", partition).
 			Msg("cannot settle producer state; asking the client to retry")
-		ans.ErrorCode = errRequestTimedOut
+		ans.ErrorCode = kerr.RequestTimedOut.Code
 		return ans, false
 	}
 	switch d.Verdict {
@@ -169,7 +143,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		if err != nil {
 			tok.Failed(false)
 			c.log.Warn().Err(err).Int64("producer", key.ProducerID).Msg("asking the client to retry")
-			ans.ErrorCode = errRequestTimedOut
+			ans.ErrorCode = kerr.RequestTimedOut.Code
 			return ans, false
 		}
 		if ok {
@@ -179,7 +153,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		} else {
 			protocol.ClearProducer(records, bt.Length)
 		}
-		(*plan).tokens[tp{topic, partition}] = tok
+		(*plan).tokens[txnstate.TopicPartition{Topic: topic, Partition: partition}] = tok
 		return ans, true
 	case dedup.Duplicate:
 		c.p.metrics.duplicates.Add(1)
@@ -204,13 +178,19 @@ func (pl *producePlan) fail() {
 	pl.tokens = nil
 }
 
+// respond completes the plan with the upstream's answer.
+func (pl *producePlan) respond(c *conn, s *slot, body []byte) ([]byte, error) {
+	return c.answerProduce(pl, s.ver, body)
+}
+
 // ambiguous lists the Produce errors after which the backend may hold the
 // batch although it did not say so.
 func ambiguous(code int16) bool {
 	switch code {
-	case -1, 7, 13, 20, 56: // unknown, request timed out, network, not enough replicas after append, storage
+	case kerr.UnknownServerError.Code, kerr.RequestTimedOut.Code, kerr.NetworkException.Code,
+		kerr.NotEnoughReplicasAfterAppend.Code, kerr.KafkaStorageError.Code:
 		return true
-	case 46: // DUPLICATE_SEQUENCE_NUMBER: older brokers' answer to a resent batch under a paired producer id
+	case kerr.DuplicateSequenceNumber.Code: // older brokers' answer to a resent batch under a paired producer id
 		return true
 	}
 	return false
@@ -229,11 +209,11 @@ func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([
 			return nil, fmt.Errorf("decode Produce v%d response: %w", version, err)
 		}
 	}
-	results := map[tp]*kmsg.ProduceResponseTopicPartition{}
+	results := map[txnstate.TopicPartition]*kmsg.ProduceResponseTopicPartition{}
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		for pi := range t.Partitions {
-			results[tp{t.Topic, t.Partitions[pi].Partition}] = &t.Partitions[pi]
+			results[txnstate.TopicPartition{Topic: t.Topic, Partition: t.Partitions[pi].Partition}] = &t.Partitions[pi]
 		}
 	}
 	var toks []*dedup.Token
@@ -254,7 +234,7 @@ func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([
 	for i, err := range dedup.WrittenAll(toks, offs) {
 		if err != nil {
 			c.log.Error().Err(err).Msg("producer state not durable; answering KAFKA_STORAGE_ERROR so the client retries")
-			parts[i].ErrorCode = errStorage
+			parts[i].ErrorCode = kerr.KafkaStorageError.Code
 		}
 	}
 	// The answer lists topics and partitions in the order of the request.
@@ -268,7 +248,7 @@ func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([
 		rt.Topic = t.Topic
 		rt.TopicID = t.TopicID
 		for _, p := range t.Partitions {
-			k := tp{t.Topic, p}
+			k := txnstate.TopicPartition{Topic: t.Topic, Partition: p}
 			if a, ok := pl.local[k]; ok {
 				rt.Partitions = append(rt.Partitions, a)
 			} else if r := results[k]; r != nil {
@@ -287,107 +267,4 @@ type reqTopic struct {
 	Topic      string
 	TopicID    [16]byte
 	Partitions []int32
-}
-
-// produce runs eosproxy's idempotence checks on a Produce request, or
-// buffers a transactional one, and returns the frame to forward (nil when
-// nothing goes upstream).
-func (c *conn) produce(s *slot, frame []byte, hdr protocol.RequestHeader, acks int16) ([]byte, error) {
-	if protocol.ProduceIsTransactional(hdr.APIVersion, frame[hdr.BodyOffset:]) {
-		req := kmsg.NewPtrProduceRequest()
-		req.SetVersion(hdr.APIVersion)
-		if err := req.ReadFrom(frame[hdr.BodyOffset:]); err != nil {
-			return nil, bad("decode Produce v%d: %w", hdr.APIVersion, err)
-		}
-		if acks == 0 {
-			// Kafka refuses it with INVALID_REQUIRED_ACKS; with acks=0 there
-			// is no answer to carry that, so the connection closes.
-			return nil, bad("transactional Produce with acks=0 (must be -1)")
-		}
-		if acks != -1 {
-			c.log.Warn().Int16("acks", acks).Msg("refusing transactional Produce without acks=all: INVALID_REQUIRED_ACKS")
-			s.mode, s.body = localAnswer, refuseProduce(req, errInvalidRequiredAcks)
-			return nil, nil
-		}
-		s.mode, s.wait = localAnswer, c.produceTxn(req)
-		return nil, nil
-	}
-	if acks == 0 {
-		return frame, nil
-	}
-	plan, fwd, err := c.planProduce(c.ctx, frame, hdr)
-	if err != nil || plan == nil {
-		return frame, err
-	}
-	s.plan = plan
-	if plan.forward {
-		s.mode = produceAnswer
-		return fwd, nil
-	}
-	body, err := c.answerProduce(plan, hdr.APIVersion, nil)
-	if err != nil {
-		return nil, err
-	}
-	s.mode, s.body, s.plan = localAnswer, body, nil
-	return nil, nil
-}
-
-// answerLocally answers the requests eosproxy serves itself from its state:
-// InitProducerId for idempotent producers and DescribeProducers. A nil body
-// means the request passes through.
-func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, body []byte) ([]byte, error) {
-	switch hdr.APIKey {
-	case protocol.KeyInitProducerID:
-		req := kmsg.NewPtrInitProducerIDRequest()
-		req.SetVersion(hdr.APIVersion)
-		if err := req.ReadFrom(body); err != nil {
-			return nil, bad("decode InitProducerId v%d: %w", hdr.APIVersion, err)
-		}
-		if req.TransactionalID != nil {
-			return p.initProducerIDTxn(ctx, req), nil
-		}
-		resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
-		// Kafka gives an idempotent producer a new id on every call, even
-		// one that names its old id and epoch (KIP-360).
-		id, err := p.producers.NewProducerID()
-		if err != nil {
-			p.log.Error().Err(err).Msg("cannot allocate a producer id")
-			resp.ErrorCode = errCoordinatorNotAvailable
-			resp.ProducerID, resp.ProducerEpoch = -1, -1
-		} else if err := p.upstream.pair(ctx, id); err != nil {
-			// As Kafka answers while its producer id block is not ready:
-			// every client retries it (franz-go, Java, librdkafka).
-			p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")
-			resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
-			resp.ProducerID, resp.ProducerEpoch = -1, -1
-		} else {
-			resp.ProducerID, resp.ProducerEpoch = id, 0
-		}
-		return resp.AppendTo(nil), nil
-	case protocol.KeyDescribeProducers:
-		req := kmsg.NewPtrDescribeProducersRequest()
-		req.SetVersion(hdr.APIVersion)
-		if err := req.ReadFrom(body); err != nil {
-			return nil, bad("decode DescribeProducers v%d: %w", hdr.APIVersion, err)
-		}
-		resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
-		for _, t := range req.Topics {
-			rt := kmsg.NewDescribeProducersResponseTopic()
-			rt.Topic = t.Topic
-			for _, part := range t.Partitions {
-				rp := kmsg.NewDescribeProducersResponseTopicPartition()
-				rp.Partition = part
-				for _, pr := range p.producers.Producers(t.Topic, part) {
-					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
-					ap.ProducerID, ap.ProducerEpoch, ap.LastSequence = pr.ProducerID, int32(pr.Epoch), pr.LastSequence
-					ap.LastTimestamp, ap.CoordinatorEpoch, ap.CurrentTxnStartOffset = pr.LastUpdateMs, -1, -1
-					rp.ActiveProducers = append(rp.ActiveProducers, ap)
-				}
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp.AppendTo(nil), nil
-	}
-	return nil, nil
 }

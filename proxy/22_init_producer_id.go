@@ -1,0 +1,62 @@
+package proxy
+
+// InitProducerId v0–v5, answered by eosproxy itself; never passed on.
+//
+// With a transactional id eosproxy is the transaction coordinator: it gives
+// the id's producer id and a new epoch, fencing the previous producer, and
+// ends an open transaction (txnstate). Without one the producer is
+// idempotent: eosproxy gives a new producer id of its own on every call, as
+// Kafka does, and pairs it with a producer id the backend gave eosproxy
+// (where the backend has idempotence; upstreampid.go), under which the
+// producer's batches are forwarded, so the backend drops a batch written
+// twice too.
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+func handleInitProducerID(c *conn, r *request) error {
+	return answerLocal(r, kmsg.NewPtrInitProducerIDRequest(), func(req *kmsg.InitProducerIDRequest) []byte {
+		if req.TransactionalID != nil {
+			return c.p.initProducerIDTxn(c.ctx, req)
+		}
+		return c.p.initProducerID(c.ctx, req)
+	})
+}
+
+// initProducerID answers an idempotent producer's InitProducerId.
+func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) []byte {
+	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+	// Kafka gives an idempotent producer a new id on every call, even
+	// one that names its old id and epoch (KIP-360).
+	id, err := p.producers.NewProducerID()
+	if err != nil {
+		p.log.Error().Err(err).Msg("cannot allocate a producer id")
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		resp.ProducerID, resp.ProducerEpoch = -1, -1
+	} else if err := p.upstream.pair(ctx, id); err != nil {
+		// As Kafka answers while its producer id block is not ready:
+		// every client retries it (franz-go, Java, librdkafka).
+		p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")
+		resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		resp.ProducerID, resp.ProducerEpoch = -1, -1
+	} else {
+		resp.ProducerID, resp.ProducerEpoch = id, 0
+	}
+	return resp.AppendTo(nil)
+}
+
+func (p *Proxy) initProducerIDTxn(ctx context.Context, r *kmsg.InitProducerIDRequest) []byte {
+	res := p.coord.InitProducerID(ctx, txnstate.InitProducerIDRequest{
+		TransactionalID: *r.TransactionalID, TimeoutMs: r.TransactionTimeoutMillis,
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Version: r.Version,
+	})
+	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
+	return resp.AppendTo(nil)
+}

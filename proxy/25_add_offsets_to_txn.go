@@ -1,0 +1,25 @@
+package proxy
+
+// AddOffsetsToTxn v0–v4, answered by eosproxy itself; never passed on.
+//
+// eosproxy is the transaction coordinator: the consumer group joins the
+// producer's open transaction in txnstate, so that the group's offsets, sent
+// next by TxnOffsetCommit, are committed or aborted with it.
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+func handleAddOffsetsToTxn(c *conn, r *request) error {
+	return answerLocal(r, kmsg.NewPtrAddOffsetsToTxnRequest(), c.p.addOffsetsToTxn)
+}
+
+func (p *Proxy) addOffsetsToTxn(r *kmsg.AddOffsetsToTxnRequest) []byte {
+	res := p.coord.AddOffsets(r.TransactionalID, txnstate.AddOffsetsRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Group: r.Group, Version: r.Version})
+	resp := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+	resp.ErrorCode = res.Err
+	return resp.AppendTo(nil)
+}

@@ -1,0 +1,33 @@
+package proxy
+
+// EndTxn v0–v5 (v5: KIP-890, the epoch bumped on every end), answered by
+// eosproxy itself; never passed on.
+//
+// eosproxy is the transaction coordinator: txnstate decides the commit or
+// abort durably and answers, and carries the decision out in the background:
+// a commit's buffered batches and offsets are written to the backend then
+// (txnstate's forwarding), an abort's dropped. Nothing of a transaction
+// reaches the backend before its commit is decided, so consumers of the
+// backend never see uncommitted data.
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/txnstate"
+)
+
+func handleEndTxn(c *conn, r *request) error {
+	return answerLocal(r, kmsg.NewPtrEndTxnRequest(), func(req *kmsg.EndTxnRequest) []byte {
+		return c.p.endTxn(c.ctx, req)
+	})
+}
+
+func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
+	res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
+		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
+	resp := r.ResponseKind().(*kmsg.EndTxnResponse)
+	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
+	return resp.AppendTo(nil)
+}

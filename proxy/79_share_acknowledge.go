@@ -1,0 +1,7 @@
+package proxy
+
+// ShareAcknowledge, every version kmsg decodes (v0–v2), passed on; the node
+// endpoints of an answer (a new leader) are replaced with eosproxy's
+// listeners, as in Metadata (03_metadata.go).
+
+func handleShareAcknowledge(c *conn, r *request) error { return passMapped(c, r) }

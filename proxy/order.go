@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/eosproxy/eosproxy/protocol"
+)
+
+// Responses go back to the client in the order of its requests. Kafka
+// processes one connection's requests in order and answers them so, and
+// clients rely on it: the Java client takes each response for its oldest
+// request in flight and closes the connection on a correlation id that does
+// not match. eosproxy answers some requests itself, some only once a batch is
+// durable, and passes the rest on, so answers come ready out of order. The
+// reader therefore queues a slot for every request that expects a response,
+// in request order, and the writer takes the slots in that order, waiting
+// for each one's answer, whether it comes from the upstream connection (which
+// answers in order too) or from eosproxy.
+
+// slot is one request awaiting its response, in the order the client sent it.
+// A slot is answered in one of three ways: locally (nothing was sent
+// upstream), from the upstream's response made over by a responder, or from
+// the upstream's bytes streamed through unchanged.
+type slot struct {
+	corr     int32
+	key, ver int16
+	local    bool          // answered by eosproxy: nothing went upstream
+	body     []byte        // local: the response body
+	wait     func() []byte // local, made later: blocks until the body is ready
+	// answer makes the client's response from the upstream's; nil streams
+	// the upstream's bytes through untouched.
+	answer responder
+}
+
+// responder makes the client's response body from the upstream's body (the
+// correlation id and header tags stripped); nil sends the upstream's
+// response unchanged.
+type responder interface {
+	respond(c *conn, s *slot, body []byte) ([]byte, error)
+}
+
+// failer is a responder that holds something waiting for the upstream's
+// answer (an idempotent Produce's batches): fail releases it when that
+// answer will never be read.
+type failer interface{ fail() }
+
+// abandon releases what waits on the slot's answer.
+func (s *slot) abandon() {
+	if f, ok := s.answer.(failer); ok {
+		f.fail()
+	}
+}
+
+// enqueue hands the writer a slot; false when the writer is gone.
+func (c *conn) enqueue(s slot) bool {
+	select {
+	case c.slots <- s:
+		return true
+	case <-c.writerDone:
+		s.abandon()
+		return false
+	}
+}
+
+func (c *conn) writeLoop() (err error) {
+	var cur slot // the slot whose answer is being read
+	defer func() {
+		if err != nil {
+			cur.abandon()
+		}
+	}()
+	src := flushingReader{c.ur, c.cw}
+	var hdr [8]byte
+	var buf []byte
+	for {
+		var s slot
+		var ok bool
+		select {
+		case s, ok = <-c.slots:
+		default:
+			if err := c.cw.Flush(); err != nil {
+				return err
+			}
+			s, ok = <-c.slots
+		}
+		if !ok {
+			return c.cw.Flush()
+		}
+		if s.local {
+			if s.wait != nil {
+				if c.cw.Buffered() > 0 {
+					if err := c.cw.Flush(); err != nil {
+						return err
+					}
+				}
+				s.body = s.wait()
+			}
+			if err := c.writeResponse(s, s.body); err != nil {
+				return err
+			}
+			continue
+		}
+		cur = s
+		if _, err := io.ReadFull(src, hdr[:]); err != nil {
+			return fmt.Errorf("read upstream response to %s: %w", keyName(s.key), err)
+		}
+		size := int32(binary.BigEndian.Uint32(hdr[:4]))
+		corr := int32(binary.BigEndian.Uint32(hdr[4:]))
+		if corr != s.corr {
+			return fmt.Errorf("upstream answered correlation id %d, expected %d for %s", corr, s.corr, keyName(s.key))
+		}
+		if size < 4 {
+			return fmt.Errorf("upstream response of %d bytes", size)
+		}
+		if s.answer == nil {
+			if _, err := c.cw.Write(hdr[:]); err != nil {
+				return err
+			}
+			if err := c.copyUpstream(int(size) - 4); err != nil {
+				return err
+			}
+			continue
+		}
+		if cap(buf) < int(size) {
+			buf = make([]byte, size)
+		}
+		resp := buf[:size]
+		copy(resp, hdr[4:])
+		if _, err := io.ReadFull(src, resp[4:]); err != nil {
+			return fmt.Errorf("read upstream response to %s: %w", keyName(s.key), err)
+		}
+		if err := c.rewrite(s, resp); err != nil {
+			return err
+		}
+		if cap(buf) > keepBuf {
+			buf = nil
+		}
+	}
+}
+
+// rewrite sends the client the upstream's response resp (correlation id
+// onwards), made over by the slot's responder.
+func (c *conn) rewrite(s slot, resp []byte) error {
+	hlen, err := protocol.ResponseHeaderLen(s.key, s.ver, resp)
+	if err != nil {
+		return fmt.Errorf("upstream %s response: %w", keyName(s.key), err)
+	}
+	body, err := s.answer.respond(c, &s, resp[hlen:])
+	if err != nil {
+		return fmt.Errorf("upstream %s v%d response: %w", keyName(s.key), s.ver, err)
+	}
+	if body == nil {
+		return c.writeFrame(resp)
+	}
+	return c.writeFrame(resp[:hlen], body)
+}
+
+// writeResponse frames a locally made response body with the header the
+// client expects for the slot's key and version.
+func (c *conn) writeResponse(s slot, body []byte) error {
+	var hdr [5]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(s.corr))
+	h := hdr[:4]
+	if flexible, _ := protocol.RequestIsFlexible(s.key, s.ver); flexible && s.key != protocol.KeyApiVersions {
+		h = hdr[:5] // empty tag section
+	}
+	return c.writeFrame(h, body)
+}
+
+func (c *conn) writeFrame(parts ...[]byte) error {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	var szb [4]byte
+	binary.BigEndian.PutUint32(szb[:], uint32(n))
+	if _, err := c.cw.Write(szb[:]); err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := c.cw.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
