@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,33 +25,6 @@ const (
 	ErrPolicyViolation         int16 = 44
 	ErrTransactionalIDNotFound int16 = 105
 )
-
-// Backend is what the coordinator needs of the real cluster to carry out a
-// commit: eosproxy's proxy package implements it over its own client.
-type Backend interface {
-	// EndOffsets returns each partition's log end offset.
-	EndOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error)
-	// Produce writes one batch per partition (acks=all) and reports each.
-	Produce(ctx context.Context, batches map[TopicPartition][]byte) map[TopicPartition]ProduceResult
-	// FindBatch reads the partition from offset from and reports where a
-	// batch with this content digest is (protocol.Digest), if anywhere.
-	FindBatch(ctx context.Context, tp TopicPartition, from int64, digest [32]byte) (int64, bool, error)
-	// CommitOffsets commits a group's offsets as the member that sent them.
-	// An error wrapping ErrPermanent will not succeed on a retry.
-	CommitOffsets(ctx context.Context, group string, g GroupOffsets) error
-}
-
-// ErrPermanent marks a backend failure that retrying cannot fix.
-var ErrPermanent = errors.New("permanent failure")
-
-// ProduceResult is the backend's answer for one batch.
-type ProduceResult struct {
-	BaseOffset int64
-	Err        error
-	// Ambiguous: the batch may have been written although Err says otherwise
-	// (a timeout, a dropped connection).
-	Ambiguous bool
-}
 
 // Options configure a Coordinator.
 type Options struct {

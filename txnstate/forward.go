@@ -32,20 +32,6 @@ const (
 	maxInFlight = 5
 )
 
-// Idempotent is a Backend that also takes writes under a producer id of
-// eosproxy's own. With it a commit's batches of a partition are pipelined:
-// the backend keeps them in sequence order and drops a resent one it holds.
-type Idempotent interface {
-	Backend
-	// InitProducerID gets a fresh producer id (and its epoch) for
-	// eosproxy's own writes; an error if the backend cannot give one.
-	InitProducerID(ctx context.Context) (int64, int16, error)
-	// Send writes one batch per partition (stamped with eosproxy's
-	// producer fields) and returns a wait for the answers. Batches sent for
-	// a partition reach the backend in the order Send is called.
-	Send(ctx context.Context, batches map[TopicPartition][]byte) func(context.Context) map[TopicPartition]ProduceResult
-}
-
 // upstreamProducer is one producer id and epoch of eosproxy's own.
 type upstreamProducer struct {
 	pid   int64
