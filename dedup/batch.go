@@ -1,3 +1,8 @@
+// One batch through the table: Begin decides it, after waiting for the batch
+// ahead of it and settling an unknown outcome, and exactly one of WrittenAll
+// or Failed ends it. Apart from the table because this is the path every
+// idempotent Produce takes.
+
 package dedup
 
 import (

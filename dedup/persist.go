@@ -1,12 +1,31 @@
+// Persistence of producer states: one loop writes every queued state in one
+// badger transaction (one fsync for many producers), and the states'
+// encoding, which the transaction coordinator shares. Apart from the table
+// because writes are queued and answered asynchronously.
+
 package dedup
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
+
+// commitQueue holds the writes waiting for the commit loop.
+type commitQueue struct {
+	commits chan commit
+	// closing orders submit against Close, so no write is queued after the
+	// commit loop's last drain.
+	closing sync.RWMutex
+	closed  bool
+	// beforeCommit, if set, runs before each group commit (tests hold
+	// commits with it).
+	beforeCommit atomic.Pointer[func()]
+}
 
 // commit is one durable write (or delete, when val is nil) waiting for the
 // group commit.

@@ -1,9 +1,22 @@
+// The producer id allocator, with its own lock apart from the table's:
+// reserving a block of ids may take a round trip to the backend.
+
 package dedup
 
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 )
+
+// pidAllocator hands out producer ids; pidMu guards it, apart from the
+// table's mu: reserving a block may take a round trip to the backend.
+type pidAllocator struct {
+	pidMu   sync.Mutex
+	pidNext int64
+	pidTop  int64 // ids below this are reserved on disk
+	reserve func(floor int64) (int64, error)
+}
 
 // ProducerIDBlock is how many producer ids are reserved at a time.
 const ProducerIDBlock = 1000

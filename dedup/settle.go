@@ -1,3 +1,8 @@
+// Look-ups in the backend: settling a state whose last outcome is unknown,
+// and the intent that says when a look-up is needed after a crash (recorded
+// before a batch goes out, cleared once the producer is idle). Apart because
+// this is the only I/O toward the backend the table does.
+
 package dedup
 
 import (

@@ -1,3 +1,8 @@
+// The producer state table: its entries by producer and partition under one
+// lock (mu), Open and Close, expiry, and what DescribeProducers reads. The
+// pure decision is decide.go; one batch's steps (batch.go), the look-ups
+// (settle.go), persistence and the id allocator have files of their own.
+
 package dedup
 
 import (
@@ -6,7 +11,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,23 +50,11 @@ type Table struct {
 	mu      sync.Mutex
 	entries map[Key]*entry
 
-	// pidMu guards the producer id allocator, apart from mu: reserving a
-	// block may take a round trip to the backend.
-	pidMu   sync.Mutex
-	pidNext int64
-	pidTop  int64 // ids below this are reserved on disk
-	reserve func(floor int64) (int64, error)
+	pidAllocator // pid.go
+	commitQueue  // persist.go
 
-	commits chan commit
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	// closing orders submit against Close, so no write is queued after the
-	// commit loop's last drain.
-	closing sync.RWMutex
-	closed  bool
-	// beforeCommit, if set, runs before each group commit (tests hold
-	// commits with it).
-	beforeCommit atomic.Pointer[func()]
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 type entry struct {
@@ -97,9 +89,9 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 func open(db *store.DB, backend Backend, expiration, idleAfter time.Duration, log zerolog.Logger) (*Table, error) {
 	t := &Table{
 		log: log, db: db, backend: backend, expiration: expiration, idleAfter: idleAfter, now: time.Now,
-		entries: map[Key]*entry{},
-		commits: make(chan commit, 1024),
-		stop:    make(chan struct{}),
+		entries:     map[Key]*entry{},
+		commitQueue: commitQueue{commits: make(chan commit, 1024)},
+		stop:        make(chan struct{}),
 	}
 	raw, err := db.Get(pidKey)
 	if err != nil {

@@ -1,8 +1,14 @@
+// Buffering a transactional batch: a Produce checked against the transaction
+// and the producer's sequences, its bytes appended to the spool, and the
+// flusher that makes the index durable in order, many batches per fsync.
+// Apart because it runs per batch; the rest of the coordinator per transaction.
+
 package txnstate
 
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -10,6 +16,16 @@ import (
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
+// flushQueue holds an entry's index writes waiting for the flusher; qmu
+// guards it, and flushing says a flusher is running.
+type flushQueue struct {
+	qmu      sync.Mutex
+	queue    []*write
+	flushing bool
+}
+
+// write is one buffered batch: its spool reference and index writes, and
+// the flusher's outcome once done is closed.
 type write struct {
 	done chan struct{}
 	err  error

@@ -1,3 +1,8 @@
+// The Coordinator and its registry of transactional ids: Options, Open and
+// Close, and the lock (mu) that guards the map of entries. An entry's own
+// state is guarded by locks that live with their concept (buffer.go,
+// jobs.go); this file only finds, creates and lists entries.
+
 package txnstate
 
 import (
@@ -60,26 +65,12 @@ type Coordinator struct {
 
 	buffered atomic.Int64  // bytes buffered in all open transactions
 	counter  atomic.Uint64 // orders buffered batches
-	pending  atomic.Int32  // transactions holding group offsets
 	// noUpstreamUntil: the backend gave no producer id for forwarding;
 	// not asked again before this time (unix ms).
 	noUpstreamUntil atomic.Int64
 
-	// ends is, per partition, an offset the backend's log is known to
-	// reach (the end of eosproxy's last write there), in this process only.
-	endsMu sync.Mutex
-	ends   map[TopicPartition]knownEnd
-
-	// offLatest is, per group and partition, the decision order (job.seq)
-	// of the latest decided commit holding an offset for it. Commits of
-	// different transactional ids are carried out independently, so an
-	// earlier one (a previous owner of the partition, held up by retries)
-	// can finish after a later one: its offset must then neither be written
-	// over the later one nor served in its place. offMu guards it;
-	// groupLocks serialise each group's check-and-commit.
-	offMu      sync.Mutex
-	offLatest  map[string]map[TopicPartition]uint64
-	groupLocks map[string]*sync.Mutex
+	knownEnds  // partition ends known from eosproxy's writes (ends.go)
+	offsetBook // group offsets held by transactions (offsets.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -92,6 +83,10 @@ type entry struct {
 	id  string
 	mu  sync.Mutex
 	txn atomic.Pointer[Txn]
+	// gen is the generation of the id's latest transaction.
+	gen uint64
+
+	// Buffering of the open transaction (buffer.go).
 	// seqs is the producer's sequence state per partition, for seqPID.
 	seqs   map[TopicPartition]dedup.State
 	seqPID int64
@@ -100,18 +95,10 @@ type entry struct {
 	// writes in flight; a decision that reads buffered data waits for them.
 	writes sync.WaitGroup
 	last   *write
-	// queue holds index writes waiting for the flusher (flushing).
-	qmu      sync.Mutex
-	queue    []*write
-	flushing bool
-	broken   atomic.Bool // a buffered write failed: the transaction can only abort
-	// gen is the generation of the id's latest transaction.
-	gen uint64
-	// jobs are decided commits and aborts not yet carried out, oldest
-	// first; one runner (running) carries them out in order.
-	jmu     sync.Mutex
-	jobs    []*job
-	running bool
+	broken atomic.Bool // a buffered write failed: the transaction can only abort
+	flushQueue
+
+	jobQueue // decided commits and aborts (jobs.go)
 }
 
 // Open loads the coordinator's state and resumes every commit or abort a

@@ -1,7 +1,13 @@
+// The partition ends eosproxy knows from its own writes, in this process
+// only: a commit decided soon after one takes its forwarding low-water
+// offsets from them and needs no ListOffsets round trip. Its own lock
+// (endsMu), as deciding and forwarding both use it.
+
 package txnstate
 
 import (
 	"encoding/binary"
+	"sync"
 	"time"
 )
 
@@ -44,6 +50,13 @@ func (c *Coordinator) knownLowWater(e *entry, gen uint64, t *Txn) []kv {
 		}
 	}
 	return out
+}
+
+// knownEnds is, per partition, an offset the backend's log is known to
+// reach (the end of eosproxy's last write there), in this process only.
+type knownEnds struct {
+	endsMu sync.Mutex
+	ends   map[TopicPartition]knownEnd
 }
 
 // knownEnd is an offset a partition is known to reach, and when it was

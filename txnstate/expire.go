@@ -1,3 +1,7 @@
+// Decisions the clock takes: a transaction open past its timeout is aborted,
+// and an id unused for transactional.id.expiration.ms is forgotten. A loop of
+// its own, as Kafka's TransactionStateManager schedules both.
+
 package txnstate
 
 import (

@@ -1,3 +1,8 @@
+// Forwarding one decided commit: its buffered batches to the backend exactly
+// once and in order per partition, then its group offsets. Here: one
+// attempt's state, reading the batches back, the look-up of what an earlier
+// attempt wrote, and the durable record of progress; send.go sends.
+
 package txnstate
 
 import (
@@ -16,18 +21,12 @@ import (
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
-// roundBytes bounds the data one forwarding attempt holds in memory at once;
 // persistEvery is how much forwarded data may be recorded only in memory.
 const (
-	roundBytes   = 16 << 20
 	persistEvery = 64 << 20
 	// persistBatches bounds the batches one progress write deletes, so
 	// that it fits in one badger transaction (tens of thousands of keys).
 	persistBatches = 1000
-	// maxInFlight is how many batches of one partition are pipelined
-	// toward an idempotent backend: Kafka keeps the last five batches of a
-	// producer per partition to recognise a resent one.
-	maxInFlight = 5
 )
 
 // lowWater is a partition's forwarding position: the offset from which the

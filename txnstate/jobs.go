@@ -1,13 +1,27 @@
+// Carrying out decisions (Kafka's TransactionMarkerChannelManager): per id one
+// runner takes the decided commits and aborts in order, forwards or drops
+// their batches, and retires them. Apart from deciding because the client
+// goes on with its next transaction while this runs.
+
 package txnstate
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
+
+// jobQueue is an entry's decided commits and aborts not yet carried out,
+// oldest first; one runner (running) carries them out in order. jmu guards it.
+type jobQueue struct {
+	jmu     sync.Mutex
+	jobs    []*job
+	running bool
+}
 
 // job is a decided commit or abort of one generation: its batches are to be
 // forwarded (then its offsets committed) or dropped.

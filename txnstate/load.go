@@ -1,3 +1,8 @@
+// Loading at Open (the reading side of Kafka's TransactionStateManager): ids,
+// sequences, generations, decided jobs and buffered batches read back from
+// badger, so that Open can roll unfinished jobs forward; and the marks a
+// clean stop leaves so that loading knows which commits sent nothing.
+
 package txnstate
 
 import (

@@ -1,3 +1,8 @@
+// Group offsets held by transactions: what OffsetFetch sees as unstable or
+// as committed already, and the decision order that keeps an earlier
+// commit's offsets from overwriting a later one's. Kafka keeps these in its
+// group coordinator; here they live beside the transactions that hold them.
+
 package txnstate
 
 import (
@@ -6,9 +11,25 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
+
+// offsetBook is the coordinator's bookkeeping of group offsets.
+type offsetBook struct {
+	pending atomic.Int32 // transactions holding group offsets
+	// offLatest is, per group and partition, the decision order (job.seq)
+	// of the latest decided commit holding an offset for it. Commits of
+	// different transactional ids are carried out independently, so an
+	// earlier one (a previous owner of the partition, held up by retries)
+	// can finish after a later one: its offset must then neither be written
+	// over the later one nor served in its place. offMu guards it;
+	// groupLocks serialise each group's check-and-commit.
+	offMu      sync.Mutex
+	offLatest  map[string]map[TopicPartition]uint64
+	groupLocks map[string]*sync.Mutex
+}
 
 // OffsetsPending reports whether an open or committing transaction holds
 // offsets for group on tp (any partition when tp is nil): what Kafka calls

@@ -1,3 +1,8 @@
+// The client's transaction requests (Kafka's TransactionCoordinator): each
+// locks its id, takes this package's pure decision (init.go, add.go,
+// endtxn.go) and has save.go make it durable. Apart from the decisions
+// because locking, waiting and answering happen here.
+
 package txnstate
 
 import (

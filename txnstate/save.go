@@ -1,3 +1,8 @@
+// Saving decisions (the writing side of Kafka's TransactionStateManager): a
+// decision's new state goes to badger in one write with the job it decides,
+// before the client is answered. Apart from requests.go because buffering
+// and expiry save decisions too.
+
 package txnstate
 
 import (

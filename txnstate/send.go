@@ -1,3 +1,8 @@
+// Sending a commit's batches: pipelined under a producer id of eosproxy's own
+// where the backend gives one, else one batch per partition at a time. Apart
+// from forward.go because choosing the mode and each mode stand alone; the
+// progress they report is recorded there.
+
 package txnstate
 
 import (
@@ -14,6 +19,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/eosproxy/eosproxy/protocol"
+)
+
+// roundBytes bounds the data one forwarding attempt holds in memory at once.
+const (
+	roundBytes = 16 << 20
+	// maxInFlight is how many batches of one partition are pipelined
+	// toward an idempotent backend: Kafka keeps the last five batches of a
+	// producer per partition to recognise a resent one.
+	maxInFlight = 5
 )
 
 // upstreamProducer is one producer id and epoch of eosproxy's own.
