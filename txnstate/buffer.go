@@ -87,9 +87,7 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 	}
 	if over != "" {
 		// A transaction missing a batch must not commit: Kafka's producers
-		// abort after a failed batch, and eosproxy holds them to it. The
-		// refused batch still opens the transaction (Produce v12 adds its
-		// partition), so that the mark applies to this transaction.
+		// abort after a failed batch, and eosproxy holds them to it.
 		e.writes.Wait()
 		if r.Txn != nil {
 			// The refused batch still opens the transaction (Produce v12
@@ -98,7 +96,7 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 				return ProduceAnswer{Err: errStorage}
 			}
 		}
-		if err := c.markBroken(e, nil); err != nil {
+		if err := c.markBroken(e); err != nil {
 			c.log.Error().Err(err).Msg("cannot persist transaction state")
 			return ProduceAnswer{Err: errStorage}
 		}
@@ -142,15 +140,15 @@ func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInf
 	return ProduceAnswer{Wait: func() int16 { <-w.done; return storageCode(w.err) }}
 }
 
-// markBroken records, durably, that e's open transaction lost a batch and
-// can only abort; n is the transaction's new state if the refused batch
-// opened it (Produce v12 adds its partition), else nil. Called with e.mu
-// held and no index writes in flight.
-func (c *Coordinator) markBroken(e *entry, n *Txn) error {
-	if n == nil {
-		n = e.txn.Load()
-	}
-	err := c.commit(e, n, func(txn *badger.Txn) error {
+// markBroken records that e's open transaction is missing a refused batch and
+// can only abort: the mark (prefixBroken) is written with the id's current
+// state, which load reads back while the transaction is open, and e.broken
+// is set, so that later batches are refused and EndTxn does not commit. A
+// refused batch that opens the transaction has been applied by the caller
+// first, so the mark belongs to it. Called with e.mu held and no index
+// writes in flight.
+func (c *Coordinator) markBroken(e *entry) error {
+	err := c.commit(e, e.txn.Load(), func(txn *badger.Txn) error {
 		return txn.Set(idKey(prefixBroken, e.id), nil)
 	})
 	if err == nil {
