@@ -46,7 +46,7 @@ func add(cur *Txn, producerID int64, epoch int16, parts []TopicPartition, group 
 	if cur.State == Ongoing && covers(cur, parts, group) {
 		return ok()
 	}
-	n := next(cur, Ongoing, nowMs)
+	n := transition(cur, Ongoing, nowMs)
 	if cur.State != Ongoing {
 		// Empty or Complete*: a new transaction starts now.
 		n.StartTimeMs = nowMs
@@ -104,7 +104,7 @@ func TxnOffsetCommit(cur *Txn, req TxnOffsetCommitRequest, nowMs int64) Result {
 	if req.Version >= 5 {
 		r = add(cur, req.ProducerID, req.Epoch, nil, req.Group, 2, nowMs)
 	} else {
-		r = verify(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasGroup(req.Group) })
+		r = verifyInTransaction(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasGroup(req.Group) })
 	}
 	r.Err = verificationError(r.Err, req.Version >= 4)
 	if r.Err != ErrNone {
@@ -129,11 +129,11 @@ func TxnOffsetCommit(cur *Txn, req TxnOffsetCommitRequest, nowMs int64) Result {
 	return checked(cur.State, r)
 }
 
-// verify is Kafka's verification of a transactional write
+// verifyInTransaction is Kafka's verification of a transactional write
 // (handleVerifyPartitionsInTransaction): the producer is current, no
 // commit/abort is under way, and the target was added to the transaction,
 // else TRANSACTION_ABORTABLE. It never changes the state.
-func verify(cur *Txn, producerID int64, epoch int16, added func(*Txn) bool) Result {
+func verifyInTransaction(cur *Txn, producerID int64, epoch int16, added func(*Txn) bool) Result {
 	if code := checkProducer(cur, producerID, epoch); code != ErrNone {
 		return fail(code)
 	}
@@ -165,7 +165,7 @@ func Produce(cur *Txn, req ProduceRequest, nowMs int64) Result {
 	if req.Version >= 12 {
 		r = add(cur, req.ProducerID, req.Epoch, []TopicPartition{req.Partition}, "", 2, nowMs)
 	} else {
-		r = verify(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasPartition(req.Partition) })
+		r = verifyInTransaction(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasPartition(req.Partition) })
 	}
 	r.Err = verificationError(r.Err, req.Version >= 11)
 	if r.Err == ErrConcurrentTransactions {

@@ -76,7 +76,7 @@ func endTxnV1(cur *Txn, req EndTxnRequest, nowMs int64) Result {
 		return fail(retryAnswer(cur.State, req.Commit))
 	}
 	to, action := prepareState(req.Commit)
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	n.NextProducerID = NoProducerID
 	n.TxnVersion = 1
 	r := ok()
@@ -141,7 +141,7 @@ func endTxnV2(cur *Txn, req EndTxnRequest, nowMs int64, newPID func() int64) Res
 	}
 
 	to, action := prepareState(req.Commit)
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	n.TxnVersion = 2
 	n.NextProducerID = NoProducerID
 	if EpochExhausted(cur.Epoch) {

@@ -93,7 +93,7 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 		}
 	}()
 	start := time.Now()
-	found, err := f.verify(ctx, unverified)
+	found, err := f.skipWritten(ctx, unverified)
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ type forwarding struct {
 	// attempt: the buffered batches do not change while a commit runs.
 	rd   *badger.Txn
 	its  map[TopicPartition]*badger.Iterator
-	peek map[TopicPartition]buffered // read by verify, not found in the backend
+	peek map[TopicPartition]buffered // read by skipWritten, not found in the backend
 
 	// Forwarded but not yet recorded as such.
 	done      [][]byte
@@ -253,8 +253,8 @@ func (f *forwarding) close() {
 	f.rd.Discard()
 }
 
-// next reads tp's next buffered batch.
-func (f *forwarding) next(tp TopicPartition) (buffered, error) {
+// nextBatch reads tp's next buffered batch.
+func (f *forwarding) nextBatch(tp TopicPartition) (buffered, error) {
 	if b, ok := f.peek[tp]; ok {
 		delete(f.peek, tp)
 		return b, nil
@@ -371,15 +371,15 @@ func (f *forwarding) persistWith(extra func(*badger.Txn) error) error {
 	return nil
 }
 
-// verify skips, per unverified partition, the remaining batches an earlier
-// attempt wrote (a prefix), found by digest from the low-water offset.
-func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]bool) (found int, err error) {
+// skipWritten skips, per unverified partition, the remaining batches an
+// earlier attempt wrote (a prefix), found by digest from the low-water offset.
+func (f *forwarding) skipWritten(ctx context.Context, unverified map[TopicPartition]bool) (found int, err error) {
 	for _, tp := range f.sorted() {
 		if !unverified[tp] {
 			continue
 		}
 		for f.remaining[tp] > 0 {
-			b, err := f.next(tp)
+			b, err := f.nextBatch(tp)
 			if err != nil {
 				return found, err
 			}

@@ -91,7 +91,7 @@ func initProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64
 		return fail(ErrUnknownServerError)
 	}
 
-	n := next(t, Empty, nowMs)
+	n := transition(t, Empty, nowMs)
 	n.TimeoutMs = req.TimeoutMs
 	n.Partitions = nil
 	n.PendingOffsets = nil

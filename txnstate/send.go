@@ -49,8 +49,8 @@ func unmarshalUpstream(v []byte) (upstreamProducer, error) {
 
 // chooseMode decides how this attempt sends: with the generation's producer
 // (continuing its sequences), with a new epoch (sequences from 0, after
-// verify so every partition restarts at its first missing batch), or, when
-// the backend gives no producer id, without one.
+// skipWritten, so every partition restarts at its first missing batch), or,
+// when the backend gives no producer id, without one.
 func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 	idem, ok := f.c.opt.Backend.(Idempotent)
 	if ok && f.producer != nil && !f.dropProd {
@@ -74,7 +74,7 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 		}
 		return nil, nil
 	}
-	// What verify found is made durable with the low-water offsets it
+	// What skipWritten found is made durable with the low-water offsets it
 	// moved and the new producer, in one write: were those offsets recorded
 	// without the found batches' deletion, a crash would leave batches
 	// behind their low-water offset, where the next attempt would not look
@@ -152,7 +152,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 			b, ok := current[tp]
 			if !ok {
 				var err error
-				if b, err = f.next(tp); err != nil {
+				if b, err = f.nextBatch(tp); err != nil {
 					return batches, err
 				}
 				current[tp] = b
@@ -224,7 +224,7 @@ func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error
 				if inflight[tp] >= f.remaining[tp] || inflight[tp] > 0 && f.seqs[tp] == 0 {
 					continue
 				}
-				b, err := f.next(tp)
+				b, err := f.nextBatch(tp)
 				if err != nil {
 					failures = append(failures, err)
 					break

@@ -160,10 +160,10 @@ type Config struct {
 	TxnVersion int8
 }
 
-// next starts a transition of cur to state to: a deep copy with the fields
-// every transition sets. LastProducerID becomes cur's producer id, as Kafka
-// records this.producerId as prevProducerId on every transition.
-func next(cur *Txn, to State, nowMs int64) *Txn {
+// transition starts cur's transition to state to: a deep copy with the
+// fields every transition sets. LastProducerID becomes cur's producer id, as
+// Kafka records this.producerId as prevProducerId on every transition.
+func transition(cur *Txn, to State, nowMs int64) *Txn {
 	n := cur.Clone()
 	n.State = to
 	n.LastProducerID = cur.ProducerID
@@ -215,7 +215,7 @@ func fenceAndAbort(cfg Config, cur *Txn, nowMs int64) *Txn {
 	if fenced < math.MaxInt16 {
 		fenced++
 	}
-	n := next(cur, PrepareAbort, nowMs)
+	n := transition(cur, PrepareAbort, nowMs)
 	n.NextProducerID = NoProducerID
 	n.TxnVersion = serverVersion(cfg)
 	if n.TxnVersion >= 2 {
@@ -255,7 +255,7 @@ func Complete(cur *Txn, nowMs int64) Result {
 	default:
 		return fail(ErrInvalidTxnState)
 	}
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	if n.TxnVersion >= 2 && cur.NextProducerID != NoProducerID {
 		n.ProducerID = cur.NextProducerID
 		n.Epoch = 0
@@ -291,7 +291,7 @@ func Expire(cur *Txn, nowMs, expirationMs int64) Result {
 	if !known(cur) || !cur.State.ExpirationAllowed() || cur.LastUpdateMs > nowMs-expirationMs {
 		return ok()
 	}
-	n := next(cur, Dead, nowMs)
+	n := transition(cur, Dead, nowMs)
 	n.Partitions = nil
 	n.PendingOffsets = nil
 	r := ok()
