@@ -151,8 +151,8 @@ type ProduceRequest struct {
 	Version    int16
 }
 
-// Produce checks a transactional batch against the transaction (the
-// partition leader's verification, ReplicaManager and
+// AdmitBatch decides whether a transactional batch may join the transaction
+// (the partition leader's verification, ReplicaManager and
 // AddPartitionsToTxnManager). Up to v11 the partition must already be in the
 // transaction: else INVALID_TXN_STATE, or TRANSACTION_ABORTABLE from v11.
 // From v12 (TV2) the partition is added implicitly and the Result may carry
@@ -160,7 +160,7 @@ type ProduceRequest struct {
 // abort under way gets NOT_ENOUGH_REPLICAS, which every producer retries
 // (Kafka's translation of CONCURRENT_TRANSACTIONS for Produce). Epoch and
 // sequence checks of the batch itself belong to the dedup package.
-func Produce(cur *Txn, req ProduceRequest, nowMs int64) Result {
+func AdmitBatch(cur *Txn, req ProduceRequest, nowMs int64) Result {
 	var r Result
 	if req.Version >= 12 {
 		r = add(cur, req.ProducerID, req.Epoch, []TopicPartition{req.Partition}, "", 2, nowMs)

@@ -48,12 +48,12 @@ type ProduceAnswer struct {
 func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInfo, batch []byte) ProduceAnswer {
 	e := c.lock(id, false)
 	if e == nil {
-		r := Produce(nil, req, c.nowMs())
+		r := AdmitBatch(nil, req, c.nowMs())
 		return ProduceAnswer{Err: r.Err}
 	}
 	defer e.mu.Unlock()
 	now := c.nowMs()
-	r := Produce(e.txn.Load(), req, now)
+	r := AdmitBatch(e.txn.Load(), req, now)
 	if r.Err != ErrNone {
 		return ProduceAnswer{Err: r.Err}
 	}

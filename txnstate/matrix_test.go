@@ -67,7 +67,7 @@ func offsetsReq(p int64, e int16, v int16) func(*Txn) Result {
 
 func produceReq(p int64, e int16, tp TopicPartition, v int16) func(*Txn) Result {
 	return func(t *Txn) Result {
-		return Produce(t, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: v}, now)
+		return AdmitBatch(t, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: v}, now)
 	}
 }
 
