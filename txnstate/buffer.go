@@ -42,10 +42,11 @@ type ProduceAnswer struct {
 	Wait func() int16
 }
 
-// Produce buffers one transactional batch, already cleared of its producer
-// fields (protocol.ClearTransactional), after the transaction's and the
-// sequence checks. batch is kept; the caller must not reuse it.
-func (c *Coordinator) Produce(id string, req ProduceRequest, info dedup.BatchInfo, batch []byte) ProduceAnswer {
+// BufferBatch buffers one transactional batch of a Produce, already cleared
+// of its producer fields (protocol.ClearTransactional), after the
+// transaction's and the sequence checks. batch is kept; the caller must not
+// reuse it.
+func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.BatchInfo, batch []byte) ProduceAnswer {
 	e := c.lock(id, false)
 	if e == nil {
 		r := AdmitBatch(nil, req, c.nowMs())

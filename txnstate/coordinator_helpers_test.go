@@ -737,7 +737,7 @@ func (p *producer) produce(part TP, raw []byte, version int16) txnstate.ProduceA
 	}
 	batch := slices.Clone(raw)
 	protocol.ClearTransactional(batch, bt.Length)
-	return p.e.c.Produce(p.id, txnstate.ProduceRequest{ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch, Partition: part, Version: version},
+	return p.e.c.BufferBatch(p.id, txnstate.ProduceRequest{ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch, Partition: part, Version: version},
 		dedup.BatchInfo{Epoch: bt.ProducerEpoch, FirstSeq: bt.BaseSequence, Count: bt.Count}, batch)
 }
 
