@@ -1,3 +1,7 @@
+// Regression tests that what the coordinator decided or answered stays true
+// later: after a restart, against a flusher's late write, against an earlier
+// commit finishing after a later one, and for a new producer instance.
+
 package txnstate_test
 
 import (
