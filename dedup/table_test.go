@@ -14,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/store"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // ---- fake backend ----
@@ -374,7 +376,7 @@ func TestBeginFirstBatchAsksEndOffsetOnce(t *testing.T) {
 	tt.writeBatch(t, k1, bi(0, 5, 5), 505)
 	tt.beginExpect(t, k1, bi(0, 5, 5), dup(505))
 	tt.beginExpect(t, k1, bi(0, 0, 5), dup(500))
-	tt.beginExpect(t, k1, bi(0, 11, 1), reject(ErrOutOfOrderSequence))
+	tt.beginExpect(t, k1, bi(0, 11, 1), reject(kerr.OutOfOrderSequenceNumber.Code))
 	tt.be.wantCounts(t, 1, 0)
 	// Another partition of the same producer is a first-seen key.
 	k2 := k1
@@ -388,7 +390,7 @@ func TestBeginUnknownProducerAtArbitrarySeq(t *testing.T) {
 	tt.writeBatch(t, k1, bi(4, 123456, 10), 0)
 	tt.beginExpect(t, k1, bi(4, 123456, 10), dup(0))
 	tt.writeBatch(t, k1, bi(4, 123466, 1), 10)
-	tt.beginExpect(t, k1, bi(3, 123467, 1), reject(ErrInvalidProducerEpoch))
+	tt.beginExpect(t, k1, bi(3, 123467, 1), reject(kerr.InvalidProducerEpoch.Code))
 }
 
 func TestBeginWrapAround(t *testing.T) {
@@ -396,7 +398,7 @@ func TestBeginWrapAround(t *testing.T) {
 	tt.writeBatch(t, k1, bi(0, math.MaxInt32-6, 5), 0) // ..MaxInt32-2
 	tt.writeBatch(t, k1, bi(0, math.MaxInt32-1, 5), 5) // spans: ..2
 	tt.beginExpect(t, k1, bi(0, math.MaxInt32-1, 5), dup(5))
-	tt.beginExpect(t, k1, bi(0, 0, 3), reject(ErrOutOfOrderSequence))
+	tt.beginExpect(t, k1, bi(0, 0, 3), reject(kerr.OutOfOrderSequenceNumber.Code))
 	tt.writeBatch(t, k1, bi(0, 3, 1), 10)
 	if p := tt.Producers(k1.Topic, k1.Partition); len(p) != 1 || p[0].LastSequence != 3 {
 		t.Fatalf("producers %+v", p)
@@ -444,9 +446,9 @@ func TestBeginWaitsForInflightBatch(t *testing.T) {
 	}{
 		{"retry of the in-flight batch is a duplicate", bi(0, 10, 5), dup(700)},
 		{"next batch is written", bi(0, 15, 5), write()},
-		{"gap after the in-flight batch", bi(0, 16, 1), reject(ErrOutOfOrderSequence)},
+		{"gap after the in-flight batch", bi(0, 16, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"new epoch at 0", bi(1, 0, 1), write()},
-		{"older epoch", bi(-1, 15, 1), reject(ErrInvalidProducerEpoch)},
+		{"older epoch", bi(-1, 15, 1), reject(kerr.InvalidProducerEpoch.Code)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tt := newTable(t)
@@ -506,7 +508,7 @@ func TestBeginManyWaiters(t *testing.T) {
 			off++
 			written(t, r.tok, off)
 		case Reject:
-			if r.d.Err != ErrOutOfOrderSequence {
+			if r.d.Err != kerr.OutOfOrderSequenceNumber.Code {
 				t.Fatalf("waiter: %+v", r.d)
 			}
 		default:
@@ -582,8 +584,8 @@ func TestPersistenceCrashedStateIsUnverified(t *testing.T) {
 			// without a look at the backend.
 			tt.beginExpect(t, k1, bi(2, 5, 3), dup(405))
 			tt.beginExpect(t, k1, bi(2, 0, 5), dup(400))
-			tt.beginExpect(t, k1, bi(2, 9, 1), reject(ErrOutOfOrderSequence))
-			tt.beginExpect(t, k1, bi(1, 8, 1), reject(ErrInvalidProducerEpoch))
+			tt.beginExpect(t, k1, bi(2, 9, 1), reject(kerr.OutOfOrderSequenceNumber.Code))
+			tt.beginExpect(t, k1, bi(1, 8, 1), reject(kerr.InvalidProducerEpoch.Code))
 			tt.be.wantCounts(t, 0, 0)
 
 			// The next batch may have been forwarded before the stop: it
@@ -686,7 +688,7 @@ func TestFailedAmbiguousMakesNextBeginLook(t *testing.T) {
 	tok.Failed(true)
 	// Out-of-order batches and retries of recorded batches are answered
 	// without a look.
-	tt.beginExpect(t, k1, bi(0, 10, 5), reject(ErrOutOfOrderSequence))
+	tt.beginExpect(t, k1, bi(0, 10, 5), reject(kerr.OutOfOrderSequenceNumber.Code))
 	tt.beginExpect(t, k1, bi(0, 0, 5), dup(100))
 	tt.be.wantCounts(t, 1, 0)
 	tok = tt.beginWrite(t, k1, bi(0, 5, 5)) // not found
@@ -733,15 +735,15 @@ func TestEpochFencingAcrossReopen(t *testing.T) {
 	tt.writeBatch(t, k1, bi(3, 0, 5), 0)
 	tt.writeBatch(t, k1, bi(3, 5, 5), 5)
 	tt = tt.reopen(t, 24*time.Hour)
-	tt.beginExpect(t, k1, bi(2, 10, 5), reject(ErrInvalidProducerEpoch))
-	tt.beginExpect(t, k1, bi(2, 5, 5), reject(ErrInvalidProducerEpoch))
-	tt.beginExpect(t, k1, bi(0, 0, 1), reject(ErrInvalidProducerEpoch))
-	tt.beginExpect(t, k1, bi(4, 10, 1), reject(ErrOutOfOrderSequence))
+	tt.beginExpect(t, k1, bi(2, 10, 5), reject(kerr.InvalidProducerEpoch.Code))
+	tt.beginExpect(t, k1, bi(2, 5, 5), reject(kerr.InvalidProducerEpoch.Code))
+	tt.beginExpect(t, k1, bi(0, 0, 1), reject(kerr.InvalidProducerEpoch.Code))
+	tt.beginExpect(t, k1, bi(4, 10, 1), reject(kerr.OutOfOrderSequenceNumber.Code))
 	tt.be.wantCounts(t, 0, 0)
 	tt.writeBatch(t, k1, bi(4, 0, 1), 10)
-	tt.beginExpect(t, k1, bi(3, 10, 5), reject(ErrInvalidProducerEpoch))
+	tt.beginExpect(t, k1, bi(3, 10, 5), reject(kerr.InvalidProducerEpoch.Code))
 	tt = tt.reopen(t, 24*time.Hour)
-	tt.beginExpect(t, k1, bi(3, 5, 5), reject(ErrInvalidProducerEpoch))
+	tt.beginExpect(t, k1, bi(3, 5, 5), reject(kerr.InvalidProducerEpoch.Code))
 	tt.beginExpect(t, k1, bi(4, 0, 1), dup(10))
 }
 

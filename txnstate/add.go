@@ -1,5 +1,7 @@
 package txnstate
 
+import "github.com/twmb/franz-go/pkg/kerr"
+
 // AddPartitionsRequest is an AddPartitionsToTxn request of the client form
 // (v0–v3, one transaction).
 type AddPartitionsRequest struct {
@@ -138,7 +140,7 @@ func verifyInTransaction(cur *Txn, producerID int64, epoch int16, added func(*Tx
 		return fail(code)
 	}
 	if !added(cur) {
-		return fail(ErrTransactionAbortable)
+		return fail(kerr.TransactionAbortable.Code)
 	}
 	return ok()
 }
@@ -168,8 +170,8 @@ func AdmitBatch(cur *Txn, req ProduceRequest, nowMs int64) Result {
 		r = verifyInTransaction(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasPartition(req.Partition) })
 	}
 	r.Err = verificationError(r.Err, req.Version >= 11)
-	if r.Err == ErrConcurrentTransactions {
-		r.Err = ErrNotEnoughReplicas
+	if r.Err == kerr.ConcurrentTransactions.Code {
+		r.Err = kerr.NotEnoughReplicas.Code
 	}
 	return r
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // flushQueue holds an entry's index writes waiting for the flusher; qmu
@@ -59,7 +61,7 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 		return ProduceAnswer{Err: r.Err}
 	}
 	if e.broken.Load() {
-		return ProduceAnswer{Err: verificationError(ErrTransactionAbortable, req.Version >= 11), Msg: "an earlier batch of the transaction could not be stored"}
+		return ProduceAnswer{Err: verificationError(kerr.TransactionAbortable.Code, req.Version >= 11), Msg: "an earlier batch of the transaction could not be stored"}
 	}
 	tp := req.Partition
 	var st *dedup.State
@@ -68,7 +70,7 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 	}
 	d := dedup.Decide(st, info)
 	switch {
-	case d.Verdict == dedup.Duplicate, d.Verdict == dedup.Reject && d.Err == dedup.ErrDuplicateSequence:
+	case d.Verdict == dedup.Duplicate, d.Verdict == dedup.Reject && d.Err == kerr.DuplicateSequenceNumber.Code:
 		// A retry of a batch already buffered: answered as written, once the
 		// original is durable.
 		last := e.last
@@ -94,15 +96,15 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 			// The refused batch still opens the transaction (Produce v12
 			// adds its partition), so that the mark applies to it.
 			if ar, _ := c.apply(e, Result{Txn: r.Txn}); ar.Err != ErrNone {
-				return ProduceAnswer{Err: errStorage}
+				return ProduceAnswer{Err: kerr.KafkaStorageError.Code}
 			}
 		}
 		if err := c.markBroken(e); err != nil {
 			c.log.Error().Err(err).Msg("cannot persist transaction state")
-			return ProduceAnswer{Err: errStorage}
+			return ProduceAnswer{Err: kerr.KafkaStorageError.Code}
 		}
 		c.log.Warn().Str("txn", id).Int64("buffered", e.bytes).Msg(over)
-		return ProduceAnswer{Err: ErrPolicyViolation, Msg: over}
+		return ProduceAnswer{Err: kerr.PolicyViolation.Code, Msg: over}
 	}
 	var prev dedup.State
 	if st != nil {
@@ -117,7 +119,7 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 	ref, err := c.opt.Spool.Append(batch)
 	if err != nil {
 		c.log.Error().Err(err).Str("txn", id).Msg("cannot buffer transactional batch")
-		return ProduceAnswer{Err: errStorage}
+		return ProduceAnswer{Err: kerr.KafkaStorageError.Code}
 	}
 	writes := []kv{
 		{batchKey(id, gen, tp, c.counter.Add(1)), ref.Marshal()},
@@ -226,11 +228,9 @@ func (c *Coordinator) flush(e *entry) {
 // maxFlushKeys bounds the keys the flusher writes in one badger transaction.
 const maxFlushKeys = 4000
 
-const errStorage int16 = 56
-
 func storageCode(err error) int16 {
 	if err != nil {
-		return errStorage
+		return kerr.KafkaStorageError.Code
 	}
 	return ErrNone
 }

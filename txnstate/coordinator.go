@@ -20,13 +20,6 @@ import (
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
-// Error codes the coordinator answers with besides the state machine's.
-const (
-	ErrCoordinatorNotAvailable int16 = 15
-	ErrPolicyViolation         int16 = 44
-	ErrTransactionalIDNotFound int16 = 105
-)
-
 // Options configure a Coordinator.
 type Options struct {
 	Config

@@ -684,7 +684,7 @@ func (p *producer) reinit(timeoutMs int32) {
 	waitFor(p.t, "InitProducerId", func() bool {
 		r = p.e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
 			TransactionalID: p.id, TimeoutMs: timeoutMs, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
-		return r.Err != txnstate.ErrConcurrentTransactions
+		return r.Err != kerr.ConcurrentTransactions.Code
 	})
 	if r.Err != txnstate.ErrNone {
 		p.t.Fatalf("InitProducerId(%q): %s", p.id, txnstate.ErrorName(r.Err))

@@ -10,17 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-const (
-	errOutOfOrder        int16 = dedup.ErrOutOfOrderSequence // 45
-	errInvalidEpoch      int16 = txnstate.ErrInvalidProducerEpoch
-	errTxnAbortable      int16 = txnstate.ErrTransactionAbortable
-	errInvalidTxnState   int16 = txnstate.ErrInvalidTxnState
-	errNotEnoughReplicas int16 = txnstate.ErrNotEnoughReplicas
+var (
+	errOutOfOrder        = kerr.OutOfOrderSequenceNumber.Code
+	errInvalidEpoch      = kerr.InvalidProducerEpoch.Code
+	errTxnAbortable      = kerr.TransactionAbortable.Code
+	errInvalidTxnState   = kerr.InvalidTxnState.Code
+	errNotEnoughReplicas = kerr.NotEnoughReplicas.Code
 )
 
 func ends(be *fakeBackend, tps ...TP) map[TP]int64 {
@@ -145,7 +146,7 @@ func TestAbortDiscards(t *testing.T) {
 				t.Fatalf("produce of the fenced instance: %s", txnstate.ErrorName(code))
 			}
 			r := p.e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: old.endVersion()})
-			if r.Err != txnstate.ErrProducerFenced {
+			if r.Err != kerr.ProducerFenced.Code {
 				t.Fatalf("EndTxn of the fenced instance: %s", txnstate.ErrorName(r.Err))
 			}
 		}, txnstate.Empty},
@@ -306,7 +307,7 @@ func TestProduceRefused(t *testing.T) {
 			old := *p
 			p.reinit(60_000)
 			return e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: old.pid, Epoch: old.epoch, Partitions: []TP{a1}, Version: 3}).Err
-		}, txnstate.ErrProducerFenced},
+		}, kerr.ProducerFenced.Code},
 		{"fenced epoch AddPartitions v1", false, func(e *env, p *producer) int16 {
 			old := *p
 			p.reinit(60_000)
@@ -321,15 +322,15 @@ func TestProduceRefused(t *testing.T) {
 			old := *p
 			p.reinit(60_000)
 			return e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 3}).Err
-		}, txnstate.ErrProducerFenced},
+		}, kerr.ProducerFenced.Code},
 		{"unknown transactional id", true, func(e *env, p *producer) int16 {
 			p.id = "nobody"
 			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, txnstate.ErrInvalidProducerIDMapping},
+		}, kerr.InvalidProducerIDMapping.Code},
 		{"other producer id", true, func(e *env, p *producer) int16 {
 			p.pid += 100
 			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, txnstate.ErrInvalidProducerIDMapping},
+		}, kerr.InvalidProducerIDMapping.Code},
 		{"partition not added v9", false, func(e *env, p *producer) int16 {
 			return wait(p.produce(a1, p.build(a1, 1, 10), 9))
 		}, errInvalidTxnState},
@@ -750,7 +751,7 @@ func TestTransactionTooLarge(t *testing.T) {
 			}
 			buffered := e.c.Buffered()
 			ans := p.produce(a0, p.build(a0, 1, batch-100), p.produceVersion())
-			if ans.Err != txnstate.ErrPolicyViolation || ans.Msg == "" {
+			if ans.Err != kerr.PolicyViolation.Code || ans.Msg == "" {
 				t.Fatalf("over the limit: %+v, want POLICY_VIOLATION with a message", ans)
 			}
 			if e.c.Buffered() != buffered {
@@ -777,7 +778,7 @@ func TestTransactionTooLarge(t *testing.T) {
 					var r txnstate.Result
 					waitFor(t, "InitProducerId", func() bool {
 						r = e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: p.pid, Epoch: p.epoch, Version: 4})
-						return r.Err != txnstate.ErrConcurrentTransactions
+						return r.Err != kerr.ConcurrentTransactions.Code
 					})
 					if r.Err != 0 || r.ProducerID != p.pid || r.Epoch <= epoch {
 						t.Fatalf("KIP-360 resume after the abort: %s %d/%d", txnstate.ErrorName(r.Err), r.ProducerID, r.Epoch)
@@ -838,7 +839,7 @@ func TestTimeoutAborts(t *testing.T) {
 			if code := wait(slow.produce(a0, slow.build(a0, 1, 10), slow.produceVersion())); code != errInvalidEpoch {
 				t.Fatalf("produce of the timed-out producer: %s", txnstate.ErrorName(code))
 			}
-			if r := slow.end(true); r.Err != txnstate.ErrProducerFenced {
+			if r := slow.end(true); r.Err != kerr.ProducerFenced.Code {
 				t.Fatalf("commit of the timed-out producer: %s", txnstate.ErrorName(r.Err))
 			}
 			if got := e.c.Get("patient"); got.State != txnstate.Ongoing {

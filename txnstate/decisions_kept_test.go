@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/eosproxy/eosproxy/txnstate"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // TestOffsetsSurviveRestartWithProduceInFlight: a KIP-890 client's first
@@ -81,7 +83,7 @@ func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
 			p.begin(a0)
 			p.send(a0, 1, 900)
 			p.send(a0, 1, 900)
-			if ans := p.produce(a0, p.build(a0, 1, 900), p.produceVersion()); ans.Err != txnstate.ErrPolicyViolation {
+			if ans := p.produce(a0, p.build(a0, 1, 900), p.produceVersion()); ans.Err != kerr.PolicyViolation.Code {
 				t.Fatalf("over the limit: %s", txnstate.ErrorName(ans.Err))
 			}
 
@@ -267,12 +269,12 @@ func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
 		return e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
 			TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
 	}
-	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId while the commit's batches are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
 	}
 	holdData.Store(false)
 	waitFor(t, "the commit's batch in the backend", func() bool { return len(e.be.digests(a0, 0)) == 1 })
-	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId while the commit's offsets are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
 	}
 	holdOffsets.Store(false)

@@ -8,6 +8,8 @@ package txnstate
 import (
 	"context"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // newPID adapts the allocator to the decisions' signature, remembering a
@@ -32,7 +34,7 @@ func (c *Coordinator) InitProducerID(ctx context.Context, req InitProducerIDRequ
 	r := InitProducerID(c.opt.Config, e.preparing(), req, c.nowMs(), c.newPID(&allocErr))
 	if allocErr != nil {
 		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
-		return fail(ErrCoordinatorNotAvailable)
+		return fail(kerr.CoordinatorNotAvailable.Code)
 	}
 	if r.Action == Discard {
 		c.log.Info().Str("txn", req.TransactionalID).Msg("new producer instance: aborting the previous one's open transaction")
@@ -83,7 +85,7 @@ func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) 
 	if allocErr != nil {
 		e.mu.Unlock()
 		c.log.Error().Err(allocErr).Msg("cannot allocate a producer id")
-		return fail(ErrCoordinatorNotAvailable)
+		return fail(kerr.CoordinatorNotAvailable.Code)
 	}
 	if r.Action == Forward && e.broken.Load() {
 		// A batch of the transaction was refused (a limit) or is not
@@ -96,14 +98,14 @@ func (c *Coordinator) EndTxn(ctx context.Context, id string, req EndTxnRequest) 
 		// which a completed abort answers with the bumped epoch.
 		defer e.mu.Unlock()
 		if req.Version < 5 {
-			return fail(ErrInvalidTxnState)
+			return fail(kerr.InvalidTxnState.Code)
 		}
 		abort := req
 		abort.Commit = false
 		if ar, _ := c.apply(e, EndTxn(e.txn.Load(), abort, c.nowMs(), c.newPID(&allocErr))); ar.Err == ErrNone {
 			c.log.Info().Str("txn", id).Msg("commit of a transaction missing a refused batch: aborted it instead")
 		}
-		return fail(ErrTransactionAbortable)
+		return fail(kerr.TransactionAbortable.Code)
 	}
 	r, j := c.apply(e, r)
 	e.mu.Unlock()

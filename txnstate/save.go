@@ -12,6 +12,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/eosproxy/eosproxy/dedup"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // commit makes n the durable state of e (together with extra writes) and
@@ -80,7 +82,7 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 	if r.Action != NoAction {
 		comp := Complete(n, c.nowMs())
 		if comp.Err != ErrNone {
-			return fail(ErrUnknownServerError), nil
+			return fail(kerr.UnknownServerError.Code), nil
 		}
 		j = &job{gen: gen, seq: c.counter.Add(1), txn: n, commit: r.Action == Forward, bytes: e.bytes, fresh: true, done: make(chan struct{})}
 		kvs = append(kvs, kv{genKey(prefixJob, e.id, gen), encodeTxn(n)},
@@ -103,7 +105,7 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 	})
 	if err != nil {
 		c.log.Error().Err(err).Msg("cannot persist transaction state")
-		return fail(ErrCoordinatorNotAvailable), nil
+		return fail(kerr.CoordinatorNotAvailable.Code), nil
 	}
 	e.gen = gen
 	if j != nil {

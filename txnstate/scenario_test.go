@@ -3,6 +3,8 @@ package txnstate
 import (
 	"math"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // apply checks r like the matrix does, wants code, and returns the state the
@@ -213,11 +215,11 @@ func TestInitProducerIDBadRequests(t *testing.T) {
 		req  InitProducerIDRequest
 		want int16
 	}{
-		{"timeout above max", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: cfg.MaxTimeoutMs + 1, ProducerID: -1, Epoch: -1}, ErrInvalidTransactionTimeout},
-		{"zero timeout", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 0, ProducerID: -1, Epoch: -1}, ErrInvalidTransactionTimeout},
-		{"empty id", InitProducerIDRequest{TimeoutMs: 1000, ProducerID: -1, Epoch: -1}, ErrInvalidRequest},
-		{"pid without epoch", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: 5, Epoch: -1}, ErrInvalidRequest},
-		{"epoch without pid", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: 2}, ErrInvalidRequest},
+		{"timeout above max", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: cfg.MaxTimeoutMs + 1, ProducerID: -1, Epoch: -1}, kerr.InvalidTransactionTimeout.Code},
+		{"zero timeout", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 0, ProducerID: -1, Epoch: -1}, kerr.InvalidTransactionTimeout.Code},
+		{"empty id", InitProducerIDRequest{TimeoutMs: 1000, ProducerID: -1, Epoch: -1}, kerr.InvalidRequest.Code},
+		{"pid without epoch", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: 5, Epoch: -1}, kerr.InvalidRequest.Code},
+		{"epoch without pid", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: 2}, kerr.InvalidRequest.Code},
 	} {
 		r := InitProducerID(cfg, nil, c.req, now, newPID)
 		if r.Err != c.want || r.Txn != nil || r.ProducerID != NoProducerID {

@@ -3,6 +3,8 @@ package txnstate
 import (
 	"maps"
 	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // NoProducerID and NoEpoch are Kafka's "none" values (RecordBatch).
@@ -177,7 +179,7 @@ func transition(cur *Txn, to State, nowMs int64) *Txn {
 // persisted. Tests assert it never triggers.
 func checked(from State, r Result) Result {
 	if r.Txn != nil && !CanTransition(from, r.Txn.State) {
-		return fail(ErrUnknownServerError)
+		return fail(kerr.UnknownServerError.Code)
 	}
 	return r
 }
@@ -194,11 +196,11 @@ func known(cur *Txn) bool { return cur != nil && cur.State != Dead }
 func checkProducer(cur *Txn, producerID int64, epoch int16) int16 {
 	switch {
 	case !known(cur), cur.ProducerID != producerID:
-		return ErrInvalidProducerIDMapping
+		return kerr.InvalidProducerIDMapping.Code
 	case cur.Epoch != epoch:
-		return ErrProducerFenced
+		return kerr.ProducerFenced.Code
 	case cur.State == PrepareCommit, cur.State == PrepareAbort, cur.State == PrepareEpochFence:
-		return ErrConcurrentTransactions
+		return kerr.ConcurrentTransactions.Code
 	}
 	return ErrNone
 }
@@ -244,7 +246,7 @@ func serverVersion(cfg Config) int8 {
 // partitions and offsets are cleared.
 func Complete(cur *Txn, nowMs int64) Result {
 	if !known(cur) {
-		return fail(ErrInvalidProducerIDMapping)
+		return fail(kerr.InvalidProducerIDMapping.Code)
 	}
 	var to State
 	switch cur.State {
@@ -253,7 +255,7 @@ func Complete(cur *Txn, nowMs int64) Result {
 	case PrepareAbort:
 		to = CompleteAbort
 	default:
-		return fail(ErrInvalidTxnState)
+		return fail(kerr.InvalidTxnState.Code)
 	}
 	n := transition(cur, to, nowMs)
 	if n.TxnVersion >= 2 && cur.NextProducerID != NoProducerID {
