@@ -149,6 +149,13 @@ func (c *Coordinator) entry(id string, create bool) *entry {
 	return e
 }
 
+// entries returns every id's entry, for a walk that must not hold mu.
+func (c *Coordinator) entries() []*entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Collect(maps.Values(c.txns))
+}
+
 // lock returns id's entry locked (nil if unknown and !create), retrying if
 // an expiry removed the entry while this caller waited for it.
 func (c *Coordinator) lock(id string, create bool) *entry {
@@ -180,9 +187,7 @@ func (c *Coordinator) Get(id string) *Txn {
 
 // List returns every known transactional id's state, sorted by id.
 func (c *Coordinator) List() []*Txn {
-	c.mu.Lock()
-	es := slices.Collect(maps.Values(c.txns))
-	c.mu.Unlock()
+	es := c.entries()
 	var out []*Txn
 	for _, e := range es {
 		if t := e.txn.Load(); t != nil && t.State != Dead {

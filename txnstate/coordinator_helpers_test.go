@@ -318,6 +318,34 @@ func (f *fakeBackend) groupCommits() []groupCommit {
 	return slices.Clone(f.commits)
 }
 
+// holdOffset makes every group commit holding offset off for tp fail (a
+// timeout) until the returned flag is cleared.
+func (f *fakeBackend) holdOffset(tp TP, off int64) *atomic.Bool {
+	hold := new(atomic.Bool)
+	hold.Store(true)
+	f.mu.Lock()
+	f.commitFail = func(g txnstate.GroupOffsets) error {
+		if g.Offsets[tp].Offset == off && hold.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	f.mu.Unlock()
+	return hold
+}
+
+// lastGroupOffset is the offset of tp the latest group commit wrote, -1 if
+// none wrote one.
+func (f *fakeBackend) lastGroupOffset(tp TP) int64 {
+	last := int64(-1)
+	for _, c := range f.groupCommits() {
+		if o, ok := c.g.Offsets[tp]; ok {
+			last = o.Offset
+		}
+	}
+	return last
+}
+
 // producerState is what a Kafka broker keeps of one producer on a partition:
 // its epoch, the next sequence and the last five batches (to answer a
 // resent one with its offset).

@@ -111,16 +111,7 @@ func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
 func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	in := tp("in", 0)
-	var hold atomic.Bool
-	hold.Store(true)
-	e.be.mu.Lock()
-	e.be.commitFail = func(g txnstate.GroupOffsets) error {
-		if g.Offsets[in].Offset == 10 && hold.Load() {
-			return errTimeout
-		}
-		return nil
-	}
-	e.be.mu.Unlock()
+	hold := e.be.holdOffset(in, 10)
 
 	b := e.initProducer("B", true, 60_000)
 	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
@@ -146,13 +137,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 	if err := e.c.Wait(context.Background(), "B"); err != nil {
 		t.Fatal(err)
 	}
-	var last int64 = -1
-	for _, c := range e.be.groupCommits() {
-		if o, ok := c.g.Offsets[in]; ok {
-			last = o.Offset
-		}
-	}
-	if last != 20 {
+	if last := e.be.lastGroupOffset(in); last != 20 {
 		t.Fatalf("the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 }
@@ -165,16 +150,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) {
 	e := newEnv(t, envConfig{disk: true})
 	in := tp("in", 0)
-	var hold atomic.Bool
-	hold.Store(true)
-	e.be.mu.Lock()
-	e.be.commitFail = func(g txnstate.GroupOffsets) error {
-		if g.Offsets[in].Offset == 10 && hold.Load() {
-			return errTimeout
-		}
-		return nil
-	}
-	e.be.mu.Unlock()
+	hold := e.be.holdOffset(in, 10)
 
 	b := e.initProducer("B", true, 60_000)
 	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
@@ -197,13 +173,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) 
 	if err := e.c.Wait(context.Background(), "B"); err != nil {
 		t.Fatal(err)
 	}
-	var last int64 = -1
-	for _, c := range e.be.groupCommits() {
-		if o, ok := c.g.Offsets[in]; ok {
-			last = o.Offset
-		}
-	}
-	if last != 20 {
+	if last := e.be.lastGroupOffset(in); last != 20 {
 		t.Fatalf("after restart the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 

@@ -5,8 +5,6 @@
 package txnstate
 
 import (
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -22,9 +20,7 @@ func (c *Coordinator) timeoutLoop() {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		es := slices.Collect(maps.Values(c.txns))
-		c.mu.Unlock()
+		es := c.entries()
 		for _, e := range es {
 			c.expire(e)
 		}

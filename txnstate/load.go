@@ -9,7 +9,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
@@ -206,9 +205,7 @@ const prefixUnsent = "txn/c/"
 // low-water offsets that may be old by then, or below a log start that
 // retention has moved.
 func (c *Coordinator) markUnsent() {
-	c.mu.Lock()
-	entries := slices.Collect(maps.Values(c.txns))
-	c.mu.Unlock()
+	entries := c.entries()
 	var keys [][]byte
 	for _, e := range entries {
 		e.jmu.Lock()

@@ -38,9 +38,7 @@ func (c *Coordinator) OffsetsPending(group string, tp *TopicPartition) bool {
 	if c.pending.Load() == 0 {
 		return false
 	}
-	c.mu.Lock()
-	es := slices.Collect(maps.Values(c.txns))
-	c.mu.Unlock()
+	es := c.entries()
 	for _, e := range es {
 		for _, t := range e.holding() {
 			g, ok := t.PendingOffsets[group]
@@ -79,9 +77,7 @@ func (c *Coordinator) DecidedOffsets(group string) map[TopicPartition]Offset {
 	if c.pending.Load() == 0 {
 		return nil
 	}
-	c.mu.Lock()
-	es := slices.Collect(maps.Values(c.txns))
-	c.mu.Unlock()
+	es := c.entries()
 	out := map[TopicPartition]Offset{}
 	for _, e := range es {
 		e.jmu.Lock()
@@ -224,9 +220,7 @@ func (c *Coordinator) PendingPartitions(group string) []TopicPartition {
 	if c.pending.Load() == 0 {
 		return nil
 	}
-	c.mu.Lock()
-	es := slices.Collect(maps.Values(c.txns))
-	c.mu.Unlock()
+	es := c.entries()
 	seen := map[TopicPartition]bool{}
 	var out []TopicPartition
 	for _, e := range es {
