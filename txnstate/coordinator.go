@@ -1,7 +1,7 @@
 // The Coordinator and its registry of transactional ids: Options, Open and
-// Close, and the lock (mu) that guards the map of entries. An entry's own
-// state is guarded by locks that live with their concept (buffer.go,
-// jobs.go); this file only finds, creates and lists entries.
+// Close, the map of entries with the lock that guards it (mu), and each
+// entry's own lock, which serialises the decisions on its id (lock). The
+// locks of an entry's flush queue and jobs live with them (buffer.go, jobs.go).
 
 package txnstate
 

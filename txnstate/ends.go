@@ -11,6 +11,21 @@ import (
 	"time"
 )
 
+// knownEnds is, per partition, an offset the backend's log is known to
+// reach (the end of eosproxy's last write there), in this process only.
+type knownEnds struct {
+	endsMu sync.Mutex
+	ends   map[TopicPartition]knownEnd
+}
+
+// knownEnd is an offset a partition is known to reach, and when it was
+// learnt (unix ms).
+type knownEnd struct{ offset, atMs int64 }
+
+// knownEndFresh is how long a known end serves as a commit's low-water
+// offset.
+const knownEndFresh = 2 * time.Second
+
 // knownLowWater gives, for a commit decision, the forwarding low-water
 // offsets eosproxy already knows for the transaction's partitions: the end
 // of its own last write there. The partition's real end can only be at or
@@ -51,21 +66,6 @@ func (c *Coordinator) knownLowWater(e *entry, gen uint64, t *Txn) []kv {
 	}
 	return out
 }
-
-// knownEnds is, per partition, an offset the backend's log is known to
-// reach (the end of eosproxy's last write there), in this process only.
-type knownEnds struct {
-	endsMu sync.Mutex
-	ends   map[TopicPartition]knownEnd
-}
-
-// knownEnd is an offset a partition is known to reach, and when it was
-// learnt (unix ms).
-type knownEnd struct{ offset, atMs int64 }
-
-// knownEndFresh is how long a known end serves as a commit's low-water
-// offset.
-const knownEndFresh = 2 * time.Second
 
 // noteEnd records that the backend's partition tp reaches at least end.
 func (c *Coordinator) noteEnd(tp TopicPartition, end int64) {
