@@ -15,11 +15,10 @@ import (
 )
 
 var (
-	errOutOfOrder        = kerr.OutOfOrderSequenceNumber.Code
-	errInvalidEpoch      = kerr.InvalidProducerEpoch.Code
-	errTxnAbortable      = kerr.TransactionAbortable.Code
-	errInvalidTxnState   = kerr.InvalidTxnState.Code
-	errNotEnoughReplicas = kerr.NotEnoughReplicas.Code
+	errOutOfOrder      = kerr.OutOfOrderSequenceNumber.Code
+	errInvalidEpoch    = kerr.InvalidProducerEpoch.Code
+	errTxnAbortable    = kerr.TransactionAbortable.Code
+	errInvalidTxnState = kerr.InvalidTxnState.Code
 )
 
 func ends(be *fakeBackend, tps ...TP) map[TP]int64 {
