@@ -6,15 +6,15 @@
 // and persistence in badger.
 package dedup
 
-import "math"
+import (
+	"math"
 
-// Kafka error codes the decision answers with.
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
 const (
-	ErrOutOfOrderSequence   int16 = 45
-	ErrDuplicateSequence    int16 = 46
-	ErrInvalidProducerEpoch int16 = 47
-	maxRememberedBatches          = 5
-	unknownOffset           int64 = -1
+	maxRememberedBatches       = 5
+	unknownOffset        int64 = -1
 )
 
 // BatchInfo is what a decision needs to know of an incoming batch.
@@ -73,7 +73,7 @@ const (
 	// Duplicate: a retry of a written batch; answer NONE with BaseOffset
 	// (or DUPLICATE_SEQUENCE_NUMBER if that offset is unknown).
 	Duplicate
-	// Reject: answer with Err.
+	// Reject: answer with Err (a Kafka error code, from kerr).
 	Reject
 )
 
@@ -94,12 +94,12 @@ func Decide(st *State, b BatchInfo) Decision {
 	}
 	switch {
 	case b.Epoch < st.Epoch:
-		return Decision{Verdict: Reject, Err: ErrInvalidProducerEpoch}
+		return Decision{Verdict: Reject, Err: kerr.InvalidProducerEpoch.Code}
 	case b.Epoch > st.Epoch:
 		// A bumped epoch (KIP-360: clients bump it themselves) restarts the
 		// sequence at 0.
 		if b.FirstSeq != 0 {
-			return Decision{Verdict: Reject, Err: ErrOutOfOrderSequence}
+			return Decision{Verdict: Reject, Err: kerr.OutOfOrderSequenceNumber.Code}
 		}
 		return Decision{Verdict: Write}
 	}
@@ -107,7 +107,7 @@ func Decide(st *State, b BatchInfo) Decision {
 	for _, w := range st.Batches {
 		if w.Epoch == b.Epoch && w.FirstSeq == b.FirstSeq && w.LastSeq == last {
 			if w.BaseOffset == unknownOffset {
-				return Decision{Verdict: Reject, Err: ErrDuplicateSequence}
+				return Decision{Verdict: Reject, Err: kerr.DuplicateSequenceNumber.Code}
 			}
 			return Decision{Verdict: Duplicate, BaseOffset: w.BaseOffset}
 		}
@@ -116,7 +116,7 @@ func Decide(st *State, b BatchInfo) Decision {
 		return Decision{Verdict: Write}
 	}
 	if want := addSeq(st.Batches[len(st.Batches)-1].LastSeq, 1); b.FirstSeq != want {
-		return Decision{Verdict: Reject, Err: ErrOutOfOrderSequence}
+		return Decision{Verdict: Reject, Err: kerr.OutOfOrderSequenceNumber.Code}
 	}
 	return Decision{Verdict: Write}
 }

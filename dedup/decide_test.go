@@ -4,6 +4,8 @@ import (
 	"math"
 	"reflect"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // w is a remembered batch of epoch 0 from first to last at offset off.
@@ -61,21 +63,21 @@ func TestDecide(t *testing.T) {
 		{"no batches: seq 0", &State{Epoch: 1, LowWater: 50}, bi(1, 0, 1), write()},
 		{"no batches: arbitrary seq", &State{Epoch: 1, LowWater: 50}, bi(1, 4242, 10), write()},
 		{"no batches: MaxInt32", &State{Epoch: 1, LowWater: 50}, bi(1, maxSeq, 1), write()},
-		{"no batches: older epoch fenced", &State{Epoch: 1, LowWater: 50}, bi(0, 0, 1), reject(ErrInvalidProducerEpoch)},
+		{"no batches: older epoch fenced", &State{Epoch: 1, LowWater: 50}, bi(0, 0, 1), reject(kerr.InvalidProducerEpoch.Code)},
 		{"no batches: newer epoch at 0", &State{Epoch: 1, LowWater: 50}, bi(2, 0, 1), write()},
-		{"no batches: newer epoch not at 0", &State{Epoch: 1, LowWater: 50}, bi(2, 3, 1), reject(ErrOutOfOrderSequence)},
+		{"no batches: newer epoch not at 0", &State{Epoch: 1, LowWater: 50}, bi(2, 3, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
 
 		// In sequence, gaps and older sequences.
 		{"next in sequence", fiveBatches(), bi(2, 25, 5), write()},
 		{"next in sequence, single record", fiveBatches(), bi(2, 25, 1), write()},
 		{"next in sequence, different batch size", fiveBatches(), bi(2, 25, 100), write()},
-		{"gap of one", fiveBatches(), bi(2, 26, 1), reject(ErrOutOfOrderSequence)},
-		{"large gap", fiveBatches(), bi(2, 1000, 1), reject(ErrOutOfOrderSequence)},
-		{"older seq inside the last batch", fiveBatches(), bi(2, 22, 3), reject(ErrOutOfOrderSequence)},
-		{"same first seq as last batch, other count", fiveBatches(), bi(2, 20, 3), reject(ErrOutOfOrderSequence)},
-		{"same last seq as last batch, other first", fiveBatches(), bi(2, 21, 4), reject(ErrOutOfOrderSequence)},
-		{"restart at 0 within the same epoch", fiveBatches(), bi(2, 0, 1), reject(ErrOutOfOrderSequence)},
-		{"negative seq", fiveBatches(), bi(2, -1, 1), reject(ErrOutOfOrderSequence)},
+		{"gap of one", fiveBatches(), bi(2, 26, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"large gap", fiveBatches(), bi(2, 1000, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"older seq inside the last batch", fiveBatches(), bi(2, 22, 3), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"same first seq as last batch, other count", fiveBatches(), bi(2, 20, 3), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"same last seq as last batch, other first", fiveBatches(), bi(2, 21, 4), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"restart at 0 within the same epoch", fiveBatches(), bi(2, 0, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"negative seq", fiveBatches(), bi(2, -1, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
 
 		// Duplicates of each of the last five batches: answered with the
 		// original base offset.
@@ -87,38 +89,38 @@ func TestDecide(t *testing.T) {
 		{"duplicate with the first offset 0", &State{Batches: []Written{w(0, 0, 0)}}, bi(0, 0, 1), dup(0)},
 
 		// Older than the last five: no longer known, so out of order.
-		{"retry of the batch just evicted", fiveAfterEviction(), bi(0, 5, 5), reject(ErrOutOfOrderSequence)},
-		{"retry of the oldest batch", fiveAfterEviction(), bi(0, 0, 5), reject(ErrOutOfOrderSequence)},
+		{"retry of the batch just evicted", fiveAfterEviction(), bi(0, 5, 5), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"retry of the oldest batch", fiveAfterEviction(), bi(0, 0, 5), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"retry of the oldest still remembered", fiveAfterEviction(), bi(0, 10, 5), dup(10)},
 
 		// Duplicate whose offset is unknown: DUPLICATE_SEQUENCE_NUMBER.
-		{"duplicate with unknown offset", &State{Batches: []Written{w(0, 4, 0), w(5, 9, -1)}}, bi(0, 5, 5), reject(ErrDuplicateSequence)},
+		{"duplicate with unknown offset", &State{Batches: []Written{w(0, 4, 0), w(5, 9, -1)}}, bi(0, 5, 5), reject(kerr.DuplicateSequenceNumber.Code)},
 		{"duplicate of the known one next to an unknown", &State{Batches: []Written{w(0, 4, 7), w(5, 9, -1)}}, bi(0, 0, 5), dup(7)},
 		{"next after a batch with unknown offset", &State{Batches: []Written{w(0, 4, 0), w(5, 9, -1)}}, bi(0, 10, 1), write()},
 
 		// Epochs.
-		{"stale epoch, next seq", fiveBatches(), bi(1, 25, 1), reject(ErrInvalidProducerEpoch)},
-		{"stale epoch even if it matches a remembered batch", fiveBatches(), bi(1, 20, 5), reject(ErrInvalidProducerEpoch)},
-		{"stale epoch at 0", fiveBatches(), bi(0, 0, 1), reject(ErrInvalidProducerEpoch)},
-		{"stale epoch, negative", fiveBatches(), bi(-1, 25, 1), reject(ErrInvalidProducerEpoch)},
+		{"stale epoch, next seq", fiveBatches(), bi(1, 25, 1), reject(kerr.InvalidProducerEpoch.Code)},
+		{"stale epoch even if it matches a remembered batch", fiveBatches(), bi(1, 20, 5), reject(kerr.InvalidProducerEpoch.Code)},
+		{"stale epoch at 0", fiveBatches(), bi(0, 0, 1), reject(kerr.InvalidProducerEpoch.Code)},
+		{"stale epoch, negative", fiveBatches(), bi(-1, 25, 1), reject(kerr.InvalidProducerEpoch.Code)},
 		{"new epoch at 0", fiveBatches(), bi(3, 0, 5), write()},
 		{"much newer epoch at 0", fiveBatches(), bi(math.MaxInt16, 0, 1), write()},
-		{"new epoch at the next seq of the old epoch", fiveBatches(), bi(3, 25, 1), reject(ErrOutOfOrderSequence)},
-		{"new epoch at a non-zero seq", fiveBatches(), bi(3, 1, 1), reject(ErrOutOfOrderSequence)},
-		{"new epoch, same seqs as a remembered batch but not at 0", fiveBatches(), bi(3, 5, 5), reject(ErrOutOfOrderSequence)},
+		{"new epoch at the next seq of the old epoch", fiveBatches(), bi(3, 25, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"new epoch at a non-zero seq", fiveBatches(), bi(3, 1, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"new epoch, same seqs as a remembered batch but not at 0", fiveBatches(), bi(3, 5, 5), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"new epoch, same seqs as remembered batch at 0: written, not a duplicate", fiveBatches(), bi(3, 0, 5), write()},
 
 		// Wraparound at math.MaxInt32.
 		{"wrap: after MaxInt32 comes 0", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, 0, 5), write()},
-		{"wrap: after MaxInt32, 1 is a gap", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, 1, 5), reject(ErrOutOfOrderSequence)},
-		{"wrap: after MaxInt32, MaxInt32 is old", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, maxSeq, 1), reject(ErrOutOfOrderSequence)},
+		{"wrap: after MaxInt32, 1 is a gap", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, 1, 5), reject(kerr.OutOfOrderSequenceNumber.Code)},
+		{"wrap: after MaxInt32, MaxInt32 is old", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, maxSeq, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"wrap: duplicate of the batch ending at MaxInt32", &State{Batches: []Written{w(maxSeq-4, maxSeq, 10)}}, bi(0, maxSeq-4, 5), dup(10)},
 		{"wrap: single record at MaxInt32 then 0", &State{Batches: []Written{w(maxSeq, maxSeq, 10)}}, bi(0, 0, 1), write()},
 		{"wrap: batch spanning the wrap is next", &State{Batches: []Written{w(maxSeq-6, maxSeq-2, 10)}}, bi(0, maxSeq-1, 5), write()},
 		{"wrap: after a spanning batch, next is 3", &State{Batches: []Written{w(maxSeq-1, 2, 10)}}, bi(0, 3, 1), write()},
-		{"wrap: after a spanning batch, 0 is old", &State{Batches: []Written{w(maxSeq-1, 2, 10)}}, bi(0, 0, 1), reject(ErrOutOfOrderSequence)},
+		{"wrap: after a spanning batch, 0 is old", &State{Batches: []Written{w(maxSeq-1, 2, 10)}}, bi(0, 0, 1), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"wrap: duplicate of a spanning batch", &State{Batches: []Written{w(maxSeq-6, maxSeq-2, 5), w(maxSeq-1, 2, 10)}}, bi(0, maxSeq-1, 5), dup(10)},
-		{"wrap: spanning batch with other count is not its duplicate", &State{Batches: []Written{w(maxSeq-1, 2, 10)}}, bi(0, maxSeq-1, 4), reject(ErrOutOfOrderSequence)},
+		{"wrap: spanning batch with other count is not its duplicate", &State{Batches: []Written{w(maxSeq-1, 2, 10)}}, bi(0, maxSeq-1, 4), reject(kerr.OutOfOrderSequenceNumber.Code)},
 		{"wrap: remembered batches on both sides, duplicate of the one before", &State{Batches: []Written{w(maxSeq-9, maxSeq-5, 1), w(maxSeq-4, maxSeq, 6), w(0, 4, 11)}}, bi(0, maxSeq-4, 5), dup(6)},
 		{"wrap: remembered batches on both sides, next", &State{Batches: []Written{w(maxSeq-9, maxSeq-5, 1), w(maxSeq-4, maxSeq, 6), w(0, 4, 11)}}, bi(0, 5, 5), write()},
 
@@ -211,7 +213,7 @@ func TestApply(t *testing.T) {
 			t.Fatalf("LowWater %d, want 80", st.LowWater)
 		}
 		// The evicted batch is out of order now; the oldest kept is a duplicate.
-		if d := Decide(&st, bi(0, 20, 10)); d != reject(ErrOutOfOrderSequence) {
+		if d := Decide(&st, bi(0, 20, 10)); d != reject(kerr.OutOfOrderSequenceNumber.Code) {
 			t.Fatalf("retry of evicted batch: %+v", d)
 		}
 		if d := Decide(&st, bi(0, 30, 10)); d != dup(30) {
@@ -238,7 +240,7 @@ func TestApply(t *testing.T) {
 			t.Fatalf("got %+v, want %+v", st, want)
 		}
 		// A retry of the old epoch is now fenced, not a duplicate.
-		if d := Decide(&st, bi(2, 20, 5)); d != reject(ErrInvalidProducerEpoch) {
+		if d := Decide(&st, bi(2, 20, 5)); d != reject(kerr.InvalidProducerEpoch.Code) {
 			t.Fatalf("old epoch retry: %+v", d)
 		}
 		if d := Decide(&st, bi(3, 0, 2)); d != dup(200) {
@@ -257,7 +259,7 @@ func TestApply(t *testing.T) {
 		if st.LowWater != 10 || st.Batches[0].BaseOffset != -1 {
 			t.Fatalf("got %+v", st)
 		}
-		if d := Decide(&st, bi(0, 0, 5)); d != reject(ErrDuplicateSequence) {
+		if d := Decide(&st, bi(0, 0, 5)); d != reject(kerr.DuplicateSequenceNumber.Code) {
 			t.Fatalf("retry: %+v", d)
 		}
 	})
@@ -309,9 +311,9 @@ func TestDecideApplySequence(t *testing.T) {
 	step(bi(0, seq, 5), dup(off-5))
 	step(bi(0, addSeq(seq, 5), 5), write())
 	step(bi(0, addSeq(seq, 5), 5), dup(off-5))
-	step(bi(0, addSeq(seq, 11), 5), reject(ErrOutOfOrderSequence))
+	step(bi(0, addSeq(seq, 11), 5), reject(kerr.OutOfOrderSequenceNumber.Code))
 	step(bi(1, 0, 5), write())
-	step(bi(0, addSeq(seq, 10), 5), reject(ErrInvalidProducerEpoch))
+	step(bi(0, addSeq(seq, 10), 5), reject(kerr.InvalidProducerEpoch.Code))
 	step(bi(1, 5, 1), write())
 	step(bi(1, 0, 5), dup(off-6))
 }

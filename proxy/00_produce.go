@@ -153,7 +153,7 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 	}
 	batch := append([]byte(nil), records...)
 	protocol.ClearTransactional(batch, bt.Length)
-	ans := c.p.coord.Produce(id, txnstate.ProduceRequest{
+	ans := c.p.coord.BufferBatch(id, txnstate.ProduceRequest{
 		ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch,
 		Partition: txnstate.TopicPartition{Topic: topic, Partition: partition}, Version: version,
 	}, dedup.BatchInfo{Epoch: bt.ProducerEpoch, FirstSeq: bt.BaseSequence, Count: bt.Count}, batch)

@@ -1,5 +1,7 @@
 package txnstate
 
+import "github.com/twmb/franz-go/pkg/kerr"
+
 // AddPartitionsRequest is an AddPartitionsToTxn request of the client form
 // (v0–v3, one transaction).
 type AddPartitionsRequest struct {
@@ -46,7 +48,7 @@ func add(cur *Txn, producerID int64, epoch int16, parts []TopicPartition, group 
 	if cur.State == Ongoing && covers(cur, parts, group) {
 		return ok()
 	}
-	n := next(cur, Ongoing, nowMs)
+	n := transition(cur, Ongoing, nowMs)
 	if cur.State != Ongoing {
 		// Empty or Complete*: a new transaction starts now.
 		n.StartTimeMs = nowMs
@@ -104,7 +106,7 @@ func TxnOffsetCommit(cur *Txn, req TxnOffsetCommitRequest, nowMs int64) Result {
 	if req.Version >= 5 {
 		r = add(cur, req.ProducerID, req.Epoch, nil, req.Group, 2, nowMs)
 	} else {
-		r = verify(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasGroup(req.Group) })
+		r = verifyInTransaction(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasGroup(req.Group) })
 	}
 	r.Err = verificationError(r.Err, req.Version >= 4)
 	if r.Err != ErrNone {
@@ -129,16 +131,16 @@ func TxnOffsetCommit(cur *Txn, req TxnOffsetCommitRequest, nowMs int64) Result {
 	return checked(cur.State, r)
 }
 
-// verify is Kafka's verification of a transactional write
+// verifyInTransaction is Kafka's verification of a transactional write
 // (handleVerifyPartitionsInTransaction): the producer is current, no
 // commit/abort is under way, and the target was added to the transaction,
 // else TRANSACTION_ABORTABLE. It never changes the state.
-func verify(cur *Txn, producerID int64, epoch int16, added func(*Txn) bool) Result {
+func verifyInTransaction(cur *Txn, producerID int64, epoch int16, added func(*Txn) bool) Result {
 	if code := checkProducer(cur, producerID, epoch); code != ErrNone {
 		return fail(code)
 	}
 	if !added(cur) {
-		return fail(ErrTransactionAbortable)
+		return fail(kerr.TransactionAbortable.Code)
 	}
 	return ok()
 }
@@ -151,8 +153,8 @@ type ProduceRequest struct {
 	Version    int16
 }
 
-// Produce checks a transactional batch against the transaction (the
-// partition leader's verification, ReplicaManager and
+// AdmitBatch decides whether a transactional batch may join the transaction
+// (the partition leader's verification, ReplicaManager and
 // AddPartitionsToTxnManager). Up to v11 the partition must already be in the
 // transaction: else INVALID_TXN_STATE, or TRANSACTION_ABORTABLE from v11.
 // From v12 (TV2) the partition is added implicitly and the Result may carry
@@ -160,16 +162,16 @@ type ProduceRequest struct {
 // abort under way gets NOT_ENOUGH_REPLICAS, which every producer retries
 // (Kafka's translation of CONCURRENT_TRANSACTIONS for Produce). Epoch and
 // sequence checks of the batch itself belong to the dedup package.
-func Produce(cur *Txn, req ProduceRequest, nowMs int64) Result {
+func AdmitBatch(cur *Txn, req ProduceRequest, nowMs int64) Result {
 	var r Result
 	if req.Version >= 12 {
 		r = add(cur, req.ProducerID, req.Epoch, []TopicPartition{req.Partition}, "", 2, nowMs)
 	} else {
-		r = verify(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasPartition(req.Partition) })
+		r = verifyInTransaction(cur, req.ProducerID, req.Epoch, func(t *Txn) bool { return t.HasPartition(req.Partition) })
 	}
 	r.Err = verificationError(r.Err, req.Version >= 11)
-	if r.Err == ErrConcurrentTransactions {
-		r.Err = ErrNotEnoughReplicas
+	if r.Err == kerr.ConcurrentTransactions.Code {
+		r.Err = kerr.NotEnoughReplicas.Code
 	}
 	return r
 }

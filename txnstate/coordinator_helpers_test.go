@@ -318,6 +318,34 @@ func (f *fakeBackend) groupCommits() []groupCommit {
 	return slices.Clone(f.commits)
 }
 
+// holdOffset makes every group commit holding offset off for tp fail (a
+// timeout) until the returned flag is cleared.
+func (f *fakeBackend) holdOffset(tp TP, off int64) *atomic.Bool {
+	hold := new(atomic.Bool)
+	hold.Store(true)
+	f.mu.Lock()
+	f.commitFail = func(g txnstate.GroupOffsets) error {
+		if g.Offsets[tp].Offset == off && hold.Load() {
+			return errTimeout
+		}
+		return nil
+	}
+	f.mu.Unlock()
+	return hold
+}
+
+// lastGroupOffset is the offset of tp the latest group commit wrote, -1 if
+// none wrote one.
+func (f *fakeBackend) lastGroupOffset(tp TP) int64 {
+	last := int64(-1)
+	for _, c := range f.groupCommits() {
+		if o, ok := c.g.Offsets[tp]; ok {
+			last = o.Offset
+		}
+	}
+	return last
+}
+
 // producerState is what a Kafka broker keeps of one producer on a partition:
 // its epoch, the next sequence and the last five batches (to answer a
 // resent one with its offset).
@@ -684,7 +712,7 @@ func (p *producer) reinit(timeoutMs int32) {
 	waitFor(p.t, "InitProducerId", func() bool {
 		r = p.e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
 			TransactionalID: p.id, TimeoutMs: timeoutMs, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
-		return r.Err != txnstate.ErrConcurrentTransactions
+		return r.Err != kerr.ConcurrentTransactions.Code
 	})
 	if r.Err != txnstate.ErrNone {
 		p.t.Fatalf("InitProducerId(%q): %s", p.id, txnstate.ErrorName(r.Err))
@@ -737,7 +765,7 @@ func (p *producer) produce(part TP, raw []byte, version int16) txnstate.ProduceA
 	}
 	batch := slices.Clone(raw)
 	protocol.ClearTransactional(batch, bt.Length)
-	return p.e.c.Produce(p.id, txnstate.ProduceRequest{ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch, Partition: part, Version: version},
+	return p.e.c.BufferBatch(p.id, txnstate.ProduceRequest{ProducerID: bt.ProducerID, Epoch: bt.ProducerEpoch, Partition: part, Version: version},
 		dedup.BatchInfo{Epoch: bt.ProducerEpoch, FirstSeq: bt.BaseSequence, Count: bt.Count}, batch)
 }
 

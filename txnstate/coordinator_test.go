@@ -1,7 +1,6 @@
 package txnstate_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -10,17 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eosproxy/eosproxy/dedup"
-	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-const (
-	errOutOfOrder        int16 = dedup.ErrOutOfOrderSequence // 45
-	errInvalidEpoch      int16 = txnstate.ErrInvalidProducerEpoch
-	errTxnAbortable      int16 = txnstate.ErrTransactionAbortable
-	errInvalidTxnState   int16 = txnstate.ErrInvalidTxnState
-	errNotEnoughReplicas int16 = txnstate.ErrNotEnoughReplicas
+var (
+	errOutOfOrder      = kerr.OutOfOrderSequenceNumber.Code
+	errInvalidEpoch    = kerr.InvalidProducerEpoch.Code
+	errTxnAbortable    = kerr.TransactionAbortable.Code
+	errInvalidTxnState = kerr.InvalidTxnState.Code
 )
 
 func ends(be *fakeBackend, tps ...TP) map[TP]int64 {
@@ -145,7 +143,7 @@ func TestAbortDiscards(t *testing.T) {
 				t.Fatalf("produce of the fenced instance: %s", txnstate.ErrorName(code))
 			}
 			r := p.e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: old.endVersion()})
-			if r.Err != txnstate.ErrProducerFenced {
+			if r.Err != kerr.ProducerFenced.Code {
 				t.Fatalf("EndTxn of the fenced instance: %s", txnstate.ErrorName(r.Err))
 			}
 		}, txnstate.Empty},
@@ -204,185 +202,6 @@ func TestAbortDiscards(t *testing.T) {
 					t.Fatalf("DiskBytes %d after the second transaction", got)
 				}
 			})
-		}
-	}
-}
-
-// TestProduceRetry: a retried batch (same producer, epoch and sequence) is
-// answered as written, even while the original is still being made durable,
-// and is neither buffered nor forwarded a second time.
-func TestProduceRetry(t *testing.T) {
-	for _, tv2 := range []bool{false, true} {
-		t.Run(versionName(tv2), func(t *testing.T) {
-			e := newEnv(t, envConfig{})
-			a0 := tp("a", 0)
-			from := ends(e.be, a0)
-			p := e.initProducer("tx", tv2, 60_000)
-			p.begin(a0)
-			v := p.produceVersion()
-
-			b0 := p.build(a0, 3, 100)
-			first := p.produce(a0, b0, v)
-			retry := p.produce(a0, b0, v) // before the original is durable
-			if first.Err != 0 || retry.Err != 0 {
-				t.Fatalf("answers %d, %d", first.Err, retry.Err)
-			}
-			if wait(retry) != 0 || wait(first) != 0 {
-				t.Fatal("retry or original failed")
-			}
-			p.accepted(a0, b0)
-			size := e.c.Buffered()
-			disk := e.sp.DiskBytes()
-			if size != int64(len(b0)) {
-				t.Fatalf("Buffered() = %d, one batch of %d", size, len(b0))
-			}
-			if code := wait(p.produce(a0, b0, v)); code != 0 {
-				t.Fatalf("retry after durability: %s", txnstate.ErrorName(code))
-			}
-			b1 := p.send(a0, 2, 100)
-			// Retries of both, the older one last.
-			for _, b := range [][]byte{b1, b0} {
-				if code := wait(p.produce(a0, b, v)); code != 0 {
-					t.Fatalf("retry: %s", txnstate.ErrorName(code))
-				}
-			}
-			if got := e.c.Buffered(); got != size+int64(len(b1)) {
-				t.Fatalf("Buffered() = %d after retries, want %d", got, size+int64(len(b1)))
-			}
-			if got := e.sp.DiskBytes(); got != disk+int64(len(b1)) {
-				t.Fatalf("DiskBytes %d after retries, want %d", got, disk+int64(len(b1)))
-			}
-			if n := len(e.indexed()); n != 2 {
-				t.Fatalf("%d batches indexed, want 2", n)
-			}
-			p.send(a0, 1, 100)
-			if r := p.end(true); r.Err != 0 {
-				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("tx", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, p.committed)
-			if attempts, _ := e.be.counts(); attempts != 3 {
-				t.Fatalf("%d batches sent, want 3", attempts)
-			}
-		})
-	}
-}
-
-// TestProduceRefused covers the Produce answers that buffer nothing.
-func TestProduceRefused(t *testing.T) {
-	a0, a1 := tp("a", 0), tp("a", 1)
-	for _, tc := range []struct {
-		name string
-		tv2  bool
-		do   func(e *env, p *producer) int16
-		want int16
-	}{
-		{"out of order sequence", true, func(e *env, p *producer) int16 {
-			p.seq[a0] += 5
-			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, errOutOfOrder},
-		{"out of order sequence TV1", false, func(e *env, p *producer) int16 {
-			p.seq[a0] += 2
-			return wait(p.produce(a0, p.build(a0, 1, 10), 9))
-		}, errOutOfOrder},
-		{"sequence not from 0 on a new epoch", true, func(e *env, p *producer) int16 {
-			p.reinit(60_000)
-			p.begin(a0)
-			p.seq[a0] = 1
-			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, errOutOfOrder},
-		{"fenced epoch v12", true, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			return wait(old.produce(a0, old.build(a0, 1, 10), 12))
-		}, errInvalidEpoch},
-		{"fenced epoch v9", false, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			p.begin(a0)
-			return wait(old.produce(a0, old.build(a0, 1, 10), 9))
-		}, errInvalidEpoch},
-		{"fenced epoch AddPartitions v3", false, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			return e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: old.pid, Epoch: old.epoch, Partitions: []TP{a1}, Version: 3}).Err
-		}, txnstate.ErrProducerFenced},
-		{"fenced epoch AddPartitions v1", false, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			return e.c.AddPartitions(p.id, txnstate.AddPartitionsRequest{ProducerID: old.pid, Epoch: old.epoch, Partitions: []TP{a1}, Version: 1}).Err
-		}, errInvalidEpoch},
-		{"fenced epoch TxnOffsetCommit", true, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			return e.c.TxnOffsetCommit(p.id, txnstate.TxnOffsetCommitRequest{ProducerID: old.pid, Epoch: old.epoch, Group: "g", Version: 5}).Err
-		}, errInvalidEpoch},
-		{"fenced epoch EndTxn v3", false, func(e *env, p *producer) int16 {
-			old := *p
-			p.reinit(60_000)
-			return e.c.EndTxn(context.Background(), p.id, txnstate.EndTxnRequest{ProducerID: old.pid, Epoch: old.epoch, Commit: true, Version: 3}).Err
-		}, txnstate.ErrProducerFenced},
-		{"unknown transactional id", true, func(e *env, p *producer) int16 {
-			p.id = "nobody"
-			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, txnstate.ErrInvalidProducerIDMapping},
-		{"other producer id", true, func(e *env, p *producer) int16 {
-			p.pid += 100
-			return wait(p.produce(a0, p.build(a0, 1, 10), 12))
-		}, txnstate.ErrInvalidProducerIDMapping},
-		{"partition not added v9", false, func(e *env, p *producer) int16 {
-			return wait(p.produce(a1, p.build(a1, 1, 10), 9))
-		}, errInvalidTxnState},
-		{"partition not added v11", false, func(e *env, p *producer) int16 {
-			return wait(p.produce(a1, p.build(a1, 1, 10), 11))
-		}, errTxnAbortable},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{})
-			p := e.initProducer("tx", tc.tv2, 60_000)
-			p.begin(a0)
-			p.send(a0, 1, 10)
-			buffered, disk := e.c.Buffered(), e.sp.DiskBytes()
-			if got := tc.do(e, p); got != tc.want {
-				t.Fatalf("got %s (%d), want %s (%d)", txnstate.ErrorName(got), got, txnstate.ErrorName(tc.want), tc.want)
-			}
-			if e.c.Buffered() > buffered || e.sp.DiskBytes() > disk {
-				t.Fatalf("a refused batch was buffered: %d → %d bytes, disk %d → %d", buffered, e.c.Buffered(), disk, e.sp.DiskBytes())
-			}
-		})
-	}
-}
-
-// TestProduceDurableBeforeAnswer: once Wait returns NONE, the batch is in
-// the spool and in the index (and survives a restart: see
-// TestRestartKeepsOngoing).
-func TestProduceDurableBeforeAnswer(t *testing.T) {
-	e := newEnv(t, envConfig{segBytes: 4 << 10})
-	p := e.initProducer("tx", true, 60_000)
-	var want [][]byte
-	for i := range 30 {
-		part := tp("a", int32(i%3))
-		raw := p.build(part, 1+i%4, 200)
-		ans := p.produce(part, raw, 12)
-		if ans.Err != 0 || ans.Wait == nil {
-			t.Fatalf("produce %d: %+v", i, ans)
-		}
-		if code := ans.Wait(); code != 0 {
-			t.Fatalf("produce %d: %s", i, txnstate.ErrorName(code))
-		}
-		p.accepted(part, raw)
-		bt, _ := protocol.ParseBatch(raw)
-		cleared := slices.Clone(raw)
-		protocol.ClearTransactional(cleared, bt.Length)
-		want = append(want, cleared)
-		got := e.indexed()
-		for _, w := range want {
-			if !slices.ContainsFunc(got, func(b []byte) bool { return bytes.Equal(b, w) }) {
-				t.Fatalf("after batch %d was answered, a batch is missing from the index or differs in the spool", i)
-			}
-		}
-		if len(got) != len(want) {
-			t.Fatalf("%d batches indexed, %d produced", len(got), len(want))
 		}
 	}
 }
@@ -706,160 +525,6 @@ func TestRollForwardAfterInterruptedForwarding(t *testing.T) {
 	}
 }
 
-// TestTransactionTooLarge: a batch over the limit is refused with
-// POLICY_VIOLATION and the transaction can then only abort. A classic
-// EndTxn(commit) gets INVALID_TXN_STATE and the client aborts; a KIP-890
-// one (v5) is turned into the abort and answered TRANSACTION_ABORTABLE, after
-// which the client resumes its producer id (KIP-360). Either way nothing is
-// forwarded and the next transaction commits normally.
-func TestTransactionTooLarge(t *testing.T) {
-	const batch = 1000 // bytes of each batch's records, about
-	perTxn := func(o *txnstate.Options) { o.MaxTransactionBytes = 3*batch + 500 }
-	for _, tc := range []struct {
-		name string
-		tv2  bool
-		opts func(*txnstate.Options)
-		// batches buffered by another transactional id first
-		other int
-		after int16 // answer to a produce after the refusal
-		// the answer to EndTxn(commit); 0: the client aborts without trying
-		commit int16
-	}{
-		{"MaxTransactionBytes TV1", false, perTxn, 0, errInvalidTxnState, errInvalidTxnState},
-		{"MaxTransactionBytes TV1 abort", false, perTxn, 0, errInvalidTxnState, 0},
-		{"MaxTransactionBytes TV2", true, perTxn, 0, errTxnAbortable, errTxnAbortable},
-		{"MaxTransactionBytes TV2 abort", true, perTxn, 0, errTxnAbortable, 0},
-		{"MaxBufferBytes TV2", true, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errTxnAbortable, errTxnAbortable},
-		{"MaxBufferBytes TV1", false, func(o *txnstate.Options) { o.MaxBufferBytes = 5*batch + 500 }, 2, errInvalidTxnState, errInvalidTxnState},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{opts: tc.opts})
-			a0 := tp("a", 0)
-			from := ends(e.be, a0)
-			if tc.other > 0 {
-				o := e.initProducer("other", true, 60_000)
-				for range tc.other {
-					o.send(tp("o", 0), 1, batch-100)
-				}
-			}
-			otherBytes := e.c.Buffered()
-			p := e.initProducer("tx", tc.tv2, 60_000)
-			p.begin(a0)
-			for range 3 {
-				p.send(a0, 1, batch-100)
-			}
-			buffered := e.c.Buffered()
-			ans := p.produce(a0, p.build(a0, 1, batch-100), p.produceVersion())
-			if ans.Err != txnstate.ErrPolicyViolation || ans.Msg == "" {
-				t.Fatalf("over the limit: %+v, want POLICY_VIOLATION with a message", ans)
-			}
-			if e.c.Buffered() != buffered {
-				t.Fatal("the refused batch was buffered")
-			}
-			// Even a batch that would fit is refused now.
-			if code := wait(p.produce(a0, p.build(a0, 1, 10), p.produceVersion())); code != tc.after {
-				t.Fatalf("produce after the refusal: %s, want %s", txnstate.ErrorName(code), txnstate.ErrorName(tc.after))
-			}
-			if tc.commit != 0 {
-				epoch := p.epoch
-				if r := p.end(true); r.Err != tc.commit {
-					t.Fatalf("EndTxn(commit) of a transaction missing a batch: %s, want %s", txnstate.ErrorName(r.Err), txnstate.ErrorName(tc.commit))
-				}
-				if tc.tv2 {
-					// Already aborted, with the epoch bumped; the client
-					// resumes its producer id and learns the new epoch.
-					tx := e.c.Get("tx")
-					if tx.State != txnstate.CompleteAbort || tx.Epoch <= epoch {
-						t.Fatalf("after the refused TV2 commit: %v at epoch %d (was %d)", tx.State, tx.Epoch, epoch)
-					}
-					// CONCURRENT_TRANSACTIONS (retried, as clients do)
-					// until the abort is carried out.
-					var r txnstate.Result
-					waitFor(t, "InitProducerId", func() bool {
-						r = e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: p.pid, Epoch: p.epoch, Version: 4})
-						return r.Err != txnstate.ErrConcurrentTransactions
-					})
-					if r.Err != 0 || r.ProducerID != p.pid || r.Epoch <= epoch {
-						t.Fatalf("KIP-360 resume after the abort: %s %d/%d", txnstate.ErrorName(r.Err), r.ProducerID, r.Epoch)
-					}
-					p.epoch, p.seq, p.open = r.Epoch, map[TP]int32{}, map[TP][][32]byte{}
-				} else if tx := e.c.Get("tx"); tx.State != txnstate.Ongoing {
-					t.Fatalf("state %v after the refused commit", tx.State)
-				}
-			}
-			if e.c.Get("tx").State == txnstate.Ongoing {
-				if r := p.end(false); r.Err != 0 {
-					t.Fatalf("abort: %s", txnstate.ErrorName(r.Err))
-				}
-				e.waitState("tx", txnstate.CompleteAbort)
-			}
-			if attempts, _ := e.be.counts(); attempts != 0 {
-				t.Fatalf("%d batches forwarded", attempts)
-			}
-			e.waitState("tx", e.c.Get("tx").State) // the abort carried out
-			if e.c.Buffered() != otherBytes {
-				t.Fatalf("Buffered() = %d after the abort, the other transaction holds %d", e.c.Buffered(), otherBytes)
-			}
-			// The next transaction may commit again.
-			p.begin(a0)
-			p.send(a0, 1, batch-100)
-			if r := p.end(true); r.Err != 0 {
-				t.Fatalf("next commit: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("tx", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, p.committed)
-			if total(p.committed) != 1 {
-				t.Fatalf("%d batches committed, want 1", total(p.committed))
-			}
-		})
-	}
-}
-
-// TestTimeoutAborts: a transaction open longer than its timeout is aborted
-// by the background check, fencing its producer; one within its timeout is
-// left alone.
-func TestTimeoutAborts(t *testing.T) {
-	for _, tv2 := range []bool{false, true} {
-		t.Run(versionName(tv2), func(t *testing.T) {
-			e := newEnv(t, envConfig{opts: func(o *txnstate.Options) { o.CheckInterval = 2 * time.Millisecond }})
-			a0 := tp("a", 0)
-			slow := e.initProducer("slow", tv2, 1_000)
-			slow.begin(a0)
-			slow.send(a0, 2, 100)
-			patient := e.initProducer("patient", tv2, 60_000)
-			patient.begin(a0)
-			patient.send(a0, 1, 100)
-
-			e.clock.advance(1001 * time.Millisecond)
-			tx := e.waitState("slow", txnstate.CompleteAbort)
-			if tx.Epoch <= slow.epoch {
-				t.Fatalf("timed-out producer not fenced: epoch %d, was %d", tx.Epoch, slow.epoch)
-			}
-			if code := wait(slow.produce(a0, slow.build(a0, 1, 10), slow.produceVersion())); code != errInvalidEpoch {
-				t.Fatalf("produce of the timed-out producer: %s", txnstate.ErrorName(code))
-			}
-			if r := slow.end(true); r.Err != txnstate.ErrProducerFenced {
-				t.Fatalf("commit of the timed-out producer: %s", txnstate.ErrorName(r.Err))
-			}
-			if got := e.c.Get("patient"); got.State != txnstate.Ongoing {
-				t.Fatalf("transaction within its timeout is %v", got.State)
-			}
-			if attempts, _ := e.be.counts(); attempts != 0 {
-				t.Fatalf("timeout forwarded %d batches", attempts)
-			}
-			from := ends(e.be, a0)
-			if r := patient.end(true); r.Err != 0 {
-				t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
-			}
-			e.waitState("patient", txnstate.CompleteCommit)
-			checkForwarded(t, e.be, from, patient.committed)
-			if e.c.Buffered() != 0 {
-				t.Fatalf("Buffered() = %d", e.c.Buffered())
-			}
-		})
-	}
-}
-
 // TestRestartKeepsOngoing: an open transaction's state, sequence state and
 // buffered batches survive a restart; its commit afterwards forwards them.
 func TestRestartKeepsOngoing(t *testing.T) {
@@ -924,94 +589,5 @@ func TestRestartKeepsOngoing(t *testing.T) {
 				t.Fatalf("DiskBytes %d after the commit", got)
 			}
 		})
-	}
-}
-
-// TestManyBatches commits and aborts transactions of more batches than are
-// deleted together with Complete, produced pipelined (the flusher
-// group-commits them).
-func TestManyBatches(t *testing.T) {
-	for _, commit := range []bool{true, false} {
-		t.Run(fmt.Sprint("commit=", commit), func(t *testing.T) {
-			const segBytes = 64 << 10
-			e := newEnv(t, envConfig{segBytes: segBytes})
-			parts := []TP{tp("m", 0), tp("m", 1), tp("m", 2)}
-			from := ends(e.be, parts...)
-			p := e.initProducer("tx", true, 60_000)
-			var answers []txnstate.ProduceAnswer
-			for i := range 1200 {
-				part := parts[i%3]
-				raw := p.build(part, 1, 50)
-				a := p.produce(part, raw, 12)
-				if a.Err != 0 {
-					t.Fatalf("produce %d: %s", i, txnstate.ErrorName(a.Err))
-				}
-				p.accepted(part, raw)
-				answers = append(answers, a)
-			}
-			for i, a := range answers {
-				if code := wait(a); code != 0 {
-					t.Fatalf("produce %d: %s", i, txnstate.ErrorName(code))
-				}
-			}
-			if n := len(e.indexed()); n != 1200 {
-				t.Fatalf("%d batches indexed", n)
-			}
-			if r := p.end(commit); r.Err != 0 {
-				t.Fatalf("EndTxn: %s", txnstate.ErrorName(r.Err))
-			}
-			if commit {
-				e.waitState("tx", txnstate.CompleteCommit)
-				checkForwarded(t, e.be, from, p.committed)
-			} else {
-				e.waitState("tx", txnstate.CompleteAbort)
-				if a, _ := e.be.counts(); a != 0 {
-					t.Fatalf("abort forwarded %d batches", a)
-				}
-			}
-			waitFor(t, "Buffered() to drop to 0", func() bool { return e.c.Buffered() == 0 })
-			if n := len(e.indexed()); n != 0 {
-				t.Fatalf("%d batches left in the index", n)
-			}
-			if got := e.sp.DiskBytes(); got > segBytes {
-				t.Fatalf("DiskBytes %d: spool data not released", got)
-			}
-		})
-	}
-}
-
-// TestExpiredIDForgotten: a transactional id unused for Expiration is
-// removed, also from the database; InitProducerId then starts afresh.
-func TestExpiredIDForgotten(t *testing.T) {
-	e := newEnv(t, envConfig{disk: true, opts: func(o *txnstate.Options) {
-		o.CheckInterval = 2 * time.Millisecond
-		o.Expiration = time.Hour
-	}})
-	a0 := tp("a", 0)
-	p := e.initProducer("tx", true, 60_000)
-	p.send(a0, 1, 10)
-	if r := p.end(true); r.Err != 0 {
-		t.Fatalf("commit: %s", txnstate.ErrorName(r.Err))
-	}
-	e.waitState("tx", txnstate.CompleteCommit)
-	e.clock.advance(30 * time.Minute)
-	e.initProducer("recent", true, 60_000)
-	e.clock.advance(31 * time.Minute)
-	waitFor(t, "the id to expire", func() bool { return e.c.Get("tx") == nil })
-	for _, tx := range e.c.List() {
-		if tx.TransactionalID == "tx" {
-			t.Fatal("expired id still listed")
-		}
-	}
-	if got := e.c.Get("recent"); got == nil || got.State != txnstate.Empty {
-		t.Fatalf("id used 31 minutes ago: %+v", got)
-	}
-	e.restart()
-	if e.c.Get("tx") != nil {
-		t.Fatal("expired id back after a restart")
-	}
-	q := e.initProducer("tx", true, 60_000)
-	if q.pid == p.pid || q.epoch != 0 {
-		t.Fatalf("InitProducerId after expiry: %d/%d, the old producer was %d", q.pid, q.epoch, p.pid)
 	}
 }

@@ -11,12 +11,14 @@
 // buffered data, then call Complete). The legal transitions are one table
 // (validPrevious in state.go), checked in one place for every Result.
 //
-// Coordinator (coordinator.go) makes those decisions durable in badger and
-// carries them out. Buffered batches are appended to spool files (package
-// spool; read back with pread, so they stay out of eosproxy's memory) and
-// indexed in badger by transactional id and generation — one generation per
+// Coordinator makes those decisions durable in badger (requests.go,
+// save.go; load.go reads them back) and carries them out (jobs.go).
+// Buffered batches (buffer.go) are appended to spool files (package spool;
+// read back with pread, so they stay out of eosproxy's memory) and indexed
+// in badger by transactional id and generation — one generation per
 // transaction. A decided commit or abort is completed in the same write that
 // records it and queued as a job; a runner per id carries the jobs out in
-// order (forward.go: the batches to the backend exactly once, then the
-// offsets), while the client may already buffer its next transaction.
+// order (forward.go and send.go: the batches to the backend exactly once,
+// then the offsets), while the client may already buffer its next
+// transaction.
 package txnstate

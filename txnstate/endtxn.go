@@ -1,6 +1,10 @@
 package txnstate
 
-import "math"
+import (
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+)
 
 // EndTxnRequest is an EndTxn request.
 type EndTxnRequest struct {
@@ -51,9 +55,9 @@ func retryAnswer(state State, commit bool) int16 {
 	case state == CompleteCommit && commit, state == CompleteAbort && !commit:
 		return ErrNone
 	case state == PrepareCommit && commit, state == PrepareAbort && !commit:
-		return ErrConcurrentTransactions
+		return kerr.ConcurrentTransactions.Code
 	}
-	return ErrInvalidTxnState
+	return kerr.InvalidTxnState.Code
 }
 
 func prepareState(commit bool) (State, Action) {
@@ -66,17 +70,17 @@ func prepareState(commit bool) (State, Action) {
 func endTxnV1(cur *Txn, req EndTxnRequest, nowMs int64) Result {
 	switch {
 	case !known(cur), cur.ProducerID != req.ProducerID:
-		return fail(ErrInvalidProducerIDMapping)
+		return fail(kerr.InvalidProducerIDMapping.Code)
 	case cur.Epoch != req.Epoch:
 		// TV1 has no retry with an older epoch: strict equality.
-		return fail(ErrProducerFenced)
+		return fail(kerr.ProducerFenced.Code)
 	case cur.State == PrepareEpochFence:
-		return fail(ErrConcurrentTransactions)
+		return fail(kerr.ConcurrentTransactions.Code)
 	case cur.State != Ongoing:
 		return fail(retryAnswer(cur.State, req.Commit))
 	}
 	to, action := prepareState(req.Commit)
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	n.NextProducerID = NoProducerID
 	n.TxnVersion = 1
 	r := ok()
@@ -87,7 +91,7 @@ func endTxnV1(cur *Txn, req EndTxnRequest, nowMs int64) Result {
 
 func endTxnV2(cur *Txn, req EndTxnRequest, nowMs int64, newPID func() int64) Result {
 	if !known(cur) {
-		return fail(ErrInvalidProducerIDMapping)
+		return fail(kerr.InvalidProducerIDMapping.Code)
 	}
 	// A retry of an EndTxn that rotated the producer id: the client still
 	// has the old id and the last epoch it was given.
@@ -109,9 +113,9 @@ func endTxnV2(cur *Txn, req EndTxnRequest, nowMs int64, newPID func() int64) Res
 
 	switch {
 	case cur.ProducerID != req.ProducerID && !retryOnOverflow:
-		return fail(ErrInvalidProducerIDMapping)
+		return fail(kerr.InvalidProducerIDMapping.Code)
 	case !validEpoch:
-		return fail(ErrProducerFenced)
+		return fail(kerr.ProducerFenced.Code)
 	}
 
 	var abortWithoutData bool
@@ -119,7 +123,7 @@ func endTxnV2(cur *Txn, req EndTxnRequest, nowMs int64, newPID func() int64) Res
 	case Ongoing:
 	case Empty:
 		if req.Commit {
-			return fail(ErrInvalidTxnState)
+			return fail(kerr.InvalidTxnState.Code)
 		}
 		abortWithoutData = true
 	case CompleteCommit, CompleteAbort:
@@ -130,18 +134,18 @@ func endTxnV2(cur *Txn, req EndTxnRequest, nowMs int64, newPID func() int64) Res
 			return r
 		}
 		if retry || req.Commit {
-			return fail(ErrInvalidTxnState)
+			return fail(kerr.InvalidTxnState.Code)
 		}
 		// A TV2 client unsure of the outcome may always abort.
 		abortWithoutData = true
 	case PrepareCommit, PrepareAbort:
 		return fail(retryAnswer(cur.State, req.Commit))
 	default: // PrepareEpochFence: a fence is being written
-		return fail(ErrConcurrentTransactions)
+		return fail(kerr.ConcurrentTransactions.Code)
 	}
 
 	to, action := prepareState(req.Commit)
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	n.TxnVersion = 2
 	n.NextProducerID = NoProducerID
 	if EpochExhausted(cur.Epoch) {

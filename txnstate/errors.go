@@ -1,27 +1,18 @@
 package txnstate
 
-// Kafka error codes the coordinator answers with (Errors.java). They are the
-// wire values; the names follow the dedup package's convention.
-const (
-	ErrNone                      int16 = 0
-	ErrUnknownServerError        int16 = -1
-	ErrNotEnoughReplicas         int16 = 19
-	ErrInvalidRequest            int16 = 42
-	ErrInvalidProducerEpoch      int16 = 47
-	ErrInvalidTxnState           int16 = 48
-	ErrInvalidProducerIDMapping  int16 = 49
-	ErrInvalidTransactionTimeout int16 = 50
-	ErrConcurrentTransactions    int16 = 51
-	ErrProducerFenced            int16 = 90
-	ErrTransactionAbortable      int16 = 120
-)
+import "github.com/twmb/franz-go/pkg/kerr"
+
+// The coordinator answers with Kafka's error codes by their kerr names
+// (kerr.ProducerFenced.Code); ErrNone is Errors.NONE, which kerr has no
+// value for.
+const ErrNone int16 = 0
 
 // fencedFor downgrades PRODUCER_FENCED to INVALID_PRODUCER_EPOCH for clients
 // too old to know it (KIP-588). KafkaApis does this per API: InitProducerId
 // below v4, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn below v2.
 func fencedFor(code int16, knowsFenced bool) int16 {
-	if code == ErrProducerFenced && !knowsFenced {
-		return ErrInvalidProducerEpoch
+	if code == kerr.ProducerFenced.Code && !knowsFenced {
+		return kerr.InvalidProducerEpoch.Code
 	}
 	return code
 }
@@ -33,40 +24,22 @@ func fencedFor(code int16, knowsFenced bool) int16 {
 // the TRANSACTION_ABORTABLE error get INVALID_TXN_STATE instead.
 func verificationError(code int16, knowsAbortable bool) int16 {
 	switch {
-	case code == ErrProducerFenced:
-		return ErrInvalidProducerEpoch
-	case code == ErrTransactionAbortable && !knowsAbortable:
-		return ErrInvalidTxnState
+	case code == kerr.ProducerFenced.Code:
+		return kerr.InvalidProducerEpoch.Code
+	case code == kerr.TransactionAbortable.Code && !knowsAbortable:
+		return kerr.InvalidTxnState.Code
 	}
 	return code
 }
 
-// ErrorName returns Kafka's name for the codes used here, for logs and test
+// ErrorName returns Kafka's name for an error code, for logs and test
 // failures.
 func ErrorName(code int16) string {
-	switch code {
-	case ErrNone:
+	if code == ErrNone {
 		return "NONE"
-	case ErrUnknownServerError:
-		return "UNKNOWN_SERVER_ERROR"
-	case ErrNotEnoughReplicas:
-		return "NOT_ENOUGH_REPLICAS"
-	case ErrInvalidRequest:
-		return "INVALID_REQUEST"
-	case ErrInvalidProducerEpoch:
-		return "INVALID_PRODUCER_EPOCH"
-	case ErrInvalidTxnState:
-		return "INVALID_TXN_STATE"
-	case ErrInvalidProducerIDMapping:
-		return "INVALID_PRODUCER_ID_MAPPING"
-	case ErrInvalidTransactionTimeout:
-		return "INVALID_TRANSACTION_TIMEOUT"
-	case ErrConcurrentTransactions:
-		return "CONCURRENT_TRANSACTIONS"
-	case ErrProducerFenced:
-		return "PRODUCER_FENCED"
-	case ErrTransactionAbortable:
-		return "TRANSACTION_ABORTABLE"
+	}
+	if e := kerr.TypedErrorForCode(code); e != kerr.UnknownServerError || code == e.Code {
+		return e.Message
 	}
 	return "UNKNOWN"
 }

@@ -1,5 +1,7 @@
 package txnstate
 
+import "github.com/twmb/franz-go/pkg/kerr"
+
 // InitProducerIDRequest is the part of an InitProducerId request (with a
 // transactional id) the decision needs.
 type InitProducerIDRequest struct {
@@ -43,12 +45,12 @@ func InitProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64
 func initProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64, newPID func() int64) Result {
 	switch {
 	case req.TransactionalID == "":
-		return fail(ErrInvalidRequest)
+		return fail(kerr.InvalidRequest.Code)
 	case req.TimeoutMs <= 0 || req.TimeoutMs > cfg.MaxTimeoutMs:
-		return fail(ErrInvalidTransactionTimeout)
+		return fail(kerr.InvalidTransactionTimeout.Code)
 	case (req.ProducerID == NoProducerID) != (req.Epoch == NoEpoch):
 		// KafkaApis rejects a half-given producer id/epoch pair.
-		return fail(ErrInvalidRequest)
+		return fail(kerr.InvalidRequest.Code)
 	}
 
 	t := cur
@@ -75,23 +77,23 @@ func initProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64
 	if req.resuming() && !(t.Epoch == NoEpoch ||
 		req.ProducerID == t.ProducerID ||
 		(req.ProducerID == t.LastProducerID && EpochExhausted(req.Epoch))) {
-		return fail(ErrProducerFenced)
+		return fail(kerr.ProducerFenced.Code)
 	}
 
 	switch t.State {
 	case PrepareCommit, PrepareAbort, PrepareEpochFence:
-		return fail(ErrConcurrentTransactions)
+		return fail(kerr.ConcurrentTransactions.Code)
 	case Ongoing:
-		r := fail(ErrConcurrentTransactions)
+		r := fail(kerr.ConcurrentTransactions.Code)
 		r.Txn = fenceAndAbort(cfg, t, nowMs)
 		r.Action = Discard
 		return checked(t.State, r)
 	case Empty, CompleteCommit, CompleteAbort:
 	default:
-		return fail(ErrUnknownServerError)
+		return fail(kerr.UnknownServerError.Code)
 	}
 
-	n := next(t, Empty, nowMs)
+	n := transition(t, Empty, nowMs)
 	n.TimeoutMs = req.TimeoutMs
 	n.Partitions = nil
 	n.PendingOffsets = nil
@@ -117,7 +119,7 @@ func initProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64
 		// IllegalStateException here (UNKNOWN_SERVER_ERROR to the client);
 		// answering as for any other epoch is the evident intent.
 		if req.Epoch != t.LastEpoch {
-			return fail(ErrProducerFenced)
+			return fail(kerr.ProducerFenced.Code)
 		}
 		n.Epoch, n.LastEpoch = t.Epoch, t.LastEpoch
 	case t.Epoch == NoEpoch || req.Epoch == t.Epoch:
@@ -129,7 +131,7 @@ func initProducerID(cfg Config, cur *Txn, req InitProducerIDRequest, nowMs int64
 		// Safe, since a new instance would have set LastEpoch to NoEpoch.
 		n.Epoch, n.LastEpoch = t.Epoch, t.LastEpoch
 	default:
-		return fail(ErrProducerFenced)
+		return fail(kerr.ProducerFenced.Code)
 	}
 
 	r := ok()

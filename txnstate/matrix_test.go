@@ -4,6 +4,8 @@ import (
 	"math"
 	"reflect"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 const (
@@ -67,7 +69,7 @@ func offsetsReq(p int64, e int16, v int16) func(*Txn) Result {
 
 func produceReq(p int64, e int16, tp TopicPartition, v int16) func(*Txn) Result {
 	return func(t *Txn) Result {
-		return Produce(t, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: v}, now)
+		return AdmitBatch(t, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: v}, now)
 	}
 }
 
@@ -78,15 +80,15 @@ func endReq(e int16, commit bool, v int16) func(*Txn) Result {
 }
 
 // Error codes, short, so the matrix below stays readable.
-const (
+var (
 	OK   = ErrNone
-	CONC = ErrConcurrentTransactions
-	PF   = ErrProducerFenced
-	IPE  = ErrInvalidProducerEpoch
-	ITS  = ErrInvalidTxnState
-	IPIM = ErrInvalidProducerIDMapping
-	TA   = ErrTransactionAbortable
-	NER  = ErrNotEnoughReplicas
+	CONC = kerr.ConcurrentTransactions.Code
+	PF   = kerr.ProducerFenced.Code
+	IPE  = kerr.InvalidProducerEpoch.Code
+	ITS  = kerr.InvalidTxnState.Code
+	IPIM = kerr.InvalidProducerIDMapping.Code
+	TA   = kerr.TransactionAbortable.Code
+	NER  = kerr.NotEnoughReplicas.Code
 )
 
 // TestMatrix asserts the error code of every request in every state. Columns:
@@ -168,7 +170,7 @@ func TestMatrix(t *testing.T) {
 // InitProducerId, and the invariants of the state hold.
 func checkResult(t *testing.T, name string, cur *Txn, r Result) {
 	t.Helper()
-	if r.Err == ErrUnknownServerError {
+	if r.Err == kerr.UnknownServerError.Code {
 		t.Errorf("%s: the transition gate fired", name)
 	}
 	if r.Txn == nil {

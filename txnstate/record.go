@@ -247,3 +247,5 @@ func compareTP(a, b TopicPartition) int {
 	}
 	return int(a.Partition) - int(b.Partition)
 }
+
+type kv struct{ k, v []byte }

@@ -3,6 +3,8 @@ package txnstate
 import (
 	"math"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // apply checks r like the matrix does, wants code, and returns the state the
@@ -45,7 +47,7 @@ func TestLifecycleTV1(t *testing.T) {
 	if got := tx.PendingOffsets["g"]; got.GenerationID != 7 || got.Offsets[TopicPartition{"in", 3}].Offset != 99 {
 		t.Fatalf("offsets not held: %+v", got)
 	}
-	if r := Produce(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp1, Version: 9}, now); r.Err != OK || r.Txn != nil {
+	if r := AdmitBatch(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp1, Version: 9}, now); r.Err != OK || r.Txn != nil {
 		t.Fatalf("produce to an added partition: %+v", r)
 	}
 
@@ -77,7 +79,7 @@ func TestLifecycleTV2(t *testing.T) {
 	tx := apply(t, "init", nil, r, OK)
 	p, e := r.ProducerID, r.Epoch
 
-	tx = apply(t, "produce", tx, Produce(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp0, Version: 12}, now), OK)
+	tx = apply(t, "produce", tx, AdmitBatch(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp0, Version: 12}, now), OK)
 	if tx.State != Ongoing || !tx.HasPartition(tp0) || tx.TxnVersion != 2 {
 		t.Fatalf("implicit add: %+v", tx)
 	}
@@ -103,8 +105,8 @@ func TestLifecycleTV2(t *testing.T) {
 	}
 	// The client goes on with the bumped epoch.
 	e++
-	tx = apply(t, "next txn", tx, Produce(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp1, Version: 12}, now), OK)
-	apply(t, "old epoch fenced", tx, Produce(tx, ProduceRequest{ProducerID: p, Epoch: e - 1, Partition: tp1, Version: 12}, now), IPE)
+	tx = apply(t, "next txn", tx, AdmitBatch(tx, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp1, Version: 12}, now), OK)
+	apply(t, "old epoch fenced", tx, AdmitBatch(tx, ProduceRequest{ProducerID: p, Epoch: e - 1, Partition: tp1, Version: 12}, now), IPE)
 
 	// An abort with nothing added (the client is unsure) bumps too.
 	tx = apply(t, "abort", tx, EndTxn(tx, EndTxnRequest{ProducerID: p, Epoch: e, Commit: false, Version: 5}, now, newPID), OK)
@@ -167,7 +169,7 @@ func TestEndTxnEpochExhaustionTV2(t *testing.T) {
 		t.Fatalf("retry must learn the new id: %+v", r)
 	}
 	apply(t, "abort with the old id", done, EndTxn(done, EndTxnRequest{ProducerID: pid, Epoch: math.MaxInt16 - 1, Commit: false, Version: 5}, now, newPID), ITS)
-	next := apply(t, "new id works", done, Produce(done, ProduceRequest{ProducerID: 2000, Epoch: 0, Partition: tp0, Version: 12}, now), OK)
+	next := apply(t, "new id works", done, AdmitBatch(done, ProduceRequest{ProducerID: 2000, Epoch: 0, Partition: tp0, Version: 12}, now), OK)
 	if next.LastProducerID != 2000 {
 		t.Fatalf("LastProducerID follows each transition: %+v", next)
 	}
@@ -213,11 +215,11 @@ func TestInitProducerIDBadRequests(t *testing.T) {
 		req  InitProducerIDRequest
 		want int16
 	}{
-		{"timeout above max", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: cfg.MaxTimeoutMs + 1, ProducerID: -1, Epoch: -1}, ErrInvalidTransactionTimeout},
-		{"zero timeout", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 0, ProducerID: -1, Epoch: -1}, ErrInvalidTransactionTimeout},
-		{"empty id", InitProducerIDRequest{TimeoutMs: 1000, ProducerID: -1, Epoch: -1}, ErrInvalidRequest},
-		{"pid without epoch", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: 5, Epoch: -1}, ErrInvalidRequest},
-		{"epoch without pid", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: 2}, ErrInvalidRequest},
+		{"timeout above max", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: cfg.MaxTimeoutMs + 1, ProducerID: -1, Epoch: -1}, kerr.InvalidTransactionTimeout.Code},
+		{"zero timeout", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 0, ProducerID: -1, Epoch: -1}, kerr.InvalidTransactionTimeout.Code},
+		{"empty id", InitProducerIDRequest{TimeoutMs: 1000, ProducerID: -1, Epoch: -1}, kerr.InvalidRequest.Code},
+		{"pid without epoch", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: 5, Epoch: -1}, kerr.InvalidRequest.Code},
+		{"epoch without pid", InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: 2}, kerr.InvalidRequest.Code},
 	} {
 		r := InitProducerID(cfg, nil, c.req, now, newPID)
 		if r.Err != c.want || r.Txn != nil || r.ProducerID != NoProducerID {
@@ -245,7 +247,7 @@ func TestZombieFencing(t *testing.T) {
 		}
 		apply(t, "retry during abort", fenced, InitProducerID(c, fenced, InitProducerIDRequest{TransactionalID: "tx", TimeoutMs: 1000, ProducerID: -1, Epoch: -1, Version: 4}, now, newPID), CONC)
 		apply(t, "zombie add", fenced, AddPartitions(fenced, AddPartitionsRequest{ProducerID: pid, Epoch: epoch, Partitions: []TopicPartition{tp1}, Version: 3}, now), PF)
-		apply(t, "zombie produce", fenced, Produce(fenced, ProduceRequest{ProducerID: pid, Epoch: epoch, Partition: tp0, Version: 9}, now), IPE)
+		apply(t, "zombie produce", fenced, AdmitBatch(fenced, ProduceRequest{ProducerID: pid, Epoch: epoch, Partition: tp0, Version: 9}, now), IPE)
 		apply(t, "zombie commit v3", fenced, EndTxn(fenced, EndTxnRequest{ProducerID: pid, Epoch: epoch, Commit: true, Version: 3}, now, newPID), PF)
 		done := apply(t, "complete", fenced, Complete(fenced, now), OK)
 		if tv == 2 {

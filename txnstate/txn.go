@@ -3,6 +3,8 @@ package txnstate
 import (
 	"maps"
 	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // NoProducerID and NoEpoch are Kafka's "none" values (RecordBatch).
@@ -160,10 +162,10 @@ type Config struct {
 	TxnVersion int8
 }
 
-// next starts a transition of cur to state to: a deep copy with the fields
-// every transition sets. LastProducerID becomes cur's producer id, as Kafka
-// records this.producerId as prevProducerId on every transition.
-func next(cur *Txn, to State, nowMs int64) *Txn {
+// transition starts cur's transition to state to: a deep copy with the
+// fields every transition sets. LastProducerID becomes cur's producer id, as
+// Kafka records this.producerId as prevProducerId on every transition.
+func transition(cur *Txn, to State, nowMs int64) *Txn {
 	n := cur.Clone()
 	n.State = to
 	n.LastProducerID = cur.ProducerID
@@ -177,7 +179,7 @@ func next(cur *Txn, to State, nowMs int64) *Txn {
 // persisted. Tests assert it never triggers.
 func checked(from State, r Result) Result {
 	if r.Txn != nil && !CanTransition(from, r.Txn.State) {
-		return fail(ErrUnknownServerError)
+		return fail(kerr.UnknownServerError.Code)
 	}
 	return r
 }
@@ -194,11 +196,11 @@ func known(cur *Txn) bool { return cur != nil && cur.State != Dead }
 func checkProducer(cur *Txn, producerID int64, epoch int16) int16 {
 	switch {
 	case !known(cur), cur.ProducerID != producerID:
-		return ErrInvalidProducerIDMapping
+		return kerr.InvalidProducerIDMapping.Code
 	case cur.Epoch != epoch:
-		return ErrProducerFenced
+		return kerr.ProducerFenced.Code
 	case cur.State == PrepareCommit, cur.State == PrepareAbort, cur.State == PrepareEpochFence:
-		return ErrConcurrentTransactions
+		return kerr.ConcurrentTransactions.Code
 	}
 	return ErrNone
 }
@@ -215,7 +217,7 @@ func fenceAndAbort(cfg Config, cur *Txn, nowMs int64) *Txn {
 	if fenced < math.MaxInt16 {
 		fenced++
 	}
-	n := next(cur, PrepareAbort, nowMs)
+	n := transition(cur, PrepareAbort, nowMs)
 	n.NextProducerID = NoProducerID
 	n.TxnVersion = serverVersion(cfg)
 	if n.TxnVersion >= 2 {
@@ -244,7 +246,7 @@ func serverVersion(cfg Config) int8 {
 // partitions and offsets are cleared.
 func Complete(cur *Txn, nowMs int64) Result {
 	if !known(cur) {
-		return fail(ErrInvalidProducerIDMapping)
+		return fail(kerr.InvalidProducerIDMapping.Code)
 	}
 	var to State
 	switch cur.State {
@@ -253,9 +255,9 @@ func Complete(cur *Txn, nowMs int64) Result {
 	case PrepareAbort:
 		to = CompleteAbort
 	default:
-		return fail(ErrInvalidTxnState)
+		return fail(kerr.InvalidTxnState.Code)
 	}
-	n := next(cur, to, nowMs)
+	n := transition(cur, to, nowMs)
 	if n.TxnVersion >= 2 && cur.NextProducerID != NoProducerID {
 		n.ProducerID = cur.NextProducerID
 		n.Epoch = 0
@@ -291,7 +293,7 @@ func Expire(cur *Txn, nowMs, expirationMs int64) Result {
 	if !known(cur) || !cur.State.ExpirationAllowed() || cur.LastUpdateMs > nowMs-expirationMs {
 		return ok()
 	}
-	n := next(cur, Dead, nowMs)
+	n := transition(cur, Dead, nowMs)
 	n.Partitions = nil
 	n.PendingOffsets = nil
 	r := ok()

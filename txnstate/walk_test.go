@@ -55,7 +55,7 @@ func TestRandomWalk(t *testing.T) {
 				r = TxnOffsetCommit(cur, TxnOffsetCommitRequest{ProducerID: p, Epoch: e, Group: "g", Offsets: map[TopicPartition]Offset{tp: {Offset: 1}}, Version: int16(rng.IntN(6))}, clock)
 			case 4:
 				name = "produce"
-				r = Produce(cur, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: int16(3 + rng.IntN(11))}, clock)
+				r = AdmitBatch(cur, ProduceRequest{ProducerID: p, Epoch: e, Partition: tp, Version: int16(3 + rng.IntN(11))}, clock)
 			case 5, 6:
 				name = "endtxn"
 				r = EndTxn(cur, EndTxnRequest{ProducerID: p, Epoch: e, Commit: rng.IntN(2) == 0, Version: int16(rng.IntN(6))}, clock, newPID)

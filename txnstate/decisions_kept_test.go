@@ -1,3 +1,7 @@
+// Regression tests that what the coordinator decided or answered stays true
+// later: after a restart, against a flusher's late write, against an earlier
+// commit finishing after a later one, and for a new producer instance.
+
 package txnstate_test
 
 import (
@@ -6,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/eosproxy/eosproxy/txnstate"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // TestOffsetsSurviveRestartWithProduceInFlight: a KIP-890 client's first
@@ -77,7 +83,7 @@ func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
 			p.begin(a0)
 			p.send(a0, 1, 900)
 			p.send(a0, 1, 900)
-			if ans := p.produce(a0, p.build(a0, 1, 900), p.produceVersion()); ans.Err != txnstate.ErrPolicyViolation {
+			if ans := p.produce(a0, p.build(a0, 1, 900), p.produceVersion()); ans.Err != kerr.PolicyViolation.Code {
 				t.Fatalf("over the limit: %s", txnstate.ErrorName(ans.Err))
 			}
 
@@ -105,16 +111,7 @@ func TestRefusedBatchStillBlocksCommitAfterRestart(t *testing.T) {
 func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	in := tp("in", 0)
-	var hold atomic.Bool
-	hold.Store(true)
-	e.be.mu.Lock()
-	e.be.commitFail = func(g txnstate.GroupOffsets) error {
-		if g.Offsets[in].Offset == 10 && hold.Load() {
-			return errTimeout
-		}
-		return nil
-	}
-	e.be.mu.Unlock()
+	hold := e.be.holdOffset(in, 10)
 
 	b := e.initProducer("B", true, 60_000)
 	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
@@ -140,13 +137,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 	if err := e.c.Wait(context.Background(), "B"); err != nil {
 		t.Fatal(err)
 	}
-	var last int64 = -1
-	for _, c := range e.be.groupCommits() {
-		if o, ok := c.g.Offsets[in]; ok {
-			last = o.Offset
-		}
-	}
-	if last != 20 {
+	if last := e.be.lastGroupOffset(in); last != 20 {
 		t.Fatalf("the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 }
@@ -159,16 +150,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnes(t *testing.T) {
 func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) {
 	e := newEnv(t, envConfig{disk: true})
 	in := tp("in", 0)
-	var hold atomic.Bool
-	hold.Store(true)
-	e.be.mu.Lock()
-	e.be.commitFail = func(g txnstate.GroupOffsets) error {
-		if g.Offsets[in].Offset == 10 && hold.Load() {
-			return errTimeout
-		}
-		return nil
-	}
-	e.be.mu.Unlock()
+	hold := e.be.holdOffset(in, 10)
 
 	b := e.initProducer("B", true, 60_000)
 	b.offsets("grp", "m1", 1, "", map[TP]txnstate.Offset{in: {Offset: 10}})
@@ -191,13 +173,7 @@ func TestEarlierCommitsOffsetsDoNotOverwriteLaterOnesAfterRestart(t *testing.T) 
 	if err := e.c.Wait(context.Background(), "B"); err != nil {
 		t.Fatal(err)
 	}
-	var last int64 = -1
-	for _, c := range e.be.groupCommits() {
-		if o, ok := c.g.Offsets[in]; ok {
-			last = o.Offset
-		}
-	}
-	if last != 20 {
+	if last := e.be.lastGroupOffset(in); last != 20 {
 		t.Fatalf("after restart the group's offset of in/0 ends at %d, want A's 20: %+v", last, e.be.groupCommits())
 	}
 
@@ -263,12 +239,12 @@ func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
 		return e.c.InitProducerID(context.Background(), txnstate.InitProducerIDRequest{
 			TransactionalID: "tx", TimeoutMs: 60_000, ProducerID: txnstate.NoProducerID, Epoch: txnstate.NoEpoch, Version: 4})
 	}
-	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId while the commit's batches are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
 	}
 	holdData.Store(false)
 	waitFor(t, "the commit's batch in the backend", func() bool { return len(e.be.digests(a0, 0)) == 1 })
-	if r := init(); r.Err != txnstate.ErrConcurrentTransactions {
+	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId while the commit's offsets are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
 	}
 	holdOffsets.Store(false)

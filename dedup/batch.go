@@ -1,0 +1,219 @@
+// One batch through the table: Begin decides it, after waiting for the batch
+// ahead of it and settling an unknown outcome, and exactly one of WrittenAll
+// or Failed ends it. Apart from the table because this is the path every
+// idempotent Produce takes.
+
+package dedup
+
+import (
+	"context"
+	"fmt"
+)
+
+// Token is a batch cleared for writing; exactly one of Written or Failed
+// must follow, which lets the next batch of the same producer and partition
+// go ahead.
+type Token struct {
+	t     *Table
+	key   Key
+	batch BatchInfo
+	done  chan struct{}
+}
+
+// Begin decides batch b of key. For a Write it returns a Token and the batch
+// must then be written; every other verdict is final. Begin waits while an
+// earlier batch of the same producer and partition is in flight, and settles
+// an unverified state by looking at the backend, so that a batch is never
+// written before the one ahead of it is known to be written.
+func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [32]byte) (Decision, *Token, error) {
+	for {
+		t.mu.Lock()
+		e := t.entries[key]
+		if e == nil {
+			e = &entry{}
+			t.entries[key] = e
+		}
+		if e.inflight != nil {
+			done := e.inflight.done
+			t.mu.Unlock()
+			select {
+			case <-done:
+				continue
+			case <-ctx.Done():
+				return Decision{}, nil, ctx.Err()
+			}
+		}
+		d := Decide(e.st, b)
+		if d.Verdict == Write && (e.st == nil || e.st.Unverified || !e.st.Intent) {
+			// Hold the key while the backend is consulted.
+			tok := t.newToken(e, key, b)
+			st := e.st
+			t.mu.Unlock()
+			var err error
+			if st != nil && !st.Unverified {
+				err = t.arm(ctx, key, *st)
+			} else {
+				err = t.settle(ctx, key, st, b, digest)
+			}
+			if err != nil {
+				tok.release(nil)
+				t.mu.Lock()
+				if e.st == nil && e.inflight == nil && t.entries[key] == e {
+					delete(t.entries, key) // nothing learned; keep the map small
+				}
+				t.mu.Unlock()
+				return Decision{}, nil, err
+			}
+			tok.release(nil)
+			continue
+		}
+		if d.Verdict == Duplicate && e.write != nil {
+			w := e.write
+			st := *e.st
+			t.mu.Unlock()
+			if err := t.awaitWrite(ctx, key, e, w, st); err != nil {
+				return Decision{}, nil, err
+			}
+			continue
+		}
+		if d.Verdict != Write {
+			t.mu.Unlock()
+			return d, nil, nil
+		}
+		tok := t.newToken(e, key, b)
+		t.mu.Unlock()
+		return d, tok, nil
+	}
+}
+
+// awaitWrite waits until the state a duplicate is answered from is durable:
+// for the write under way, or, if it failed, by writing st (the state as
+// the duplicate saw it) again.
+func (t *Table) awaitWrite(ctx context.Context, key Key, e *entry, w *stateWrite, st State) error {
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the state of producer %d on %s/%d to be durable: %w", key.ProducerID, key.Topic, key.Partition, ctx.Err())
+	}
+	if w.err == nil {
+		return nil
+	}
+	st.Unverified = false
+	if err := t.persist(key, st); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if e.write == w {
+		e.write = nil
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *Table) newToken(e *entry, key Key, b BatchInfo) *Token {
+	tok := &Token{t: t, key: key, batch: b, done: make(chan struct{})}
+	e.inflight = tok
+	return tok
+}
+
+// store replaces key's state, durably first if persist is set.
+func (t *Table) store(key Key, st State, persist bool) error {
+	if persist {
+		if err := t.persist(key, st); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	if e := t.entries[key]; e != nil {
+		cp := st
+		e.st = &cp
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// WrittenAll records each token's batch at its base offset and makes the
+// new states durable in one group commit. The next batch of each key may go
+// to the backend as soon as this one's answer is known, before the state is
+// on disk (the wait for the disk is the caller's, before it answers the
+// client): a crash in between leaves batches in the backend that the state
+// does not know, which settle finds when they are retried. A state that
+// could not be made durable gets an error and becomes unverified: eosproxy
+// must not answer "ok" for it.
+func WrittenAll(toks []*Token, offsets []int64) []error {
+	if len(toks) == 0 {
+		return nil
+	}
+	t := toks[0].t
+	waits := make([]chan error, len(toks))
+	writes := make([]*stateWrite, len(toks))
+	now := t.now().UnixMilli()
+	for i, tok := range toks {
+		t.mu.Lock()
+		var base State
+		e := t.entries[tok.key]
+		if e != nil && e.st != nil {
+			base = *e.st
+		}
+		ns := Apply(base, tok.batch, offsets[i], now)
+		// The next batch may follow before anything else is written.
+		ns.Intent = true
+		waits[i] = t.submit(tok.key, ns)
+		writes[i] = &stateWrite{done: make(chan struct{})}
+		if e != nil {
+			e.write = writes[i]
+		}
+		t.mu.Unlock()
+		tok.release(&ns)
+	}
+	errs := make([]error, len(toks))
+	for i, tok := range toks {
+		errs[i] = <-waits[i]
+		t.mu.Lock()
+		w := writes[i]
+		w.err = errs[i]
+		e := t.entries[tok.key]
+		if e != nil && errs[i] != nil && e.st != nil {
+			cp := *e.st
+			cp.Unverified = true
+			e.st = &cp
+		}
+		if e != nil && e.write == w && errs[i] == nil {
+			e.write = nil // a later write, queued after this one, keeps its own
+		}
+		t.mu.Unlock()
+		close(w.done)
+	}
+	return errs
+}
+
+// Failed releases the token after the backend did not take the batch. If the
+// backend may have written it anyway (ambiguous), the state becomes
+// unverified and the retry is checked against the backend first.
+func (tok *Token) Failed(ambiguous bool) {
+	t := tok.t
+	var ns *State
+	if ambiguous {
+		t.mu.Lock()
+		if e := t.entries[tok.key]; e != nil && e.st != nil {
+			cp := *e.st
+			cp.Unverified = true
+			ns = &cp
+		}
+		t.mu.Unlock()
+	}
+	tok.release(ns)
+}
+
+func (tok *Token) release(ns *State) {
+	t := tok.t
+	t.mu.Lock()
+	if e := t.entries[tok.key]; e != nil && e.inflight == tok {
+		e.inflight = nil
+		if ns != nil {
+			e.st = ns
+		}
+	}
+	t.mu.Unlock()
+	close(tok.done)
+}
