@@ -231,10 +231,6 @@ func (b txnBackend) EndOffsets(ctx context.Context, tps []txnstate.TopicPartitio
 	return out, nil
 }
 
-func (b txnBackend) FindBatch(ctx context.Context, tp txnstate.TopicPartition, from int64, digest [32]byte) (int64, bool, error) {
-	return b.upstreamBackend.FindBatch(ctx, tp.Topic, tp.Partition, from, digest)
-}
-
 // Produce sends the batches to their leaders, one request per leader, in
 // parallel, with acks=all.
 func (b txnBackend) Produce(ctx context.Context, batches map[txnstate.TopicPartition][]byte) map[txnstate.TopicPartition]txnstate.ProduceResult {

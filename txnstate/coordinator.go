@@ -35,8 +35,9 @@ type Backend interface {
 	// Produce writes one batch per partition (acks=all) and reports each.
 	Produce(ctx context.Context, batches map[TopicPartition][]byte) map[TopicPartition]ProduceResult
 	// FindBatch reads the partition from offset from and reports where a
-	// batch with this content digest is (protocol.Digest), if anywhere.
-	FindBatch(ctx context.Context, tp TopicPartition, from int64, digest [32]byte) (int64, bool, error)
+	// batch with this content digest is (protocol.Digest), if anywhere: the
+	// look-up dedup.Backend makes, by the same method.
+	FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error)
 	// CommitOffsets commits a group's offsets as the member that sent them.
 	// An error wrapping ErrPermanent will not succeed on a retry.
 	CommitOffsets(ctx context.Context, group string, g GroupOffsets) error

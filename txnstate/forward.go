@@ -32,10 +32,10 @@ const (
 	maxInFlight = 5
 )
 
-// Idempotent is a Backend that also takes writes under a producer id of
-// eosproxy's own. With it a commit's batches of a partition are pipelined:
+// IdempotentBackend is a Backend that also takes writes under a producer id
+// of eosproxy's own. With it a commit's batches of a partition are pipelined:
 // the backend keeps them in sequence order and drops a resent one it holds.
-type Idempotent interface {
+type IdempotentBackend interface {
 	Backend
 	// InitProducerID gets a fresh producer id (and its epoch) for
 	// eosproxy's own writes; an error if the backend cannot give one.
@@ -473,7 +473,7 @@ func (f *forwarding) verify(ctx context.Context, unverified map[TopicPartition]b
 			if err != nil {
 				return found, err
 			}
-			off, hit, err := f.c.opt.Backend.FindBatch(ctx, tp, f.low[tp], protocol.Digest(b.batch, len(b.batch)))
+			off, hit, err := f.c.opt.Backend.FindBatch(ctx, tp.Topic, tp.Partition, f.low[tp], protocol.Digest(b.batch, len(b.batch)))
 			if err != nil {
 				return found, fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
 			}
@@ -508,8 +508,8 @@ func (f *forwarding) sorted() []TopicPartition {
 // (continuing its sequences), with a new epoch (sequences from 0, after
 // verify so every partition restarts at its first missing batch), or, when
 // the backend gives no producer id, without one.
-func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
-	idem, ok := f.c.opt.Backend.(Idempotent)
+func (f *forwarding) chooseMode(ctx context.Context) (IdempotentBackend, error) {
+	idem, ok := f.c.opt.Backend.(IdempotentBackend)
 	if ok && f.producer != nil && !f.dropProd {
 		return idem, nil
 	}
@@ -559,7 +559,7 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 // its own epoch; the backend then wants sequence 0), or a fresh producer id
 // from the backend when there is none or the epoch is exhausted. A backend
 // that gives none is asked again only after a while.
-func (c *Coordinator) nextUpstream(ctx context.Context, idem Idempotent, id string) (upstreamProducer, error) {
+func (c *Coordinator) nextUpstream(ctx context.Context, idem IdempotentBackend, id string) (upstreamProducer, error) {
 	var u upstreamProducer
 	err := c.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(idKey(prefixUpstream, id))
@@ -651,7 +651,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 // waited for, and a partition's answers behind its failed batch are left to
 // the next attempt's look-up (with idempotence they cannot be ahead of the
 // failed one in the backend).
-func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error) {
+func (f *forwarding) pipelined(ctx context.Context, idem IdempotentBackend) (int, error) {
 	type wave struct {
 		batches map[TopicPartition]buffered
 		size    int
