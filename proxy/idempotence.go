@@ -9,6 +9,7 @@ import (
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // Kafka error codes eosproxy answers Produce with itself.
@@ -165,7 +166,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	}
 	switch d.Verdict {
 	case dedup.Write:
-		up, ok, err := c.p.upstream.lookup(ctx, bt.ProducerID)
+		up, ok, err := c.p.up.PairedID(ctx, bt.ProducerID)
 		if err != nil {
 			tok.Failed(false)
 			c.log.Warn().Err(err).Int64("producer", key.ProducerID).Msg("asking the client to retry")
@@ -204,27 +205,15 @@ func (pl *producePlan) fail() {
 	pl.tokens = nil
 }
 
-// ambiguous lists the Produce errors after which the backend may hold the
-// batch although it did not say so.
-func ambiguous(code int16) bool {
-	switch code {
-	case -1, 7, 13, 20, 56: // unknown, request timed out, network, not enough replicas after append, storage
-		return true
-	case 46: // DUPLICATE_SEQUENCE_NUMBER: older brokers' answer to a resent batch under a paired producer id
-		return true
-	}
-	return false
-}
-
 // answerProduce completes a planned Produce: it records the outcome of each
 // forwarded batch durably, then builds the client's answer in request order
 // from the upstream's answer (nil when nothing was forwarded) and the local
 // answers.
-func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([]byte, error) {
+func (c *conn) answerProduce(pl *producePlan, version int16, answer []byte) ([]byte, error) {
 	resp := kmsg.NewPtrProduceResponse()
 	resp.SetVersion(version)
-	if upstream != nil {
-		if err := resp.ReadFrom(upstream); err != nil {
+	if answer != nil {
+		if err := resp.ReadFrom(answer); err != nil {
 			pl.fail()
 			return nil, fmt.Errorf("decode Produce v%d response: %w", version, err)
 		}
@@ -247,7 +236,7 @@ func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([
 		case r.ErrorCode == 0:
 			toks, offs, parts = append(toks, tok), append(offs, r.BaseOffset), append(parts, r)
 		default:
-			tok.Failed(ambiguous(r.ErrorCode))
+			tok.Failed(upstream.Ambiguous(r.ErrorCode))
 		}
 	}
 	pl.tokens = nil
@@ -354,7 +343,7 @@ func (p *Proxy) answerLocally(ctx context.Context, hdr protocol.RequestHeader, b
 			p.log.Error().Err(err).Msg("cannot allocate a producer id")
 			resp.ErrorCode = errCoordinatorNotAvailable
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
-		} else if err := p.upstream.pair(ctx, id); err != nil {
+		} else if err := p.up.Pair(ctx, id); err != nil {
 			// As Kafka answers while its producer id block is not ready:
 			// every client retries it (franz-go, Java, librdkafka).
 			p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")

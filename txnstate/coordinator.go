@@ -28,7 +28,7 @@ const (
 )
 
 // Backend is what the coordinator needs of the real cluster to carry out a
-// commit: eosproxy's proxy package implements it over its own client.
+// commit: package upstream implements it over eosproxy's own client.
 type Backend interface {
 	// EndOffsets returns each partition's log end offset.
 	EndOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error)

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -35,13 +35,13 @@ func leaseTestDB(t *testing.T) *store.DB {
 	return db
 }
 
-func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*instance, error) {
+func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*Instance, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	in, err := startInstance(ctx, db, seeds, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
+	in, err := StartInstance(ctx, db, seeds, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
 	if in != nil {
-		t.Cleanup(in.close)
+		t.Cleanup(in.Close)
 	}
 	return in, err
 }
@@ -113,7 +113,7 @@ func TestReserveBlock(t *testing.T) {
 	}
 	seen := map[int64]bool{}
 	for _, floor := range []int64{0, 0, 5500, 0, 123_456} {
-		s, err := a.reserveBlock(floor)
+		s, err := a.ReserveBlock(floor)
 		if err != nil {
 			t.Fatal(err)
 		}
