@@ -67,7 +67,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Groups = noGroups{}
 	}
 	c := &Client{cfg: cfg, log: cfg.Log, admin: admin, pipes: &pipes{}, leaders: &leaderCache{}}
-	c.ids = newUpstreamIDs(cfg.DB, c.InitProducerID, c.ServesInitProducerID, cfg.InUse, cfg.ProducerIDExpiration, c.log)
+	c.ids = newUpstreamIDs(cfg.DB, c.InitProducerID, c.servesInitProducerID, cfg.InUse, cfg.ProducerIDExpiration, c.log)
 	return c, nil
 }
 

@@ -219,9 +219,9 @@ func (b *Client) InitProducerID(ctx context.Context) (int64, int16, error) {
 	return resp.ProducerID, resp.ProducerEpoch, nil
 }
 
-// ServesInitProducerID tells whether the backend has idempotence: whether
+// servesInitProducerID tells whether the backend has idempotence: whether
 // it lists InitProducerId among its API keys.
-func (b *Client) ServesInitProducerID(ctx context.Context) (bool, error) {
+func (b *Client) servesInitProducerID(ctx context.Context) (bool, error) {
 	if b.cfg.NoIdempotence {
 		return false, nil
 	}

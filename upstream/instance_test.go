@@ -25,16 +25,6 @@ func instanceEnv(t *testing.T) []string {
 	return c.ListenAddrs()
 }
 
-func leaseTestDB(t *testing.T) *store.DB {
-	t.Helper()
-	db, err := store.OpenInMemory(zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*Instance, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -51,12 +41,12 @@ func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*Instance, e
 // own lease back at once.
 func TestInstanceLeaseTakeOver(t *testing.T) {
 	seeds := instanceEnv(t)
-	dbA := leaseTestDB(t)
+	dbA := memDB(t)
 	a, err := startTestInstance(t, seeds, dbA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := startTestInstance(t, seeds, leaseTestDB(t)); !errors.Is(err, ErrAnotherInstance) {
+	if _, err := startTestInstance(t, seeds, memDB(t)); !errors.Is(err, ErrAnotherInstance) {
 		t.Fatalf("second instance while the first renews its lease: %v, want ErrAnotherInstance", err)
 	}
 	// Killed: no more heartbeats, no release.
@@ -66,7 +56,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 	} else {
 		again.halt() // killed again
 	}
-	b, err := startTestInstance(t, seeds, leaseTestDB(t))
+	b, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatalf("another instance after the lease expired: %v", err)
 	}
@@ -79,7 +69,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 // time: a pause, a partition) learns it and reports it.
 func TestInstanceLeaseLost(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, leaseTestDB(t))
+	a, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +97,7 @@ func TestInstanceLeaseLost(t *testing.T) {
 // counted its own ids before).
 func TestReserveBlock(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, leaseTestDB(t))
+	a, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
