@@ -42,8 +42,11 @@ type Config struct {
 	Log    zerolog.Logger
 }
 
-// Client is eosproxy's own client to the backend: every connection
-// eosproxy opens, for its own requests or to pair with a client's.
+// Client is eosproxy's own client to the backend: the admin client, the
+// pipes, the backend's producer ids, and the dial of every connection to a
+// broker, for eosproxy's own requests or to pair with a client's. The
+// instance lease (Instance) keeps clients of its own: it starts before a
+// Client, and outlives it on shutdown.
 type Client struct {
 	cfg   Config
 	log   zerolog.Logger
