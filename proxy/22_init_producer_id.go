@@ -39,7 +39,7 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 		p.log.Error().Err(err).Msg("cannot allocate a producer id")
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		resp.ProducerID, resp.ProducerEpoch = -1, -1
-	} else if err := p.upstream.pair(ctx, id); err != nil {
+	} else if err := p.up.Pair(ctx, id); err != nil {
 		// As Kafka answers while its producer id block is not ready:
 		// every client retries it (franz-go, Java, librdkafka).
 		p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")
