@@ -7,7 +7,7 @@ package proxy
 // ends an open transaction (txnstate). Without one the producer is
 // idempotent: eosproxy gives a new producer id of its own on every call, as
 // Kafka does, and pairs it with a producer id the backend gave eosproxy
-// (where the backend has idempotence; upstreampid.go), under which the
+// (where the backend has idempotence; upstream/pairing.go), under which the
 // producer's batches are forwarded, so the backend drops a batch written
 // twice too.
 
