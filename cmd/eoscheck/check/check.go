@@ -653,7 +653,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cw = &copyWork{clientOpts: clientOpts, kgoLog: kgoLog, seed: cfg.Seed, bootstrap: bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
 			group: rep.Copy.Group, abortRate: cfg.AbortRate, log: tlog, trace: trace,
 			adm: adm, consumerProtocol: cfg.GroupProtocol == "consumer", initReadAll: cfg.InitReads,
-			commitHook: make(chan struct{}, 1), kfakeGroup: fake != nil}
+			commitHook: make(chan struct{}, 1), kfakeGroup: fake != nil, backend: direct}
 		if cfg.Stalls > 0 {
 			// Short enough that a stall is a few seconds, long enough
 			// for the group.min.session.timeout.ms of Kafka and kfake
