@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Config is one eoscheck run.
@@ -160,6 +161,15 @@ type Config struct {
 	// copied is deleted; partitions of Java copiers are left alone), and
 	// eosproxy is restarted soon after they resume.
 	DeleteRecords int
+	// RetentionDeletes is how many times, spread over the kill schedule,
+	// the producers idle while the input's retention.ms is lowered until
+	// the backend's retention has moved its log start, then restored
+	// (retention.go); what it deleted is read first and kept for the
+	// check. Skipped while the copiers are behind the input's end (the
+	// retention would delete what they have not copied). The input topic
+	// then has segment.ms=1000; a real broker must check retention often
+	// (log.retention.check.interval.ms, 1 s in integration/kafka/kafka.sh).
+	RetentionDeletes int
 	// ReplicationFactor of the topics eoscheck creates; 0: 1.
 	ReplicationFactor int
 	// BrokerPauses is how many times, spread over the kill schedule, a
@@ -235,6 +245,8 @@ type Report struct {
 	CleanStopErrors     []string `json:"clean_stop_errors,omitempty"`
 	DeleteRecordsEvents int      `json:"delete_records"` // DeleteRecords on the input while the producers idled
 	DeletedRecords      int64    `json:"deleted_records"`
+	RetentionEvents     int      `json:"retention_deletes"` // short retention on the input while the producers idled
+	RetentionDeleted    int64    `json:"retention_deleted_records"`
 	ReplicationFactor   int      `json:"replication_factor"`
 	BrokerPauses        int      `json:"broker_pauses"`
 	BrokerPauseSeconds  float64  `json:"broker_pause_seconds,omitempty"`
@@ -417,6 +429,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.DeleteRecords > 0 {
 		rep.Note += fmt.Sprintf(", %d DeleteRecords on the input while the producers idle", cfg.DeleteRecords)
 	}
+	if cfg.RetentionDeletes > 0 {
+		rep.Note += fmt.Sprintf(", %d short retentions of the input while the producers idle", cfg.RetentionDeletes)
+	}
 	if cfg.ReplicationFactor > 1 || cfg.BrokerPauses > 0 {
 		rep.Note += fmt.Sprintf(", replication factor %d, %d broker pauses", cfg.ReplicationFactor, cfg.BrokerPauses)
 	}
@@ -492,6 +507,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Backend = cfg.Upstream
 	} else {
 		opts := []kfake.Opt{kfake.NumBrokers(3)}
+		if cfg.RetentionDeletes > 0 {
+			// kfake applies retention every log.cleaner.backoff.ms (1 h
+			// by default).
+			opts = append(opts, kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "100"}))
+		}
 		if cfg.Stalls > 0 && cfg.GroupProtocol == "consumer" {
 			// A stalled member is removed after the group's session
 			// timeout (45 s by default).
@@ -537,7 +557,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, fmt.Errorf("backend metadata: %w", err)
 	}
 	rep.Topic = fmt.Sprintf("eoscheck-%d", cfg.Seed)
-	if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), nil, rep.Topic); err != nil {
+	var inputConfigs map[string]*string
+	if cfg.RetentionDeletes > 0 {
+		// Short segments, so that retention can delete part of the input.
+		inputConfigs = map[string]*string{"segment.ms": kmsg.StringPtr(retentionSegmentMs)}
+	}
+	if _, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), inputConfigs, rep.Topic); err != nil {
 		return rep, fmt.Errorf("create topic: %w", err)
 	}
 	if cfg.Copiers > 0 {
@@ -778,9 +803,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return fmt.Errorf("java copiers: input end offsets: %w", err)
 		}
+		// Short retention may have deleted the start of their partitions.
+		starts, err := adm.ListStartOffsets(ctx, rep.Topic)
+		if err != nil {
+			return fmt.Errorf("java copiers: input start offsets: %w", err)
+		}
 		byPart := map[int32]int64{}
 		ends.Each(func(e kadm.ListedOffset) { byPart[e.Partition] = e.Offset })
-		jw = newJavaWork(cfg.KafkaSh, bootstrap, rep.Topic, rep.JavaCopy.OutputTopic, work, cfg.Seed, byPart, cfg.JavaCopiers, cfg.JavaCrashes, trace)
+		startOf := map[int32]int64{}
+		starts.Each(func(o kadm.ListedOffset) { startOf[o.Partition] = o.Offset })
+		jw = newJavaWork(cfg.KafkaSh, bootstrap, rep.Topic, rep.JavaCopy.OutputTopic, work, cfg.Seed, startOf, byPart, cfg.JavaCopiers, cfg.JavaCrashes, trace)
 		jw.start(ctx)
 		javaDone = jw.done
 		trace.printf("java copiers started on partitions 0-%d (%v records)", cfg.JavaCopiers-1, byPart)
@@ -878,6 +910,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	timerClean := 0 // SIGTERM restarts not timed to a commit
 	var deleted deletedInput
 	deleteAttempts := 0 // some delete nothing (copiers not yet committed) or are skipped
+	retentionAttempts := 0
+	idleFaults := &idleFault{idle: &idle, inflight: &inflight, deleted: &deleted, backend: backend, direct: direct,
+		adm: adm, rep: rep, cfg: cfg, trace: trace, out: out}
 	// A broker pause runs on its own, so that the pause lasts what it
 	// should whatever the schedule waits for meanwhile.
 	var pausing atomic.Bool
@@ -1029,6 +1064,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			soon = true
 		}
+		// A kill later than DeleteRecords' with as many of each.
+		if !producersDone && !pausing.Load() && retentionAttempts < cfg.RetentionDeletes && (retentionAttempts+1)*max(cfg.Kills, 1) < kills*(cfg.RetentionDeletes+1) {
+			retentionAttempts++
+			if err := retentionWhileIdle(ctx, idleFaults); err != nil {
+				runErr = err
+				break
+			}
+			soon = true
+		}
 		clean := false
 		if atCommit {
 			rep.CommitKills++
@@ -1097,6 +1141,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		runErr = errors.New(*p)
 	}
 	rep.DeleteRecordsEvents, rep.DeletedRecords = deleted.events, deleted.records
+	rep.RetentionEvents = deleted.retentionEvents
 	rep.Kills, rep.Restarts = kills, pp.runs-1
 	if rep.JavaCopy != nil {
 		rep.JavaCopy.KillsDuring = javaKills
@@ -1185,7 +1230,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stopProgress()
 
-	// Verdict, from the backend directly.
+	// Verdict, from the backend directly. Retention may have deleted more
+	// after its last event was counted.
+	if deleted.retentionEvents > 0 {
+		starts, err := adm.ListStartOffsets(ctx, rep.Topic)
+		if err == nil {
+			err = starts.Error()
+		}
+		if err != nil {
+			return rep, fmt.Errorf("start offsets: %w", err)
+		}
+		deleted.settle(starts)
+	}
+	rep.RetentionDeleted = deleted.retentionRecords
 	seen, err := verdict(ctx, backend, rep, prods, adm, deleted.parts)
 	if err != nil {
 		return rep, err
@@ -1457,6 +1514,10 @@ func printTable(w io.Writer, r *Report) {
 	if r.DeleteRecordsEvents > 0 {
 		row("DeleteRecords on the input (producers idle)", int64(r.DeleteRecordsEvents))
 		row("  input records deleted (kept for the check)", r.DeletedRecords)
+	}
+	if r.RetentionEvents > 0 {
+		row("retention.ms lowered (producers idle)", int64(r.RetentionEvents))
+		row("  input records deleted (kept for the check)", r.RetentionDeleted)
 	}
 	if r.BrokerRestarts > 0 {
 		row("broker restarts (on its data)", int64(r.BrokerRestarts))
