@@ -13,9 +13,6 @@ package check
 import (
 	"context"
 	"fmt"
-	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -185,10 +182,10 @@ func readRanges(ctx context.Context, backend []string, topic string, ranges map[
 // the copiers have committed the input up to its end, then moves the
 // input's log start up to the copiers' committed offsets in the backend
 // (to the end without copiers), leaving the Java copiers' partitions alone.
-func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.Int64, d *deletedInput, backend []string,
-	adm *kadm.Client, rep *Report, cfg Config, trace *tracer, out io.Writer) error {
+func deleteWhileIdle(ctx context.Context, f *idleFault) error {
+	idle, d, backend, adm, rep, cfg, trace, out := f.idle, f.deleted, f.backend, f.adm, f.rep, f.cfg, f.trace, f.out
 	t0 := time.Now()
-	left, held, err := holdProducers(ctx, idle, inflight)
+	left, held, err := holdProducers(ctx, idle, f.inflight)
 	if err != nil {
 		return err
 	}

@@ -14,16 +14,14 @@ package check
 // segment.ms=1000 (segments of about a second) and the broker must check
 // retention often (integration/kafka/kafka.sh sets
 // log.retention.check.interval.ms=1000; the default is 5 minutes). kfake
-// deletes whole batches, every log.cleaner.backoff.ms (set low by Run).
+// deletes whole batches, every log.cleaner.backoff.ms (set low in
+// idleFaultKinds).
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -33,69 +31,6 @@ import (
 
 // retentionSegmentMs is the input topic's segment.ms with RetentionDeletes.
 const retentionSegmentMs = "1000"
-
-// idleFault is what a fault run while the producers idle works with.
-type idleFault struct {
-	idle     *sync.RWMutex // write-locked: the producers pause between ticks
-	inflight *atomic.Int64 // Produce calls not yet answered
-	deleted  *deletedInput
-	backend  []string
-	direct   *kgo.Client
-	adm      *kadm.Client
-	rep      *Report
-	cfg      Config
-	trace    *tracer
-	out      io.Writer
-}
-
-// holdProducers write-locks idle, so that the producers pause between
-// ticks, and waits up to 20 s until every Produce is answered. held is
-// false when the producers did not pause within a minute (a producer
-// blocked in Produce holds its read lock: its buffer is full and eosproxy
-// not answering); the caller unlocks idle when held. left is how many
-// Produce calls are still unanswered.
-func holdProducers(ctx context.Context, idle *sync.RWMutex, inflight *atomic.Int64) (left int64, held bool, err error) {
-	t0 := time.Now()
-	for !idle.TryLock() {
-		if time.Since(t0) > time.Minute {
-			return 0, false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, false, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	for inflight.Load() > 0 && time.Since(t0) < 20*time.Second {
-		select {
-		case <-ctx.Done():
-			idle.Unlock()
-			return 0, false, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return inflight.Load(), true, nil
-}
-
-// waitCopiersAtEnd waits up to 30 s until the copiers' group has committed
-// the input up to its end in the backend; true when it has (or there are
-// no copiers).
-func waitCopiersAtEnd(ctx context.Context, adm *kadm.Client, rep *Report) (bool, error) {
-	if rep.Copy == nil {
-		return true, nil
-	}
-	for t0 := time.Now(); time.Since(t0) < 30*time.Second; {
-		if ok, err := offsetsAtEnd(ctx, adm, rep.Topic, rep.Copy.Group); err == nil && ok {
-			return true, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return false, nil
-}
 
 // retentionWhileIdle is one short-retention event (see the top of the
 // file). An attempt that cannot run safely is skipped (traced), not an
