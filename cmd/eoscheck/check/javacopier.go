@@ -124,6 +124,7 @@ type JavaCopierReport struct {
 	Finished        bool   `json:"finished"`
 	GroupOffset     int64  `json:"group_offset"`
 	InputEnd        int64  `json:"input_end"`
+	InputStart      int64  `json:"input_start"` // the log start when the copier started (short retention)
 }
 
 func (j *JavaCopyReport) anomalies() int64 {
@@ -612,7 +613,7 @@ func javaVerdict(ctx context.Context, backend []string, rep *Report, jw *javaWor
 		j.Unexpected += unexpected
 
 		cr := JavaCopierReport{Partition: c.part, TransactionalID: c.txnID, Group: c.group, MaxMessages: c.want,
-			Runs: c.runs.Load(), Processed: c.done.Load() + c.current.Load(), Finished: c.finished.Load(), GroupOffset: -1}
+			Runs: c.runs.Load(), Processed: c.done.Load() + c.current.Load(), Finished: c.finished.Load(), GroupOffset: -1, InputStart: c.start}
 		j.Runs += cr.Runs
 		j.Processed += cr.Processed
 		if cr.Finished {
