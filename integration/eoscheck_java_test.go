@@ -31,7 +31,9 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 	}
 	bin := buildProxy(t)
 	seed := faultSeed(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
+	// The short retention may hold the producers up to 30 s while the
+	// copier catches up.
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	work := eoscheckWorkDir(t, "eoscheck-java-test-", "eosproxy.log, trace.log, java-copier-*.log")
 	var progress strings.Builder

@@ -53,6 +53,33 @@ var idleFaultKinds = []idleFaultKind{
 	},
 }
 
+// copierRequest is a fault the copiers are asked for after a restart of
+// eosproxy, spread over the kill schedule (request n of times after kill
+// ceil(n*Kills/times)); they act on it in their next transaction.
+type copierRequest struct {
+	times func(Config) int
+	ask   func(cw *copyWork, n, copiers int) // n counts from 0
+}
+
+// copierRequests are asked in this order after each restart; a new such
+// fault is an entry here and its handling in the copier.
+var copierRequests = []copierRequest{
+	{ // replaced mid-transaction
+		times: func(c Config) int { return c.CopierRestarts },
+		ask:   func(cw *copyWork, n, copiers int) { cw.requestRestart(n % copiers) },
+	},
+	{ // stalled past the session timeout
+		times: func(c Config) int { return c.Stalls },
+		ask:   func(cw *copyWork, n, copiers int) { cw.requestStall(n % copiers) },
+	},
+	{ // replaced right after a commit
+		times: func(c Config) int { return c.CommitRestarts },
+		// The other slot than the stalls and mid-transaction
+		// replacements of the same kill.
+		ask: func(cw *copyWork, n, copiers int) { cw.requestCommitRestart((n + 1) % copiers) },
+	},
+}
+
 // idleFault is what a fault run while the producers idle works with.
 type idleFault struct {
 	idle     *sync.RWMutex // write-locked: the producers pause between ticks
@@ -134,7 +161,7 @@ func (r *run) schedule(ctx context.Context) error {
 	deadline := time.After(cfg.Duration)
 	durationOver := cfg.Duration <= 0
 	producersDone := false
-	restartsAsked, stallsAsked, commitRestartsAsked := 0, 0, 0
+	asked := make([]int, len(copierRequests))
 	timerClean := 0 // SIGTERM restarts not timed to a commit
 	// Some attempts delete nothing (copiers not yet committed) or are
 	// skipped.
@@ -343,19 +370,10 @@ func (r *run) schedule(ctx context.Context) error {
 			break
 		}
 		if cw != nil {
-			for restartsAsked < cfg.CopierRestarts && restartsAsked*max(cfg.Kills, 1) < r.kills*cfg.CopierRestarts {
-				cw.requestRestart(restartsAsked % cfg.Copiers)
-				restartsAsked++
-			}
-			for stallsAsked < cfg.Stalls && stallsAsked*max(cfg.Kills, 1) < r.kills*cfg.Stalls {
-				cw.requestStall(stallsAsked % cfg.Copiers)
-				stallsAsked++
-			}
-			for commitRestartsAsked < cfg.CommitRestarts && commitRestartsAsked*max(cfg.Kills, 1) < r.kills*cfg.CommitRestarts {
-				// The other slot than the stalls and mid-transaction
-				// replacements of the same kill.
-				cw.requestCommitRestart((commitRestartsAsked + 1) % cfg.Copiers)
-				commitRestartsAsked++
+			for i, q := range copierRequests {
+				for times := q.times(cfg); asked[i] < times && asked[i]*max(cfg.Kills, 1) < r.kills*times; asked[i]++ {
+					q.ask(cw, asked[i], cfg.Copiers)
+				}
 			}
 		}
 	}
