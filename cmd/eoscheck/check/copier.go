@@ -294,11 +294,12 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 		// joining. A kill of eosproxy leaves such waits behind: a
 		// replaced copier's JoinGroup pending on a closed connection
 		// makes it the leader of the next generation without a SyncGroup,
-		// and the group stalled past the copy timeout (TestEoscheckDeleteRecords,
-		// seed 1796611692423062525). Below the session timeout, the
-		// rebalance timeout drops such a leader first (kfake's pending
-		// sync timeout) and answers the others REBALANCE_IN_PROGRESS, as
-		// Kafka does (it never expires members awaiting a rebalance).
+		// and the group stalled past the copy timeout
+		// (TestEoscheckDeleteRecords, seed 1796611692423062525). Below
+		// the session timeout, the rebalance timeout drops such a leader
+		// first (kfake's pending sync timeout) and answers the others
+		// REBALANCE_IN_PROGRESS, as Kafka does (it never expires members
+		// awaiting a rebalance).
 		rebalanceTimeout = sessionTimeout * 2 / 3
 	}
 	return kgo.NewGroupTransactSession(append(logOpts,
