@@ -139,18 +139,27 @@ func retentionWhileIdle(ctx context.Context, f *idleFault) error {
 // waitLogStartMoved polls topic's start offsets until one is above what
 // before lists, for up to timeout.
 func waitLogStartMoved(ctx context.Context, adm *kadm.Client, topic string, before kadm.ListedOffsets, timeout time.Duration) (bool, error) {
-	for t0 := time.Now(); time.Since(t0) < timeout; {
+	return pollWithin(ctx, timeout, func() bool {
 		starts, err := adm.ListStartOffsets(ctx, topic)
-		if err == nil {
-			moved := false
-			starts.Each(func(o kadm.ListedOffset) {
-				if b, ok := before.Lookup(topic, o.Partition); ok && o.Err == nil && o.Offset > b.Offset {
-					moved = true
-				}
-			})
-			if moved {
-				return true, nil
+		if err != nil {
+			return false
+		}
+		moved := false
+		starts.Each(func(o kadm.ListedOffset) {
+			if b, ok := before.Lookup(topic, o.Partition); ok && o.Err == nil && o.Offset > b.Offset {
+				moved = true
 			}
+		})
+		return moved
+	})
+}
+
+// pollWithin checks cond every 100 ms until it holds (true) or timeout
+// passes (false); an error only when ctx ends.
+func pollWithin(ctx context.Context, timeout time.Duration, cond func() bool) (bool, error) {
+	for t0 := time.Now(); time.Since(t0) < timeout; {
+		if cond() {
+			return true, nil
 		}
 		select {
 		case <-ctx.Done():

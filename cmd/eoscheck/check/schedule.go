@@ -130,17 +130,10 @@ func waitCopiersAtEnd(ctx context.Context, adm *kadm.Client, rep *Report) (bool,
 	if rep.Copy == nil {
 		return true, nil
 	}
-	for t0 := time.Now(); time.Since(t0) < 30*time.Second; {
-		if ok, err := offsetsAtEnd(ctx, adm, rep.Topic, rep.Copy.Group); err == nil && ok {
-			return true, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return false, nil
+	return pollWithin(ctx, 30*time.Second, func() bool {
+		ok, err := offsetsAtEnd(ctx, adm, rep.Topic, rep.Copy.Group)
+		return err == nil && ok
+	})
 }
 
 // schedule is the fault schedule: SIGKILL and restart at once on the same
