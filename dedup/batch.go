@@ -47,13 +47,13 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 		if d.Verdict == Write && (e.st == nil || e.st.Unverified || !e.st.Intent) {
 			// Hold the key while the backend is consulted.
 			tok := t.newToken(e, key, b)
-			st := e.st
+			st, unclearAt := e.st, e.unclearAt
 			t.mu.Unlock()
 			var err error
 			if st != nil && !st.Unverified {
 				err = t.arm(ctx, key, *st)
 			} else {
-				err = t.settle(ctx, key, st, b, digest)
+				err = t.settle(ctx, key, st, unclearAt, b, digest)
 			}
 			if err != nil {
 				tok.release(nil)
@@ -199,6 +199,7 @@ func (tok *Token) Failed(ambiguous bool) {
 			cp := *e.st
 			cp.Unverified = true
 			ns = &cp
+			e.unclearAt = t.now()
 		}
 		t.mu.Unlock()
 	}

@@ -18,7 +18,20 @@ import (
 // before eosproxy could record it, and it is recorded now. Begin calls it
 // only for a batch Decide would write, so b is the one batch that can have
 // landed unrecorded: batches are written one at a time per key.
-func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, digest func() [32]byte) error {
+//
+// On a backend without idempotence, a look-up right after the outcome
+// became unclear (unclearAt) first waits out lateWriteGrace: a request the
+// broker read before eosproxy's connection to it broke may still be queued
+// there, and a look-up before it is appended misses it, so the retry would
+// be written too. A backend with idempotence drops that late copy itself.
+func (t *Table) settle(ctx context.Context, key Key, st *State, unclearAt time.Time, b BatchInfo, digest func() [32]byte) error {
+	if st != nil && !unclearAt.IsZero() && !t.backend.DropsLateCopies() {
+		if wait := t.lateGrace - t.now().Sub(unclearAt); wait > 0 {
+			if err := t.sleep(ctx, wait); err != nil {
+				return fmt.Errorf("wait before looking for an unacknowledged batch in %s/%d: %w", key.Topic, key.Partition, err)
+			}
+		}
+	}
 	if st == nil {
 		end, err := t.backend.EndOffset(ctx, key.Topic, key.Partition)
 		if err != nil {
@@ -43,6 +56,25 @@ func (t *Table) settle(ctx context.Context, key Key, st *State, b BatchInfo, dig
 	// after another: the key stays unverified until a batch is not found.
 	ns.Unverified = found
 	return t.store(key, ns, found)
+}
+
+// lateWriteGrace is how long a look-up waits after an unclear outcome: a
+// broker appends a request it already read within milliseconds, but seconds
+// on a loaded machine it can be hundreds (an in-process kfake under test
+// load appended one about 200 ms late, after the look-up had missed it). It
+// narrows, not closes, the window in which a backend without idempotence
+// writes a retried batch twice, at the cost of that wait for the retry.
+const lateWriteGrace = 500 * time.Millisecond
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // arm records, durably and before a batch of an idle producer goes out,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -253,4 +254,39 @@ func TestBackendCallCancelled(t *testing.T) {
 	}
 	tt.be.set(func(f *fakeBackend) { f.gate, f.entered = nil, nil })
 	tt.writeBatch(t, k1, bi(0, 0, 5), 0)
+}
+
+// A request the broker read before eosproxy's connection to it broke can be
+// appended after the retry's look-up; a backend without idempotence then
+// holds the batch twice. The look-up right after an unclear outcome waits
+// lateWriteGrace first, so a first copy appended meanwhile is found.
+func TestLookupWaitsForALateFirstCopy(t *testing.T) {
+	tt := newTable(t)
+	tt.lateGrace = lateWriteGrace
+	tt.writeBatch(t, k1, bi(0, 0, 5), 100)
+	retry := bi(0, 5, 5)
+	tt.beginWrite(t, k1, retry).Failed(true) // the connection broke after the request
+	var waited time.Duration
+	tt.sleep = func(ctx context.Context, d time.Duration) error {
+		waited = d
+		// Meanwhile the broker appends the first copy it had queued.
+		tt.be.set(func(f *fakeBackend) { f.found, f.foundAt = true, 105 })
+		return nil
+	}
+	tt.beginExpect(t, k1, retry, dup(105))
+	if waited <= 0 || waited > lateWriteGrace {
+		t.Fatalf("look-up waited %v before reading the backend, want up to %v", waited, lateWriteGrace)
+	}
+
+	// A look-up long after the outcome became unclear does not wait.
+	tt.sleep = func(ctx context.Context, d time.Duration) error { waited = d; return nil }
+	tt.be.set(func(f *fakeBackend) { f.found = false })
+	tt.beginWrite(t, k1, bi(0, 10, 5)).Failed(true)
+	tt.now = func() time.Time { return time.Now().Add(time.Minute) }
+	waited = 0
+	d, tok := tt.begin(t, k1, bi(0, 10, 5))
+	if d.Verdict != Write || waited != 0 {
+		t.Fatalf("late look-up: %+v after waiting %v, want Write without waiting", d, waited)
+	}
+	tok.Failed(false)
 }

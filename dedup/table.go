@@ -32,6 +32,11 @@ type Backend interface {
 	// FindBatch looks from offset from onwards for the batch whose content
 	// digest is digest and returns its base offset.
 	FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error)
+	// DropsLateCopies reports whether the backend itself drops a second
+	// copy of a batch (batches go to it under a paired producer id of its
+	// own): a look-up then need not wait for a first copy still queued in
+	// the broker.
+	DropsLateCopies() bool
 }
 
 // Table is the persisted map of producer states with the batches in flight.
@@ -46,6 +51,10 @@ type Table struct {
 	// since) and a state that needs no look-up after a crash.
 	idleAfter time.Duration
 	now       func() time.Time
+	// lateGrace is how long after an unclear outcome its look-up waits
+	// (lateWriteGrace); sleep waits (tests replace it).
+	lateGrace time.Duration
+	sleep     func(ctx context.Context, d time.Duration) error
 
 	mu      sync.Mutex
 	entries map[Key]*entry
@@ -66,6 +75,9 @@ type entry struct {
 	// crash, the client's next batch would meet the older state and get
 	// OUT_OF_ORDER_SEQUENCE_NUMBER.
 	write *stateWrite
+	// unclearAt is when the last batch's outcome became unclear in this
+	// process (zero: never, or unclear since before it started).
+	unclearAt time.Time
 }
 
 // stateWrite is one queued durable write of an entry's state.
@@ -89,6 +101,7 @@ func Open(db *store.DB, backend Backend, expiration time.Duration, log zerolog.L
 func open(db *store.DB, backend Backend, expiration, idleAfter time.Duration, log zerolog.Logger) (*Table, error) {
 	t := &Table{
 		log: log, db: db, backend: backend, expiration: expiration, idleAfter: idleAfter, now: time.Now,
+		lateGrace: lateWriteGrace, sleep: sleepCtx,
 		entries:     map[Key]*entry{},
 		commitQueue: commitQueue{commits: make(chan commit, 1024)},
 		stop:        make(chan struct{}),

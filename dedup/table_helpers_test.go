@@ -92,6 +92,9 @@ func (f *fakeBackend) FindBatch(ctx context.Context, topic string, partition int
 	return f.foundAt, f.found, nil
 }
 
+// DropsLateCopies: the fake is a backend without idempotence.
+func (f *fakeBackend) DropsLateCopies() bool { return false }
+
 func (f *fakeBackend) set(fn func(f *fakeBackend)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -149,6 +152,8 @@ func openTableIdle(t *testing.T, dir string, be *fakeBackend, exp, idleAfter tim
 		db.Close()
 		t.Fatal(err)
 	}
+	// No wait before look-ups, except in the tests of that wait.
+	tbl.lateGrace = 0
 	tt := &testTable{Table: tbl, db: db, dir: dir, be: be}
 	t.Cleanup(tt.close)
 	return tt

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -31,32 +32,40 @@ func newNoEOSFake(t *testing.T) backend {
 func readBackend(t *testing.T, b backend, topic string, want int) map[int32][]int {
 	t.Helper()
 	cl := newClient(t, b.addrs[0], kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	got := map[int32][]int{}
-	n := 0
-	ctx := testCtx(t)
-	for n < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("backend holds %d records, want %d", n, want)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if r.ProducerID != -1 {
-				t.Fatalf("backend record at %d/%d carries producer id %d", r.Partition, r.Offset, r.ProducerID)
-			}
-			v, _ := strconv.Atoi(string(r.Value))
-			got[r.Partition] = append(got[r.Partition], v)
-			n++
-		})
-	}
-	// Nothing beyond want: the end offsets say how many records there are.
+	// The writes are done: the end offsets say how many records there are.
 	ends, err := kadm.NewClient(cl).ListEndOffsets(testCtx(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var total int64
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	got := map[int32][]int{}
+	at := map[int]string{} // where each value was first read, to name a duplicate's copies
+	var dups []string
+	n := 0
+	ctx := testCtx(t)
+	for int64(n) < max(total, int64(want)) {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("backend holds %d records, want %d (end offsets total %d)", n, want, total)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.ProducerID != -1 {
+				t.Fatalf("backend record at %d/%d carries producer id %d", r.Partition, r.Offset, r.ProducerID)
+			}
+			v, _ := strconv.Atoi(string(r.Value))
+			here := fmt.Sprintf("%d/%d", r.Partition, r.Offset)
+			if first, ok := at[v]; ok && len(dups) < 10 {
+				dups = append(dups, fmt.Sprintf("value %d at %s and %s", v, first, here))
+			} else if !ok {
+				at[v] = here
+			}
+			got[r.Partition] = append(got[r.Partition], v)
+			n++
+		})
+	}
 	if total != int64(want) {
-		t.Fatalf("backend partitions end at %d records in total, want %d", total, want)
+		t.Fatalf("backend partitions end at %d records in total, want %d; duplicates: %v", total, want, dups)
 	}
 	return got
 }

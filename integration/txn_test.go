@@ -93,16 +93,22 @@ func produceAndFlush(t *testing.T, cl *kgo.Client, topic string, from, n int) {
 	}
 }
 
+// describeTxn describes id once its last decision is carried out: as in
+// Kafka, a decided transaction shows PrepareCommit/PrepareAbort until then.
 func describeTxn(t *testing.T, adm *kadm.Client, id string) kadm.DescribedTransaction {
 	t.Helper()
-	d, err := adm.DescribeTransactions(testCtx(t), id)
-	if err != nil {
-		t.Fatalf("DescribeTransactions %s: %v", id, err)
-	}
-	got, ok := d[id]
-	if !ok || got.Err != nil {
-		t.Fatalf("DescribeTransactions %s: %+v", id, got)
-	}
+	var got kadm.DescribedTransaction
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		d, err := adm.DescribeTransactions(testCtx(t), id)
+		if err != nil {
+			t.Fatalf("DescribeTransactions %s: %v", id, err)
+		}
+		var ok bool
+		if got, ok = d[id]; !ok || got.Err != nil {
+			t.Fatalf("DescribeTransactions %s: %+v", id, got)
+		}
+		return !strings.HasPrefix(got.State, "Prepare"), "transaction " + id + " still " + got.State
+	})
 	return got
 }
 

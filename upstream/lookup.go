@@ -149,6 +149,11 @@ func (b *Client) outOfRange(ctx context.Context, topic string, partition int32, 
 	return 0, false, fmt.Errorf("fetch %s/%d at %d: %w (log %d..%d)", topic, partition, offset, kerr.OffsetOutOfRange, start.Offset, end.Offset)
 }
 
+// DropsLateCopies reports whether idempotent clients' batches go to the
+// backend paired with a producer id of its own (dedup.Backend): the backend
+// then drops a late first copy of a retried batch itself.
+func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() == backendIdempotent }
+
 func (b *Client) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
 	var topics []string
 	for _, tp := range tps {
