@@ -39,7 +39,7 @@ func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*instance, e
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	in, err := startInstance(ctx, db, seeds, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
+	in, err := startInstance(ctx, db, seeds, nil, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
 	if in != nil {
 		t.Cleanup(in.close)
 	}

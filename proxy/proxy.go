@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
@@ -80,6 +82,20 @@ type Config struct {
 	// this data dir only: for tests and tools that have no backend.
 	NoInstanceLease bool
 	Log             zerolog.Logger
+
+	// TLS, if set, serves the client listeners over TLS (ServerTLS); with
+	// client certificates required, a certificate's subject is its
+	// connection's principal.
+	TLS *tls.Config
+	// SASLUsers, if set, makes eosproxy authenticate clients itself
+	// (termination); nil passes their SASL exchange to the backend.
+	SASLUsers *SASLUsers
+	// ACL, if set, limits what each principal may do; nil allows all.
+	ACL *ACL
+	// UpstreamTLS, if set, is used on every connection to the backend;
+	// UpstreamSASL authenticates eosproxy's own (upstreamauth.go).
+	UpstreamTLS  *tls.Config
+	UpstreamSASL sasl.Mechanism
 }
 
 // Stats are counters for tests and operators.
@@ -104,6 +120,7 @@ type Proxy struct {
 	pipes     *pipes  // eosproxy's own pipelined connections for idempotent forwarding
 	hwMarks   hwMarks // bounds of look-ups waiting for the high watermark
 	upstream  *upstreamIDs
+	owners    *owners   // the principal each producer id belongs to
 	inst      *instance // the lease on the backend and producer id blocks
 	ownSpool  string    // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
@@ -168,7 +185,11 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
-	p.admin, err = kgo.NewClient(kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))
+	if p.owners, err = openOwners(cfg.DB); err != nil {
+		p.closeState()
+		return nil, err
+	}
+	p.admin, err = kgo.NewClient(append(upstreamOpts(cfg), kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))...)
 	if err != nil {
 		p.closeState()
 		return nil, fmt.Errorf("upstream client: %w", err)
@@ -320,6 +341,9 @@ func (p *Proxy) serveListener(ln net.Listener, brokerID int32) {
 				}
 				return
 			}
+			if p.cfg.TLS != nil {
+				cl = tls.Server(cl, p.cfg.TLS) // handshake in handle, off the accept loop
+			}
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
@@ -341,7 +365,23 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 		cl.Close()
 		return
 	}
-	up, err := p.dialUpstream(brokerID)
+	principal := anonymous
+	if tc, ok := cl.(*tls.Conn); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			log.Warn().Err(err).Msg("closing client connection: TLS handshake failed")
+			cl.Close()
+			return
+		}
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			principal = certPrincipal(certs[0])
+		}
+	}
+	// With SASL termination the paired connection is eosproxy's to
+	// authenticate; otherwise the client's exchange passes through it.
+	up, err := p.dialUpstreamAs(brokerID, p.cfg.SASLUsers != nil)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
 		cl.Close()
@@ -349,6 +389,9 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	}
 	c := newConn(p, cl, up, log)
 	c.brokerID = brokerID
+	if principal != anonymous {
+		c.setPrincipal(principal)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -365,11 +408,24 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	p.mu.Unlock()
 }
 
+// dialUpstream connects to a broker for eosproxy's own use: authenticated
+// with eosproxy's credentials, if it has some.
 func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
+	return p.dialUpstreamAs(brokerID, true)
+}
+
+// dialUpstreamAs connects to the broker brokerID stands for (any bootstrap
+// broker for -1), over TLS if configured, and authenticates the connection
+// with eosproxy's credentials if own.
+func (p *Proxy) dialUpstreamAs(brokerID int32, own bool) (net.Conn, error) {
 	dial := func(addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
 		defer cancel()
-		return p.cfg.Dial(ctx, "tcp", addr)
+		conn, err := p.cfg.Dial(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return p.secureUpstream(ctx, conn, addr, own)
 	}
 	if brokerID < 0 {
 		var errs []error

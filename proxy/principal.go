@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/eosproxy/eosproxy/store"
+)
+
+// anonymous is the principal of a connection that did not authenticate, as
+// Kafka names it.
+const anonymous = "User:ANONYMOUS"
+
+// principal returns the connection's principal.
+func (c *conn) principal() string {
+	if p := c.who.Load(); p != nil {
+		return *p
+	}
+	return anonymous
+}
+
+func (c *conn) setPrincipal(p string) {
+	c.who.Store(&p)
+}
+
+// certPrincipal is the principal Kafka's DefaultKafkaPrincipalBuilder makes
+// of a client certificate (with the default ssl.principal.mapping.rules):
+// "User:" and the subject's distinguished name in RFC 2253 form, as Java's
+// X500Principal.getName() writes it, most specific name first.
+func certPrincipal(cert *x509.Certificate) string {
+	return "User:" + cert.Subject.ToRDNSequence().String()
+}
+
+// saslUser reads the user name from the first client message of a SASL
+// exchange, as the backend's principal builder names it: PLAIN's authcid,
+// SCRAM's n= attribute, OAUTHBEARER's token subject (the backend has
+// verified the token by the time it counts). "" when it cannot be read.
+func saslUser(mechanism string, first []byte) string {
+	switch {
+	case mechanism == "PLAIN":
+		parts := bytes.Split(first, []byte{0})
+		if len(parts) != 3 {
+			return ""
+		}
+		return string(parts[1])
+	case strings.HasPrefix(mechanism, "SCRAM-"):
+		// gs2-header "n,," or "n,a=authzid," then "n=user,r=nonce".
+		_, rest, ok := strings.Cut(string(first), ",")
+		if _, rest, ok = strings.Cut(rest, ","); !ok {
+			return ""
+		}
+		for _, attr := range strings.Split(rest, ",") {
+			if name, ok := strings.CutPrefix(attr, "n="); ok {
+				return strings.NewReplacer("=2C", ",", "=3D", "=").Replace(name)
+			}
+		}
+	case mechanism == "OAUTHBEARER":
+		for _, kv := range strings.Split(string(first), "\x01") {
+			tok, ok := strings.CutPrefix(kv, "auth=Bearer ")
+			if !ok {
+				continue
+			}
+			parts := strings.Split(tok, ".")
+			if len(parts) != 3 {
+				return ""
+			}
+			payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+			var claims struct {
+				Sub string `json:"sub"`
+			}
+			if err != nil || json.Unmarshal(payload, &claims) != nil {
+				return ""
+			}
+			return claims.Sub
+		}
+	}
+	return ""
+}
+
+// owners binds each producer id to the principal that initialised it, so
+// that no other principal can write or end transactions with it. A binding
+// is kept in the DB with the producer state it guards, so it survives a
+// restart as that state does. Producer ids initialised without a principal
+// (User:ANONYMOUS, every one when eosproxy runs without authentication)
+// are not written: an id with no binding belongs to User:ANONYMOUS.
+type owners struct {
+	db *store.DB
+	// bound: some id has been bound to a principal other than
+	// User:ANONYMOUS; until then (eosproxy without authentication) an
+	// anonymous connection may use every id without a look-up.
+	bound atomic.Bool
+	mu    sync.Mutex
+	m     map[int64]string // cache of the DB's bindings
+}
+
+func openOwners(db *store.DB) (*owners, error) {
+	o := &owners{db: db, m: map[int64]string{}}
+	found := errors.New("found")
+	err := db.Scan(ownerPrefix, func(k, v []byte) error {
+		if len(v) > 0 {
+			o.bound.Store(true)
+			return found
+		}
+		return nil
+	})
+	if err != nil && err != found {
+		return nil, fmt.Errorf("load producer id principals: %w", err)
+	}
+	return o, nil
+}
+
+var ownerPrefix = []byte("proxy/pid-principal/")
+
+func ownerKey(pid int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte{}, ownerPrefix...), uint64(pid))
+}
+
+// bind records that principal initialised pid; durable before it returns.
+func (o *owners) bind(pid int64, principal string) error {
+	if cur, err := o.owner(pid); err == nil && cur == principal {
+		return nil
+	}
+	if principal != anonymous {
+		o.bound.Store(true)
+	} else {
+		// The absence of a binding says it; an earlier binding of this id
+		// to another principal is replaced by an empty one.
+		principal = ""
+	}
+	if err := o.db.Put(ownerKey(pid), []byte(principal)); err != nil {
+		return fmt.Errorf("bind producer id %d to its principal: %w", pid, err)
+	}
+	o.mu.Lock()
+	o.m[pid] = principal
+	o.mu.Unlock()
+	return nil
+}
+
+// owner is the principal pid is bound to.
+func (o *owners) owner(pid int64) (string, error) {
+	o.mu.Lock()
+	p, ok := o.m[pid]
+	o.mu.Unlock()
+	if !ok {
+		v, err := o.db.Get(ownerKey(pid))
+		if err != nil {
+			return "", fmt.Errorf("principal of producer id %d: %w", pid, err)
+		}
+		p = string(v)
+		o.mu.Lock()
+		o.m[pid] = p
+		o.mu.Unlock()
+	}
+	if p == "" {
+		return anonymous, nil
+	}
+	return p, nil
+}
+
+// mayUse reports whether principal may use pid: it initialised it.
+func (o *owners) mayUse(pid int64, principal string) bool {
+	if principal == anonymous && !o.bound.Load() {
+		return true
+	}
+	owner, err := o.owner(pid)
+	return err == nil && owner == principal
+}
+
+// authorizeTxn returns the code refusing this connection's use of the
+// transactional id, and of pid (≥ 0) under it, or 0: Kafka's answer when its
+// authorizer denies WRITE on the TRANSACTIONAL_ID; a producer id another
+// principal initialised is denied so too.
+func (c *conn) authorizeTxn(op, id string, pid int64) int16 {
+	who := c.principal()
+	reason := ""
+	switch {
+	case !c.p.cfg.ACL.TransactionalID(who, id):
+		reason = "the ACL file does not grant the transactional id"
+	case pid >= 0 && !c.p.owners.mayUse(pid, who):
+		reason = "another principal initialised the producer id"
+	default:
+		return 0
+	}
+	c.log.Warn().Str("principal", who).Str("txn", id).Int64("producer", pid).Str("reason", reason).
+		Msgf("refusing %s: TRANSACTIONAL_ID_AUTHORIZATION_FAILED", op)
+	return kerr.TransactionalIDAuthorizationFailed.Code
+}
+
+// authorizeIdempotent returns the code refusing this connection's
+// idempotent writes with pid (-1: a new producer id), or 0: Kafka's
+// CLUSTER_AUTHORIZATION_FAILED for a denied IDEMPOTENT_WRITE on the cluster.
+func (c *conn) authorizeIdempotent(op string, pid int64) int16 {
+	who := c.principal()
+	reason := ""
+	switch {
+	case pid < 0 && !c.p.cfg.ACL.IdempotentWrite(who):
+		reason = "the ACL file does not grant idempotent writes"
+	case pid >= 0 && !c.p.owners.mayUse(pid, who):
+		reason = "another principal initialised the producer id"
+	default:
+		return 0
+	}
+	c.log.Warn().Str("principal", who).Int64("producer", pid).Str("reason", reason).
+		Msgf("refusing %s: CLUSTER_AUTHORIZATION_FAILED", op)
+	return kerr.ClusterAuthorizationFailed.Code
+}
