@@ -379,9 +379,11 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 			principal = certPrincipal(certs[0])
 		}
 	}
-	// With SASL termination the paired connection is eosproxy's to
-	// authenticate; otherwise the client's exchange passes through it.
-	up, err := p.dialUpstreamAs(brokerID, p.cfg.SASLUsers != nil)
+	// A client that eosproxy authenticated (SASL termination, a client
+	// certificate) is eosproxy's to vouch for: its paired connection uses
+	// eosproxy's credentials. Otherwise the client's own SASL exchange
+	// passes through it.
+	up, err := p.dialUpstreamAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
 		cl.Close()
