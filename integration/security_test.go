@@ -530,4 +530,3 @@ func TestSecurityCertificateReload(t *testing.T) {
 		t.Fatalf("after the files changed, served %q", got)
 	}
 }
-
