@@ -331,6 +331,21 @@ func TestSecurityRequestBeforeAuthentication(t *testing.T) {
 	if resp.ErrorCode != kerr.UnsupportedSaslMechanism.Code || len(resp.SupportedMechanisms) != 3 {
 		t.Fatalf("GSSAPI handshake: %+v", resp)
 	}
+	auth := kmsg.NewPtrSASLAuthenticateRequest()
+	auth.SASLAuthBytes = []byte("\x00alice\x00alice-secret")
+	aresp, err := auth.RequestWith(testCtx(t), newClient(t, p.Addr(), clientTLS(b.ca)))
+	if err != nil || aresp.ErrorCode != kerr.IllegalSaslState.Code {
+		t.Fatalf("SaslAuthenticate before SaslHandshake: %v %+v, want ILLEGAL_SASL_STATE", err, aresp)
+	}
+	// Once authenticated, the exchange cannot start again.
+	authed := newClient(t, p.Addr(), clientTLS(b.ca), kgo.SASL(plain.Auth{User: "alice", Pass: "alice-secret"}.AsMechanism()))
+	hs.Mechanism = "PLAIN"
+	if resp, err := hs.RequestWith(testCtx(t), authed); err != nil || resp.ErrorCode != kerr.IllegalSaslState.Code {
+		t.Fatalf("SaslHandshake after authentication: %v %+v, want ILLEGAL_SASL_STATE", err, resp)
+	}
+	if aresp, err := auth.RequestWith(testCtx(t), authed); err != nil || aresp.ErrorCode != kerr.SaslAuthenticationFailed.Code {
+		t.Fatalf("SaslAuthenticate after authentication: %v %+v, want SASL_AUTHENTICATION_FAILED", err, aresp)
+	}
 	if !strings.Contains(p.logs.String(), "request before SASL authentication") {
 		t.Error("no log line for the unauthenticated request")
 	}

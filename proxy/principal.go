@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,9 +38,61 @@ func (c *conn) setPrincipal(p string) {
 // certPrincipal is the principal Kafka's DefaultKafkaPrincipalBuilder makes
 // of a client certificate (with the default ssl.principal.mapping.rules):
 // "User:" and the subject's distinguished name in RFC 2253 form, as Java's
-// X500Principal.getName() writes it, most specific name first.
+// X500Principal.getName() writes it: the certificate's names in reverse of
+// their encoded order (most specific first), Java's keywords, other types
+// as OID=#hex of their DER value.
 func certPrincipal(cert *x509.Certificate) string {
-	return "User:" + cert.Subject.ToRDNSequence().String()
+	var rdns []dnSET
+	if rest, err := asn1.Unmarshal(cert.RawSubject, &rdns); err != nil || len(rest) > 0 {
+		return "User:" + cert.Subject.String()
+	}
+	var b strings.Builder
+	for i := len(rdns) - 1; i >= 0; i-- {
+		if i < len(rdns)-1 {
+			b.WriteByte(',')
+		}
+		for j, atv := range rdns[i] {
+			if j > 0 {
+				b.WriteByte('+')
+			}
+			kw, ok := x500Keywords[atv.Type.String()]
+			var s string
+			if rest, err := asn1.Unmarshal(atv.Value.FullBytes, &s); !ok || err != nil || len(rest) > 0 {
+				b.WriteString(atv.Type.String() + "=#" + hex.EncodeToString(atv.Value.FullBytes))
+				continue
+			}
+			b.WriteString(kw + "=" + escapeDN(s))
+		}
+	}
+	return "User:" + b.String()
+}
+
+// dnSET is one relative distinguished name of a certificate's subject,
+// values kept as encoded (a SET, for encoding/asn1, by its name).
+type dnSET []struct {
+	Type  asn1.ObjectIdentifier
+	Value asn1.RawValue
+}
+
+// x500Keywords are the attribute types Java's RFC 2253 form names.
+var x500Keywords = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "STREET",
+	"2.5.4.10": "O", "2.5.4.11": "OU", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
+}
+
+// escapeDN escapes an attribute value as RFC 2253 asks.
+func escapeDN(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case strings.ContainsRune(",+\"<>;\\", r),
+			i == 0 && (r == '#' || r == ' '),
+			i == len(s)-1 && r == ' ':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // saslUser reads the user name from the first client message of a SASL
