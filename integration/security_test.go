@@ -29,6 +29,7 @@ import (
 	xscram "github.com/xdg-go/scram"
 
 	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // testCA makes certificates for a test: nothing is checked in.
@@ -140,11 +141,11 @@ func newSecureBackend(t *testing.T) secureBackend {
 
 // upstream points the proxy at the backend with TLS and its own user.
 func (b secureBackend) upstream(t *testing.T) func(*proxy.Config) {
-	up, err := proxy.UpstreamTLS(b.ca.path("ca.pem"), "", "", "")
+	up, err := upstream.TLSConfig(b.ca.path("ca.pem"), "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mech, err := proxy.UpstreamSASL("SCRAM-SHA-512", "eosproxy", "backend-secret", "")
+	mech, err := upstream.SASLMechanism("SCRAM-SHA-512", "eosproxy", "backend-secret", "")
 	if err != nil {
 		t.Fatal(err)
 	}

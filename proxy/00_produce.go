@@ -11,7 +11,7 @@ package proxy
 // (with its offset, not written twice) and batches it refuses (out of order,
 // fenced, corrupt). What it passes on: plain batches unchanged, and an
 // idempotent producer's new batches under the backend producer id paired
-// with the client's (idempotence.go, upstreampid.go), or without producer
+// with the client's (idempotence.go; the pairing is upstream/pairing.go), or without producer
 // fields on a backend without idempotence, each recorded once the backend
 // has written it so that a retry is not written twice. The answer merges
 // the backend's with eosproxy's own, in request order, and maps broker

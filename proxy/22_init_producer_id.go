@@ -7,7 +7,7 @@ package proxy
 // ends an open transaction (txnstate). Without one the producer is
 // idempotent: eosproxy gives a new producer id of its own on every call, as
 // Kafka does, and pairs it with a producer id the backend gave eosproxy
-// (where the backend has idempotence; upstreampid.go), under which the
+// (where the backend has idempotence; upstream/pairing.go), under which the
 // producer's batches are forwarded, so the backend drops a batch written
 // twice too.
 
@@ -69,7 +69,7 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 		p.log.Error().Err(err).Msg("cannot allocate a producer id")
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		resp.ProducerID, resp.ProducerEpoch = -1, -1
-	} else if err := p.upstream.pair(ctx, id); err != nil {
+	} else if err := p.up.Pair(ctx, id); err != nil {
 		// As Kafka answers while its producer id block is not ready:
 		// every client retries it (franz-go, Java, librdkafka).
 		p.log.Debug().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")

@@ -22,7 +22,7 @@ func (p *Proxy) describeTxns(r *kmsg.DescribeTransactionsRequest) []byte {
 	for _, id := range r.TransactionalIDs {
 		st := kmsg.NewDescribeTransactionsResponseTransactionState()
 		st.TransactionalID = id
-		t := p.coord.Get(id)
+		t := p.coord.Describe(id)
 		if t == nil {
 			st.ErrorCode = kerr.TransactionalIDNotFound.Code
 			st.ProducerID, st.ProducerEpoch, st.StartTimestamp = -1, -1, -1

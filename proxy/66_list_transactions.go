@@ -52,7 +52,7 @@ func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte
 		return resp.AppendTo(nil)
 	}
 	now := time.Now().UnixMilli()
-	for _, t := range p.coord.List() {
+	for _, t := range p.coord.DescribeAll() {
 		switch {
 		case len(r.StateFilters) > 0 && !states[t.State],
 			len(r.ProducerIDFilters) > 0 && !slices.Contains(r.ProducerIDFilters, t.ProducerID),

@@ -7,4 +7,6 @@
 // responses back in request order (order.go). Handlers decode with kmsg and
 // answer from eosproxy's state (dedup, txnstate) or pass the request on;
 // framing and the rewriting of broker addresses are package protocol's.
+// Connections to the backend, and every request eosproxy makes of it on its
+// own behalf, are package upstream's.
 package proxy

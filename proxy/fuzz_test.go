@@ -19,7 +19,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
@@ -124,18 +123,9 @@ func (env *fuzzEnv) build() error {
 		return err
 	}
 	env.p = p
-	admin, err := kgo.NewClient(kgo.SeedBrokers(upstream), kgo.Dialer(noUpstream))
-	if err != nil {
-		p.Close()
-		return err
-	}
-	admin.Close()
-	p.admin.Close()
-	p.admin = admin
 	// No upstream: as a backend without idempotence, idempotent batches
 	// are cleared unpaired rather than waiting for a backend producer id.
-	p.upstream.mode.Store(backendPlain)
-	p.upstream.retryAt.Store(time.Now().Add(24 * time.Hour).UnixMilli())
+	p.up.Offline()
 	// The coordinator keeps allocating producer ids from the old table,
 	// which works closed; the ranges may overlap the new one's, which
 	// idempotent and transactional producers do not mind here.

@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // A TxnOffsetCommit names the consumer group member that read the offsets
@@ -29,58 +27,6 @@ type describedGroup struct {
 	consumer bool // a KIP-848 group (ConsumerGroupDescribe knows it)
 	empty    bool
 	members  []groupMember // generation: the member epoch (KIP-848), -1 (classic: not described)
-}
-
-// describeGroup asks the backend about group: ConsumerGroupDescribe first
-// (GROUP_ID_NOT_FOUND for a classic group), then DescribeGroups.
-func (p *Proxy) describeGroup(ctx context.Context, group string) (describedGroup, error) {
-	var d describedGroup
-	creq := kmsg.NewPtrConsumerGroupDescribeRequest()
-	creq.Groups = []string{group}
-	cresp, err := creq.RequestWith(ctx, p.admin)
-	switch {
-	case err == nil && len(cresp.Groups) == 1 && cresp.Groups[0].ErrorCode == 0:
-		cg := cresp.Groups[0]
-		d.exists, d.consumer = true, true
-		d.empty = len(cg.Members) == 0
-		for _, m := range cg.Members {
-			gm := groupMember{generation: m.MemberEpoch, member: m.MemberID}
-			if m.InstanceID != nil {
-				gm.instance = *m.InstanceID
-			}
-			d.members = append(d.members, gm)
-		}
-		return d, nil
-	case err == nil && len(cresp.Groups) == 1 && cresp.Groups[0].ErrorCode != kerr.GroupIDNotFound.Code:
-		return d, fmt.Errorf("describe consumer group %q: %w", group, kerr.ErrorForCode(cresp.Groups[0].ErrorCode))
-	}
-	// A classic group, or a backend before KIP-848 (kgo refuses the key;
-	// were the backend unreachable, DescribeGroups fails as well).
-	dreq := kmsg.NewPtrDescribeGroupsRequest()
-	dreq.Groups = []string{group}
-	dresp, err := dreq.RequestWith(ctx, p.admin)
-	if err != nil {
-		return d, fmt.Errorf("describe group %q: %w", group, err)
-	}
-	if len(dresp.Groups) != 1 {
-		return d, fmt.Errorf("describe group %q: %d groups answered", group, len(dresp.Groups))
-	}
-	dg := dresp.Groups[0]
-	switch {
-	case dg.ErrorCode == kerr.GroupIDNotFound.Code || (dg.ErrorCode == 0 && dg.State == "Dead"):
-		return d, nil
-	case dg.ErrorCode != 0:
-		return d, fmt.Errorf("describe group %q: %w", group, kerr.ErrorForCode(dg.ErrorCode))
-	}
-	d.exists, d.empty = true, dg.State == "Empty" || len(dg.Members) == 0
-	for _, m := range dg.Members {
-		gm := groupMember{generation: -1, member: m.MemberID}
-		if m.InstanceID != nil {
-			gm.instance = *m.InstanceID
-		}
-		d.members = append(d.members, gm)
-	}
-	return d, nil
 }
 
 // checkTxnMember decides a TxnOffsetCommit's member, generation (member

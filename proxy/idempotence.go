@@ -10,6 +10,7 @@ import (
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // An idempotent Produce (00_produce.go): each batch that carries a producer
@@ -143,7 +144,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 	}
 	switch d.Verdict {
 	case dedup.Write:
-		up, ok, err := c.p.upstream.lookup(ctx, bt.ProducerID)
+		up, ok, err := c.p.up.PairedID(ctx, bt.ProducerID)
 		if err != nil {
 			tok.Failed(false)
 			c.log.Warn().Err(err).Int64("producer", key.ProducerID).Msg("asking the client to retry")
@@ -187,28 +188,15 @@ func (pl *producePlan) respond(c *conn, s *slot, body []byte) ([]byte, error) {
 	return c.answerProduce(pl, s.ver, body)
 }
 
-// ambiguous lists the Produce errors after which the backend may hold the
-// batch although it did not say so.
-func ambiguous(code int16) bool {
-	switch code {
-	case kerr.UnknownServerError.Code, kerr.RequestTimedOut.Code, kerr.NetworkException.Code,
-		kerr.NotEnoughReplicasAfterAppend.Code, kerr.KafkaStorageError.Code:
-		return true
-	case kerr.DuplicateSequenceNumber.Code: // older brokers' answer to a resent batch under a paired producer id
-		return true
-	}
-	return false
-}
-
 // answerProduce completes a planned Produce: it records the outcome of each
 // forwarded batch durably, then builds the client's answer in request order
 // from the upstream's answer (nil when nothing was forwarded) and the local
 // answers.
-func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([]byte, error) {
+func (c *conn) answerProduce(pl *producePlan, version int16, answer []byte) ([]byte, error) {
 	resp := kmsg.NewPtrProduceResponse()
 	resp.SetVersion(version)
-	if upstream != nil {
-		if err := resp.ReadFrom(upstream); err != nil {
+	if answer != nil {
+		if err := resp.ReadFrom(answer); err != nil {
 			pl.fail()
 			return nil, fmt.Errorf("decode Produce v%d response: %w", version, err)
 		}
@@ -231,7 +219,7 @@ func (c *conn) answerProduce(pl *producePlan, version int16, upstream []byte) ([
 		case r.ErrorCode == 0:
 			toks, offs, parts = append(toks, tok), append(offs, r.BaseOffset), append(parts, r)
 		default:
-			tok.Failed(ambiguous(r.ErrorCode))
+			tok.Failed(upstream.Ambiguous(r.ErrorCode))
 		}
 	}
 	pl.tokens = nil

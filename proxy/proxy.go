@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // Config is what the proxy needs to run. Zero values get Kafka-like defaults.
@@ -110,19 +110,16 @@ type Proxy struct {
 	log       zerolog.Logger
 	bootstrap net.Listener
 	brokers   *brokerMap
-	admin     *kgo.Client // metadata look-ups of eosproxy's own
+	up        *upstream.Client // every connection of eosproxy's own to the backend
 	advHost   string
 	producers *dedup.Table
 	coord     *txnstate.Coordinator
 	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
-	pipes     *pipes  // eosproxy's own pipelined connections for idempotent forwarding
-	hwMarks   hwMarks // bounds of look-ups waiting for the high watermark
-	upstream  *upstreamIDs
-	owners    *owners   // the principal each producer id belongs to
-	inst      *instance // the lease on the backend and producer id blocks
-	ownSpool  string    // a temporary SpoolDir to remove
+	owners    *owners            // the principal each producer id belongs to
+	inst      *upstream.Instance // the lease on the backend and producer id blocks
+	ownSpool  string             // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
 
 	mu     sync.Mutex
@@ -158,7 +155,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen port %q: %w", portStr, err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}, pipes: &pipes{}}
+	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}}
 	p.advHost = cfg.AdvertiseHost
 	if p.advHost == "" {
 		p.advHost = host
@@ -189,40 +186,41 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
-	p.admin, err = kgo.NewClient(append(upstreamOpts(cfg), kgo.SeedBrokers(cfg.Upstreams...), kgo.DialTimeout(cfg.DialTimeout))...)
-	if err != nil {
-		p.closeState()
-		return nil, fmt.Errorf("upstream client: %w", err)
-	}
-	p.upstream = newUpstreamIDs(cfg.DB, upstreamBackend{p}.InitProducerID, upstreamBackend{p}.ServesInitProducerID,
-		func() map[int64]struct{} {
+	p.up, err = upstream.New(upstream.Config{
+		Seeds: cfg.Upstreams, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, BrokerAddr: p.upstreamAddr,
+		DB: cfg.DB, ProducerIDExpiration: cfg.ProducerIDExpiration,
+		InUse: func() map[int64]struct{} {
 			if p.producers == nil {
 				return nil
 			}
 			return p.producers.ProducerIDs()
-		}, cfg.ProducerIDExpiration, p.log)
-	p.producers, err = dedup.Open(cfg.DB, upstreamBackend{p}, cfg.ProducerIDExpiration, p.log)
+		},
+		NoIdempotence: cfg.NoBackendIdempotence, Groups: backendGroups{p}, Log: p.log,
+		TLS: cfg.UpstreamTLS, SASL: cfg.UpstreamSASL,
+	})
 	if err != nil {
-		p.admin.Close()
+		p.closeState()
+		return nil, err
+	}
+	p.producers, err = dedup.Open(cfg.DB, p.up, cfg.ProducerIDExpiration, p.log)
+	if err != nil {
 		p.closeState()
 		return nil, err
 	}
 	if p.inst != nil {
-		p.producers.SetReserve(p.inst.reserveBlock)
+		p.producers.SetReserve(p.inst.ReserveBlock)
 	}
 	if cfg.TransactionMaxTimeout <= 0 {
 		cfg.TransactionMaxTimeout = 15 * time.Minute
 	}
 	if cfg.SpoolDir == "" {
 		if p.ownSpool, err = os.MkdirTemp("", "eosproxy-spool-"); err != nil {
-			p.admin.Close()
 			p.closeState()
 			return nil, fmt.Errorf("spool dir: %w", err)
 		}
 		cfg.SpoolDir = p.ownSpool
 	}
 	if p.spool, err = spool.Open(cfg.SpoolDir, 0, p.log); err != nil {
-		p.admin.Close()
 		p.closeState()
 		return nil, err
 	}
@@ -234,11 +232,10 @@ func New(cfg Config) (*Proxy, error) {
 		AnswerWithin:        cfg.CommitAnswerWithin,
 		NewProducerID:       p.producers.NewProducerID,
 		Spool:               p.spool,
-		Backend:             txnBackend{upstreamBackend{p}, &leaderCache{}, p.pipes},
+		Backend:             p.up,
 		Log:                 p.log,
 	})
 	if err != nil {
-		p.admin.Close()
 		p.closeState()
 		return nil, err
 	}
@@ -296,8 +293,7 @@ func (p *Proxy) Addr() string {
 // not reachable yet) and starts accepting clients.
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
-	p.upstream.refill()
-	go p.upstream.expireLoop()
+	p.up.Start()
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -309,13 +305,11 @@ func (p *Proxy) Start(ctx context.Context) {
 
 // refreshBrokers asks the upstream for its brokers and maps each one.
 func (p *Proxy) refreshBrokers(ctx context.Context) error {
-	req := kmsg.NewPtrMetadataRequest()
-	req.Topics = []kmsg.MetadataRequestTopic{}
-	resp, err := req.RequestWith(ctx, p.admin)
+	brokers, err := p.up.Brokers(ctx)
 	if err != nil {
-		return fmt.Errorf("upstream metadata: %w", err)
+		return err
 	}
-	for _, b := range resp.Brokers {
+	for _, b := range brokers {
 		if _, _, err := p.mapBroker(b.NodeID, b.Host, b.Port); err != nil {
 			return err
 		}
@@ -383,7 +377,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	// certificate) is eosproxy's to vouch for: its paired connection uses
 	// eosproxy's credentials. Otherwise the client's own SASL exchange
 	// passes through it.
-	up, err := p.dialUpstreamAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
+	up, err := p.up.DialAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
 		cl.Close()
@@ -410,47 +404,19 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	p.mu.Unlock()
 }
 
-// dialUpstream connects to a broker for eosproxy's own use: authenticated
-// with eosproxy's credentials, if it has some.
-func (p *Proxy) dialUpstream(brokerID int32) (net.Conn, error) {
-	return p.dialUpstreamAs(brokerID, true)
-}
-
-// dialUpstreamAs connects to the broker brokerID stands for (any bootstrap
-// broker for -1), over TLS if configured, and authenticates the connection
-// with eosproxy's credentials if own.
-func (p *Proxy) dialUpstreamAs(brokerID int32, own bool) (net.Conn, error) {
-	dial := func(addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
-		defer cancel()
-		conn, err := p.cfg.Dial(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return p.secureUpstream(ctx, conn, addr, own)
-	}
-	if brokerID < 0 {
-		var errs []error
-		for _, addr := range p.cfg.Upstreams {
-			up, err := dial(addr)
-			if err == nil {
-				return up, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
-	}
+// upstreamAddr is where broker id listens, for upstream.Client.Dial; ""
+// when the backend does not name it.
+func (p *Proxy) upstreamAddr(brokerID int32) (string, error) {
 	_, addr := p.brokers.lookup(brokerID)
-	if addr == "" {
-		// Listener reopened from an earlier run: learn where the broker is.
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
-		err := p.refreshBrokers(ctx)
-		cancel()
-		if _, addr = p.brokers.lookup(brokerID); addr == "" {
-			return nil, fmt.Errorf("upstream address of broker %d unknown: %w", brokerID, err)
-		}
+	if addr != "" {
+		return addr, nil
 	}
-	return dial(addr)
+	// Listener reopened from an earlier run: learn where the broker is.
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+	err := p.refreshBrokers(ctx)
+	cancel()
+	_, addr = p.brokers.lookup(brokerID)
+	return addr, err
 }
 
 // Shutdown stops accepting, lets every connection finish the requests it has
@@ -482,7 +448,6 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.mu.Unlock()
 		<-done
 	}
-	p.admin.Close()
 	p.closeState()
 	return err
 }
@@ -495,15 +460,14 @@ func (p *Proxy) closeState() {
 	if p.coord != nil {
 		p.coord.Close()
 	}
-	p.pipes.close()
-	if p.upstream != nil {
-		p.upstream.close()
+	if p.up != nil {
+		p.up.Close() // once the coordinator's forwarding has stopped
 	}
 	if p.producers != nil {
 		p.producers.Close()
 	}
 	if p.inst != nil {
-		p.inst.close() // once nothing is served any more
+		p.inst.Close() // once nothing is served any more
 	}
 	if p.spool != nil {
 		p.spool.Close()
@@ -522,7 +486,35 @@ func (p *Proxy) Lost() <-chan error {
 	if p.inst == nil {
 		return nil
 	}
-	return p.inst.lost
+	return p.inst.Lost()
+}
+
+// ErrAnotherInstance is returned by New when another eosproxy instance
+// serves the same backend.
+var ErrAnotherInstance = upstream.ErrAnotherInstance
+
+// startLease takes the instance lease before anything is served: no second
+// instance on the backend, and producer ids from blocks reserved through it.
+// A backend still starting gets a minute.
+func (p *Proxy) startLease() error {
+	if p.cfg.NoInstanceLease {
+		return nil
+	}
+	timeout := p.cfg.InstanceLeaseTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL),
+		p.Addr(), timeout, p.log)
+	if errors.Is(err, upstream.ErrNoOwnAccess) {
+		// As before the lease: clients' traffic still passes through.
+		p.log.Error().Err(err).Msg("no instance lease on the backend (another instance there is not detected) and producer ids are counted in this data dir only; committed transactions cannot be forwarded")
+		return nil
+	}
+	p.inst = in
+	return err
 }
 
 // Stats returns the proxy's counters.

@@ -2,12 +2,13 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // ServerTLS is the TLS configuration of the client listeners: the
@@ -88,49 +89,11 @@ func (r *tlsFiles) load() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if r.ca != "" {
-		pool, err := certPool(r.ca)
+		pool, err := upstream.CertPool(r.ca)
 		if err != nil {
 			return nil, err
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
-}
-
-func certPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", file)
-	}
-	return pool, nil
-}
-
-// UpstreamTLS is the TLS configuration of eosproxy's connections to the
-// backend: caFile's CAs (default: the system roots), a client certificate
-// if certFile and keyFile are given, and serverName to verify instead of
-// each broker's host.
-func UpstreamTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if caFile != "" {
-		pool, err := certPool(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("upstream TLS: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("upstream TLS: a client certificate needs both its certificate and key files")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("upstream TLS client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
 }

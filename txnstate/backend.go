@@ -10,15 +10,16 @@ import (
 )
 
 // Backend is what the coordinator needs of the real cluster to carry out a
-// commit: eosproxy's proxy package implements it over its own client.
+// commit: package upstream implements it over eosproxy's own client.
 type Backend interface {
 	// EndOffsets returns each partition's log end offset.
 	EndOffsets(ctx context.Context, tps []TopicPartition) (map[TopicPartition]int64, error)
 	// Produce writes one batch per partition (acks=all) and reports each.
 	Produce(ctx context.Context, batches map[TopicPartition][]byte) map[TopicPartition]ProduceResult
 	// FindBatch reads the partition from offset from and reports where a
-	// batch with this content digest is (protocol.Digest), if anywhere.
-	FindBatch(ctx context.Context, tp TopicPartition, from int64, digest [32]byte) (int64, bool, error)
+	// batch with this content digest is (protocol.Digest), if anywhere: the
+	// look-up dedup.Backend makes, by the same method.
+	FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error)
 	// CommitOffsets commits a group's offsets as the member that sent them.
 	// An error wrapping ErrPermanent will not succeed on a retry.
 	CommitOffsets(ctx context.Context, group string, g GroupOffsets) error
@@ -36,10 +37,10 @@ type ProduceResult struct {
 	Ambiguous bool
 }
 
-// Idempotent is a Backend that also takes writes under a producer id of
+// IdempotentBackend is a Backend that also takes writes under a producer id of
 // eosproxy's own. With it a commit's batches of a partition are pipelined:
 // the backend keeps them in sequence order and drops a resent one it holds.
-type Idempotent interface {
+type IdempotentBackend interface {
 	Backend
 	// InitProducerID gets a fresh producer id (and its epoch) for
 	// eosproxy's own writes; an error if the backend cannot give one.

@@ -185,6 +185,31 @@ func (c *Coordinator) Get(id string) *Txn {
 	return nil
 }
 
+// Describe returns a transactional id's state as Kafka's coordinator shows
+// it (DescribeTransactions, ListTransactions): a decided transaction is in
+// PrepareCommit or PrepareAbort until it is carried out in the backend, as
+// Kafka's is until its markers are written; nil if unknown.
+func (c *Coordinator) Describe(id string) *Txn {
+	if e := c.entry(id, false); e != nil {
+		if t := e.preparing(); t != nil && t.State != Dead {
+			return t
+		}
+	}
+	return nil
+}
+
+// DescribeAll is Describe of every known transactional id, sorted by id.
+func (c *Coordinator) DescribeAll() []*Txn {
+	var out []*Txn
+	for _, e := range c.entries() {
+		if t := e.preparing(); t != nil && t.State != Dead {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Txn) int { return compareStr(a.TransactionalID, b.TransactionalID) })
+	return out
+}
+
 // List returns every known transactional id's state, sorted by id.
 func (c *Coordinator) List() []*Txn {
 	es := c.entries()

@@ -252,7 +252,7 @@ func (f *fakeBackend) land() {
 	f.inflight = nil
 }
 
-func (f *fakeBackend) FindBatch(ctx context.Context, p TP, from int64, d [32]byte) (int64, bool, error) {
+func (f *fakeBackend) FindBatch(ctx context.Context, topic string, partition int32, from int64, d [32]byte) (int64, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.finds++
@@ -261,7 +261,7 @@ func (f *fakeBackend) FindBatch(ctx context.Context, p TP, from int64, d [32]byt
 		f.findErrs = f.findErrs[1:]
 		return 0, false, err
 	}
-	for _, s := range f.logs[p] {
+	for _, s := range f.logs[TP{Topic: topic, Partition: partition}] {
 		if s.base >= from && digest(s.batch) == d {
 			return s.base, true, nil
 		}

@@ -242,6 +242,14 @@ func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
 	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
 		t.Fatalf("InitProducerId while the commit's batches are not in the backend: %s, want CONCURRENT_TRANSACTIONS", txnstate.ErrorName(r.Err))
 	}
+	// DescribeTransactions shows what Kafka's coordinator would: the
+	// commit is prepared, not complete, until it is in the backend.
+	if d := e.c.Describe("tx"); d == nil || d.State != txnstate.PrepareCommit {
+		t.Fatalf("described while the commit is not in the backend: %+v, want PrepareCommit", d)
+	}
+	if all := e.c.DescribeAll(); len(all) != 1 || all[0].State != txnstate.PrepareCommit {
+		t.Fatalf("listed while the commit is not in the backend: %+v, want PrepareCommit", all)
+	}
 	holdData.Store(false)
 	waitFor(t, "the commit's batch in the backend", func() bool { return len(e.be.digests(a0, 0)) == 1 })
 	if r := init(); r.Err != kerr.ConcurrentTransactions.Code {
@@ -257,4 +265,7 @@ func TestInitProducerIDWaitsForTheLastCommit(t *testing.T) {
 		t.Fatalf("group offsets in the backend when InitProducerId succeeded: %+v", c)
 	}
 	checkForwarded(t, e.be, map[TP]int64{a0: 0}, p.committed)
+	if d := e.c.Describe("tx"); d == nil || d.State != txnstate.Empty {
+		t.Fatalf("described after the new instance's InitProducerId: %+v, want Empty", d)
+	}
 }

@@ -383,7 +383,7 @@ func (f *forwarding) skipWritten(ctx context.Context, unverified map[TopicPartit
 			if err != nil {
 				return found, err
 			}
-			off, hit, err := f.c.opt.Backend.FindBatch(ctx, tp, f.low[tp], protocol.Digest(b.batch, len(b.batch)))
+			off, hit, err := f.c.opt.Backend.FindBatch(ctx, tp.Topic, tp.Partition, f.low[tp], protocol.Digest(b.batch, len(b.batch)))
 			if err != nil {
 				return found, fmt.Errorf("look for %s/%d's batch in the backend: %w", tp.Topic, tp.Partition, err)
 			}

@@ -169,11 +169,11 @@ type findRecorder struct {
 	froms *[]int64
 }
 
-func (r findRecorder) FindBatch(ctx context.Context, p TP, from int64, d [32]byte) (int64, bool, error) {
+func (r findRecorder) FindBatch(ctx context.Context, topic string, partition int32, from int64, d [32]byte) (int64, bool, error) {
 	r.mu.Lock()
 	*r.froms = append(*r.froms, from)
 	r.mu.Unlock()
-	return r.Backend.FindBatch(ctx, p, from, d)
+	return r.Backend.FindBatch(ctx, topic, partition, from, d)
 }
 
 // TestCommitLookupBounded: the low-water offset a commit takes from the end

@@ -51,8 +51,8 @@ func unmarshalUpstream(v []byte) (upstreamProducer, error) {
 // (continuing its sequences), with a new epoch (sequences from 0, after
 // skipWritten, so every partition restarts at its first missing batch), or,
 // when the backend gives no producer id, without one.
-func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
-	idem, ok := f.c.opt.Backend.(Idempotent)
+func (f *forwarding) chooseMode(ctx context.Context) (IdempotentBackend, error) {
+	idem, ok := f.c.opt.Backend.(IdempotentBackend)
 	if ok && f.producer != nil && !f.dropProd {
 		return idem, nil
 	}
@@ -102,7 +102,7 @@ func (f *forwarding) chooseMode(ctx context.Context) (Idempotent, error) {
 // its own epoch; the backend then wants sequence 0), or a fresh producer id
 // from the backend when there is none or the epoch is exhausted. A backend
 // that gives none is asked again only after a while.
-func (c *Coordinator) nextUpstream(ctx context.Context, idem Idempotent, id string) (upstreamProducer, error) {
+func (c *Coordinator) nextUpstream(ctx context.Context, idem IdempotentBackend, id string) (upstreamProducer, error) {
 	var u upstreamProducer
 	err := c.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(idKey(prefixUpstream, id))
@@ -194,7 +194,7 @@ func (f *forwarding) rounds(ctx context.Context) (int, error) {
 // waited for, and a partition's answers behind its failed batch are left to
 // the next attempt's look-up (with idempotence they cannot be ahead of the
 // failed one in the backend).
-func (f *forwarding) pipelined(ctx context.Context, idem Idempotent) (int, error) {
+func (f *forwarding) pipelined(ctx context.Context, idem IdempotentBackend) (int, error) {
 	type wave struct {
 		batches map[TopicPartition]buffered
 		size    int

@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 // security holds the TLS, SASL and ACL flags. Each takes its environment
@@ -63,11 +64,11 @@ func (s security) proxyConfig(log zerolog.Logger) (proxy.Config, error) {
 		}
 	}
 	if s.UpstreamTLS || s.UpstreamTLSCA != "" || s.UpstreamTLSCert != "" || s.UpstreamTLSKey != "" || s.UpstreamName != "" {
-		if cfg.UpstreamTLS, err = proxy.UpstreamTLS(s.UpstreamTLSCA, s.UpstreamTLSCert, s.UpstreamTLSKey, s.UpstreamName); err != nil {
+		if cfg.UpstreamTLS, err = upstream.TLSConfig(s.UpstreamTLSCA, s.UpstreamTLSCert, s.UpstreamTLSKey, s.UpstreamName); err != nil {
 			return cfg, err
 		}
 	}
-	cfg.UpstreamSASL, err = proxy.UpstreamSASL(s.UpstreamSASLMech, s.UpstreamSASLUser, s.UpstreamSASLPass, s.UpstreamSASLTokenFile)
+	cfg.UpstreamSASL, err = upstream.SASLMechanism(s.UpstreamSASLMech, s.UpstreamSASLUser, s.UpstreamSASLPass, s.UpstreamSASLTokenFile)
 	if err != nil {
 		return cfg, fmt.Errorf("--upstream-sasl-*: %w", err)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
@@ -63,8 +63,8 @@ type pipeCall struct {
 }
 
 // dialPipe connects to broker id and learns its Produce versions.
-func dialPipe(ctx context.Context, p *Proxy, id int32) (*pipe, error) {
-	conn, err := p.dialUpstream(id)
+func dialPipe(ctx context.Context, c *Client, id int32) (*pipe, error) {
+	conn, err := c.Dial(id)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func (pp *pipe) deliver(call *pipeCall, frame []byte) error {
 		for _, rp := range t.Partitions {
 			tp := txnstate.TopicPartition{Topic: t.Topic, Partition: rp.Partition}
 			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
-				out[tp] = txnstate.ProduceResult{Err: err, Ambiguous: ambiguous(rp.ErrorCode)}
+				out[tp] = txnstate.ProduceResult{Err: err, Ambiguous: Ambiguous(rp.ErrorCode)}
 				continue
 			}
 			out[tp] = txnstate.ProduceResult{BaseOffset: rp.BaseOffset}

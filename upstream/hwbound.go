@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -129,9 +129,9 @@ func sleepUntil(ctx context.Context, deadline time.Time, poll time.Duration) boo
 // The mark of a look-up that did not become conclusive in time is kept
 // (keyed by the look-up: partition, low-water offset and digest) for its
 // retry.
-func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (leaderMark, error) {
+func (b *Client) awaitReplicated(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (leaderMark, error) {
 	readMark := func(ctx context.Context) (leaderMark, error) {
-		meta, err := kadm.NewClient(b.p.admin).Metadata(ctx, topic)
+		meta, err := kadm.NewClient(b.admin).Metadata(ctx, topic)
 		if err != nil {
 			return leaderMark{}, err
 		}
@@ -149,11 +149,11 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		rp.CurrentLeaderEpoch, rp.LeaderEpoch = m.epoch, m.epoch
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, b.p.admin.Broker(int(m.leader)))
+		resp, err := req.RequestWith(ctx, b.admin.Broker(int(m.leader)))
 		if err != nil && tooOld(err) {
 			// Without the request there is no bound to wait for;
 			// waiting for ever would wedge the producer instead.
-			b.p.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).
+			b.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).
 				Msg("the backend does not answer OffsetForLeaderEpoch: an unknown outcome is settled up to the high watermark, and a first copy not yet replicated would be missed")
 			m.end = -1
 			return m, nil
@@ -183,7 +183,7 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		rp.Timestamp = -1 // latest: the high watermark, read_uncommitted
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, b.p.admin.Broker(int(m.leader)))
+		resp, err := req.RequestWith(ctx, b.admin.Broker(int(m.leader)))
 		if err != nil {
 			return 0, false, fmt.Errorf("high watermark of %s/%d: %w", topic, partition, err)
 		}
@@ -200,7 +200,7 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 		return 0, false, fmt.Errorf("high watermark of %s/%d: %w", topic, partition, kerr.ErrorForCode(lp.ErrorCode))
 	}
 	key := markKey{topic: topic, partition: partition, from: from, digest: digest}
-	prev := b.p.hwMarks.take(key)
+	prev := b.hwMarks.take(key)
 	// A leader that does not answer (paused) must not hold the look-up
 	// past its wait either.
 	wctx, cancel := context.WithTimeout(ctx, replicatedWait+time.Second)
@@ -208,7 +208,7 @@ func (b upstreamBackend) awaitReplicated(ctx context.Context, topic string, part
 	m, err := awaitHW(wctx, replicatedWait, replicatedPoll, prev, readMark, readHW)
 	if err != nil {
 		if errors.Is(err, errNotReplicated) {
-			b.p.hwMarks.put(key, m)
+			b.hwMarks.put(key, m)
 		}
 		return leaderMark{}, fmt.Errorf("look-up in %s/%d not conclusive yet: %w", topic, partition, err)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -372,9 +372,10 @@ func (u *upstreamIDs) pairNow(ctx context.Context, pid int64, pw *pairing) (int6
 	return up, true, nil
 }
 
-// expireLoop (started by Proxy.Start, until close) drops pairings whose producers have no state left, once they
-// are older than the producer id expiration: a pairing lives as long as its
-// producer's state does, not a fixed time from its creation.
+// expireLoop (started by Client.Start, until close) drops pairings whose
+// producers have no state left, once they are older than the producer id
+// expiration: a pairing lives as long as its producer's state does, not a
+// fixed time from its creation.
 func (u *upstreamIDs) expireLoop() {
 	every := min(u.expiration/10, time.Minute)
 	if every <= 0 {

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -25,23 +25,13 @@ func instanceEnv(t *testing.T) []string {
 	return c.ListenAddrs()
 }
 
-func leaseTestDB(t *testing.T) *store.DB {
-	t.Helper()
-	db, err := store.OpenInMemory(zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*instance, error) {
+func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*Instance, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	in, err := startInstance(ctx, db, seeds, nil, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
+	in, err := StartInstance(ctx, db, seeds, nil, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
 	if in != nil {
-		t.Cleanup(in.close)
+		t.Cleanup(in.Close)
 	}
 	return in, err
 }
@@ -51,12 +41,12 @@ func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*instance, e
 // own lease back at once.
 func TestInstanceLeaseTakeOver(t *testing.T) {
 	seeds := instanceEnv(t)
-	dbA := leaseTestDB(t)
+	dbA := memDB(t)
 	a, err := startTestInstance(t, seeds, dbA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := startTestInstance(t, seeds, leaseTestDB(t)); !errors.Is(err, ErrAnotherInstance) {
+	if _, err := startTestInstance(t, seeds, memDB(t)); !errors.Is(err, ErrAnotherInstance) {
 		t.Fatalf("second instance while the first renews its lease: %v, want ErrAnotherInstance", err)
 	}
 	// Killed: no more heartbeats, no release.
@@ -66,7 +56,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 	} else {
 		again.halt() // killed again
 	}
-	b, err := startTestInstance(t, seeds, leaseTestDB(t))
+	b, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatalf("another instance after the lease expired: %v", err)
 	}
@@ -79,7 +69,7 @@ func TestInstanceLeaseTakeOver(t *testing.T) {
 // time: a pause, a partition) learns it and reports it.
 func TestInstanceLeaseLost(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, leaseTestDB(t))
+	a, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +97,13 @@ func TestInstanceLeaseLost(t *testing.T) {
 // counted its own ids before).
 func TestReserveBlock(t *testing.T) {
 	seeds := instanceEnv(t)
-	a, err := startTestInstance(t, seeds, leaseTestDB(t))
+	a, err := startTestInstance(t, seeds, memDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[int64]bool{}
 	for _, floor := range []int64{0, 0, 5500, 0, 123_456} {
-		s, err := a.reserveBlock(floor)
+		s, err := a.ReserveBlock(floor)
 		if err != nil {
 			t.Fatal(err)
 		}

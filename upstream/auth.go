@@ -1,8 +1,9 @@
-package proxy
+package upstream
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,17 +22,22 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// eosproxy's connections to the backend: TLS (Config.UpstreamTLS) on every
-// one, and eosproxy's own SASL credentials (Config.UpstreamSASL) on its own
-// connections (kgo clients, forwarding pipes) and, when it terminates SASL
-// itself, on each client's paired connection too. The mechanisms are
-// franz-go's.
+// eosproxy's connections to the backend: TLS (Config.TLS) on every one, and
+// eosproxy's own SASL credentials (Config.SASL) on its own connections (kgo
+// clients, forwarding pipes) and on the paired connections of clients that
+// eosproxy authenticated itself. The mechanisms are franz-go's.
 
-// UpstreamSASL is the mechanism eosproxy authenticates to the backend with:
+const (
+	mechPlain    = "PLAIN"
+	mechScram256 = "SCRAM-SHA-256"
+	mechScram512 = "SCRAM-SHA-512"
+)
+
+// SASLMechanism is the mechanism eosproxy authenticates to the backend with:
 // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with user and password, or
 // OAUTHBEARER with a static token (password) or a token file, read anew on
 // every authentication so a refreshed token is used. "" is none.
-func UpstreamSASL(mechanism, user, password, tokenFile string) (sasl.Mechanism, error) {
+func SASLMechanism(mechanism, user, password, tokenFile string) (sasl.Mechanism, error) {
 	switch strings.ToUpper(mechanism) {
 	case "":
 		if user != "" || password != "" || tokenFile != "" {
@@ -69,25 +75,64 @@ func needUser(user, password string) error {
 	return nil
 }
 
-// upstreamOpts are the kgo options of every client eosproxy opens on the
-// backend: TLS and SASL as configured.
-func upstreamOpts(cfg Config) []kgo.Opt {
+// KgoOpts are the kgo options of every client eosproxy opens on the
+// backend: TLS and SASL as configured (either may be nil).
+func KgoOpts(tlsCfg *tls.Config, mech sasl.Mechanism) []kgo.Opt {
 	var opts []kgo.Opt
-	if cfg.UpstreamTLS != nil {
-		opts = append(opts, kgo.DialTLSConfig(cfg.UpstreamTLS.Clone()))
+	if tlsCfg != nil {
+		opts = append(opts, kgo.DialTLSConfig(tlsCfg.Clone()))
 	}
-	if cfg.UpstreamSASL != nil {
-		opts = append(opts, kgo.SASL(cfg.UpstreamSASL))
+	if mech != nil {
+		opts = append(opts, kgo.SASL(mech))
 	}
 	return opts
 }
 
-// secureUpstream puts TLS on a new connection to the backend at addr and,
-// if own, authenticates it with eosproxy's credentials. The connection is
-// closed on failure.
-func (p *Proxy) secureUpstream(ctx context.Context, conn net.Conn, addr string, own bool) (net.Conn, error) {
+// TLSConfig is the TLS configuration of eosproxy's connections to the
+// backend: caFile's CAs (default: the system roots), a client certificate
+// if certFile and keyFile are given, and serverName to verify instead of
+// each broker's host.
+func TLSConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		pool, err := CertPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream TLS: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("upstream TLS: a client certificate needs both its certificate and key files")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// CertPool reads the PEM certificates of a CA file.
+func CertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// secure puts TLS on a new connection to the backend at addr and, if own,
+// authenticates it with eosproxy's credentials. The connection is closed
+// on failure.
+func (c *Client) secure(ctx context.Context, conn net.Conn, addr string, own bool) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
-	if cfg := p.cfg.UpstreamTLS; cfg != nil {
+	if cfg := c.cfg.TLS; cfg != nil {
 		cfg = cfg.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
@@ -99,11 +144,11 @@ func (p *Proxy) secureUpstream(ctx context.Context, conn net.Conn, addr string, 
 		}
 		conn = tc
 	}
-	if own && p.cfg.UpstreamSASL != nil {
+	if own && c.cfg.SASL != nil {
 		if d, ok := ctx.Deadline(); ok {
 			conn.SetDeadline(d)
 		}
-		err := saslClient(ctx, conn, p.cfg.UpstreamSASL, host)
+		err := saslClient(ctx, conn, c.cfg.SASL, host)
 		conn.SetDeadline(time.Time{})
 		if err != nil {
 			conn.Close()
@@ -130,7 +175,7 @@ func saslClient(ctx context.Context, conn net.Conn, mech sasl.Mechanism, host st
 		}
 		n := int32(binary.BigEndian.Uint32(size[:]))
 		if n < 4 || n > 1<<20 {
-			return fmt.Errorf("%s answer of %d bytes", keyName(req.Key()), n)
+			return fmt.Errorf("%s answer of %d bytes", kmsg.NameForKey(req.Key()), n)
 		}
 		body := make([]byte, n)
 		if _, err := io.ReadFull(conn, body); err != nil {

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -50,13 +50,13 @@ const (
 
 var instanceIDKey = []byte("instance/id")
 
-// errNoOwnAccess: the backend closes eosproxy's own connections at once,
+// ErrNoOwnAccess: the backend closes eosproxy's own connections at once,
 // which is what a backend requiring SASL does (eosproxy does not yet
 // authenticate its own connections; clients' SASL passes through).
-var errNoOwnAccess = errors.New("the backend closes eosproxy's own connections (SASL required?)")
+var ErrNoOwnAccess = errors.New("the backend closes eosproxy's own connections (SASL required?)")
 
-// ErrAnotherInstance is returned by New when another eosproxy instance
-// serves the same backend.
+// ErrAnotherInstance is returned by StartInstance when another eosproxy
+// instance serves the same backend.
 var ErrAnotherInstance = errors.New("another eosproxy instance serves this backend")
 
 type leaseRecord struct {
@@ -73,9 +73,9 @@ func (r leaseRecord) describe() string {
 	return fmt.Sprintf("instance %s (host %s, pid %d, listening on %s)", r.Instance, r.Host, r.PID, r.Listen)
 }
 
-// instance holds this eosproxy's lease on the backend and reserves its
+// Instance holds this eosproxy's lease on the backend and reserves its
 // producer id blocks.
-type instance struct {
+type Instance struct {
 	id    string
 	seeds []string
 	opts  []kgo.Opt // TLS and SASL to the backend
@@ -108,16 +108,16 @@ func instanceID(db *store.DB) (string, error) {
 	return id, nil
 }
 
-// startInstance takes this instance's lease on the backend (waiting out a
+// StartInstance takes this instance's lease on the backend (waiting out a
 // lease that may have expired) and starts renewing it. It retries while the
 // backend cannot be reached, until ctx ends.
-func startInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo.Opt, listen string, timeout time.Duration, log zerolog.Logger) (*instance, error) {
+func StartInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo.Opt, listen string, timeout time.Duration, log zerolog.Logger) (*Instance, error) {
 	id, err := instanceID(db)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	in := &instance{
+	in := &Instance{
 		id: id, seeds: seeds, log: log.With().Str("component", "instance").Str("instance", id).Logger(),
 		self:    leaseRecord{Instance: id, Host: host, PID: os.Getpid(), Listen: listen},
 		timeout: timeout, every: timeout / 5,
@@ -142,7 +142,7 @@ func startInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo
 		var eof *kgo.ErrFirstReadEOF
 		if errors.As(err, &eof) && attempt >= 2 {
 			in.cl.Close()
-			return nil, fmt.Errorf("%w: %w", errNoOwnAccess, err)
+			return nil, fmt.Errorf("%w: %w", ErrNoOwnAccess, err)
 		}
 		if attempt == 0 {
 			in.log.Info().Err(err).Msg("cannot take the instance lease on the backend yet; retrying")
@@ -159,7 +159,7 @@ func startInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo
 }
 
 // ensureTopics creates the two topics if they do not exist.
-func (in *instance) ensureTopics(ctx context.Context) error {
+func (in *Instance) ensureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(in.cl)
 	meta, err := adm.BrokerMetadata(ctx)
 	if err != nil {
@@ -185,7 +185,7 @@ func (in *instance) ensureTopics(ctx context.Context) error {
 	return nil
 }
 
-func (in *instance) write(ctx context.Context, topic string, n int, value []byte) (int64, error) {
+func (in *Instance) write(ctx context.Context, topic string, n int, value []byte) (int64, error) {
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
 		recs[i] = &kgo.Record{Topic: topic, Partition: 0, Key: []byte(in.id), Value: value}
@@ -208,18 +208,18 @@ func (in *instance) write(ctx context.Context, topic string, n int, value []byte
 	return last, nil
 }
 
-func (in *instance) writeLease(ctx context.Context, kind, supersedes string) (int64, error) {
+func (in *Instance) writeLease(ctx context.Context, kind, supersedes string) (int64, error) {
 	r := in.self
 	r.Kind, r.Supersedes, r.TimeMs = kind, supersedes, time.Now().UnixMilli()
 	v, _ := json.Marshal(r)
 	return in.write(ctx, instanceTopic, 1, v)
 }
 
-// reserveBlock reserves a block of dedup.ProducerIDBlock producer ids at or
+// ReserveBlock reserves a block of dedup.ProducerIDBlock producer ids at or
 // above floor: each record this instance writes to idsTopic owns the block
 // its offset numbers. Below floor (a data dir that counted its own ids
 // before), as many records are written at once as it takes to get past it.
-func (in *instance) reserveBlock(floor int64) (int64, error) {
+func (in *Instance) ReserveBlock(floor int64) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	v := []byte(in.id)
@@ -242,7 +242,7 @@ type leaseReader struct {
 	buf []*kgo.Record // fetched, not yet handed to a read
 }
 
-func (in *instance) newReader(from int64) (*leaseReader, error) {
+func (in *Instance) newReader(from int64) (*leaseReader, error) {
 	cl, err := kgo.NewClient(append(in.opts[:len(in.opts):len(in.opts)], kgo.SeedBrokers(in.seeds...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{instanceTopic: {0: kgo.NewOffset().At(from)}}),
 		kgo.FetchMaxWait(200*time.Millisecond))...)
@@ -285,7 +285,7 @@ func (r *leaseReader) read(ctx context.Context, to int64, fn func(off int64, rec
 }
 
 // acquire takes the lease and returns the offset of this instance's claim.
-func (in *instance) acquire(ctx context.Context) (int64, error) {
+func (in *Instance) acquire(ctx context.Context) (int64, error) {
 	if err := in.ensureTopics(ctx); err != nil {
 		return 0, err
 	}
@@ -416,7 +416,7 @@ func (in *instance) acquire(ctx context.Context) (int64, error) {
 }
 
 // heartbeats renews the lease until close, and watches for a take-over.
-func (in *instance) heartbeats(claim int64) {
+func (in *Instance) heartbeats(claim int64) {
 	defer close(in.done)
 	rd, err := in.newReader(claim + 1)
 	if err != nil {
@@ -469,13 +469,13 @@ func (in *instance) heartbeats(claim int64) {
 }
 
 // halt stops renewing the lease, without releasing it.
-func (in *instance) halt() {
+func (in *Instance) halt() {
 	in.stopOnce.Do(func() { close(in.stop) })
 	<-in.done
 }
 
-// close stops renewing the lease and releases it.
-func (in *instance) close() {
+// Close stops renewing the lease and releases it.
+func (in *Instance) Close() {
 	in.closeOnce.Do(func() {
 		in.halt()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -487,25 +487,6 @@ func (in *instance) close() {
 	})
 }
 
-// startLease takes the instance lease before anything is served: no second
-// instance on the backend, and producer ids from blocks reserved through it.
-// A backend still starting gets a minute.
-func (p *Proxy) startLease() error {
-	if p.cfg.NoInstanceLease {
-		return nil
-	}
-	timeout := p.cfg.InstanceLeaseTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	in, err := startInstance(ctx, p.cfg.DB, p.cfg.Upstreams, upstreamOpts(p.cfg), p.Addr(), timeout, p.log)
-	if errors.Is(err, errNoOwnAccess) {
-		// As before the lease: clients' traffic still passes through.
-		p.log.Error().Err(err).Msg("no instance lease on the backend (another instance there is not detected) and producer ids are counted in this data dir only; committed transactions cannot be forwarded")
-		return nil
-	}
-	p.inst = in
-	return err
-}
+// Lost receives an error if another instance took over this one's lease
+// (it was not renewed in time): this instance must stop.
+func (in *Instance) Lost() <-chan error { return in.lost }
