@@ -11,6 +11,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,8 +40,11 @@ func handleSASLAuthenticate(c *conn, r *request) error {
 		out, user, err := c.p.cfg.SASLUsers.step(c.sasl, req.SASLAuthBytes)
 		if err != nil {
 			r.closeAfter = true
-			c.log.Warn().Str("mechanism", c.sasl.mech).Str("user", user).Str("reason", err.Error()).
-				Msg("closing client connection: SASL authentication failed")
+			ev := c.log.Warn().Str("mechanism", c.sasl.mech).Str("user", user).Str("reason", err.Error())
+			if cause := errors.Unwrap(err); cause != nil {
+				ev = ev.AnErr("cause", cause)
+			}
+			ev.Msg("closing client connection: SASL authentication failed")
 			return fail(kerr.SaslAuthenticationFailed.Code, err.Error())
 		}
 		resp.SASLAuthBytes = out

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/store"
 )
 
@@ -105,5 +107,36 @@ func TestProducerIDPrincipalSurvivesRestart(t *testing.T) {
 		if got := o.mayUse(c.pid, c.principal); got != c.may {
 			t.Errorf("after a restart, %s may use producer id %d: %v, want %v", c.principal, c.pid, got, c.may)
 		}
+	}
+}
+
+// With SASL termination ApiVersions lists eosproxy's own SASL versions;
+// the KIP-511 fallback answer is left as it is.
+func TestSASLVersionsAdvertised(t *testing.T) {
+	fallback := protocol.ApiVersionsFallback()
+	if out, err := saslVersions(4, fallback); err != nil || string(out) != string(fallback) {
+		t.Fatalf("fallback answer changed: %v", err)
+	}
+	up := kmsg.NewPtrApiVersionsResponse()
+	up.SetVersion(3)
+	up.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: protocol.KeySASLHandshake, MinVersion: 1, MaxVersion: 1}}
+	out, err := saslVersions(3, up.AppendTo(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := kmsg.NewPtrApiVersionsResponse()
+	got.SetVersion(3)
+	if err := got.ReadFrom(out); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int16][2]int16{protocol.KeySASLHandshake: {0, 1}, protocol.KeySASLAuthenticate: {0, 2}}
+	for _, k := range got.ApiKeys {
+		if w := want[k.ApiKey]; w != [2]int16{k.MinVersion, k.MaxVersion} {
+			t.Errorf("key %d: v%d-%d, want v%d-%d", k.ApiKey, k.MinVersion, k.MaxVersion, w[0], w[1])
+		}
+		delete(want, k.ApiKey)
+	}
+	if len(want) > 0 {
+		t.Errorf("not listed: %v", want)
 	}
 }

@@ -157,6 +157,16 @@ func scramCredentials(e saslUserEntry) (scram.StoredCredentials, error) {
 		StoredKey: stored, ServerKey: server}, nil
 }
 
+// authFailure is a failed authentication: msg is what the client is told,
+// as Kafka tells it; cause is for the log.
+type authFailure struct {
+	msg   string
+	cause error
+}
+
+func (e *authFailure) Error() string { return e.msg }
+func (e *authFailure) Unwrap() error { return e.cause }
+
 // saslSession is one connection's authentication by eosproxy: the
 // mechanism its handshake chose and, for SCRAM, the conversation.
 type saslSession struct {
@@ -195,14 +205,15 @@ func (u *SASLUsers) step(s *saslSession, in []byte) (out []byte, user string, er
 		}
 		resp, err := s.conv.Step(string(in))
 		name := s.conv.Username()
+		if err == nil && s.conv.Done() && !s.conv.Valid() {
+			err = errors.New("invalid proof")
+		}
 		if err != nil || strings.HasPrefix(resp, "e=") {
-			return nil, name, fmt.Errorf("Authentication failed during authentication due to invalid credentials with SASL mechanism %s", s.mech)
+			// Kafka's message; the cause (never a secret) after it.
+			return nil, name, &authFailure{fmt.Sprintf("Authentication failed during authentication due to invalid credentials with SASL mechanism %s", s.mech), err}
 		}
 		if !s.conv.Done() {
 			return []byte(resp), "", nil
-		}
-		if !s.conv.Valid() {
-			return nil, name, fmt.Errorf("Authentication failed during authentication due to invalid credentials with SASL mechanism %s", s.mech)
 		}
 		return []byte(resp), name, nil
 	}
