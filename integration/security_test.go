@@ -291,12 +291,7 @@ func TestSecurityWrongPasswordRefused(t *testing.T) {
 		scram.Auth{User: "bob", Pass: "wrong"}.AsSha256Mechanism(),
 		scram.Auth{User: "nobody", Pass: "wrong"}.AsSha512Mechanism(),
 	} {
-		cl := newClient(t, p.Addr(), clientTLS(b.ca), kgo.SASL(mech), kgo.DefaultProduceTopic(topic),
-			kgo.RecordRetries(1), kgo.RecordDeliveryTimeout(5*time.Second))
-		err := cl.ProduceSync(testCtx(t), kgo.StringRecord("x")).FirstErr()
-		if !errors.Is(err, kerr.SaslAuthenticationFailed) {
-			t.Fatalf("%s with a wrong password: %v, want SASL_AUTHENTICATION_FAILED", mech.Name(), err)
-		}
+		err := wrongPasswordRefused(t, p, b.ca, mech, topic)
 		if !strings.Contains(err.Error(), "Authentication failed") {
 			t.Errorf("error without Kafka's message: %v", err)
 		}
@@ -310,6 +305,19 @@ func TestSecurityWrongPasswordRefused(t *testing.T) {
 	if n := b.records(t, topic); n != 0 {
 		t.Fatalf("backend holds %d records", n)
 	}
+}
+
+// wrongPasswordRefused produces to topic through p as mech's user, whose
+// password is wrong, and fails unless SASL_AUTHENTICATION_FAILED refuses it.
+func wrongPasswordRefused(t *testing.T, p *testProxy, ca *testCA, mech sasl.Mechanism, topic string) error {
+	t.Helper()
+	cl := newClient(t, p.Addr(), clientTLS(ca), kgo.SASL(mech), kgo.DefaultProduceTopic(topic),
+		kgo.RecordRetries(1), kgo.RecordDeliveryTimeout(5*time.Second))
+	err := cl.ProduceSync(testCtx(t), kgo.StringRecord("x")).FirstErr()
+	if !errors.Is(err, kerr.SaslAuthenticationFailed) {
+		t.Fatalf("%s with a wrong password: %v, want SASL_AUTHENTICATION_FAILED", mech.Name(), err)
+	}
+	return err
 }
 
 // Before authenticating, only ApiVersions and the SASL exchange are
