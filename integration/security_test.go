@@ -408,6 +408,25 @@ func TestSecurityMTLSPrincipalAndACL(t *testing.T) {
 			t.Fatalf("transactional id %s: %v, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED", c.id, err)
 		}
 	}
+	// Nor may mallory see alice's transactions: DescribeTransactions is
+	// refused and ListTransactions leaves them out, as Kafka does.
+	malAdm := kadm.NewClient(newClient(t, p.Addr(), clientTLS(b.ca, mallory)))
+	described, err := malAdm.DescribeTransactions(testCtx(t), "alice-1")
+	if err == nil { // kadm returns the one id's error as the call's
+		err = described["alice-1"].Err
+	}
+	if !errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		t.Fatalf("mallory's DescribeTransactions of alice-1: %v, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED", err)
+	}
+	for who, cl := range map[string]*kadm.Client{"alice": adm, "mallory": malAdm} {
+		listed, err := cl.ListTransactions(testCtx(t), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, seen := listed["alice-1"]; seen != (who == "alice") {
+			t.Errorf("%s's ListTransactions lists alice-1: %v", who, seen)
+		}
+	}
 	// mallory has no idempotent writes either.
 	idem := newClient(t, p.Addr(), clientTLS(b.ca, mallory), kgo.DefaultProduceTopic(topic))
 	if err := idem.ProduceSync(testCtx(t), kgo.StringRecord("refused")).FirstErr(); !errors.Is(err, kerr.ClusterAuthorizationFailed) {

@@ -250,6 +250,13 @@ func (c *conn) authorizeTxn(op, id string, pid int64) int16 {
 	return kerr.TransactionalIDAuthorizationFailed.Code
 }
 
+// mayDescribeTxn reports whether the connection's principal may see the
+// transactional id (Kafka's DESCRIBE, implied by the WRITE the ACL file
+// grants).
+func (c *conn) mayDescribeTxn(id string) bool {
+	return c.p.cfg.ACL.TransactionalID(c.principal(), id)
+}
+
 // authorizeIdempotent returns the code refusing this connection's
 // idempotent writes with pid (-1: a new producer id), or 0: Kafka's
 // CLUSTER_AUTHORIZATION_FAILED for a denied IDEMPOTENT_WRITE on the cluster.
