@@ -13,6 +13,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -144,11 +148,14 @@ func saslUser(mechanism string, first []byte) string {
 // owners binds each producer id to the principal that initialised it, so
 // that no other principal can write or end transactions with it. A binding
 // is kept in the DB with the producer state it guards, so it survives a
-// restart as that state does. Producer ids initialised without a principal
-// (User:ANONYMOUS, every one when eosproxy runs without authentication)
-// are not written: an id with no binding belongs to User:ANONYMOUS.
+// restart as that state does, and is dropped once that state is gone
+// (prune). Producer ids initialised without a principal (User:ANONYMOUS,
+// every one when eosproxy runs without authentication) are not written: an
+// id with no binding belongs to User:ANONYMOUS.
 type owners struct {
-	db *store.DB
+	db        *store.DB
+	stop      chan struct{}
+	closeOnce sync.Once
 	// bound: some id has been bound to a principal other than
 	// User:ANONYMOUS; until then (eosproxy without authentication) an
 	// anonymous connection may use every id without a look-up.
@@ -158,10 +165,10 @@ type owners struct {
 }
 
 func openOwners(db *store.DB) (*owners, error) {
-	o := &owners{db: db, m: map[int64]string{}}
+	o := &owners{db: db, m: map[int64]string{}, stop: make(chan struct{})}
 	found := errors.New("found")
 	err := db.Scan(ownerPrefix, func(k, v []byte) error {
-		if len(v) > 0 {
+		if len(v) > 8 {
 			o.bound.Store(true)
 			return found
 		}
@@ -191,7 +198,9 @@ func (o *owners) bind(pid int64, principal string) error {
 		// to another principal is replaced by an empty one.
 		principal = ""
 	}
-	if err := o.db.Put(ownerKey(pid), []byte(principal)); err != nil {
+	// The binding's time leads its value: prune keeps young ones.
+	v := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixMilli()))
+	if err := o.db.Put(ownerKey(pid), append(v, principal...)); err != nil {
 		return fmt.Errorf("bind producer id %d to its principal: %w", pid, err)
 	}
 	o.mu.Lock()
@@ -210,7 +219,9 @@ func (o *owners) owner(pid int64) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("principal of producer id %d: %w", pid, err)
 		}
-		p = string(v)
+		if len(v) >= 8 {
+			p = string(v[8:])
+		}
 		o.mu.Lock()
 		o.m[pid] = p
 		o.mu.Unlock()
@@ -220,6 +231,56 @@ func (o *owners) owner(pid int64) (string, error) {
 	}
 	return p, nil
 }
+
+// prune drops the bindings older than age of producer ids that inUse no
+// longer knows (their producer state expired), so bindings do not pile up.
+func (o *owners) prune(age time.Duration, inUse func() map[int64]bool) (int, error) {
+	used := inUse()
+	cutoff := uint64(time.Now().Add(-age).UnixMilli())
+	var stale [][]byte
+	err := o.db.Scan(ownerPrefix, func(k, v []byte) error {
+		if len(k) != len(ownerPrefix)+8 || len(v) < 8 {
+			return nil
+		}
+		pid := int64(binary.BigEndian.Uint64(k[len(ownerPrefix):]))
+		if binary.BigEndian.Uint64(v) < cutoff && !used[pid] {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("scan producer id principals: %w", err)
+	}
+	for _, k := range stale {
+		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+			return 0, fmt.Errorf("drop producer id principal: %w", err)
+		}
+		o.mu.Lock()
+		delete(o.m, int64(binary.BigEndian.Uint64(k[len(ownerPrefix):])))
+		o.mu.Unlock()
+	}
+	return len(stale), nil
+}
+
+// pruneLoop prunes every interval until close.
+func (o *owners) pruneLoop(interval, age time.Duration, inUse func() map[int64]bool, log zerolog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-t.C:
+			if n, err := o.prune(age, inUse); err != nil {
+				log.Warn().Err(err).Msg("cannot prune producer id principals")
+			} else if n > 0 {
+				log.Debug().Int("dropped", n).Msg("pruned principals of expired producer ids")
+			}
+		}
+	}
+}
+
+func (o *owners) close() { o.closeOnce.Do(func() { close(o.stop) }) }
 
 // mayUse reports whether principal may use pid: it initialised it.
 func (o *owners) mayUse(pid int64, principal string) bool {

@@ -108,6 +108,22 @@ func TestProducerIDPrincipalSurvivesRestart(t *testing.T) {
 			t.Errorf("after a restart, %s may use producer id %d: %v, want %v", c.principal, c.pid, got, c.may)
 		}
 	}
+
+	// Bindings of producer ids whose state is gone are pruned once old
+	// enough; those in use, and young ones, are kept.
+	if err := o.bind(9, "User:carol"); err != nil {
+		t.Fatal(err)
+	}
+	inUse := func() map[int64]bool { return map[int64]bool{7: true} }
+	if n, err := o.prune(time.Hour, inUse); err != nil || n != 0 {
+		t.Fatalf("young bindings pruned: %d %v", n, err)
+	}
+	if n, err := o.prune(-time.Second, inUse); err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want the binding of 9 (8, anonymous, has none)", n, err)
+	}
+	if !o.mayUse(7, "User:alice") || o.mayUse(9, "User:carol") {
+		t.Error("prune dropped a binding in use or kept a stale one")
+	}
 }
 
 // With SASL termination ApiVersions lists eosproxy's own SASL versions;

@@ -294,6 +294,7 @@ func (p *Proxy) Addr() string {
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
 	p.up.Start()
+	go p.owners.pruneLoop(time.Hour, max(p.cfg.ProducerIDExpiration, p.cfg.TransactionalIDExpiration), p.producerIDsInUse, p.log)
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -301,6 +302,19 @@ func (p *Proxy) Start(ctx context.Context) {
 			p.log.Warn().Err(err).Msg("cannot learn upstream brokers yet; will on first client request")
 		}
 	}()
+}
+
+// producerIDsInUse are the producer ids with state: idempotent producers'
+// and transactional ids' current ones.
+func (p *Proxy) producerIDsInUse() map[int64]bool {
+	used := map[int64]bool{}
+	for pid := range p.producers.ProducerIDs() {
+		used[pid] = true
+	}
+	for _, t := range p.coord.DescribeAll() {
+		used[t.ProducerID] = true
+	}
+	return used
 }
 
 // refreshBrokers asks the upstream for its brokers and maps each one.
@@ -459,6 +473,9 @@ func (p *Proxy) closeState() {
 	}
 	if p.coord != nil {
 		p.coord.Close()
+	}
+	if p.owners != nil {
+		p.owners.close()
 	}
 	if p.up != nil {
 		p.up.Close() // once the coordinator's forwarding has stopped
