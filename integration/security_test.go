@@ -476,6 +476,17 @@ func TestSecurityAnotherPrincipalsProducerID(t *testing.T) {
 	topic := createTopic(t, kadm.NewClient(alice), 1)
 	ctx := testCtx(t)
 
+	// The backend takes SASL: a client it has not authenticated gets no
+	// answer from eosproxy either, not even to what eosproxy answers itself.
+	anon := newClient(t, p.Addr(), clientTLS(b.ca), kgo.RequestRetries(0))
+	anonTxn := "anon-1"
+	anonInit := kmsg.NewPtrInitProducerIDRequest()
+	anonInit.TransactionalID, anonInit.TransactionTimeoutMillis = &anonTxn, 60000
+	if resp, err := anonInit.RequestWith(ctx, anon); err == nil {
+		t.Fatalf("InitProducerId without authentication answered: %+v", resp)
+	}
+	waitLog(t, p, "request before SASL authentication")
+
 	initPID := func(txn *string) *kmsg.InitProducerIDResponse {
 		req := kmsg.NewPtrInitProducerIDRequest()
 		req.TransactionalID, req.TransactionTimeoutMillis = txn, 60000

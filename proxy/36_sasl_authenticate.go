@@ -73,26 +73,36 @@ func (c *conn) passSASLAuthenticate(r *request, req *kmsg.SASLAuthenticateReques
 		}
 	}
 	// SCRAM takes two steps (client-first, client-final); PLAIN and
-	// OAUTHBEARER one.
+	// OAUTHBEARER one. Of another mechanism (GSSAPI) eosproxy knows
+	// neither the steps nor the user: its first accepted step counts.
 	last := 1
 	if strings.HasPrefix(s.mech, "SCRAM-") {
 		last = 2
 	}
-	if s.steps == last && s.user != "" {
-		r.slot.answer = learnPrincipal{"User:" + s.user}
+	if s.steps == last {
+		l := learnPrincipal{}
+		if s.user != "" {
+			l.principal = "User:" + s.user
+		}
+		r.slot.answer = l
 	}
 	return nil
 }
 
-// learnPrincipal makes principal the connection's once the backend accepts
-// the exchange's last step; the answer passes on unchanged.
+// learnPrincipal marks the connection authenticated, with principal if
+// known, once the backend accepts the exchange's last step; the answer
+// passes on unchanged. It runs before the client sees the answer, so
+// before the client's next request.
 type learnPrincipal struct{ principal string }
 
 func (l learnPrincipal) respond(c *conn, s *slot, body []byte) ([]byte, error) {
 	// The error code leads the body in every version.
 	if len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == 0 {
-		c.setPrincipal(l.principal)
-		c.log.Debug().Str("principal", l.principal).Msg("client authenticated by the backend")
+		if l.principal != "" {
+			c.setPrincipal(l.principal)
+		}
+		c.passAuthed.Store(true)
+		c.log.Debug().Str("principal", c.principal()).Msg("client authenticated by the backend")
 	}
 	return body, nil
 }

@@ -52,6 +52,9 @@ type conn struct {
 	// its SASL exchange, used by the reader only.
 	who  atomic.Pointer[string]
 	sasl *saslSession
+	// passAuthed: the backend accepted the client's SASL exchange
+	// (pass-through); set by the writer before the client sees the answer.
+	passAuthed atomic.Bool
 
 	writerDone chan struct{}
 	stopping   atomic.Bool

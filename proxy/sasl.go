@@ -220,10 +220,22 @@ func (u *SASLUsers) step(s *saslSession, in []byte) (out []byte, user string, er
 }
 
 // checkAuthenticated closes a connection that sends anything but
-// ApiVersions and the SASL exchange before it has authenticated, when
-// eosproxy authenticates clients, as Kafka closes it.
+// ApiVersions and the SASL exchange before it has authenticated, as Kafka
+// closes it: when eosproxy authenticates clients, and in pass-through when
+// the backend takes SASL (eosproxy has credentials of its own for it), so
+// that a client the backend has not authenticated gets no answer from
+// eosproxy either. A client certificate authenticates too.
 func (c *conn) checkAuthenticated(key int16) error {
-	if c.p.cfg.SASLUsers == nil || (c.sasl != nil && c.sasl.done) {
+	switch {
+	case c.p.cfg.SASLUsers != nil:
+		if c.sasl != nil && c.sasl.done {
+			return nil
+		}
+	case c.p.cfg.UpstreamSASL != nil:
+		if c.passAuthed.Load() || c.principal() != anonymous {
+			return nil
+		}
+	default:
 		return nil
 	}
 	switch key {
