@@ -18,7 +18,10 @@ package integration
 //     record its predecessors committed must be there;
 //   - DeleteRecords: the producers idle while the input's log start is
 //     moved past what eosproxy last saw them write, then eosproxy is
-//     restarted soon after they resume.
+//     restarted soon after they resume;
+//   - short retention: the same, with the input's retention.ms lowered
+//     until the backend's retention moved the log start (kfake applies
+//     retention too).
 //
 // On the real tier, a two-broker cluster (EOSPROXY_TEST_KAFKA_2B, started
 // with KAFKA_BROKERS=2 integration/kafka/kafka.sh start) with replication
@@ -142,6 +145,17 @@ func TestEoscheckDeleteRecords(t *testing.T) {
 	}
 }
 
+func TestEoscheckRetention(t *testing.T) {
+	rep := faultSchedule(t, 5*time.Minute, func(c *check.Config) {
+		c.RetentionDeletes = 2
+		c.Kills = 8
+		c.CopyTimeout = 30 * time.Second
+	})
+	if rep.RetentionEvents == 0 || rep.RetentionDeleted == 0 {
+		t.Errorf("short retention moved no log start (%d events, %d records)", rep.RetentionEvents, rep.RetentionDeleted)
+	}
+}
+
 // TestEoscheckTwoBrokers runs every new fault, and the Java copiers, on a
 // real two-broker cluster with replication factor 2: the second broker
 // paused (SIGSTOP, longer than replica.lag.time.max.ms, so it drops out of
@@ -172,6 +186,7 @@ func TestEoscheckTwoBrokers(t *testing.T) {
 		c.CleanRestarts = 1
 		c.CommitRestarts = 1
 		c.DeleteRecords = 1
+		c.RetentionDeletes = 1
 		c.BrokerPauses = 1
 		c.BrokerPause = 8 * time.Second
 		c.BrokerPauseCmd = ksh + " pause 2"
@@ -186,6 +201,9 @@ func TestEoscheckTwoBrokers(t *testing.T) {
 	if rep.BrokerPauses == 0 || rep.BrokerRestarts == 0 {
 		t.Errorf("%d broker pauses, %d broker restarts: want both", rep.BrokerPauses, rep.BrokerRestarts)
 	}
+	// Like DeleteRecords, skipped when the copiers lag behind the input
+	// (the broker pauses and restarts): not an error here.
+	t.Logf("%d DeleteRecords and %d short retentions moved the input's log start", rep.DeleteRecordsEvents, rep.RetentionEvents)
 	if j := rep.JavaCopy; j == nil || j.Finished != 2 {
 		t.Errorf("Java copiers: %+v", rep.JavaCopy)
 	}

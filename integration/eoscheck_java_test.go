@@ -10,7 +10,8 @@ package integration
 // the same transactional id and group. Then it accounts for every record
 // read straight from the backend: each Java output partition must be its
 // input partition record for record, and each copier group's offset the
-// input's end.
+// input's end. Before that, a short retention of the input while the
+// producers idle (issue 9) deletes its older part.
 
 import (
 	"context"
@@ -30,7 +31,9 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 	}
 	bin := buildProxy(t)
 	seed := faultSeed(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
+	// The short retention may hold the producers up to 30 s while the
+	// copier catches up.
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	work := eoscheckWorkDir(t, "eoscheck-java-test-", "eosproxy.log, trace.log, java-copier-*.log")
 	var progress strings.Builder
@@ -54,6 +57,10 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 		JavaKills:      3,
 		JavaCrashes:    javaCrashes,
 		KafkaSh:        sh,
+		// While the producers idle, the input's retention deletes its
+		// older part, also of the Java copiers' partitions before they
+		// start.
+		RetentionDeletes: 1,
 	})
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
@@ -76,7 +83,7 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 			j.InputRecords, j.OutputRecords)
 	}
 	for _, c := range j.PerCopier {
-		if c.GroupOffset != c.InputEnd || c.MaxMessages != c.InputEnd {
+		if c.GroupOffset != c.InputEnd || c.MaxMessages != c.InputEnd-c.InputStart {
 			t.Errorf("Java copier of partition %d: group %s at %d, input ends at %d, told to copy %d", c.Partition, c.Group, c.GroupOffset, c.InputEnd, c.MaxMessages)
 		}
 	}
@@ -96,6 +103,9 @@ func TestEoscheckJavaCopiers(t *testing.T) {
 	if rep.Kills < kills {
 		t.Errorf("%d SIGKILLs, want at least %d", rep.Kills, kills)
 	}
+	// Skipped when the copier lags behind the input: not an error here
+	// (TestEoscheckRetention requires one on kfake).
+	t.Logf("%d short retentions deleted %d input records", rep.RetentionEvents, rep.RetentionDeleted)
 	if !rep.Valid() {
 		t.Errorf("%d anomalies (seed %d; eosproxy logs %s); examples:\n%s\neosproxy warnings and errors: %v",
 			rep.Anomalies, rep.Seed, rep.LogFile, strings.Join(rep.Examples, "\n"), rep.ProxyLog)

@@ -5,12 +5,12 @@
 # and SIGTERMs of eosproxy (also timed to a copier's commit), franz-go
 # copiers replaced mid-transaction and right after a commit (the new
 # instance reading its output read_committed right after InitProducerId),
-# copiers stalled past their session timeout, DeleteRecords on the input
-# while the producers idle, the second broker paused (SIGSTOP) and restarted
-# on its data, and Kafka's own TransactionalMessageCopier (Java) with its
-# JVMs SIGKILLed. Odd runs put the copiers in a classic group, even runs in
-# a KIP-848 (consumer protocol) group. Prints one line per run and, last,
-# "P passed, F failed".
+# copiers stalled past their session timeout, DeleteRecords and a short
+# retention.ms on the input while the producers idle, the second broker
+# paused (SIGSTOP) and restarted on its data, and Kafka's own
+# TransactionalMessageCopier (Java) with its JVMs SIGKILLed. Odd runs put
+# the copiers in a classic group, even runs in a KIP-848 (consumer protocol)
+# group. Prints one line per run and, last, "P passed, F failed".
 #
 # Usage: integration/soak-real.sh N
 # Environment (all optional):
@@ -67,7 +67,7 @@ for ((i = 1; i <= N; i++)); do
     --records "$RECORDS" --kills "$KILLS" --producers 4 --partitions 6 \
     --copiers 2 --copier-restarts 2 --group-protocol "$proto" --stalls 2 \
     --commit-kills 2 --clean-restarts 2 --commit-restarts 2 --init-reads \
-    --delete-records 2 --replication-factor 2 \
+    --delete-records 2 --retention-deletes 2 --replication-factor 2 \
     --pause-broker 1 --broker-pause 8s \
     --broker-pause-cmd "bash '$KAFKA' pause 2" --broker-resume-cmd "bash '$KAFKA' resume 2" \
     --restart-broker 1 --broker-restart-cmd "bash '$KAFKA' restart-node 2" \

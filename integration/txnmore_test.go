@@ -679,10 +679,16 @@ func TestTxnDescribeAndList(t *testing.T) {
 	}
 
 	const unknown = "no-such-transactional-id"
-	ds, err := adm.DescribeTransactions(testCtx(t), idA, idB, unknown)
-	if err != nil {
-		t.Fatalf("DescribeTransactions: %v", err)
-	}
+	// As in Kafka, the commit shows PrepareCommit until it is carried out
+	// in the backend.
+	var ds kadm.DescribedTransactions
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		var err error
+		if ds, err = adm.DescribeTransactions(testCtx(t), idA, idB, unknown); err != nil {
+			return false, err.Error()
+		}
+		return ds[idB].State != "PrepareCommit", "committed transaction still PrepareCommit"
+	})
 	a, bd := ds[idA], ds[idB]
 	if a.Err != nil || a.State != "Ongoing" || a.ProducerID != pidA || a.ProducerEpoch != epochA || a.TimeoutMillis != 47_000 {
 		t.Fatalf("ongoing transaction described as %+v; want Ongoing, producer %d/%d, timeout 47000", a, pidA, epochA)

@@ -86,7 +86,8 @@ commit; --commit-restarts replaces a copier right after a commit and (as
 --init-reads for every new instance) has the new instance read the output
 read_committed right after InitProducerId and check that its predecessors'
 commits are all there; --delete-records idles the producers and moves the
-input's log start up with DeleteRecords; --replication-factor and
+input's log start up with DeleteRecords, --retention-deletes with a short
+retention.ms; --replication-factor and
 --pause-broker (SIGSTOP of the second broker of KAFKA_BROKERS=2 kafka.sh)
 and --restart-broker with --broker-restart-cmd 'kafka.sh restart-node 2'
 exercise a two-broker cluster.
@@ -147,6 +148,7 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.IntVar(&cfg.CommitRestarts, "commit-restarts", 0, "copiers replaced right after a committed transaction; the new instance reads the output read_committed right after InitProducerId and checks the predecessors' commits are there")
 	fs.BoolVar(&cfg.InitReads, "init-reads", false, "every new copier instance reads the output read_committed right after InitProducerId and checks its predecessors' commits are there")
 	fs.IntVar(&cfg.DeleteRecords, "delete-records", 0, "times the producers idle while the input's log start is moved up with DeleteRecords (to the copiers' committed offsets), eosproxy restarted soon after they resume")
+	fs.IntVar(&cfg.RetentionDeletes, "retention-deletes", 0, "times the producers idle while the input's retention.ms is lowered (IncrementalAlterConfigs) until the backend's retention moved its log start, then restored; what it deleted is read first and kept for the check, and eosproxy is restarted soon after the producers resume. Skipped while the copiers are behind the input's end. Both tiers (kfake applies retention too); a real broker must check retention often: integration/kafka/kafka.sh sets log.retention.check.interval.ms=1000")
 	fs.IntVar(&cfg.ReplicationFactor, "replication-factor", 1, "replication factor of the topics eoscheck creates (2 on a two-broker cluster)")
 	fs.IntVar(&cfg.BrokerPauses, "pause-broker", 0, "times a broker is paused (--broker-pause-cmd, by default SIGSTOP of the second broker: integration/kafka/kafka.sh pause 2) for --broker-pause, then resumed (--upstream only)")
 	fs.DurationVar(&cfg.BrokerPause, "broker-pause", 8*time.Second, "with --pause-broker: how long each pause lasts")

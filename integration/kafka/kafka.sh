@@ -284,6 +284,9 @@ group.initial.rebalance.delay.ms=0
 # (45 s, 5 s) are unchanged.
 group.consumer.min.session.timeout.ms=6000
 group.consumer.min.heartbeat.interval.ms=1000
+# eoscheck --retention-deletes lowers a topic's retention.ms and waits for
+# the retention to delete (the default check runs every 5 minutes).
+log.retention.check.interval.ms=1000
 EOF
   if [[ "$BROKERS" == 2 ]]; then
     # A paused follower leaves the ISR after 5 s (default 30 s).

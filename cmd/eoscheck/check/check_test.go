@@ -259,7 +259,7 @@ func TestJavaVerdictCountsAnomalies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, map[int32]int64{0: 3, 1: 1}, 1, 0, nil)
+	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, nil, map[int32]int64{0: 3, 1: 1}, 1, 0, nil)
 	offs := kadm.Offsets{}
 	offs.Add(kadm.Offset{Topic: "in", Partition: 0, At: 2}) // short of the end (3)
 	if _, err := adm.CommitOffsets(ctx, jw.copiers[0].group, offs); err != nil {
@@ -322,7 +322,7 @@ func TestJavaCheckWaitsForLastCommit(t *testing.T) {
 	}
 	produce("out", "0-0")
 	produce("out", "0-1")
-	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, map[int32]int64{0: 3}, 1, 0, nil)
+	jw := newJavaWork("kafka.sh", "", "in", "out", t.TempDir(), 1, nil, map[int32]int64{0: 3}, 1, 0, nil)
 	jw.copiers[0].finished.Store(true)
 	commit := func(at int64) error {
 		offs := kadm.Offsets{}

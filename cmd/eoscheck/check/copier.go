@@ -29,6 +29,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // txnState is what became of a copier transaction.
@@ -217,6 +218,12 @@ type copyWork struct {
 	consumerProtocol bool
 	// sessionTimeout of the copiers' classic group membership; 0: 15 s.
 	sessionTimeout time.Duration
+	// kfakeGroup: the copiers' classic group is in the in-process kfake,
+	// whose rebalance timeout must then stay below the session timeout
+	// (see session), and whose closed copiers' members must have left
+	// (closeSession) through backend.
+	kfakeGroup bool
+	backend    *kgo.Client // straight to the backend
 	// txnTimeout of the copiers' transactions; 0: 20 s.
 	txnTimeout time.Duration
 	gates      []*gate // by slot: freezes the slot's client connections
@@ -279,6 +286,22 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 	if txnTimeout <= 0 {
 		txnTimeout = 20 * time.Second
 	}
+	rebalanceTimeout := 20 * time.Second
+	if w.kfakeGroup && !w.consumerProtocol {
+		// kfake, unlike Kafka, expires a member waiting for its SyncGroup
+		// answer (franz-go does not heartbeat meanwhile) after its session
+		// timeout without answering it, and then miscounts the members
+		// joining. A kill of eosproxy leaves such waits behind: a
+		// replaced copier's JoinGroup pending on a closed connection
+		// makes it the leader of the next generation without a SyncGroup,
+		// and the group stalled past the copy timeout
+		// (TestEoscheckDeleteRecords, seed 1796611692423062525). Below
+		// the session timeout, the rebalance timeout drops such a leader
+		// first (kfake's pending sync timeout) and answers the others
+		// REBALANCE_IN_PROGRESS, as Kafka does (it never expires members
+		// awaiting a rebalance).
+		rebalanceTimeout = sessionTimeout * 2 / 3
+	}
 	return kgo.NewGroupTransactSession(append(logOpts,
 		kgo.SeedBrokers(w.bootstrap),
 		kgo.TransactionalID(w.txnID(slot)),
@@ -289,7 +312,7 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(w.group), kgo.ConsumeTopics(w.in), kgo.DefaultProduceTopic(w.out),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.HeartbeatInterval(time.Second), kgo.SessionTimeout(sessionTimeout), kgo.RebalanceTimeout(20*time.Second),
+		kgo.HeartbeatInterval(time.Second), kgo.SessionTimeout(sessionTimeout), kgo.RebalanceTimeout(rebalanceTimeout),
 		kgo.RequestRetries(1<<30), kgo.RetryTimeout(2*time.Minute),
 		kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
 		kgo.MetadataMinAge(100*time.Millisecond),
@@ -443,7 +466,7 @@ func (c *copier) poll(ctx context.Context) []*kgo.Record {
 // OffsetFetch answered UNSTABLE_OFFSET_COMMIT, up to the transaction
 // timeout.)
 func (c *copier) replace(ctx context.Context) {
-	c.sess.Close()
+	c.w.closeSession(c.sess)
 	c.sess = nil
 	c.sess = c.newInstance(ctx)
 }
@@ -479,7 +502,7 @@ func (c *copier) newInstance(ctx context.Context) *kgo.GroupTransactSession {
 		}
 		c.w.log.note("copier %d: new instance's InitProducerId: %v", c.slot, err)
 		c.w.trace.printf("copier %d.%d: new instance's InitProducerId failed (%v); retrying with a new session", c.slot, c.inc, err)
-		s.Close()
+		c.w.closeSession(s)
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
@@ -647,7 +670,7 @@ func (c *copier) restartMidTxn(ctx context.Context, t *txnRec) {
 		t.state.Store(int32(txnCrashed))
 		log.crashed.Add(1)
 		c.w.restartsCrash.Add(1)
-		old.Close()
+		c.w.closeSession(old)
 		return
 	}
 	t.state.Store(int32(txnZombie))
@@ -661,7 +684,39 @@ func (c *copier) restartMidTxn(ctx context.Context, t *txnRec) {
 		log.zombieCommits.Add(1)
 		log.note("copier %d txn %d: a fenced instance COMMITTED after its successor got its producer id", c.slot, t.id)
 	}
-	old.Close()
+	c.w.closeSession(old)
+}
+
+// closeSession closes a copier's session, whose client then leaves the
+// group. In kfake, a member whose LeaveGroup did not get through (eosproxy
+// was down) and whose JoinGroup answer went to a connection a kill of
+// eosproxy closed is never removed: kfake starts its session timer only
+// when an answer reaches it, and drops members that do not sync only until
+// the leader has synced. Its partitions were then never consumed, or, as
+// the leader, it kept the group from ever syncing (Kafka times out both).
+// So on kfake the leave is completed straight at the backend, as if it had
+// got through.
+func (w *copyWork) closeSession(s *kgo.GroupTransactSession) {
+	s.Close()
+	if !w.kfakeGroup || w.consumerProtocol || w.backend == nil {
+		return
+	}
+	member, _ := s.Client().GroupMetadata()
+	if member == "" {
+		return
+	}
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group, req.MemberID = w.group, member
+	m := kmsg.NewLeaveGroupRequestMember()
+	m.MemberID = member
+	req.Members = append(req.Members, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, w.backend)
+	if err == nil && resp.ErrorCode == 0 && len(resp.Members) == 1 && resp.Members[0].ErrorCode == 0 {
+		// Unknown when the client's own leave got through.
+		w.trace.printf("member %q of a closed copier left the group straight at kfake", member)
+	}
 }
 
 type earlyRead struct {

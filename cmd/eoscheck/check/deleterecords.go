@@ -13,21 +13,79 @@ package check
 import (
 	"context"
 	"fmt"
-	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// deletedInput is what DeleteRecords removed from the input, by partition,
-// in offset order.
+// deletedInput is what DeleteRecords and short retention removed from the
+// input, by partition, in offset order.
 type deletedInput struct {
-	events  int
-	records int64
+	events  int   // DeleteRecords
+	records int64 // deleted by DeleteRecords
 	parts   map[int32][]*kgo.Record
+	// Short retention (retention.go): events, and records it deleted.
+	retentionEvents  int
+	retentionRecords int64
+	// snap holds, by partition in offset order, what the input held at
+	// the retention events (read before retention.ms was lowered): the
+	// part of it below the log start is what retention deleted, also in
+	// passes that ran after an event until the restored retention.ms
+	// reached every broker.
+	snap map[int32][]*kgo.Record
+}
+
+// keep adds recs, read before a retention event, to the snapshot; it
+// returns their oldest and newest timestamps.
+func (d *deletedInput) keep(recs map[int32][]*kgo.Record) (oldest, newest time.Time) {
+	if d.snap == nil {
+		d.snap = map[int32][]*kgo.Record{}
+	}
+	for p, rs := range recs {
+		next := int64(0)
+		if s := d.snap[p]; len(s) > 0 {
+			next = s[len(s)-1].Offset + 1
+		}
+		for _, r := range rs {
+			if oldest.IsZero() || r.Timestamp.Before(oldest) {
+				oldest = r.Timestamp
+			}
+			if r.Timestamp.After(newest) {
+				newest = r.Timestamp
+			}
+			if r.Offset >= next {
+				d.snap[p] = append(d.snap[p], r)
+			}
+		}
+	}
+	return oldest, newest
+}
+
+// settle adds to parts the snapshot's records below the log starts: what
+// retention deleted. It returns how many it added.
+func (d *deletedInput) settle(starts kadm.ListedOffsets) int64 {
+	if d.parts == nil {
+		d.parts = map[int32][]*kgo.Record{}
+	}
+	var n int64
+	starts.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		next := int64(0)
+		if rs := d.parts[o.Partition]; len(rs) > 0 {
+			next = rs[len(rs)-1].Offset + 1
+		}
+		for _, r := range d.snap[o.Partition] {
+			if r.Offset >= next && r.Offset < o.Offset {
+				d.parts[o.Partition] = append(d.parts[o.Partition], r)
+				n++
+			}
+		}
+	})
+	d.retentionRecords += n
+	return n
 }
 
 // deleteInput moves the input's log start up to keep (by partition; a
@@ -41,6 +99,8 @@ func (d *deletedInput) deleteInput(ctx context.Context, backend []string, adm *k
 	if err := starts.Error(); err != nil {
 		return 0, fmt.Errorf("start offsets: %w", err)
 	}
+	// What retention deleted since its last event comes first.
+	d.settle(starts)
 	ranges := map[int32][2]int64{}
 	for p, to := range keep {
 		s, ok := starts.Lookup(topic, p)
@@ -122,46 +182,23 @@ func readRanges(ctx context.Context, backend []string, topic string, ranges map[
 // the copiers have committed the input up to its end, then moves the
 // input's log start up to the copiers' committed offsets in the backend
 // (to the end without copiers), leaving the Java copiers' partitions alone.
-func deleteWhileIdle(ctx context.Context, idle *sync.RWMutex, inflight *atomic.Int64, d *deletedInput, backend []string,
-	adm *kadm.Client, rep *Report, cfg Config, trace *tracer, out io.Writer) error {
-	// TryLock: a producer blocked in Produce (its buffer full, eosproxy
-	// not answering) holds its read lock; the deletion is then skipped
-	// rather than the schedule blocked.
+func deleteWhileIdle(ctx context.Context, f *idleFault) error {
+	idle, d, backend, adm, rep, cfg, trace, out := f.idle, f.deleted, f.backend, f.adm, f.rep, f.cfg, f.trace, f.out
 	t0 := time.Now()
-	for !idle.TryLock() {
-		if time.Since(t0) > time.Minute {
-			trace.printf("delete records: the producers did not pause within a minute; skipped")
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
+	left, held, err := holdProducers(ctx, idle, f.inflight)
+	if err != nil {
+		return err
+	}
+	if !held {
+		trace.printf("delete records: the producers did not pause within a minute; skipped")
+		return nil
 	}
 	defer idle.Unlock()
-	for inflight.Load() > 0 && time.Since(t0) < 20*time.Second {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	left := inflight.Load()
 	// The copiers catch up meanwhile (bounded), so that the log start can
 	// move past every producer's last write: eosproxy's look-ups from
 	// the offsets it knows then start below the log.
-	if rep.Copy != nil {
-		for t1 := time.Now(); time.Since(t1) < 30*time.Second; {
-			if ok, err := offsetsAtEnd(ctx, adm, rep.Topic, rep.Copy.Group); err == nil && ok {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+	if _, err := waitCopiersAtEnd(ctx, adm, rep); err != nil {
+		return err
 	}
 	ends, err := adm.ListEndOffsets(ctx, rep.Topic)
 	if err != nil {
