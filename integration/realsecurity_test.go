@@ -48,35 +48,23 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})...)
 	writeFile(t, ca.dir, "broker-keystore.pem", string(keystore))
 
-	ports := freePorts(t, 3)
-	plainPort, ctlPort, securePort := ports[0], ports[1], ports[2]
-	// Later keys win in a Java properties file: these replace kafka.sh's
-	// listeners.
-	extra := fmt.Sprintf(`listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d,SASL_SSL://127.0.0.1:%[3]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d,SASL_SSL://127.0.0.1:%[3]d
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_ssl.ssl.keystore.type=PEM
-listener.name.sasl_ssl.ssl.keystore.location=%[4]s
-listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-backend";
-listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-`, plainPort, ctlPort, securePort, ca.path("broker-keystore.pem"))
-	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(plainPort), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(ctlPort),
-		"EOSPROXY_KAFKA_RUN="+filepath.Join(t.TempDir(), "kafka"), "KAFKA_EXTRA_CONFIG="+extra,
-		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m", "KAFKA_BROKERS=1")
-	kafka := func(cmd string) error {
-		c := exec.Command("bash", sh, cmd)
-		c.Env = env
-		out, err := c.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("kafka.sh %s: %w\n%s", cmd, err, tail(string(out), 3000))
-		}
-		return nil
-	}
+	// Ports the kernel had free a moment ago may be taken by the time the
+	// broker binds them (kafka.sh checks first): then try others.
+	var plainPort, securePort int
+	var kafka func(cmd string) error
 	start := time.Now()
-	if err := kafka("start"); err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		ports := freePorts(t, 3)
+		plainPort, securePort = ports[0], ports[2]
+		kafka = kafkaWithSASLSSL(t, sh, ports[0], ports[1], ports[2], ca.path("broker-keystore.pem"))
+		err := kafka("start")
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("retrying on other ports: %v", err)
 	}
 	t.Cleanup(func() { kafka("stop") })
 	t.Logf("SASL_SSL broker up in %s", time.Since(start).Round(time.Millisecond))
@@ -118,6 +106,35 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 		time.Sleep(200 * time.Millisecond)
 	}
 	return b
+}
+
+// kafkaWithSASLSSL runs kafka.sh for a broker on these ports with a
+// SASL_SSL listener whose key and certificate are in keystore.
+func kafkaWithSASLSSL(t *testing.T, sh string, plainPort, ctlPort, securePort int, keystore string) func(cmd string) error {
+	// Later keys win in a Java properties file: these replace kafka.sh's
+	// listeners.
+	extra := fmt.Sprintf(`listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d,SASL_SSL://127.0.0.1:%[3]d
+advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d,SASL_SSL://127.0.0.1:%[3]d
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=%[4]s
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-backend";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+`, plainPort, ctlPort, securePort, keystore)
+	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(plainPort), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(ctlPort),
+		"EOSPROXY_KAFKA_RUN="+filepath.Join(t.TempDir(), "kafka"), "KAFKA_EXTRA_CONFIG="+extra,
+		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m", "KAFKA_BROKERS=1")
+	return func(cmd string) error {
+		c := exec.Command("bash", sh, cmd)
+		c.Env = env
+		out, err := c.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("kafka.sh %s: %w\n%s", cmd, err, tail(string(out), 3000))
+		}
+		return nil
+	}
 }
 
 // realTxnPlan: commit, abort, commit; 200 records committed.
