@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,6 +128,9 @@ type secureBackend struct {
 }
 
 func newSecureBackend(t *testing.T) secureBackend {
+	if secureTier {
+		t.Skip("these tests set up TLS and SASL of their own; the secure tier (EOSPROXY_TEST_SECURE) is for the others")
+	}
 	ca := newTestCA(t)
 	cert := ca.issue(t, "backend", pkix.Name{CommonName: "backend"}, true)
 	b := newFake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}), kfake.EnableSASL(),
@@ -583,4 +587,92 @@ func TestSecurityCertificateReload(t *testing.T) {
 	if got := served(); got != "second" {
 		t.Fatalf("after the files changed, served %q", got)
 	}
+}
+
+// The secure tier: EOSPROXY_TEST_SECURE=1 runs the in-process tests with
+// TLS and SASL on both sides: every kfake backend takes only TLS and
+// SCRAM-SHA-512, eosproxy serves TLS and terminates SASL, and every client
+// of newClient (of eosproxy or of the backend) uses TLS and that user. Tests
+// that speak raw TCP to eosproxy, and the TestSecurity tests (which set up
+// their own), are not meant for it; the exactly-once tests are:
+//
+//	EOSPROXY_TEST_SECURE=1 go test ./integration -run 'TestTxn|TestIdem'
+var secureTier = os.Getenv("EOSPROXY_TEST_SECURE") != ""
+
+var tierSec struct {
+	once   sync.Once
+	server tls.Certificate
+	pool   *x509.CertPool
+	files  string // PEM files for ServerTLS and UpstreamTLS
+	users  *proxy.SASLUsers
+}
+
+// tierSecurity makes the tier's CA, certificate and user once per process.
+func tierSecurity() {
+	tierSec.once.Do(func() {
+		must := func(err error) {
+			if err != nil {
+				panic("secure tier: " + err.Error())
+			}
+		}
+		dir, err := os.MkdirTemp("", "eosproxy-secure-tier-")
+		must(err)
+		caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		must(err)
+		caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "secure tier CA"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+		must(err)
+		caCert, _ := x509.ParseCertificate(caDER)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		must(err)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		must(err)
+		kder, err := x509.MarshalECPrivateKey(key)
+		must(err)
+		write := func(name, typ string, b []byte) {
+			must(os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600))
+		}
+		write("ca.pem", "CERTIFICATE", caDER)
+		write("server.pem", "CERTIFICATE", der)
+		write("server-key.pem", "EC PRIVATE KEY", kder)
+		must(os.WriteFile(filepath.Join(dir, "users.yaml"), []byte("- {name: tier, mechanism: SCRAM-SHA-512, password: tier-secret}\n"), 0o600))
+		tierSec.users, err = proxy.LoadSASLUsers(filepath.Join(dir, "users.yaml"))
+		must(err)
+		tierSec.server = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		tierSec.pool = x509.NewCertPool()
+		tierSec.pool.AddCert(caCert)
+		tierSec.files = dir
+	})
+}
+
+func tierKfakeOpts() []kfake.Opt {
+	tierSecurity()
+	return []kfake.Opt{kfake.TLS(&tls.Config{Certificates: []tls.Certificate{tierSec.server}}), kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-512", "tier", "tier-secret")}
+}
+
+func tierClientOpts() []kgo.Opt {
+	tierSecurity()
+	return []kgo.Opt{kgo.DialTLSConfig(&tls.Config{RootCAs: tierSec.pool}),
+		kgo.SASL(scram.Auth{User: "tier", Pass: "tier-secret"}.AsSha512Mechanism())}
+}
+
+func tierProxy(cfg *proxy.Config) {
+	tierSecurity()
+	f := func(name string) string { return filepath.Join(tierSec.files, name) }
+	var err error
+	if cfg.TLS, err = proxy.ServerTLS(f("server.pem"), f("server-key.pem"), "", nil); err != nil {
+		panic(err)
+	}
+	if cfg.UpstreamTLS, err = upstream.TLSConfig(f("ca.pem"), "", "", ""); err != nil {
+		panic(err)
+	}
+	cfg.UpstreamSASL = scram.Auth{User: "tier", Pass: "tier-secret"}.AsSha512Mechanism()
+	cfg.SASLUsers = tierSec.users
 }
