@@ -38,6 +38,9 @@ func realKafka(t *testing.T) string {
 
 func newFake(t *testing.T, opts ...kfake.Opt) backend {
 	t.Helper()
+	if secureTier {
+		opts = append(tierKfakeOpts(), opts...)
+	}
 	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(3), kfake.AllowAutoTopicCreation()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +87,9 @@ func startProxy(t *testing.T, b backend, mod ...func(*proxy.Config)) *testProxy 
 		Upstreams: b.addrs,
 		Log:       zerolog.New(zerolog.MultiLevelWriter(logs, zerolog.NewTestWriter(t))).Level(zerolog.InfoLevel),
 	}
+	if secureTier {
+		tierProxy(&cfg)
+	}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -98,6 +104,9 @@ func startProxy(t *testing.T, b backend, mod ...func(*proxy.Config)) *testProxy 
 
 func newClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
+	if secureTier {
+		opts = append(tierClientOpts(), opts...)
+	}
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.MetadataMinAge(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

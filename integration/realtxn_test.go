@@ -590,7 +590,9 @@ func TestRealTxnCopier(t *testing.T) {
 // javaTxnProducer is a kafka-clients transactional producer, run by the
 // JVM's source-file mode with the Kafka jars on the class path. It runs the
 // plan of its fourth argument like librdkafka_txn.py (value v to partition
-// v % parts, flush before ending each transaction) and prints one JSON line:
+// v % parts, flush before ending each transaction; an optional sixth
+// argument names a properties file of more client settings) and prints one
+// JSON line:
 // per transaction, [partition, RecordMetadata.offset(), value] for each
 // record, and the first exception with its causes, if any.
 const javaTxnProducer = `
@@ -611,6 +613,13 @@ public class EosproxyTxnProducer {
         props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "30000");
         String topic = args[1];
         int parts = Integer.parseInt(args[4]);
+        if (args.length > 5) { // more client properties: security settings
+            try (java.io.FileReader r = new java.io.FileReader(args[5])) {
+                props.load(r);
+            } catch (java.io.IOException e) {
+                throw new RuntimeException(e);
+            }
+        }
         StringBuilder out = new StringBuilder("{\"txns\":[");
         String failure = null;
         try (KafkaProducer<String, String> p = new KafkaProducer<>(props)) {

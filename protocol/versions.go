@@ -13,12 +13,14 @@ const (
 	KeyHeartbeat              int16 = 12
 	KeyLeaveGroup             int16 = 13
 	KeySyncGroup              int16 = 14
+	KeySASLHandshake          int16 = 17
 	KeyApiVersions            int16 = 18
 	KeyInitProducerID         int16 = 22
 	KeyAddPartitionsTxn       int16 = 24
 	KeyAddOffsetsTxn          int16 = 25
 	KeyEndTxn                 int16 = 26
 	KeyTxnOffsetCommit        int16 = 28
+	KeySASLAuthenticate       int16 = 36
 	KeyDescribeProducers      int16 = 61
 	KeyDescribeCluster        int16 = 60
 	KeyDescribeTxns           int16 = 65

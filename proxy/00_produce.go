@@ -151,6 +151,9 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 	if bt.Length != len(records) || !bt.Transactional || bt.ProducerID < 0 || bt.Control {
 		return kerr.InvalidRecord.Code, "a transactional Produce takes one transactional batch per partition", nil
 	}
+	if code := c.authorizeTxn("transactional Produce", id, bt.ProducerID); code != 0 {
+		return code, "", nil
+	}
 	batch := append([]byte(nil), records...)
 	protocol.ClearTransactional(batch, bt.Length)
 	ans := c.p.coord.BufferBatch(id, txnstate.ProduceRequest{

@@ -9,7 +9,13 @@ package proxy
 // own range, as Kafka answers one (KIP-511), so the client retries with a
 // version both know.
 
-import "github.com/eosproxy/eosproxy/protocol"
+import (
+	"encoding/binary"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/protocol"
+)
 
 func handleApiVersions(c *conn, r *request) error {
 	if r.hdr.APIVersion > protocol.MaxKnownVersion(r.hdr.APIKey) {
@@ -26,5 +32,37 @@ type capVersions struct{}
 
 func (capVersions) respond(c *conn, s *slot, body []byte) ([]byte, error) {
 	out, _, err := protocol.RewriteApiVersions(s.ver, body)
-	return out, err
+	if err != nil || c.p.cfg.SASLUsers == nil {
+		return out, err
+	}
+	return saslVersions(s.ver, out)
+}
+
+// saslVersions advertises eosproxy's own SASL versions when it terminates
+// SASL, whatever the backend's: SaslHandshake v0–v1 (clients that see v1
+// use SaslAuthenticate; librdkafka wants v0 listed) and SaslAuthenticate
+// v0–v2.
+func saslVersions(version int16, body []byte) ([]byte, error) {
+	if len(body) < 2 || binary.BigEndian.Uint16(body) != 0 {
+		// A failed answer (the KIP-511 fallback, in v0 form whatever the
+		// request's version) lists only what the client needs to retry.
+		return body, nil
+	}
+	resp := kmsg.NewPtrApiVersionsResponse()
+	resp.SetVersion(version)
+	if err := resp.ReadFrom(body); err != nil || resp.ErrorCode != 0 {
+		return body, err
+	}
+	own := map[int16]int16{protocol.KeySASLHandshake: 1, protocol.KeySASLAuthenticate: 2}
+	for i := range resp.ApiKeys {
+		k := &resp.ApiKeys[i]
+		if max, ok := own[k.ApiKey]; ok {
+			k.MinVersion, k.MaxVersion = 0, max
+			delete(own, k.ApiKey)
+		}
+	}
+	for key, max := range own {
+		resp.ApiKeys = append(resp.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: key, MaxVersion: max})
+	}
+	return resp.AppendTo(nil), nil
 }

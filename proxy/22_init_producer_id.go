@@ -22,11 +22,41 @@ import (
 
 func handleInitProducerID(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrInitProducerIDRequest(), func(req *kmsg.InitProducerIDRequest) []byte {
+		var code int16
 		if req.TransactionalID != nil {
-			return c.p.initProducerIDTxn(c.ctx, req)
+			code = c.authorizeTxn("InitProducerId", *req.TransactionalID, -1)
+		} else {
+			code = c.authorizeIdempotent("InitProducerId", -1)
 		}
-		return c.p.initProducerID(c.ctx, req)
+		if code != 0 {
+			resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+			resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = code, -1, -1
+			return resp.AppendTo(nil)
+		}
+		var body []byte
+		if req.TransactionalID != nil {
+			body = c.p.initProducerIDTxn(c.ctx, req)
+		} else {
+			body = c.p.initProducerID(c.ctx, req)
+		}
+		return c.bindProducerID(req, body)
 	})
+}
+
+// bindProducerID binds the producer id an InitProducerId answer gives to
+// the connection's principal before the client learns it; the answer if
+// that fails asks the client to retry.
+func (c *conn) bindProducerID(req *kmsg.InitProducerIDRequest, body []byte) []byte {
+	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+	if resp.ReadFrom(body) != nil || resp.ErrorCode != 0 {
+		return body
+	}
+	if err := c.p.owners.bind(resp.ProducerID, c.principal()); err != nil {
+		c.log.Error().Err(err).Msg("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS")
+		resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = kerr.CoordinatorLoadInProgress.Code, -1, -1
+		return resp.AppendTo(nil)
+	}
+	return body
 }
 
 // initProducerID answers an idempotent producer's InitProducerId.

@@ -17,7 +17,12 @@ import (
 )
 
 func handleAddPartitionsToTxn(c *conn, r *request) error {
-	return answerLocal(r, kmsg.NewPtrAddPartitionsToTxnRequest(), c.p.addPartitionsToTxn)
+	return answerLocal(r, kmsg.NewPtrAddPartitionsToTxnRequest(), func(req *kmsg.AddPartitionsToTxnRequest) []byte {
+		if code := c.authorizeTxn("AddPartitionsToTxn", req.TransactionalID, req.ProducerID); code != 0 {
+			return addPartitionsAnswer(req, code)
+		}
+		return c.p.addPartitionsToTxn(req)
+	})
 }
 
 func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
@@ -29,13 +34,18 @@ func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
 	}
 	res := p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Partitions: parts, Version: r.Version})
+	return addPartitionsAnswer(r, res.Err)
+}
+
+// addPartitionsAnswer answers every partition of r with code.
+func addPartitionsAnswer(r *kmsg.AddPartitionsToTxnRequest, code int16) []byte {
 	resp := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
 	for _, t := range r.Topics {
 		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
 		rt.Topic = t.Topic
 		for _, part := range t.Partitions {
 			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-			rp.Partition, rp.ErrorCode = part, res.Err
+			rp.Partition, rp.ErrorCode = part, code
 			rt.Partitions = append(rt.Partitions, rp)
 		}
 		resp.Topics = append(resp.Topics, rt)

@@ -13,7 +13,14 @@ import (
 )
 
 func handleAddOffsetsToTxn(c *conn, r *request) error {
-	return answerLocal(r, kmsg.NewPtrAddOffsetsToTxnRequest(), c.p.addOffsetsToTxn)
+	return answerLocal(r, kmsg.NewPtrAddOffsetsToTxnRequest(), func(req *kmsg.AddOffsetsToTxnRequest) []byte {
+		if code := c.authorizeTxn("AddOffsetsToTxn", req.TransactionalID, req.ProducerID); code != 0 {
+			resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+			resp.ErrorCode = code
+			return resp.AppendTo(nil)
+		}
+		return c.p.addOffsetsToTxn(req)
+	})
 }
 
 func (p *Proxy) addOffsetsToTxn(r *kmsg.AddOffsetsToTxnRequest) []byte {

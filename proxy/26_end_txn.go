@@ -20,6 +20,11 @@ import (
 
 func handleEndTxn(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrEndTxnRequest(), func(req *kmsg.EndTxnRequest) []byte {
+		if code := c.authorizeTxn("EndTxn", req.TransactionalID, req.ProducerID); code != 0 {
+			resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+			resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = code, -1, -1
+			return resp.AppendTo(nil)
+		}
 		return c.p.endTxn(c.ctx, req)
 	})
 }

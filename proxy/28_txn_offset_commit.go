@@ -21,6 +21,9 @@ import (
 
 func handleTxnOffsetCommit(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrTxnOffsetCommitRequest(), func(req *kmsg.TxnOffsetCommitRequest) []byte {
+		if code := c.authorizeTxn("TxnOffsetCommit", req.TransactionalID, req.ProducerID); code != 0 {
+			return txnOffsetCommitAnswer(req, code)
+		}
 		return c.p.txnOffsetCommit(c.ctx, req)
 	})
 }
@@ -71,6 +74,11 @@ func (p *Proxy) txnOffsetCommit(ctx context.Context, r *kmsg.TxnOffsetCommitRequ
 		p.log.Debug().Str("txn", r.TransactionalID).Str("group", r.Group).Str("member", req.MemberID).
 			Int32("generation", req.GenerationID).Str("err", errName(code)).Msg("TxnOffsetCommit refused")
 	}
+	return txnOffsetCommitAnswer(r, code)
+}
+
+// txnOffsetCommitAnswer answers every partition of r with code.
+func txnOffsetCommitAnswer(r *kmsg.TxnOffsetCommitRequest, code int16) []byte {
 	resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
 	for _, t := range r.Topics {
 		rt := kmsg.NewTxnOffsetCommitResponseTopic()

@@ -11,20 +11,32 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/txnstate"
 )
 
 func handleDescribeTransactions(c *conn, r *request) error {
-	return answerLocal(r, kmsg.NewPtrDescribeTransactionsRequest(), c.p.describeTxns)
+	return answerLocal(r, kmsg.NewPtrDescribeTransactionsRequest(), func(req *kmsg.DescribeTransactionsRequest) []byte {
+		return c.p.describeTxns(req, c.mayDescribeTxn)
+	})
 }
 
-func (p *Proxy) describeTxns(r *kmsg.DescribeTransactionsRequest) []byte {
+// describeTxns answers DescribeTransactions; an id the principal may not
+// describe is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers it.
+func (p *Proxy) describeTxns(r *kmsg.DescribeTransactionsRequest, allowed func(string) bool) []byte {
 	resp := r.ResponseKind().(*kmsg.DescribeTransactionsResponse)
 	for _, id := range r.TransactionalIDs {
 		st := kmsg.NewDescribeTransactionsResponseTransactionState()
 		st.TransactionalID = id
-		t := p.coord.Describe(id)
+		var t *txnstate.Txn
+		if allowed(id) {
+			t = p.coord.Describe(id)
+		}
 		if t == nil {
 			st.ErrorCode = kerr.TransactionalIDNotFound.Code
+			if !allowed(id) {
+				st.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+			}
 			st.ProducerID, st.ProducerEpoch, st.StartTimestamp = -1, -1, -1
 			resp.TransactionStates = append(resp.TransactionStates, st)
 			continue

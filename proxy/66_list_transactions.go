@@ -22,14 +22,15 @@ import (
 
 func handleListTransactions(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrListTransactionsRequest(), func(req *kmsg.ListTransactionsRequest) []byte {
-		return c.p.listTxns(req, c.brokerID)
+		return c.p.listTxns(req, c.brokerID, c.mayDescribeTxn)
 	})
 }
 
 // listTxns answers ListTransactions. Admin clients ask every broker and
 // merge the answers, so only the broker eosproxy names as coordinator lists
-// the transactions; the others answer with none.
-func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte {
+// the transactions; the others answer with none. As Kafka, it lists only
+// the ids the principal may describe.
+func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32, allowed func(string) bool) []byte {
 	resp := r.ResponseKind().(*kmsg.ListTransactionsResponse)
 	states := map[txnstate.State]bool{}
 	for _, name := range r.StateFilters {
@@ -57,7 +58,8 @@ func (p *Proxy) listTxns(r *kmsg.ListTransactionsRequest, brokerID int32) []byte
 		case len(r.StateFilters) > 0 && !states[t.State],
 			len(r.ProducerIDFilters) > 0 && !slices.Contains(r.ProducerIDFilters, t.ProducerID),
 			r.DurationFilterMillis >= 0 && r.Version >= 1 && (t.State != txnstate.Ongoing || now-t.StartTimeMs < r.DurationFilterMillis),
-			pattern != nil && !pattern.MatchString(t.TransactionalID):
+			pattern != nil && !pattern.MatchString(t.TransactionalID),
+			!allowed(t.TransactionalID):
 			continue
 		}
 		st := kmsg.NewListTransactionsResponseTransactionState()

@@ -48,6 +48,14 @@ type conn struct {
 	uw       *bufio.Writer
 	slots    chan slot
 
+	// who is the connection's principal once known (principal.go); sasl
+	// its SASL exchange, used by the reader only.
+	who  atomic.Pointer[string]
+	sasl *saslSession
+	// passAuthed: the backend accepted the client's SASL exchange
+	// (pass-through); set by the writer before the client sees the answer.
+	passAuthed atomic.Bool
+
 	writerDone chan struct{}
 	stopping   atomic.Bool
 	closeOnce  sync.Once
@@ -178,6 +186,9 @@ func (c *conn) readLoop() error {
 			return bad("request header: %w", err)
 		}
 		r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion}}
+		if err := c.checkAuthenticated(hdr.APIKey); err != nil {
+			return err
+		}
 		if h := route(hdr.APIKey); h != nil {
 			if err := h(c, &r); err != nil {
 				return err
@@ -185,6 +196,9 @@ func (c *conn) readLoop() error {
 		}
 		if !r.noResponse && !c.enqueue(r.slot) {
 			return nil
+		}
+		if r.closeAfter {
+			return nil // the writer sends what is queued, then closes
 		}
 		if r.slot.local {
 			continue

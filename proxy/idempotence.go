@@ -124,6 +124,10 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		ans.ErrorCode = kerr.InvalidRecord.Code
 		return ans, false
 	}
+	if code := c.authorizeIdempotent("idempotent Produce", bt.ProducerID); code != 0 {
+		ans.ErrorCode = code
+		return ans, false
+	}
 	// Begin may wait for an earlier batch of this connection to be
 	// answered: that batch's request must not sit in the write buffer.
 	if c.uw.Buffered() > 0 {

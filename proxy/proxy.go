@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/protocol"
@@ -80,6 +82,20 @@ type Config struct {
 	// this data dir only: for tests and tools that have no backend.
 	NoInstanceLease bool
 	Log             zerolog.Logger
+
+	// TLS, if set, serves the client listeners over TLS (ServerTLS); with
+	// client certificates required, a certificate's subject is its
+	// connection's principal.
+	TLS *tls.Config
+	// SASLUsers, if set, makes eosproxy authenticate clients itself
+	// (termination); nil passes their SASL exchange to the backend.
+	SASLUsers *SASLUsers
+	// ACL, if set, limits what each principal may do; nil allows all.
+	ACL *ACL
+	// UpstreamTLS, if set, is used on every connection to the backend;
+	// UpstreamSASL authenticates eosproxy's own (upstreamauth.go).
+	UpstreamTLS  *tls.Config
+	UpstreamSASL sasl.Mechanism
 }
 
 // Stats are counters for tests and operators.
@@ -101,6 +117,7 @@ type Proxy struct {
 	groups    groupMembers
 	ownDB     *store.DB // opened by New, closed by Shutdown
 	spool     *spool.Spool
+	owners    *owners            // the principal each producer id belongs to
 	inst      *upstream.Instance // the lease on the backend and producer id blocks
 	ownSpool  string             // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
@@ -165,6 +182,10 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
+	if p.owners, err = openOwners(cfg.DB); err != nil {
+		p.closeState()
+		return nil, err
+	}
 	p.up, err = upstream.New(upstream.Config{
 		Seeds: cfg.Upstreams, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, BrokerAddr: p.upstreamAddr,
 		DB: cfg.DB, ProducerIDExpiration: cfg.ProducerIDExpiration,
@@ -175,6 +196,7 @@ func New(cfg Config) (*Proxy, error) {
 			return p.producers.ProducerIDs()
 		},
 		NoIdempotence: cfg.NoBackendIdempotence, Groups: backendGroups{p}, Log: p.log,
+		TLS: cfg.UpstreamTLS, SASL: cfg.UpstreamSASL,
 	})
 	if err != nil {
 		p.closeState()
@@ -272,6 +294,7 @@ func (p *Proxy) Addr() string {
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
 	p.up.Start()
+	go p.owners.pruneLoop(time.Hour, max(p.cfg.ProducerIDExpiration, p.cfg.TransactionalIDExpiration), p.producerIDsInUse, p.log)
 	go func() {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -279,6 +302,19 @@ func (p *Proxy) Start(ctx context.Context) {
 			p.log.Warn().Err(err).Msg("cannot learn upstream brokers yet; will on first client request")
 		}
 	}()
+}
+
+// producerIDsInUse are the producer ids with state: idempotent producers'
+// and transactional ids' current ones.
+func (p *Proxy) producerIDsInUse() map[int64]bool {
+	used := map[int64]bool{}
+	for pid := range p.producers.ProducerIDs() {
+		used[pid] = true
+	}
+	for _, t := range p.coord.DescribeAll() {
+		used[t.ProducerID] = true
+	}
+	return used
 }
 
 // refreshBrokers asks the upstream for its brokers and maps each one.
@@ -313,6 +349,9 @@ func (p *Proxy) serveListener(ln net.Listener, brokerID int32) {
 				}
 				return
 			}
+			if p.cfg.TLS != nil {
+				cl = tls.Server(cl, p.cfg.TLS) // handshake in handle, off the accept loop
+			}
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
@@ -334,7 +373,25 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 		cl.Close()
 		return
 	}
-	up, err := p.up.Dial(brokerID)
+	principal := anonymous
+	if tc, ok := cl.(*tls.Conn); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			log.Warn().Err(err).Msg("closing client connection: TLS handshake failed")
+			cl.Close()
+			return
+		}
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			principal = certPrincipal(certs[0])
+		}
+	}
+	// A client that eosproxy authenticated (SASL termination, a client
+	// certificate) is eosproxy's to vouch for: its paired connection uses
+	// eosproxy's credentials. Otherwise the client's own SASL exchange
+	// passes through it.
+	up, err := p.up.DialAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
 		cl.Close()
@@ -342,6 +399,9 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	}
 	c := newConn(p, cl, up, log)
 	c.brokerID = brokerID
+	if principal != anonymous {
+		c.setPrincipal(principal)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -414,6 +474,9 @@ func (p *Proxy) closeState() {
 	if p.coord != nil {
 		p.coord.Close()
 	}
+	if p.owners != nil {
+		p.owners.close()
+	}
 	if p.up != nil {
 		p.up.Close() // once the coordinator's forwarding has stopped
 	}
@@ -460,7 +523,8 @@ func (p *Proxy) startLease() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, p.Addr(), timeout, p.log)
+	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL),
+		p.Addr(), timeout, p.log)
 	if errors.Is(err, upstream.ErrNoOwnAccess) {
 		// As before the lease: clients' traffic still passes through.
 		p.log.Error().Err(err).Msg("no instance lease on the backend (another instance there is not detected) and producer ids are counted in this data dir only; committed transactions cannot be forwarded")

@@ -15,6 +15,9 @@ type request struct {
 	// noResponse: the client expects none (Produce with acks=0), so no
 	// slot is queued.
 	noResponse bool
+	// closeAfter closes the connection once the answer is sent, as Kafka
+	// does after a failed authentication.
+	closeAfter bool
 }
 
 // body is the request's body, after the header.
@@ -43,12 +46,14 @@ var routes = [...]handler{
 	protocol.KeyHeartbeat:              handleHeartbeat,
 	protocol.KeyLeaveGroup:             handleLeaveGroup,
 	protocol.KeySyncGroup:              handleSyncGroup,
+	protocol.KeySASLHandshake:          handleSASLHandshake,
 	protocol.KeyApiVersions:            handleApiVersions,
 	protocol.KeyInitProducerID:         handleInitProducerID,
 	protocol.KeyAddPartitionsTxn:       handleAddPartitionsToTxn,
 	protocol.KeyAddOffsetsTxn:          handleAddOffsetsToTxn,
 	protocol.KeyEndTxn:                 handleEndTxn,
 	protocol.KeyTxnOffsetCommit:        handleTxnOffsetCommit,
+	protocol.KeySASLAuthenticate:       handleSASLAuthenticate,
 	protocol.KeyDescribeCluster:        handleDescribeCluster,
 	protocol.KeyDescribeProducers:      handleDescribeProducers,
 	protocol.KeyDescribeTxns:           handleDescribeTransactions,

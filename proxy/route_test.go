@@ -28,9 +28,9 @@ func TestRouteTable(t *testing.T) {
 	want := map[int16]string{
 		0: "handleProduce", 1: "handleFetch", 3: "handleMetadata", 9: "handleOffsetFetch",
 		10: "handleFindCoordinator", 11: "handleJoinGroup", 12: "handleHeartbeat", 13: "handleLeaveGroup",
-		14: "handleSyncGroup", 18: "handleApiVersions", 22: "handleInitProducerID",
+		14: "handleSyncGroup", 17: "handleSASLHandshake", 18: "handleApiVersions", 22: "handleInitProducerID",
 		24: "handleAddPartitionsToTxn", 25: "handleAddOffsetsToTxn", 26: "handleEndTxn",
-		28: "handleTxnOffsetCommit", 60: "handleDescribeCluster", 61: "handleDescribeProducers",
+		28: "handleTxnOffsetCommit", 36: "handleSASLAuthenticate", 60: "handleDescribeCluster", 61: "handleDescribeProducers",
 		65: "handleDescribeTransactions", 66: "handleListTransactions", 68: "handleConsumerGroupHeartbeat",
 		78: "handleShareFetch", 79: "handleShareAcknowledge",
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -40,6 +42,10 @@ type Config struct {
 	// committing a decided transaction's offsets as a current member.
 	Groups Groups
 	Log    zerolog.Logger
+	// TLS, if set, is used on every connection to the backend; SASL
+	// authenticates eosproxy's own (auth.go).
+	TLS  *tls.Config
+	SASL sasl.Mechanism
 }
 
 // Client is eosproxy's own client to the backend: the admin client, the
@@ -62,7 +68,7 @@ type Client struct {
 
 // New makes the client; it connects lazily.
 func New(cfg Config) (*Client, error) {
-	admin, err := kgo.NewClient(kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))
+	admin, err := kgo.NewClient(append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
@@ -111,12 +117,23 @@ func (c *Client) Brokers(ctx context.Context) ([]kmsg.MetadataResponseBroker, er
 	return resp.Brokers, nil
 }
 
-// Dial connects to broker id, or to the first seed that answers for id -1.
-func (c *Client) Dial(brokerID int32) (net.Conn, error) {
+// Dial connects to broker id, or to the first seed that answers for id -1,
+// for eosproxy's own use: authenticated with its credentials, if it has
+// some.
+func (c *Client) Dial(brokerID int32) (net.Conn, error) { return c.DialAs(brokerID, true) }
+
+// DialAs is Dial, authenticating the connection with eosproxy's
+// credentials only if own (a client's SASL exchange passes through the
+// others).
+func (c *Client) DialAs(brokerID int32, own bool) (net.Conn, error) {
 	dial := func(addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
 		defer cancel()
-		return c.cfg.Dial(ctx, "tcp", addr)
+		conn, err := c.cfg.Dial(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return c.secure(ctx, conn, addr, own)
 	}
 	if brokerID < 0 {
 		var errs []error

@@ -78,6 +78,7 @@ func (r leaseRecord) describe() string {
 type Instance struct {
 	id    string
 	seeds []string
+	opts  []kgo.Opt // TLS and SASL to the backend
 	log   zerolog.Logger
 	cl    *kgo.Client // writes: acks=all, no idempotence (a backend may have none)
 	self  leaseRecord
@@ -110,7 +111,7 @@ func instanceID(db *store.DB) (string, error) {
 // StartInstance takes this instance's lease on the backend (waiting out a
 // lease that may have expired) and starts renewing it. It retries while the
 // backend cannot be reached, until ctx ends.
-func StartInstance(ctx context.Context, db *store.DB, seeds []string, listen string, timeout time.Duration, log zerolog.Logger) (*Instance, error) {
+func StartInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo.Opt, listen string, timeout time.Duration, log zerolog.Logger) (*Instance, error) {
 	id, err := instanceID(db)
 	if err != nil {
 		return nil, err
@@ -122,8 +123,9 @@ func StartInstance(ctx context.Context, db *store.DB, seeds []string, listen str
 		timeout: timeout, every: timeout / 5,
 		lost: make(chan error, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	in.cl, err = kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DisableIdempotentWrite(),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	in.opts = opts
+	in.cl, err = kgo.NewClient(append(opts[:len(opts):len(opts)], kgo.SeedBrokers(seeds...), kgo.DisableIdempotentWrite(),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
 		return nil, fmt.Errorf("instance client: %w", err)
 	}
@@ -241,9 +243,9 @@ type leaseReader struct {
 }
 
 func (in *Instance) newReader(from int64) (*leaseReader, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(in.seeds...),
+	cl, err := kgo.NewClient(append(in.opts[:len(in.opts):len(in.opts)], kgo.SeedBrokers(in.seeds...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{instanceTopic: {0: kgo.NewOffset().At(from)}}),
-		kgo.FetchMaxWait(200*time.Millisecond))
+		kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
 		return nil, fmt.Errorf("lease reader: %w", err)
 	}

@@ -29,7 +29,7 @@ func startTestInstance(t *testing.T, seeds []string, db *store.DB) (*Instance, e
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	in, err := StartInstance(ctx, db, seeds, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
+	in, err := StartInstance(ctx, db, seeds, nil, "test", time.Second, zerolog.New(zerolog.NewTestWriter(t)))
 	if in != nil {
 		t.Cleanup(in.Close)
 	}

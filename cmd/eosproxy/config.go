@@ -33,6 +33,7 @@ type config struct {
 	TxnIDExp        time.Duration
 	LeaseTimeout    time.Duration
 	DebugListen     string
+	security
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -61,6 +62,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "optional `host:port` serving Go's /debug/pprof profiles, for diagnosing CPU and memory use (keep it on loopback)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
+	c.security.flags(fs)
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
 	if err := fs.Parse(args); err != nil {
 		return c, err

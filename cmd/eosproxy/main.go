@@ -106,6 +106,10 @@ func run(cfg config, log zerolog.Logger) error {
 			Msg("no --upstream given: serving from an embedded in-process Kafka-compatible backend (franz-go kfake); use --upstream for a real cluster")
 	}
 
+	sec, err := cfg.security.proxyConfig(log)
+	if err != nil {
+		return err
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:                    cfg.Listen,
 		AdvertiseHost:             cfg.AdvertiseHost,
@@ -125,6 +129,11 @@ func run(cfg config, log zerolog.Logger) error {
 		TransactionalIDExpiration: cfg.TxnIDExp,
 		InstanceLeaseTimeout:      cfg.LeaseTimeout,
 		Log:                       log,
+		TLS:                       sec.TLS,
+		SASLUsers:                 sec.SASLUsers,
+		ACL:                       sec.ACL,
+		UpstreamTLS:               sec.UpstreamTLS,
+		UpstreamSASL:              sec.UpstreamSASL,
 	})
 	if err != nil {
 		return err

@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--plan", default="commit:100,abort:50,commit:100")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds for each transactional call")
+    ap.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                    help="more librdkafka settings (security.protocol, sasl.*, ssl.*)")
     args = ap.parse_args()
 
     out = {
@@ -45,7 +47,9 @@ def main():
     def on_error(err):
         out["errors"].append([str(err), bool(err.fatal())])
 
+    conf = dict(kv.split("=", 1) for kv in args.config)
     prod = Producer({
+        **conf,
         "bootstrap.servers": args.bootstrap,
         "transactional.id": args.transactional_id,
         "transaction.timeout.ms": 60000,
