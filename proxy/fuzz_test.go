@@ -80,6 +80,7 @@ func heapAllocated(f func()) uint64 {
 type fuzzBackend struct{}
 
 func (fuzzBackend) EndOffset(context.Context, string, int32) (int64, error) { return 0, nil }
+func (fuzzBackend) DropsLateCopies() bool                                   { return true }
 
 func (fuzzBackend) FindBatch(context.Context, string, int32, int64, [32]byte) (int64, bool, error) {
 	return 0, false, nil
