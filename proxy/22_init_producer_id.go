@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
@@ -34,7 +35,7 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	// Kafka gives an idempotent producer a new id on every call, even
 	// one that names its old id and epoch (KIP-360).
-	id, err := p.producers.NewProducerID()
+	id, err := p.newProducerID()
 	if err != nil {
 		p.log.Error().Err(err).Msg("cannot allocate a producer id")
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
@@ -52,10 +53,18 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 }
 
 func (p *Proxy) initProducerIDTxn(ctx context.Context, r *kmsg.InitProducerIDRequest) []byte {
+	before := p.coord.Get(*r.TransactionalID)
 	res := p.coord.InitProducerID(ctx, txnstate.InitProducerIDRequest{
 		TransactionalID: *r.TransactionalID, TimeoutMs: r.TransactionTimeoutMillis,
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Version: r.Version,
 	})
+	p.m.Refused(res.Err)
+	if before != nil && before.State == txnstate.Ongoing {
+		// A new producer instance fenced the open transaction: it aborts.
+		if after := p.coord.Get(*r.TransactionalID); after != nil && after.State != txnstate.Ongoing {
+			p.m.TxnEnded(metrics.TxnFenced)
+		}
+	}
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
 	return resp.AppendTo(nil)

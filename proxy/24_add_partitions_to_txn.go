@@ -29,6 +29,7 @@ func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
 	}
 	res := p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Partitions: parts, Version: r.Version})
+	p.m.Refused(res.Err)
 	resp := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
 	for _, t := range r.Topics {
 		rt := kmsg.NewAddPartitionsToTxnResponseTopic()

@@ -12,9 +12,11 @@ package proxy
 
 import (
 	"context"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
@@ -25,8 +27,23 @@ func handleEndTxn(c *conn, r *request) error {
 }
 
 func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
+	before := p.coord.Get(r.TransactionalID)
+	decided := time.Now()
 	res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
+	p.m.Refused(res.Err)
+	if res.Err == 0 && before != nil && before.State == txnstate.Ongoing { // not a retry
+		if !r.Commit {
+			p.m.TxnEnded(metrics.TxnAborted)
+		} else {
+			p.m.TxnEnded(metrics.TxnCommitted)
+			go func() {
+				if p.coord.Wait(p.life, r.TransactionalID) == nil {
+					p.m.CommitForwarded(time.Since(decided))
+				}
+			}()
+		}
+	}
 	resp := r.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
 	return resp.AppendTo(nil)

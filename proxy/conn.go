@@ -177,7 +177,8 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return bad("request header: %w", err)
 		}
-		r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion}}
+		c.p.m.Request(hdr.APIKey, len(frame)+4)
+		r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion, start: time.Now()}}
 		if h := route(hdr.APIKey); h != nil {
 			if err := h(c, &r); err != nil {
 				return err

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,9 +16,12 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/eosproxy/eosproxy/admin"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -74,14 +76,20 @@ func run(cfg config, log zerolog.Logger) error {
 		return err
 	}
 	if cfg.DebugListen != "" {
-		ln, err := net.Listen("tcp", cfg.DebugListen)
+		log.Warn().Msg("--debug-listen is deprecated: use --admin-listen, which serves /debug/pprof too")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ops := admin.New(reg)
+	if cfg.AdminListen != "" {
+		ln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
-			return fmt.Errorf("debug listener: %w", err)
+			return fmt.Errorf("admin listener: %w", err)
 		}
-		defer ln.Close()
-		// The default mux holds exactly net/http/pprof's handlers.
-		go http.Serve(ln, nil)
-		log.Info().Str("listen", ln.Addr().String()).Msg("serving /debug/pprof")
+		srv := &http.Server{Handler: ops.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		defer srv.Close()
+		go srv.Serve(ln)
+		log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and /debug/pprof")
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
 	if err != nil {
@@ -124,6 +132,7 @@ func run(cfg config, log zerolog.Logger) error {
 		TransactionBufferBytes:    cfg.TxnBufferBytes,
 		TransactionalIDExpiration: cfg.TxnIDExp,
 		InstanceLeaseTimeout:      cfg.LeaseTimeout,
+		Metrics:                   reg,
 		Log:                       log,
 	})
 	if err != nil {
@@ -132,6 +141,7 @@ func run(cfg config, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	p.Start(ctx)
+	ops.SetReady(p.Ready)
 	log.Info().Str("bootstrap", p.Addr()).Strs("upstream", upstreams).Msg("eosproxy ready")
 	var lost error
 	select {
