@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -235,3 +236,12 @@ func (m *Metrics) TxnEnded(result string) { m.txnResults[result].Inc() }
 // CommitForwarded records how long a commit took from its decision to its
 // last byte in the backend.
 func (m *Metrics) CommitForwarded(d time.Duration) { m.forwardTime.Observe(d.Seconds()) }
+
+// NewRegistry is the registry eosproxy serves: its own collectors go in
+// through New, with the Go runtime's and the process's (memory, CPU, file
+// descriptors) alongside.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

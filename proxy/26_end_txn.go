@@ -37,7 +37,9 @@ func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
 			p.m.TxnEnded(metrics.TxnAborted)
 		} else {
 			p.m.TxnEnded(metrics.TxnCommitted)
+			p.ops.backlog.Add(1)
 			go func() {
+				defer p.ops.backlog.Add(-1)
 				if p.coord.Wait(p.life, r.TransactionalID) == nil {
 					p.m.CommitForwarded(time.Since(decided))
 				}

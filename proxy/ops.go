@@ -22,6 +22,9 @@ import (
 type ops struct {
 	started       atomic.Bool // listeners serve
 	rolledForward atomic.Bool // the previous run's decided commits and aborts are carried out
+	// backlog counts commits decided and not yet carried out: the
+	// coordinator's state shows a decided commit as complete already.
+	backlog atomic.Int64
 }
 
 // watch makes every scrape read the coordinator's, the producer table's and
@@ -34,8 +37,11 @@ func (p *Proxy) watch() {
 		},
 		SpoolBytes: p.spool.DiskBytes,
 		BadgerBytes: func() int64 {
-			lsm, vlog := p.cfg.DB.Size()
-			return lsm + vlog
+			opt := p.cfg.DB.Opts()
+			if opt.InMemory {
+				return 0
+			}
+			return metrics.DirBytes(opt.Dir, opt.ValueDir)
 		},
 	})
 }
@@ -46,7 +52,7 @@ func (p *Proxy) watch() {
 type backlogBytes interface{ BacklogBytes() int64 }
 
 func (p *Proxy) txnStats() metrics.Transactions {
-	s := metrics.Transactions{BufferedBytes: p.coord.Buffered(), BacklogBytes: -1}
+	s := metrics.Transactions{BufferedBytes: p.coord.Buffered(), BacklogBytes: -1, BacklogCommits: int(p.ops.backlog.Load())}
 	if b, ok := any(p.coord).(backlogBytes); ok {
 		s.BacklogBytes = b.BacklogBytes()
 	}
@@ -58,8 +64,6 @@ func (p *Proxy) txnStats() metrics.Transactions {
 			if t.StartTimeMs >= 0 && (oldest < 0 || t.StartTimeMs < oldest) {
 				oldest = t.StartTimeMs
 			}
-		case txnstate.PrepareCommit:
-			s.BacklogCommits++
 		}
 	}
 	if oldest >= 0 {
@@ -87,11 +91,14 @@ func (p *Proxy) awaitRollForward() {
 			ids = append(ids, t.TransactionalID)
 		}
 	}
+	p.ops.backlog.Add(int64(len(ids)))
 	start := time.Now()
-	for _, id := range ids {
+	for i, id := range ids {
 		if err := p.coord.Wait(p.life, id); err != nil {
+			p.ops.backlog.Add(-int64(len(ids) - i))
 			return // shutting down
 		}
+		p.ops.backlog.Add(-1)
 	}
 	if len(ids) > 0 {
 		p.log.Info().Int("transactions", len(ids)).Dur("took", time.Since(start)).

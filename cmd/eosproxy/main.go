@@ -16,12 +16,11 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/eosproxy/eosproxy/admin"
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -78,8 +77,7 @@ func run(cfg config, log zerolog.Logger) error {
 	if cfg.DebugListen != "" {
 		log.Warn().Msg("--debug-listen is deprecated: use --admin-listen, which serves /debug/pprof too")
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
 	ops := admin.New(reg)
 	if cfg.AdminListen != "" {
 		ln, err := net.Listen("tcp", cfg.AdminListen)
