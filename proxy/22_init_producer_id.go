@@ -24,7 +24,7 @@ import (
 func handleInitProducerID(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrInitProducerIDRequest(), func(req *kmsg.InitProducerIDRequest) []byte {
 		if req.TransactionalID != nil {
-			return c.p.initProducerIDTxn(c.ctx, req)
+			return c.initProducerIDTxn(req)
 		}
 		return c.p.initProducerID(c.ctx, req)
 	})
@@ -52,17 +52,20 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 	return resp.AppendTo(nil)
 }
 
-func (p *Proxy) initProducerIDTxn(ctx context.Context, r *kmsg.InitProducerIDRequest) []byte {
+func (c *conn) initProducerIDTxn(r *kmsg.InitProducerIDRequest) []byte {
+	p := c.p
 	before := p.coord.Get(*r.TransactionalID)
-	res := p.coord.InitProducerID(ctx, txnstate.InitProducerIDRequest{
+	res := p.coord.InitProducerID(c.ctx, txnstate.InitProducerIDRequest{
 		TransactionalID: *r.TransactionalID, TimeoutMs: r.TransactionTimeoutMillis,
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Version: r.Version,
 	})
-	p.m.Refused(res.Err)
+	c.refused(res.Err, *r.TransactionalID, r.ProducerID)
 	if before != nil && before.State == txnstate.Ongoing {
 		// A new producer instance fenced the open transaction: it aborts.
 		if after := p.coord.Get(*r.TransactionalID); after != nil && after.State != txnstate.Ongoing {
 			p.m.TxnEnded(metrics.TxnFenced)
+			c.log.Info().Str("txn", before.TransactionalID).Int64("producer", before.ProducerID).Int16("epoch", before.Epoch).
+				Msg("a new producer instance fenced the previous one: its open transaction is aborted")
 		}
 	}
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)

@@ -17,19 +17,19 @@ import (
 )
 
 func handleAddPartitionsToTxn(c *conn, r *request) error {
-	return answerLocal(r, kmsg.NewPtrAddPartitionsToTxnRequest(), c.p.addPartitionsToTxn)
+	return answerLocal(r, kmsg.NewPtrAddPartitionsToTxnRequest(), c.addPartitionsToTxn)
 }
 
-func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
+func (c *conn) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
 	var parts []txnstate.TopicPartition
 	for _, t := range r.Topics {
 		for _, part := range t.Partitions {
 			parts = append(parts, txnstate.TopicPartition{Topic: t.Topic, Partition: part})
 		}
 	}
-	res := p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
+	res := c.p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Partitions: parts, Version: r.Version})
-	p.m.Refused(res.Err)
+	c.refused(res.Err, r.TransactionalID, r.ProducerID)
 	resp := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
 	for _, t := range r.Topics {
 		rt := kmsg.NewAddPartitionsToTxnResponseTopic()

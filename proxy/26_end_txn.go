@@ -11,7 +11,6 @@ package proxy
 // backend never see uncommitted data.
 
 import (
-	"context"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -22,16 +21,17 @@ import (
 
 func handleEndTxn(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrEndTxnRequest(), func(req *kmsg.EndTxnRequest) []byte {
-		return c.p.endTxn(c.ctx, req)
+		return c.endTxn(req)
 	})
 }
 
-func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
+func (c *conn) endTxn(r *kmsg.EndTxnRequest) []byte {
+	p := c.p
 	before := p.coord.Get(r.TransactionalID)
 	decided := time.Now()
-	res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
+	res := p.coord.EndTxn(c.ctx, r.TransactionalID, txnstate.EndTxnRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
-	p.m.Refused(res.Err)
+	c.refused(res.Err, r.TransactionalID, r.ProducerID)
 	if res.Err == 0 && before != nil && before.State == txnstate.Ongoing { // not a retry
 		if !r.Commit {
 			p.m.TxnEnded(metrics.TxnAborted)

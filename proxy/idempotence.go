@@ -164,7 +164,7 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		ans.BaseOffset = d.BaseOffset
 	default:
 		ans.ErrorCode = d.Err
-		c.p.m.Refused(d.Err)
+		c.refused(d.Err, "", key.ProducerID)
 	}
 	return ans, false
 }

@@ -130,6 +130,21 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	return nil
 }
 
+// refused counts an answer that refuses a request for its producer's
+// sequence or epoch, and logs a fenced producer's refusal with the client's
+// address (in c.log) and the transactional id, if any.
+func (c *conn) refused(code int16, txnID string, producerID int64) {
+	c.p.m.Refused(code)
+	if code != kerr.InvalidProducerEpoch.Code && code != kerr.ProducerFenced.Code {
+		return
+	}
+	ev := c.log.Info().Int64("producer", producerID).Str("err", errName(code))
+	if txnID != "" {
+		ev = ev.Str("txn", txnID)
+	}
+	ev.Msg("refusing a fenced producer's request")
+}
+
 // observedDedup counts what the producer table's look-ups settle.
 type observedDedup struct {
 	dedup.Backend

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +33,33 @@ type opsEnv struct {
 	reg *prometheus.Registry
 }
 
-func newOpsEnv(t *testing.T, cfg Config) *opsEnv {
+// logBuffer collects log lines written from any goroutine.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the JSON log lines whose message contains msg.
+func (b *logBuffer) lines(msg string) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && strings.Contains(fmt.Sprint(m["message"]), msg) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func newOpsEnv(t *testing.T, cfg Config, log ...*logBuffer) *opsEnv {
 	t.Helper()
 	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, opsTopic))
 	if err != nil {
@@ -38,6 +68,9 @@ func newOpsEnv(t *testing.T, cfg Config) *opsEnv {
 	t.Cleanup(kf.Close)
 	env := &opsEnv{kf: kf, reg: prometheus.NewRegistry()}
 	cfg.Listen, cfg.Upstreams, cfg.NoInstanceLease, cfg.Log = "127.0.0.1:0", kf.ListenAddrs(), true, zerolog.Nop()
+	if len(log) > 0 {
+		cfg.Log = zerolog.New(log[0])
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = env.reg
 	}
@@ -259,7 +292,8 @@ func TestMetricsBackendErrors(t *testing.T) {
 // held up in the backlog while the backend does not answer) and aborted;
 // fenced by a new producer instance.
 func TestMetricsTransactions(t *testing.T) {
-	env := newOpsEnv(t, Config{})
+	var logs logBuffer
+	env := newOpsEnv(t, Config{}, &logs)
 	g := env.reg
 	ctx := context.Background()
 	cl := env.client(t, kgo.TransactionalID("ops-txn"))
@@ -342,6 +376,19 @@ func TestMetricsTransactions(t *testing.T) {
 	}
 	if v := value(t, g, "eosproxy_fenced_rejections_total"); v < 1 {
 		t.Errorf("fenced rejections %v", v)
+	}
+	// Both the fencing and the refusal are logged with the client's
+	// address and the transactional id.
+	for _, msg := range []string{"fenced the previous one", "refusing a fenced producer's request"} {
+		lines := logs.lines(msg)
+		if len(lines) == 0 {
+			t.Errorf("no log line %q", msg)
+		}
+		for _, l := range lines {
+			if l["txn"] != "ops-txn" || l["client"] == nil {
+				t.Errorf("log line %q without client and transactional id: %v", msg, l)
+			}
+		}
 	}
 }
 
