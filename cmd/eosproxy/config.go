@@ -12,6 +12,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// defaultAdminListen is --admin-listen's default; failing to bind it is
+// not fatal, failing to bind an address given is.
+const defaultAdminListen = "127.0.0.1:9190"
+
 type config struct {
 	Listen          string
 	AdvertiseHost   string
@@ -60,7 +64,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
 	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "how long this instance's lease on the backend outlives its last renewal: another eosproxy instance on the same backend is refused while it lives, and may take it over after")
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
-	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9190", "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (keep it off the clients' network); empty disables it")
+	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (keep it off the clients' network); empty disables it")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "deprecated: the same as --admin-listen, which it overrides")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")

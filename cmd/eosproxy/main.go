@@ -81,13 +81,19 @@ func run(cfg config, log zerolog.Logger) error {
 	ops := admin.New(reg)
 	if cfg.AdminListen != "" {
 		ln, err := net.Listen("tcp", cfg.AdminListen)
-		if err != nil {
+		switch {
+		case err != nil && cfg.AdminListen != defaultAdminListen:
 			return fmt.Errorf("admin listener: %w", err)
+		case err != nil:
+			// Several eosproxy processes on one machine (tests, one per
+			// backend) would all want the default: only one gets it.
+			log.Warn().Err(err).Msg("no admin endpoint: the default --admin-listen address is taken; give each eosproxy its own")
+		default:
+			srv := &http.Server{Handler: ops.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			defer srv.Close()
+			go srv.Serve(ln)
+			log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and /debug/pprof")
 		}
-		srv := &http.Server{Handler: ops.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		defer srv.Close()
-		go srv.Serve(ln)
-		log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and /debug/pprof")
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
 	if err != nil {
