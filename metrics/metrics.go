@@ -74,18 +74,19 @@ type keyMetrics struct {
 // nothing (the counters still count, unseen).
 func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{reg: reg}
+	counter := func(name, help string) prometheus.Counter {
+		return add(m, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+	}
+	counterVec := func(name, help, label string) *prometheus.CounterVec {
+		return add(m, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label}))
+	}
 	m.connsOpen = add(m, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eosproxy_connections_open", Help: "Client connections open now."}))
-	m.connsTotal = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_connections_total", Help: "Client connections accepted and served."}))
-	m.refused = add(m, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "eosproxy_connections_refused_total", Help: "Client connections closed at once, by reason."}, []string{"reason"}))
-	m.bytesIn = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_client_received_bytes_total", Help: "Bytes of requests read from clients."}))
-	m.bytesOut = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_client_sent_bytes_total", Help: "Bytes of responses sent to clients."}))
-	m.requests = add(m, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "eosproxy_requests_total", Help: "Client requests read, by API key."}, []string{"api_key"}))
+	m.connsTotal = counter("eosproxy_connections_total", "Client connections accepted and served.")
+	m.refused = counterVec("eosproxy_connections_refused_total", "Client connections closed at once, by reason.", "reason")
+	m.bytesIn = counter("eosproxy_client_received_bytes_total", "Bytes of requests read from clients.")
+	m.bytesOut = counter("eosproxy_client_sent_bytes_total", "Bytes of responses sent to clients.")
+	m.requests = counterVec("eosproxy_requests_total", "Client requests read, by API key.", "api_key")
 	m.latency = add(m, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "eosproxy_request_duration_seconds",
 		Help: "Time from reading a request to handing its response to the client's connection, by API key and by whether eosproxy answered it itself (local) or the backend did (forwarded).",
@@ -93,20 +94,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		// durable write milliseconds, a waiting Produce up to its timeout.
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 11),
 	}, []string{"api_key", "path"}))
-	m.backendErrors = add(m, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "eosproxy_backend_errors_total", Help: "Error codes in backend answers that eosproxy reads (idempotent and committed batches, offset commits), by Kafka error name."}, []string{"code"}))
-	m.unclear = add(m, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "eosproxy_unclear_outcomes_total", Help: "Writes whose outcome was unknown (answer lost), by how it was settled."}, []string{"settled"}))
-	m.duplicates = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_duplicates_answered_total", Help: "Retried idempotent batches answered with their first write's offset, not written twice."}))
-	m.outOfOrder = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_out_of_order_rejections_total", Help: "Batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER."}))
-	m.fenced = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_fenced_rejections_total", Help: "Requests refused because their producer epoch is fenced (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED)."}))
-	m.producerIDs = add(m, prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "eosproxy_producer_ids_total", Help: "Producer ids handed out (idempotent and transactional)."}))
-	m.txns = add(m, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "eosproxy_transactions_total", Help: "Transactions ended, by result."}, []string{"result"}))
+	m.backendErrors = counterVec("eosproxy_backend_errors_total",
+		"Error codes in backend answers that eosproxy reads (idempotent and committed batches, offset commits), by Kafka error name.", "code")
+	m.unclear = counterVec("eosproxy_unclear_outcomes_total", "Writes whose outcome was unknown (answer lost), by how it was settled.", "settled")
+	m.duplicates = counter("eosproxy_duplicates_answered_total", "Retried idempotent batches answered with their first write's offset, not written twice.")
+	m.outOfOrder = counter("eosproxy_out_of_order_rejections_total", "Batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER.")
+	m.fenced = counter("eosproxy_fenced_rejections_total", "Requests refused because their producer epoch is fenced (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED).")
+	m.producerIDs = counter("eosproxy_producer_ids_total", "Producer ids handed out (idempotent and transactional).")
+	m.txns = counterVec("eosproxy_transactions_total", "Transactions ended, by result.", "result")
 	m.forwardTime = add(m, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "eosproxy_commit_forward_seconds",
 		Help:    "Time from a commit's decision to the last byte of it written to the backend.",

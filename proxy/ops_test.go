@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,24 +31,10 @@ type opsEnv struct {
 	reg *prometheus.Registry
 }
 
-// logBuffer collects log lines written from any goroutine.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log lines whose message contains msg.
-func (b *logBuffer) lines(msg string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// logLines returns the JSON log lines in b whose message contains msg.
+func logLines(b *syncBuf, msg string) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(b.buf.String(), "\n") {
+	for _, l := range strings.Split(b.String(), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil && strings.Contains(fmt.Sprint(m["message"]), msg) {
 			out = append(out, m)
@@ -59,7 +43,7 @@ func (b *logBuffer) lines(msg string) []map[string]any {
 	return out
 }
 
-func newOpsEnv(t *testing.T, cfg Config, log ...*logBuffer) *opsEnv {
+func newOpsEnv(t *testing.T, cfg Config, log ...*syncBuf) *opsEnv {
 	t.Helper()
 	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, opsTopic))
 	if err != nil {
@@ -292,7 +276,7 @@ func TestMetricsBackendErrors(t *testing.T) {
 // held up in the backlog while the backend does not answer) and aborted;
 // fenced by a new producer instance.
 func TestMetricsTransactions(t *testing.T) {
-	var logs logBuffer
+	var logs syncBuf
 	env := newOpsEnv(t, Config{}, &logs)
 	g := env.reg
 	ctx := context.Background()
@@ -380,7 +364,7 @@ func TestMetricsTransactions(t *testing.T) {
 	// Both the fencing and the refusal are logged with the client's
 	// address and the transactional id.
 	for _, msg := range []string{"fenced the previous one", "refusing a fenced producer's request"} {
-		lines := logs.lines(msg)
+		lines := logLines(&logs, msg)
 		if len(lines) == 0 {
 			t.Errorf("no log line %q", msg)
 		}
