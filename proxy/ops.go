@@ -46,6 +46,11 @@ func (p *Proxy) watch() {
 	})
 }
 
+// timeoutsCounted: txnstate reports a timed-out transaction's abort
+// (eosproxy_transactions_total{result="timed_out"}). It does not yet: to be
+// set with the hook (txnstate.Options.OnTimeout).
+const timeoutsCounted = false
+
 // backlogBytes is a coordinator that can tell how many bytes its decided
 // commits still have to write. txnstate does not export it yet; until it
 // does, eosproxy_forward_backlog_bytes is left out.

@@ -315,6 +315,11 @@ func TestMetricsTransactions(t *testing.T) {
 	if v := value(t, g, "eosproxy_forward_backlog_commits"); v != 1 {
 		t.Errorf("backlog commits %v while the backend holds the commit, want 1", v)
 	}
+	if _, ok := any(env.p.coord).(backlogBytes); ok {
+		if v := value(t, g, "eosproxy_forward_backlog_bytes"); v <= 0 {
+			t.Errorf("backlog bytes %v while the backend holds the commit", v)
+		}
+	}
 	close(hold)
 	if err := env.p.coord.Wait(ctx, "ops-txn"); err != nil {
 		t.Fatal(err)
@@ -482,4 +487,18 @@ func TestReadyAndUnregister(t *testing.T) {
 		t.Fatalf("second proxy on the same registry: %v", err)
 	}
 	p2.Close()
+}
+
+// A transaction past its timeout is aborted by the coordinator and counted.
+func TestMetricsTimedOut(t *testing.T) {
+	if !timeoutsCounted {
+		t.Skip("txnstate does not report timeouts yet (see timeoutsCounted)")
+	}
+	env := newOpsEnv(t, Config{})
+	cl := env.client(t, kgo.TransactionalID("ops-timeout"), kgo.TransactionTimeout(100*time.Millisecond))
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produceSync(t, cl, 0, "times out")
+	eventually(t, "timed out", func() bool { return value(t, env.reg, "eosproxy_transactions_total", "result", "timed_out") == 1 })
 }
