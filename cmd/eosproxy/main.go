@@ -39,7 +39,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "eosproxy:", err)
 		os.Exit(2)
 	}
-	if err := run(cfg, log); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err = run(ctx, cfg, log)
+	stop()
+	if err != nil {
 		log.Error().Err(err).Msg("eosproxy stopped")
 		os.Exit(1)
 	}
@@ -69,7 +72,8 @@ func newLogger(cfg config) (zerolog.Logger, error) {
 	return log.Level(level).With().Timestamp().Logger(), nil
 }
 
-func run(cfg config, log zerolog.Logger) error {
+// run serves until ctx ends (SIGINT, SIGTERM) or the lease is lost.
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	lo, hi, err := cfg.brokerPortRange()
 	if err != nil {
 		return err
@@ -142,7 +146,7 @@ func run(cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	p.Start(ctx)
 	ops.SetReady(p.Ready)
