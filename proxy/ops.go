@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
 	"github.com/eosproxy/eosproxy/metrics"
@@ -88,33 +87,25 @@ func (p *Proxy) newProducerID() (int64, error) {
 
 // awaitRollForward marks the proxy ready once every commit and abort that
 // the previous run decided (the coordinator resumed them on Open) is
-// carried out, and logs it.
+// carried out, and logs it. A decided transaction's state reads complete at
+// once, so every id is waited for: Wait returns at once for an id with
+// nothing left to do.
 func (p *Proxy) awaitRollForward() {
-	var ids []string
-	for _, t := range p.coord.List() {
-		if t.State == txnstate.PrepareCommit || t.State == txnstate.PrepareAbort {
-			ids = append(ids, t.TransactionalID)
-		}
-	}
-	p.ops.backlog.Add(int64(len(ids)))
 	start := time.Now()
-	for i, id := range ids {
-		if err := p.coord.Wait(p.life, id); err != nil {
-			p.ops.backlog.Add(-int64(len(ids) - i))
+	txns := p.coord.List()
+	for _, t := range txns {
+		if err := p.coord.Wait(p.life, t.TransactionalID); err != nil {
 			return // shutting down
 		}
-		p.ops.backlog.Add(-1)
 	}
-	if len(ids) > 0 {
-		p.log.Info().Int("transactions", len(ids)).Dur("took", time.Since(start)).
-			Msg("roll-forward finished: the previous run's decided commits and aborts are carried out")
-	}
+	p.log.Info().Int("transactional_ids", len(txns)).Dur("took", time.Since(start)).
+		Msg("roll-forward finished: the previous run's decided commits and aborts are carried out")
 	p.ops.rolledForward.Store(true)
 }
 
 // Ready returns nil when the proxy serves clients fully: its listeners are
 // up, its state loaded (New returned), the previous run's decisions carried
-// out, and the backend answers. Otherwise the error says what is missing.
+// out, and a bootstrap broker of the backend accepts a connection. Otherwise the error says what is missing.
 func (p *Proxy) Ready(ctx context.Context) error {
 	p.mu.Lock()
 	closed := p.closed
@@ -127,12 +118,18 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	case !p.ops.rolledForward.Load():
 		return errors.New("rolling forward the previous run's decided commits and aborts")
 	}
-	req := kmsg.NewPtrMetadataRequest()
-	req.Topics = []kmsg.MetadataRequestTopic{}
-	if _, err := req.RequestWith(ctx, p.admin); err != nil {
-		return fmt.Errorf("backend unreachable: %w", err)
+	// A connection to a bootstrap broker, not a request: a client retries a
+	// refused dial until its own timeout, and a probe wants the reason now.
+	var errs []error
+	for _, addr := range p.cfg.Upstreams {
+		c, err := p.cfg.Dial(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		errs = append(errs, err)
 	}
-	return nil
+	return fmt.Errorf("backend unreachable: %w", errors.Join(errs...))
 }
 
 // refused counts an answer that refuses a request for its producer's

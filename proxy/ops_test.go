@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -387,6 +389,7 @@ func TestMetricsConnectionsRefused(t *testing.T) {
 	env := newOpsEnv(t, Config{MaxConnections: 1})
 	// A served connection answers ApiVersions; a refused one is closed.
 	apiVersions := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // a failure, not a hang
 		frame := requestFrame(kmsg.ApiVersions.Int16(), 0, nil)
 		if _, err := c.Write(binary.BigEndian.AppendUint32(nil, uint32(len(frame)))); err != nil {
 			return err
@@ -417,14 +420,9 @@ func TestMetricsConnectionsRefused(t *testing.T) {
 		t.Errorf("refused over the limit: %v, want 1", v)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone := ln.Addr().String()
-	ln.Close()
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []string{gone}, NoInstanceLease: true, Metrics: reg, Log: zerolog.Nop()})
+	down := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("backend down") }
+	p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []string{"127.0.0.1:1"}, Dial: down, NoInstanceLease: true, Metrics: reg, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,4 +499,61 @@ func TestMetricsTimedOut(t *testing.T) {
 	}
 	produceSync(t, cl, 0, "times out")
 	eventually(t, "timed out", func() bool { return value(t, env.reg, "eosproxy_transactions_total", "result", "timed_out") == 1 })
+}
+
+// After a restart the proxy is not ready until the commits the previous
+// run decided are carried out (roll-forward), and says so; it logs the end.
+func TestReadyAfterRollForward(t *testing.T) {
+	db, err := store.Open(t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := Config{DB: db, SpoolDir: t.TempDir()}
+	env := newOpsEnv(t, cfg)
+	// Every Produce reaching the backend while hold is set waits for it.
+	var hold atomic.Pointer[chan struct{}]
+	held := make(chan struct{}, 4)
+	env.kf.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		env.kf.KeepControl()
+		if h := hold.Load(); h != nil {
+			held <- struct{}{}
+			env.kf.SleepControl(func() { <-*h })
+		}
+		return nil, nil, false
+	})
+	first, second := make(chan struct{}), make(chan struct{})
+	defer close(first)
+	hold.Store(&first)
+
+	cl := env.client(t, kgo.TransactionalID("ops-rollforward"))
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produceSync(t, cl, 0, "decided before the restart")
+	if err := cl.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	<-held // the commit is decided and its forwarding held
+	cl.Close()
+	hold.Store(&second)
+	env.p.Close()
+
+	var logs syncBuf
+	cfg.Listen, cfg.Upstreams, cfg.NoInstanceLease, cfg.Metrics, cfg.Log = "127.0.0.1:0", env.kf.ListenAddrs(), true, env.reg, zerolog.New(&logs)
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Start(context.Background())
+	<-held // the roll-forward's write
+	if err := p.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "rolling forward") {
+		t.Errorf("ready while rolling forward: %v", err)
+	}
+	close(second)
+	eventually(t, "ready after the roll-forward", func() bool { return p.Ready(context.Background()) == nil })
+	if lines := logLines(&logs, "roll-forward finished"); len(lines) != 1 {
+		t.Errorf("roll-forward's end logged %d times", len(lines))
+	}
 }
