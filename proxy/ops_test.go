@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -239,23 +240,7 @@ func TestMetricsBackendErrors(t *testing.T) {
 	g := env.reg
 	cl := env.client(t)
 	_, produce := idemProducer(t, cl)
-	fail := []int16{kerr.NotLeaderForPartition.Code, kerr.RequestTimedOut.Code, kerr.DuplicateSequenceNumber.Code}
-	env.kf.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
-		if len(fail) == 0 {
-			return nil, nil, false
-		}
-		env.kf.KeepControl()
-		req := r.(*kmsg.ProduceRequest)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic = req.Topics[0].Topic
-		rp := kmsg.NewProduceResponseTopicPartition()
-		rp.ErrorCode = fail[0]
-		rt.Partitions = append(rt.Partitions, rp)
-		resp.Topics = append(resp.Topics, rt)
-		fail = fail[1:]
-		return resp, nil, true
-	})
+	env.failProduce(kerr.NotLeaderForPartition.Code, kerr.RequestTimedOut.Code, kerr.DuplicateSequenceNumber.Code)
 	for _, want := range []error{kerr.NotLeaderForPartition, kerr.RequestTimedOut, kerr.DuplicateSequenceNumber, nil} {
 		if code := produce(0, 0, "x"); kerr.ErrorForCode(code) != want {
 			t.Fatalf("answered %v, want %v", kerr.ErrorForCode(code), want)
@@ -272,6 +257,63 @@ func TestMetricsBackendErrors(t *testing.T) {
 	if v := value(t, g, "eosproxy_unclear_outcomes_total", "settled", "backend_duplicate"); v != 1 {
 		t.Errorf("unclear outcomes settled as the backend's duplicate: %v", v)
 	}
+}
+
+// A batch whose answer was lost but that reached the backend is found by
+// the retry's look-up, not written again, and counted so.
+func TestMetricsUnclearFound(t *testing.T) {
+	env := newOpsEnv(t, Config{})
+	_, produce := idemProducer(t, env.client(t))
+	env.failProduce(kerr.RequestTimedOut.Code)
+	if code := produce(0, 0, "x"); code != kerr.RequestTimedOut.Code {
+		t.Fatalf("answered %v", kerr.ErrorForCode(code))
+	}
+	// It reached the backend after all (the same records, without the
+	// producer fields eosproxy would have written).
+	direct, err := kgo.NewClient(kgo.SeedBrokers(env.kf.ListenAddrs()...), kgo.MaxVersions(kversion.V3_7_0())) // topics by name
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = opsTopic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = producerBatch(-1, -1, -1, false, "x")
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	if resp, err := req.RequestWith(context.Background(), direct); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("direct write: %v %v", err, resp)
+	}
+	if code := produce(0, 0, "x"); code != 0 {
+		t.Fatalf("retry answered %v", kerr.ErrorForCode(code))
+	}
+	if v := value(t, env.reg, "eosproxy_unclear_outcomes_total", "settled", "found"); v != 1 {
+		t.Errorf("unclear outcomes settled as found: %v, want 1", v)
+	}
+}
+
+// failProduce makes the backend answer its next Produce requests with
+// codes, one each, without writing anything.
+func (env *opsEnv) failProduce(codes ...int16) {
+	fail := codes
+	env.kf.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		if len(fail) == 0 {
+			return nil, nil, false
+		}
+		env.kf.KeepControl()
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = req.Topics[0].Topic
+		rp := kmsg.NewProduceResponseTopicPartition()
+		rp.ErrorCode = fail[0]
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		fail = fail[1:]
+		return resp, nil, true
+	})
 }
 
 // Transactions: open, buffered and aged while open; committed (forwarded,
