@@ -161,6 +161,7 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 		Partition: txnstate.TopicPartition{Topic: topic, Partition: partition}, Version: version,
 	}, dedup.BatchInfo{Epoch: bt.ProducerEpoch, FirstSeq: bt.BaseSequence, Count: bt.Count}, batch)
 	if ans.Err != 0 {
+		c.refused(ans.Err, id, bt.ProducerID)
 		c.log.Debug().Str("txn", id).Str("topic", topic).Int32("partition", partition).
 			Str("err", errName(ans.Err)).Int16("code", ans.Err).Msg("transactional batch refused")
 	}

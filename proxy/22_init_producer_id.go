@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
@@ -35,7 +36,7 @@ func handleInitProducerID(c *conn, r *request) error {
 		}
 		var body []byte
 		if req.TransactionalID != nil {
-			body = c.p.initProducerIDTxn(c.ctx, req)
+			body = c.initProducerIDTxn(req)
 		} else {
 			body = c.p.initProducerID(c.ctx, req)
 		}
@@ -64,7 +65,7 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	// Kafka gives an idempotent producer a new id on every call, even
 	// one that names its old id and epoch (KIP-360).
-	id, err := p.producers.NewProducerID()
+	id, err := p.newProducerID()
 	if err != nil {
 		p.log.Error().Err(err).Msg("cannot allocate a producer id")
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
@@ -81,11 +82,22 @@ func (p *Proxy) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequ
 	return resp.AppendTo(nil)
 }
 
-func (p *Proxy) initProducerIDTxn(ctx context.Context, r *kmsg.InitProducerIDRequest) []byte {
-	res := p.coord.InitProducerID(ctx, txnstate.InitProducerIDRequest{
+func (c *conn) initProducerIDTxn(r *kmsg.InitProducerIDRequest) []byte {
+	p := c.p
+	before := p.coord.Get(*r.TransactionalID)
+	res := p.coord.InitProducerID(c.ctx, txnstate.InitProducerIDRequest{
 		TransactionalID: *r.TransactionalID, TimeoutMs: r.TransactionTimeoutMillis,
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Version: r.Version,
 	})
+	c.refused(res.Err, *r.TransactionalID, r.ProducerID)
+	if before != nil && before.State == txnstate.Ongoing {
+		// A new producer instance fenced the open transaction: it aborts.
+		if after := p.coord.Get(*r.TransactionalID); after != nil && after.State != txnstate.Ongoing {
+			p.m.TxnEnded(metrics.TxnFenced)
+			c.log.Info().Str("txn", before.TransactionalID).Int64("producer", before.ProducerID).Int16("epoch", before.Epoch).
+				Msg("a new producer instance fenced the previous one: its open transaction is aborted")
+		}
+	}
 	resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
 	return resp.AppendTo(nil)

@@ -21,19 +21,20 @@ func handleAddPartitionsToTxn(c *conn, r *request) error {
 		if code := c.authorizeTxn("AddPartitionsToTxn", req.TransactionalID, req.ProducerID); code != 0 {
 			return addPartitionsAnswer(req, code)
 		}
-		return c.p.addPartitionsToTxn(req)
+		return c.addPartitionsToTxn(req)
 	})
 }
 
-func (p *Proxy) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
+func (c *conn) addPartitionsToTxn(r *kmsg.AddPartitionsToTxnRequest) []byte {
 	var parts []txnstate.TopicPartition
 	for _, t := range r.Topics {
 		for _, part := range t.Partitions {
 			parts = append(parts, txnstate.TopicPartition{Topic: t.Topic, Partition: part})
 		}
 	}
-	res := p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
+	res := c.p.coord.AddPartitions(r.TransactionalID, txnstate.AddPartitionsRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Partitions: parts, Version: r.Version})
+	c.refused(res.Err, r.TransactionalID, r.ProducerID)
 	return addPartitionsAnswer(r, res.Err)
 }
 

@@ -11,10 +11,11 @@ package proxy
 // backend never see uncommitted data.
 
 import (
-	"context"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/txnstate"
 )
 
@@ -25,13 +26,31 @@ func handleEndTxn(c *conn, r *request) error {
 			resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = code, -1, -1
 			return resp.AppendTo(nil)
 		}
-		return c.p.endTxn(c.ctx, req)
+		return c.endTxn(req)
 	})
 }
 
-func (p *Proxy) endTxn(ctx context.Context, r *kmsg.EndTxnRequest) []byte {
-	res := p.coord.EndTxn(ctx, r.TransactionalID, txnstate.EndTxnRequest{
+func (c *conn) endTxn(r *kmsg.EndTxnRequest) []byte {
+	p := c.p
+	before := p.coord.Get(r.TransactionalID)
+	decided := time.Now()
+	res := p.coord.EndTxn(c.ctx, r.TransactionalID, txnstate.EndTxnRequest{
 		ProducerID: r.ProducerID, Epoch: r.ProducerEpoch, Commit: r.Commit, Version: r.Version})
+	c.refused(res.Err, r.TransactionalID, r.ProducerID)
+	if res.Err == 0 && before != nil && before.State == txnstate.Ongoing { // not a retry
+		if !r.Commit {
+			p.m.TxnEnded(metrics.TxnAborted)
+		} else {
+			p.m.TxnEnded(metrics.TxnCommitted)
+			p.ops.backlog.Add(1)
+			go func() {
+				defer p.ops.backlog.Add(-1)
+				if p.coord.Wait(p.life, r.TransactionalID) == nil {
+					p.m.CommitForwarded(time.Since(decided))
+				}
+			}()
+		}
+	}
 	resp := r.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ErrorCode, resp.ProducerID, resp.ProducerEpoch = res.Err, res.ProducerID, res.Epoch
 	return resp.AppendTo(nil)

@@ -185,7 +185,8 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return bad("request header: %w", err)
 		}
-		r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion}}
+		c.p.m.Request(hdr.APIKey, len(frame)+4)
+		r := request{hdr: hdr, frame: frame, slot: slot{corr: hdr.CorrelationID, key: hdr.APIKey, ver: hdr.APIVersion, start: time.Now()}}
 		if err := c.checkAuthenticated(hdr.APIKey); err != nil {
 			return err
 		}

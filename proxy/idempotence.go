@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate"
 	"github.com/eosproxy/eosproxy/upstream"
@@ -162,11 +163,13 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		return ans, true
 	case dedup.Duplicate:
 		c.p.metrics.duplicates.Add(1)
+		c.p.m.Duplicate()
 		c.log.Debug().Int64("producer", key.ProducerID).Str("topic", topic).Int32("partition", partition).
 			Int32("seq", info.FirstSeq).Int64("offset", d.BaseOffset).Msg("DUP response: batch already written")
 		ans.BaseOffset = d.BaseOffset
 	default:
 		ans.ErrorCode = d.Err
+		c.refused(d.Err, "", key.ProducerID)
 	}
 	return ans, false
 }
@@ -219,6 +222,10 @@ func (c *conn) answerProduce(pl *producePlan, version int16, answer []byte) ([]b
 		case r.ErrorCode == 0:
 			toks, offs, parts = append(toks, tok), append(offs, r.BaseOffset), append(parts, r)
 		default:
+			c.p.m.BackendError(r.ErrorCode)
+			if r.ErrorCode == kerr.DuplicateSequenceNumber.Code {
+				c.p.m.Unclear(metrics.SettledBackendDuplicate)
+			}
 			tok.Failed(upstream.Ambiguous(r.ErrorCode))
 		}
 	}

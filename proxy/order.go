@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/eosproxy/eosproxy/protocol"
 )
@@ -26,6 +27,7 @@ import (
 type slot struct {
 	corr     int32
 	key, ver int16
+	start    time.Time     // when the request was read, for its latency
 	local    bool          // answered by eosproxy: nothing went upstream
 	body     []byte        // local: the response body
 	wait     func() []byte // local, made later: blocks until the body is ready
@@ -100,6 +102,7 @@ func (c *conn) writeLoop() (err error) {
 			if err := c.writeResponse(s, s.body); err != nil {
 				return err
 			}
+			c.p.m.Answered(s.key, true, s.start)
 			continue
 		}
 		cur = s
@@ -121,6 +124,8 @@ func (c *conn) writeLoop() (err error) {
 			if err := c.copyUpstream(int(size) - 4); err != nil {
 				return err
 			}
+			c.p.m.Sent(int(size) + 4)
+			c.p.m.Answered(s.key, false, s.start)
 			continue
 		}
 		if cap(buf) < int(size) {
@@ -134,6 +139,7 @@ func (c *conn) writeLoop() (err error) {
 		if err := c.rewrite(s, resp); err != nil {
 			return err
 		}
+		c.p.m.Answered(s.key, false, s.start)
 		if cap(buf) > keepBuf {
 			buf = nil
 		}
@@ -176,6 +182,7 @@ func (c *conn) writeFrame(parts ...[]byte) error {
 	}
 	var szb [4]byte
 	binary.BigEndian.PutUint32(szb[:], uint32(n))
+	c.p.m.Sent(n + 4)
 	if _, err := c.cw.Write(szb[:]); err != nil {
 		return err
 	}

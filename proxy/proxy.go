@@ -13,11 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate"
@@ -81,7 +83,10 @@ type Config struct {
 	// NoInstanceLease runs without the lease, with producer ids counted in
 	// this data dir only: for tests and tools that have no backend.
 	NoInstanceLease bool
-	Log             zerolog.Logger
+	// Metrics receives eosproxy's Prometheus collectors (package metrics);
+	// nil: none are registered. Shutdown unregisters them.
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 
 	// TLS, if set, serves the client listeners over TLS (ServerTLS); with
 	// client certificates required, a certificate's subject is its
@@ -121,6 +126,11 @@ type Proxy struct {
 	inst      *upstream.Instance // the lease on the backend and producer id blocks
 	ownSpool  string             // a temporary SpoolDir to remove
 	metrics   struct{ duplicates atomic.Int64 }
+	m         *metrics.Metrics
+	// life ends at Shutdown, releasing waits that outlive a request.
+	life    context.Context
+	endLife context.CancelFunc
+	ops     ops // readiness (metrics.go)
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -155,7 +165,8 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen port %q: %w", portStr, err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}}
+	p := &Proxy{cfg: cfg, log: cfg.Log, conns: map[*conn]struct{}{}, m: metrics.New(cfg.Metrics)}
+	p.life, p.endLife = context.WithCancel(context.Background())
 	p.advHost = cfg.AdvertiseHost
 	if p.advHost == "" {
 		p.advHost = host
@@ -202,7 +213,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
-	p.producers, err = dedup.Open(cfg.DB, p.up, cfg.ProducerIDExpiration, p.log)
+	p.producers, err = dedup.Open(cfg.DB, observedDedup{p.up, p.m}, cfg.ProducerIDExpiration, p.log)
 	if err != nil {
 		p.closeState()
 		return nil, err
@@ -230,15 +241,17 @@ func New(cfg Config) (*Proxy, error) {
 		MaxBufferBytes:      cfg.TransactionBufferBytes,
 		Expiration:          cfg.TransactionalIDExpiration,
 		AnswerWithin:        cfg.CommitAnswerWithin,
-		NewProducerID:       p.producers.NewProducerID,
+		NewProducerID:       p.newProducerID,
 		Spool:               p.spool,
-		Backend:             p.up,
+		Backend:             observeTxnBackend(p.up, p.m),
+		OnTimeout:           func(string) { p.m.TxnEnded(metrics.TxnTimedOut) },
 		Log:                 p.log,
 	})
 	if err != nil {
 		p.closeState()
 		return nil, err
 	}
+	p.watch()
 	p.brokers = &brokerMap{
 		log:      p.log,
 		host:     host,
@@ -293,6 +306,8 @@ func (p *Proxy) Addr() string {
 // not reachable yet) and starts accepting clients.
 func (p *Proxy) Start(ctx context.Context) {
 	p.serveListener(p.bootstrap, -1)
+	p.ops.started.Store(true)
+	go p.awaitRollForward()
 	p.up.Start()
 	go p.owners.pruneLoop(time.Hour, max(p.cfg.ProducerIDExpiration, p.cfg.TransactionalIDExpiration), p.producerIDsInUse, p.log)
 	go func() {
@@ -370,6 +385,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	p.mu.Unlock()
 	if p.cfg.MaxConnections > 0 && n >= p.cfg.MaxConnections {
 		log.Warn().Int("max", p.cfg.MaxConnections).Msg("refusing client connection: --max-connections reached")
+		p.m.ConnRefused(metrics.RefusedMaxConnections)
 		cl.Close()
 		return
 	}
@@ -394,6 +410,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	up, err := p.up.DialAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
+		p.m.ConnRefused(metrics.RefusedUpstreamUnreachable)
 		cl.Close()
 		return
 	}
@@ -405,17 +422,21 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		log.Info().Msg("refusing client connection: shutting down")
+		p.m.ConnRefused(metrics.RefusedShuttingDown)
 		cl.Close()
 		up.Close()
 		return
 	}
 	p.conns[c] = struct{}{}
 	p.mu.Unlock()
+	p.m.ConnOpened()
 	log.Debug().Str("upstream", up.RemoteAddr().String()).Msg("connection opened")
 	c.run()
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
+	p.m.ConnClosed()
 }
 
 // upstreamAddr is where broker id listens, for upstream.Client.Dial; ""
@@ -468,6 +489,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // closeState stops the producer table and closes a DB that New opened.
 func (p *Proxy) closeState() {
+	p.endLife()
+	p.m.Close()
 	if p.bootstrap != nil {
 		p.bootstrap.Close() // New failed after binding it
 	}

@@ -237,3 +237,6 @@ func storageCode(err error) int16 {
 
 // Buffered returns the bytes of transactional data waiting for a commit.
 func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }
+
+// BacklogBytes returns the bytes decided commits still have to write.
+func (c *Coordinator) BacklogBytes() int64 { return c.backlog.Load() }

@@ -43,6 +43,8 @@ type Options struct {
 	Log           zerolog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnTimeout is told of each transaction aborted for its timeout (metrics).
+	OnTimeout func(id string)
 }
 
 // Coordinator is eosproxy's transaction coordinator: the pure decisions of
@@ -57,6 +59,7 @@ type Coordinator struct {
 	txns map[string]*entry
 
 	buffered atomic.Int64  // bytes buffered in all open transactions
+	backlog  atomic.Int64  // bytes of decided commits not yet carried out
 	counter  atomic.Uint64 // orders buffered batches
 	// noUpstreamUntil: the backend gave no producer id for forwarding;
 	// not asked again before this time (unix ms).

@@ -38,6 +38,9 @@ func (c *Coordinator) expire(e *entry) {
 		e.writes.Wait()
 		c.log.Info().Str("txn", e.id).Int32("timeout_ms", cur.TimeoutMs).Msg("transaction timed out: aborting it and fencing its producer")
 		c.apply(e, r)
+		if c.opt.OnTimeout != nil {
+			c.opt.OnTimeout(e.id)
+		}
 		return
 	}
 	if r := Expire(cur, now, c.opt.Expiration.Milliseconds()); r.Txn != nil && !e.busy() {

@@ -136,6 +136,9 @@ func (c *Coordinator) runJobs(e *entry) {
 			c.pending.Add(-1)
 		}
 		c.buffered.Add(-j.bytes)
+		if j.commit {
+			c.backlog.Add(-j.bytes)
+		}
 		close(j.done)
 	}
 }

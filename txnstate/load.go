@@ -176,6 +176,9 @@ func (c *Coordinator) load() error {
 			}
 			if j != nil {
 				j.bytes += int64(ref.Length)
+				if j.commit {
+					c.backlog.Add(int64(ref.Length))
+				}
 			} else {
 				e.bytes += int64(ref.Length)
 			}

@@ -116,6 +116,9 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 			c.pending.Add(1)
 			c.noteDecided(j)
 		}
+		if j.commit {
+			c.backlog.Add(j.bytes)
+		}
 		e.jmu.Lock()
 		e.jobs = append(e.jobs, j)
 		e.jmu.Unlock()

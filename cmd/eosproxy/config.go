@@ -12,6 +12,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// defaultAdminListen is --admin-listen's default; failing to bind it is
+// not fatal, failing to bind an address given is.
+const defaultAdminListen = "127.0.0.1:9190"
+
 type config struct {
 	Listen          string
 	AdvertiseHost   string
@@ -32,6 +36,7 @@ type config struct {
 	TxnBufferBytes  int64
 	TxnIDExp        time.Duration
 	LeaseTimeout    time.Duration
+	AdminListen     string
 	DebugListen     string
 	security
 }
@@ -60,7 +65,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
 	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "how long this instance's lease on the backend outlives its last renewal: another eosproxy instance on the same backend is refused while it lives, and may take it over after")
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
-	fs.StringVar(&c.DebugListen, "debug-listen", "", "optional `host:port` serving Go's /debug/pprof profiles, for diagnosing CPU and memory use (keep it on loopback)")
+	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (keep it off the clients' network); empty disables it")
+	fs.StringVar(&c.DebugListen, "debug-listen", "", "deprecated: the same as --admin-listen, which it overrides")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	c.security.flags(fs)
 	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
@@ -110,6 +116,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	})
 	if err := errors.Join(errs...); err != nil {
 		return c, err
+	}
+	if c.DebugListen != "" {
+		c.AdminListen = c.DebugListen
 	}
 	if c.MaxRequestBytes <= 0 || c.MaxRequestBytes > 1<<30 {
 		return c, fmt.Errorf("--max-request-bytes %d out of range (1 B to 1 GiB)", c.MaxRequestBytes)

@@ -53,3 +53,18 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("range %d-%d %v", lo, hi, err)
 	}
 }
+
+func TestConfigAdminListen(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := parseConfig(nil, none)
+	if err != nil || c.AdminListen != "127.0.0.1:9190" {
+		t.Fatalf("default admin listener %q, %v", c.AdminListen, err)
+	}
+	if c, _ = parseConfig([]string{"--admin-listen", ""}, none); c.AdminListen != "" {
+		t.Fatalf("--admin-listen '' does not disable it: %q", c.AdminListen)
+	}
+	// The deprecated --debug-listen names the same endpoint.
+	if c, _ = parseConfig([]string{"--debug-listen", "127.0.0.1:6060"}, none); c.AdminListen != "127.0.0.1:6060" {
+		t.Fatalf("--debug-listen alias: %q", c.AdminListen)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/eosproxy/eosproxy/admin"
+	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -38,7 +39,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "eosproxy:", err)
 		os.Exit(2)
 	}
-	if err := run(cfg, log); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err = run(ctx, cfg, log)
+	stop()
+	if err != nil {
 		log.Error().Err(err).Msg("eosproxy stopped")
 		os.Exit(1)
 	}
@@ -68,20 +72,32 @@ func newLogger(cfg config) (zerolog.Logger, error) {
 	return log.Level(level).With().Timestamp().Logger(), nil
 }
 
-func run(cfg config, log zerolog.Logger) error {
+// run serves until ctx ends (SIGINT, SIGTERM) or the lease is lost.
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	lo, hi, err := cfg.brokerPortRange()
 	if err != nil {
 		return err
 	}
 	if cfg.DebugListen != "" {
-		ln, err := net.Listen("tcp", cfg.DebugListen)
-		if err != nil {
-			return fmt.Errorf("debug listener: %w", err)
+		log.Warn().Msg("--debug-listen is deprecated: use --admin-listen, which serves /debug/pprof too")
+	}
+	reg := metrics.NewRegistry()
+	ops := admin.New(reg)
+	if cfg.AdminListen != "" {
+		ln, err := net.Listen("tcp", cfg.AdminListen)
+		switch {
+		case err != nil && cfg.AdminListen != defaultAdminListen:
+			return fmt.Errorf("admin listener: %w", err)
+		case err != nil:
+			// Several eosproxy processes on one machine (tests, one per
+			// backend) would all want the default: only one gets it.
+			log.Warn().Err(err).Msg("no admin endpoint: the default --admin-listen address is taken; give each eosproxy its own")
+		default:
+			srv := &http.Server{Handler: ops.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			defer srv.Close()
+			go srv.Serve(ln)
+			log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and /debug/pprof")
 		}
-		defer ln.Close()
-		// The default mux holds exactly net/http/pprof's handlers.
-		go http.Serve(ln, nil)
-		log.Info().Str("listen", ln.Addr().String()).Msg("serving /debug/pprof")
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
 	if err != nil {
@@ -128,6 +144,7 @@ func run(cfg config, log zerolog.Logger) error {
 		TransactionBufferBytes:    cfg.TxnBufferBytes,
 		TransactionalIDExpiration: cfg.TxnIDExp,
 		InstanceLeaseTimeout:      cfg.LeaseTimeout,
+		Metrics:                   reg,
 		Log:                       log,
 		TLS:                       sec.TLS,
 		SASLUsers:                 sec.SASLUsers,
@@ -138,9 +155,10 @@ func run(cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	p.Start(ctx)
+	ops.SetReady(p.Ready)
 	log.Info().Str("bootstrap", p.Addr()).Strs("upstream", upstreams).Msg("eosproxy ready")
 	var lost error
 	select {
