@@ -196,7 +196,10 @@ func scramCreds(t *testing.T, user, pass string) string {
 		t.Fatal(err)
 	}
 	salt := []byte("0123456789abcdef")
-	c := cl.GetStoredCredentials(xscram.KeyFactors{Salt: string(salt), Iters: 4096})
+	c, err := cl.GetStoredCredentialsWithError(xscram.KeyFactors{Salt: string(salt), Iters: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b64 := base64.StdEncoding.EncodeToString
 	return "  scram: {salt: " + b64(salt) + ", iterations: 4096, stored_key: " + b64(c.StoredKey) + ", server_key: " + b64(c.ServerKey) + "}\n"
 }

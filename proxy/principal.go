@@ -113,8 +113,9 @@ func saslUser(mechanism string, first []byte) string {
 		return string(parts[1])
 	case strings.HasPrefix(mechanism, "SCRAM-"):
 		// gs2-header "n,," or "n,a=authzid," then "n=user,r=nonce".
-		_, rest, ok := strings.Cut(string(first), ",")
-		if _, rest, ok = strings.Cut(rest, ","); !ok {
+		_, rest, _ := strings.Cut(string(first), ",")
+		_, rest, ok := strings.Cut(rest, ",")
+		if !ok {
 			return ""
 		}
 		for _, attr := range strings.Split(rest, ",") {

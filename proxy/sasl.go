@@ -188,14 +188,17 @@ func (u *SASLUsers) step(s *saslSession, in []byte) (out []byte, user string, er
 	case mechPlain:
 		parts := bytes.Split(in, []byte{0})
 		if len(parts) != 3 {
+			//lint:ignore ST1005 Kafka's message, sent to the client as Kafka words it
 			return nil, "", errors.New("Authentication failed: Invalid SASL/PLAIN message")
 		}
 		name, pass := string(parts[1]), parts[2]
 		want, ok := u.plain[name]
 		if authz := string(parts[0]); authz != "" && authz != name {
+			//lint:ignore ST1005 Kafka's message, sent to the client as Kafka words it
 			return nil, "", errors.New("Authentication failed: Client requested an authorization id that is different from username")
 		}
 		if !ok || subtle.ConstantTimeCompare(want, pass) != 1 {
+			//lint:ignore ST1005 Kafka's message, sent to the client as Kafka words it
 			return nil, name, errors.New("Authentication failed: Invalid username or password")
 		}
 		return nil, name, nil
