@@ -41,35 +41,50 @@ type config struct {
 	security
 }
 
+// envName is the environment form of a flag: EOSPROXY_<FLAG>, upper case,
+// "-" as "_".
+func envName(name string) string {
+	return "EOSPROXY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// newFlagSet defines every flag on c. The usage strings are also the
+// README's configuration table (configref.go renders it), so they say what
+// an operator needs; a default that is not a value ends the usage as
+// "(default: ...)".
+func newFlagSet(c *config) (fs *flag.FlagSet, configFile *string) {
+	fs = flag.NewFlagSet("eosproxy", flag.ContinueOnError)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9092", "`host:port` of the bootstrap listener; each backend broker gets its own listener on the same host, by default on the following ports (9093, 9094, ... in order of discovery)")
+	fs.StringVar(&c.AdvertiseHost, "advertise-host", "", "`host` clients are told to connect to; required when listening on 0.0.0.0 (default: the host of --listen)")
+	fs.StringVar(&c.Upstream, "upstream", "", "the real cluster's bootstrap brokers, `host:port[,host:port...]`; empty starts the embedded backend")
+	fs.StringVar(&c.BrokerPorts, "broker-ports", "", "port `range` LO-HI for the broker listeners (default: the ports after --listen's)")
+	fs.StringVar(&c.DataDir, "data-dir", "./eosproxy-data", "`directory` of eosproxy's state (badger, under state/), open transactions' batches (spool/) and the embedded backend's data (embedded-kafka/)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: trace, debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log `format`, json or console (default: console when stderr is a terminal, else json)")
+	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted, in `bytes`, 1 B to 1 GiB (Kafka's socket.request.max.bytes)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
+	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
+	fs.BoolVar(&c.NoBackendIdem, "no-backend-idempotence", false, "never ask the backend for producer ids: idempotent batches and commits are forwarded without them, as on a backend without idempotence, and duplicates are kept out by eosproxy's look-ups alone (for tests, or a backend whose idempotence cannot be used)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long, e.g. a slow client holding half a frame (Kafka's connections.max.idle.ms); 0 disables")
+	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent client connections; more are refused with a log line (0: no limit)")
+	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")
+	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most `bytes` of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION with a message and the transaction can only abort (0: no limit)")
+	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in `bytes`, for all uncommitted transactional data (under --data-dir's spool/); past it Produce gets the same answer (0: no limit)")
+	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "eosproxy holds a lease on the backend (topic __eosproxy_instances, renewed every fifth of this): a second instance with another data dir is refused while it lives, and may take over a lease not renewed for this long (the old holder then stops)")
+	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
+	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (see Operations; keep it off the clients' network); empty disables it")
+	fs.StringVar(&c.DebugListen, "debug-listen", "", "deprecated: `host:port`, the same as --admin-listen, which it overrides")
+	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
+	c.security.flags(fs)
+	configFile = fs.String("config", "", "YAML `file` whose keys are the other flags' names (an example with every key: cmd/eosproxy/testdata/eosproxy.example.yaml)")
+	return fs, configFile
+}
+
 // parseConfig reads flags, then fills every flag not given on the command
 // line from EOSPROXY_<FLAG> in the environment, then from the YAML file named
 // by --config. Precedence is thus flag > env > file > default.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	var c config
-	fs := flag.NewFlagSet("eosproxy", flag.ContinueOnError)
-	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9092", "bootstrap listener `host:port`; broker listeners use the ports after it")
-	fs.StringVar(&c.AdvertiseHost, "advertise-host", "", "host clients are told to connect to (default: the host of --listen)")
-	fs.StringVar(&c.Upstream, "upstream", "", "real cluster's bootstrap brokers, `host:port[,host:port...]`; empty starts an embedded backend")
-	fs.StringVar(&c.BrokerPorts, "broker-ports", "", "port `range` LO-HI for broker listeners (default: the ports after --listen's)")
-	fs.StringVar(&c.DataDir, "data-dir", "./eosproxy-data", "`directory` for eosproxy's state (badger) and the embedded backend's data")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console when stderr is a terminal)")
-	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted (Kafka's socket.request.max.bytes)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
-	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
-	fs.BoolVar(&c.NoBackendIdem, "no-backend-idempotence", false, "never ask the backend for producer ids: forward idempotent batches and commits without them, as on a backend without idempotence (duplicates are then kept out by eosproxy's look-ups alone)")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long (Kafka's connections.max.idle.ms); 0 disables")
-	fs.IntVar(&c.MaxConnections, "max-connections", 10000, "most concurrent client connections; more are refused with a log line (0: no limit)")
-	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")
-	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most bytes of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION and the transaction can only abort (0: no limit)")
-	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in bytes, for all uncommitted transactional data buffered in --data-dir (0: no limit)")
-	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "how long this instance's lease on the backend outlives its last renewal: another eosproxy instance on the same backend is refused while it lives, and may take it over after")
-	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
-	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (keep it off the clients' network); empty disables it")
-	fs.StringVar(&c.DebugListen, "debug-listen", "", "deprecated: the same as --admin-listen, which it overrides")
-	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
-	c.security.flags(fs)
-	configFile := fs.String("config", "", "optional YAML `file` whose keys are these flag names")
+	fs, configFile := newFlagSet(&c)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -79,7 +94,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["config"] {
-		*configFile = getenv("EOSPROXY_CONFIG")
+		*configFile = getenv(envName("config"))
 	}
 	file := map[string]any{}
 	if *configFile != "" {
@@ -101,7 +116,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if set[f.Name] || f.Name == "config" {
 			return
 		}
-		env := "EOSPROXY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		if v := getenv(env); v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", env, err))

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigPrecedence(t *testing.T) {
@@ -67,4 +70,40 @@ func TestConfigAdminListen(t *testing.T) {
 	if c, _ = parseConfig([]string{"--debug-listen", "127.0.0.1:6060"}, none); c.AdminListen != "127.0.0.1:6060" {
 		t.Fatalf("--debug-listen alias: %q", c.AdminListen)
 	}
+}
+
+const example = "testdata/eosproxy.example.yaml"
+
+// The example file loads through the real config path, and names every
+// option (commented out where it keeps the default).
+func TestConfigExample(t *testing.T) {
+	c, err := parseConfig([]string{"--config", example}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:9092" || c.AdvertiseHost != "kafka-proxy.internal" || c.BrokerPorts != "19093-19099" || c.DataDir != "/var/lib/eosproxy" {
+		t.Errorf("listeners and data dir: %+v", c)
+	}
+	if got := c.upstreams(); len(got) != 3 || got[0] != "broker1:9092" || got[2] != "broker3:9092" {
+		t.Errorf("upstream %q", got)
+	}
+	if c.TxnMaxTimeout != 5*time.Minute || c.MaxTxnBytes != 1<<30 || c.LogFormat != "json" || c.AdminListen != "0.0.0.0:9190" {
+		t.Errorf("transactions, logs, admin: %+v", c)
+	}
+	if !c.UpstreamTLS || c.UpstreamSASLMech != "SCRAM-SHA-512" || c.UpstreamSASLUser != "eosproxy" || c.UpstreamSASLPass != "" {
+		t.Errorf("backend security (the password belongs in EOSPROXY_UPSTREAM_SASL_PASSWORD): %+v", c.security)
+	}
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := newFlagSet(&config{})
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" {
+			return
+		}
+		if !strings.Contains(string(raw), "\n"+f.Name+":") && !strings.Contains(string(raw), "\n# "+f.Name+":") {
+			t.Errorf("%s: no key %s (commented out or not)", example, f.Name)
+		}
+	})
 }

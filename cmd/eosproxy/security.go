@@ -25,20 +25,20 @@ type security struct {
 }
 
 func (s *security) flags(fs *flag.FlagSet) {
-	fs.StringVar(&s.TLSCert, "tls-cert", "", "PEM certificate `file` of the client listeners: with --tls-key, clients connect over TLS (reloaded when it changes)")
+	fs.StringVar(&s.TLSCert, "tls-cert", "", "PEM certificate `file` of the client listeners (bootstrap and brokers): with --tls-key they serve TLS; both files are read again on a handshake after they change")
 	fs.StringVar(&s.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&s.TLSClientCA, "tls-client-ca", "", "PEM CA `file`: clients must present a certificate it signed (mTLS); its subject is the client's principal, User:CN=...")
-	fs.StringVar(&s.SASLUsers, "sasl-users", "", "YAML `file` of users (name, mechanism PLAIN/SCRAM-SHA-256/SCRAM-SHA-512, password or scram credentials): eosproxy authenticates clients itself; without it clients' SASL passes through to the backend")
-	fs.StringVar(&s.ACLFile, "acl-file", "", "YAML `file` mapping principal to the transactional-id prefixes it may use and whether it may write idempotently (default: everything allowed)")
-	fs.BoolVar(&s.UpstreamTLS, "upstream-tls", false, "connect to the backend over TLS (implied by the other --upstream-tls-* flags)")
+	fs.StringVar(&s.SASLUsers, "sasl-users", "", "YAML `file` of users (name, mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, password or SCRAM credentials): eosproxy authenticates clients itself (SASL termination); without it a client's SASL exchange passes through to the backend")
+	fs.StringVar(&s.ACLFile, "acl-file", "", "YAML `file`: which transactional-id prefixes each principal may use and whether it may write idempotently (default: everything allowed)")
+	fs.BoolVar(&s.UpstreamTLS, "upstream-tls", false, "connect to the backend over TLS (implied by any other --upstream-tls-* flag)")
 	fs.StringVar(&s.UpstreamTLSCA, "upstream-tls-ca", "", "PEM CA `file` verifying the backend (default: the system roots)")
 	fs.StringVar(&s.UpstreamTLSCert, "upstream-tls-cert", "", "PEM client certificate `file` for the backend")
 	fs.StringVar(&s.UpstreamTLSKey, "upstream-tls-key", "", "PEM private key `file` of --upstream-tls-cert")
-	fs.StringVar(&s.UpstreamName, "upstream-tls-server-name", "", "`name` to verify the backend's certificate against (default: each broker's host)")
+	fs.StringVar(&s.UpstreamName, "upstream-tls-server-name", "", "`name` the backend's certificates are verified against (default: each broker's host)")
 	fs.StringVar(&s.UpstreamSASLMech, "upstream-sasl-mechanism", "", "SASL `mechanism` of eosproxy's own backend connections: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
-	fs.StringVar(&s.UpstreamSASLUser, "upstream-sasl-username", "", "SASL user of eosproxy's own backend connections")
-	fs.StringVar(&s.UpstreamSASLPass, "upstream-sasl-password", "", "SASL password (OAUTHBEARER: the token) of eosproxy's own backend connections; prefer EOSPROXY_UPSTREAM_SASL_PASSWORD")
-	fs.StringVar(&s.UpstreamSASLTokenFile, "upstream-sasl-token-file", "", "OAUTHBEARER token `file`, read on every authentication (instead of a static token)")
+	fs.StringVar(&s.UpstreamSASLUser, "upstream-sasl-username", "", "SASL `user` of eosproxy's own backend connections")
+	fs.StringVar(&s.UpstreamSASLPass, "upstream-sasl-password", "", "SASL `password` (OAUTHBEARER: a static token) of eosproxy's own backend connections; prefer EOSPROXY_UPSTREAM_SASL_PASSWORD to the command line")
+	fs.StringVar(&s.UpstreamSASLTokenFile, "upstream-sasl-token-file", "", "OAUTHBEARER token `file`, read again on every authentication (for a token another process refreshes), instead of a static token")
 }
 
 // proxyConfig loads the files the flags name.
