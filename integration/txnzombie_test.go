@@ -236,27 +236,50 @@ func TestTxnOffsetsKIP848MemberLeft(t *testing.T) {
 	eachGroupBackend(t, testTxnOffsetsKIP848MemberLeft)
 }
 
-func testTxnOffsetsKIP848MemberLeft(t *testing.T, b backend) {
+// kip848HeldCommit has a KIP-848 member join a new group through eosproxy,
+// a transaction commit offs as that member (TxnOffsetCommit accepted, EndTxn
+// not yet sent), and a second member join: the group then moves on under
+// the transaction's feet.
+type kip848HeldCommit struct {
+	group, topic string
+	first        *kgo.Client
+	epoch        int32 // the first member's when its offsets were committed
+	x            *rawTxn
+	second       *kgo.Client
+}
+
+func newKIP848HeldCommit(t *testing.T, b backend, offs map[int32]int64) *kip848HeldCommit {
+	t.Helper()
 	p := startProxy(t, b)
 	adm := kadm.NewClient(newClient(t, p.Addr()))
-	topic := createTopic(t, adm, 4)
-	group := topic + "-group"
-	offs := map[int32]int64{0: 10, 1: 11, 2: 12, 3: 13}
+	h := &kip848HeldCommit{topic: createTopic(t, adm, 4)}
+	h.group = h.topic + "-group"
+	h.first = newClient(t, p.Addr(), kgo.ConsumerGroup(h.group), kgo.ConsumeTopics(h.topic), kgo.ServerSideBalancer())
+	m1, e1 := joinedGroup(t, h.first)
+	h.epoch = e1
+	h.x = initRawTxn(t, newClient(t, p.Addr()), h.topic+"-txn")
+	h.x.addOffsets(h.group)
+	wantCode(t, "TxnOffsetCommit with the current epoch", h.x.commitAs(h.group, h.topic, offs, m1, e1, nil), 0)
+	h.second = newClient(t, p.Addr(), kgo.ConsumerGroup(h.group), kgo.ConsumeTopics(h.topic), kgo.ServerSideBalancer())
+	joinedGroup(t, h.second)
+	return h
+}
 
-	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
-	m1, e1 := joinedGroup(t, first)
-	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
-	x.addOffsets(group)
-	wantCode(t, "TxnOffsetCommit with the current epoch", x.commitAs(group, topic, offs, m1, e1, nil), 0)
-
-	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
-	joinedGroup(t, second)
-	first.Close() // leaves the group: the commit's member is gone
-
-	if code := x.end(true); code != 0 {
+// commitReaches ends the transaction with a commit and waits for its
+// offsets in the backend.
+func (h *kip848HeldCommit) commitReaches(t *testing.T, b backend, offs map[int32]int64) {
+	t.Helper()
+	if code := h.x.end(true); code != 0 {
 		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
 	}
-	backendOffsetsReach(t, b, group, topic, offs)
+	backendOffsetsReach(t, b, h.group, h.topic, offs)
+}
+
+func testTxnOffsetsKIP848MemberLeft(t *testing.T, b backend) {
+	offs := map[int32]int64{0: 10, 1: 11, 2: 12, 3: 13}
+	h := newKIP848HeldCommit(t, b, offs)
+	h.first.Close() // leaves the group: the commit's member is gone
+	h.commitReaches(t, b, offs)
 }
 
 // A decided commit's offsets of a KIP-848 group reach the backend although
@@ -269,30 +292,15 @@ func TestTxnOffsetsKIP848EpochMoved(t *testing.T) {
 }
 
 func testTxnOffsetsKIP848EpochMoved(t *testing.T, b backend) {
-	p := startProxy(t, b)
-	adm := kadm.NewClient(newClient(t, p.Addr()))
-	topic := createTopic(t, adm, 4)
-	group := topic + "-group"
 	offs := map[int32]int64{0: 20, 1: 21, 2: 22, 3: 23}
-
-	first := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
-	m1, e1 := joinedGroup(t, first)
-	x := initRawTxn(t, newClient(t, p.Addr()), topic+"-txn")
-	x.addOffsets(group)
-	wantCode(t, "TxnOffsetCommit with the current epoch", x.commitAs(group, topic, offs, m1, e1, nil), 0)
-
-	second := newClient(t, p.Addr(), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ServerSideBalancer())
-	joinedGroup(t, second)
+	h := newKIP848HeldCommit(t, b, offs)
 	pollUntil(t, 30*time.Second, func() (bool, string) {
-		first.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
-		second.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
-		_, e := first.GroupMetadata()
-		return e > e1, fmt.Sprintf("first member's epoch still %d", e)
+		h.first.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
+		h.second.PollRecords(ctxWithin(testCtx(t), 50*time.Millisecond), 1)
+		_, e := h.first.GroupMetadata()
+		return e > h.epoch, fmt.Sprintf("first member's epoch still %d", e)
 	})
-	if code := x.end(true); code != 0 {
-		t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
-	}
-	backendOffsetsReach(t, b, group, topic, offs)
+	h.commitReaches(t, b, offs)
 }
 
 // rawClassicMember joins group through cl as a classic consumer with the
