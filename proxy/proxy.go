@@ -130,7 +130,8 @@ type Proxy struct {
 	// life ends at Shutdown, releasing waits that outlive a request.
 	life    context.Context
 	endLife context.CancelFunc
-	ops     ops // readiness (metrics.go)
+	ops     ops           // readiness (metrics.go)
+	ready   chan struct{} // closed when New has set every field a connection uses
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -189,6 +190,32 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, fmt.Errorf("bootstrap listener: %w", err)
 	}
+	// Decided commits resumed by txnstate.Open dial brokers (upstreamAddr)
+	// before New returns, so the map must exist first; its listeners accept
+	// only once New is done (serveListener waits for ready).
+	p.ready = make(chan struct{})
+	p.brokers = &brokerMap{
+		log:      p.log,
+		host:     host,
+		persist:  p.cfg.Ports,
+		nextPort: portAllocator(listenPort, cfg.BrokerPortMin, cfg.BrokerPortMax),
+		serve:    func(b *broker) { p.serveListener(b.ln, b.id) },
+		byID:     map[int32]*broker{},
+	}
+	// Clients that cached broker addresses before a restart reconnect to
+	// them directly: their listeners must be back before anything else.
+	ports, err := p.cfg.Ports.LoadPorts()
+	if err != nil {
+		p.closeState()
+		return nil, fmt.Errorf("load broker ports: %w", err)
+	}
+	p.brokers.mu.Lock()
+	for id, port := range ports {
+		if _, err := p.brokers.listen(id, port); err != nil {
+			p.log.Warn().Err(err).Int32("broker", id).Msg("cannot reopen broker listener")
+		}
+	}
+	p.brokers.mu.Unlock()
 	if err := p.startLease(); err != nil {
 		p.closeState()
 		return nil, err
@@ -252,28 +279,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.watch()
-	p.brokers = &brokerMap{
-		log:      p.log,
-		host:     host,
-		persist:  p.cfg.Ports,
-		nextPort: portAllocator(listenPort, cfg.BrokerPortMin, cfg.BrokerPortMax),
-		serve:    func(b *broker) { p.serveListener(b.ln, b.id) },
-		byID:     map[int32]*broker{},
-	}
-	// Clients that cached broker addresses before a restart reconnect to
-	// them directly: their listeners must be back before anything else.
-	ports, err := p.cfg.Ports.LoadPorts()
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("load broker ports: %w", err)
-	}
-	p.brokers.mu.Lock()
-	for id, port := range ports {
-		if _, err := p.brokers.listen(id, port); err != nil {
-			p.log.Warn().Err(err).Int32("broker", id).Msg("cannot reopen broker listener")
-		}
-	}
-	p.brokers.mu.Unlock()
+	close(p.ready)
 	return p, nil
 }
 
@@ -356,6 +362,11 @@ func (p *Proxy) serveListener(ln net.Listener, brokerID int32) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		select {
+		case <-p.ready:
+		case <-p.life.Done():
+			return
+		}
 		for {
 			cl, err := ln.Accept()
 			if err != nil {
@@ -493,6 +504,9 @@ func (p *Proxy) closeState() {
 	p.m.Close()
 	if p.bootstrap != nil {
 		p.bootstrap.Close() // New failed after binding it
+	}
+	if p.brokers != nil {
+		p.brokers.closeAll() // idem
 	}
 	if p.coord != nil {
 		p.coord.Close()
