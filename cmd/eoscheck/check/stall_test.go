@@ -1,6 +1,7 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -78,9 +79,22 @@ func stallDirect(t *testing.T, addr, proto string) {
 			}
 		}
 	}()
+	// The copiers' franz-go logs and the trace, shown if the test fails.
+	var logs bytes.Buffer
+	sw := &syncWriter{w: &logs}
+	start := time.Now()
 	w := &copyWork{seed: seed, bootstrap: addr, in: in, out: out, group: group, abortRate: 0,
-		log: &txnLog{start: time.Now()}, adm: adm, consumerProtocol: proto == "consumer",
-		sessionTimeout: 6 * time.Second, txnTimeout: 90 * time.Second, commitHook: make(chan struct{}, 1)}
+		log: &txnLog{start: start}, adm: adm, consumerProtocol: proto == "consumer",
+		sessionTimeout: 6 * time.Second, txnTimeout: 90 * time.Second, commitHook: make(chan struct{}, 1),
+		kgoLog: sw, trace: newTracer(sw, start)}
+	defer func() {
+		if t.Failed() {
+			w.trace.flush()
+			sw.mu.Lock()
+			t.Logf("copiers' logs:\n%s", tail(logs.String(), 300))
+			sw.mu.Unlock()
+		}
+	}()
 	w.stalls.r.RefusedByCode = map[string]int64{}
 	if err := w.start(ctx, 2); err != nil {
 		t.Fatal(err)
@@ -117,4 +131,10 @@ func stallDirect(t *testing.T, addr, proto string) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
