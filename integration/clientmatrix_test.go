@@ -524,7 +524,7 @@ func javaMatrix(key string) func(*testing.T, matrixEnv) (string, map[string]matr
 		dir := fetchedClient(t, key)
 		java := needBinary(t, "java")
 		needBinary(t, "javac") // source-file mode compiles in the JVM; a JRE alone lacks jdk.compiler
-		args := []string{"-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", filepath.Join(dir, "*"),
+		args := []string{"-Xmx256m", "-XX:TieredStopAtLevel=1", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", filepath.Join(dir, "*"),
 			filepath.Join(integrationDir(t), "clients", "Matrix.java"),
 			env.addr, strconv.Itoa(matrixCount), strconv.Itoa(matrixPartitions), env.txnID}
 		for _, m := range matrixModes {
@@ -533,6 +533,7 @@ func javaMatrix(key string) func(*testing.T, matrixEnv) (string, map[string]matr
 			}
 		}
 		stdout, stderr := runToolFor(t, matrixToolTimeout, "", java, args...)
+		logStderr(t, stderr)
 		lines := splitLines(stdout)
 		var out struct {
 			Version string                  `json:"version"`
@@ -542,6 +543,13 @@ func javaMatrix(key string) func(*testing.T, matrixEnv) (string, map[string]matr
 			t.Fatalf("Matrix.java output is not one JSON line:\n%s\nstderr:\n%s", tail(stdout, 2000), tail(stderr, 3000))
 		}
 		return out.Version, out.Modes
+	}
+}
+
+// logStderr shows what an external client logged (its warnings, retries).
+func logStderr(t *testing.T, stderr string) {
+	if s := strings.TrimSpace(stderr); s != "" {
+		t.Logf("client stderr:\n%s", tail(s, 3000))
 	}
 }
 
@@ -567,6 +575,7 @@ func pythonMatrix(key string) func(*testing.T, matrixEnv) (string, map[string]ma
 			}
 		}
 		stdout, stderr := runToolFor(t, matrixToolTimeout, "", python, args...)
+		logStderr(t, stderr)
 		var out struct {
 			Version []string                `json:"version"`
 			Modes   map[string]matrixResult `json:"modes"`
@@ -679,13 +688,19 @@ func saramaConsume(addrs []string, topic string, want int, iso sarama.IsolationL
 	msgs := make(chan *sarama.ConsumerMessage)
 	errs := make(chan error, matrixPartitions)
 	done := make(chan struct{})
-	defer close(done)
+	var pcs []sarama.PartitionConsumer
+	defer func() {
+		close(done) // the forwarders stop first, then their partitions
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	}()
 	for p := range int32(matrixPartitions) {
 		pc, err := c.ConsumePartition(topic, p, sarama.OffsetOldest)
 		if err != nil {
 			return nil, fmt.Errorf("consume partition %d: %w", p, err)
 		}
-		defer pc.Close()
+		pcs = append(pcs, pc)
 		go func() {
 			for {
 				select {

@@ -16,6 +16,9 @@ JAVA3_VERSION="${EOSPROXY_MATRIX_JAVA3_VERSION:-3.9.1}"
 # The newest confluent-kafka on PyPI when the matrix was last regenerated.
 CONFLUENT_KAFKA_VERSION="${EOSPROXY_MATRIX_CONFLUENT_KAFKA_VERSION:-2.16.1}"
 
+# The slf4j-api both kafka-clients depend on.
+SLF4J_VERSION=1.7.36
+
 CACHE_ROOT="${EOSPROXY_KAFKA_CACHE:-${HOME:-/root}/.cache/eosproxy-kafka}"
 DIR="$CACHE_ROOT/clients"
 JAVA4_DIR="$DIR/kafka-clients-$JAVA4_VERSION"
@@ -29,7 +32,7 @@ die() { log "$*"; exit 1; }
 # dependencies into DIR.
 fetch_java() {
   local version=$1 dir=$2
-  [[ -f "$dir/.complete" ]] && return 0
+  [[ -f "$dir/.complete" && -f "$dir/slf4j-simple-$SLF4J_VERSION.jar" ]] && return 0
   command -v mvn >/dev/null 2>&1 || die "mvn not found (need Maven 3)"
   mkdir -p "$DIR"
   local pom="$DIR/pom-$version.xml" tmp="$dir.tmp" mlog="$DIR/fetch-$version.log"
@@ -44,6 +47,8 @@ fetch_java() {
   <packaging>pom</packaging>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-clients</artifactId><version>$version</version></dependency>
+    <!-- the client's warnings (retries, errors) to stderr, where the test shows them -->
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>$SLF4J_VERSION</version></dependency>
   </dependencies>
 </project>
 EOF
@@ -54,7 +59,7 @@ EOF
     tail -n 40 "$mlog" >&2
     die "mvn dependency:copy-dependencies for kafka-clients $version failed (full log: $mlog)"
   fi
-  [[ -f "$tmp/kafka-clients-$version.jar" ]] || die "fetch incomplete: kafka-clients-$version.jar missing in $tmp"
+  [[ -f "$tmp/kafka-clients-$version.jar" && -f "$tmp/slf4j-simple-$SLF4J_VERSION.jar" ]] || die "fetch incomplete: kafka-clients-$version.jar missing in $tmp"
   rm -rf "$dir"
   mv "$tmp" "$dir"
   touch "$dir/.complete"
