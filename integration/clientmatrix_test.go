@@ -123,7 +123,7 @@ func TestClientMatrix(t *testing.T) {
 	rows := make([][]string, len(clients))
 	t.Run("clients", func(t *testing.T) {
 		for i, c := range clients {
-			t.Run(strings.NewReplacer(" ", "_", ":", "", "(", "", ")", "").Replace(c.name), func(t *testing.T) {
+			t.Run(strings.NewReplacer(" ", "_", "/", "_", ":", "", "(", "", ")", "").Replace(c.name), func(t *testing.T) {
 				t.Parallel()
 				rows[i] = runMatrixClient(t, p, adm, c)
 			})
