@@ -4,7 +4,9 @@
 #     /usr/bin/python3, not a pyenv/venv python3 that may come first on PATH),
 #     docker-compose (only to validate docker-compose.yml; no engine needed),
 #     plus a JDK 17 (javac) and Maven if they are missing;
-#   - the Kafka jars, via `kafka.sh fetch` (cached; no-op when present).
+#   - the Kafka jars, via `kafka.sh fetch` (cached; no-op when present);
+#   - the client matrix's Java kafka-clients 4.x/3.x and confluent-kafka
+#     wheel (in a venv: python3-venv), via clients/fetch-clients.sh (cached).
 # `apt-get update` runs only when something must be installed and the package
 # lists do not know it.
 set -euo pipefail
@@ -17,7 +19,7 @@ if [[ "$(id -u)" != 0 ]]; then
   SUDO=(sudo -n)
 fi
 
-pkgs=(kcat python3-confluent-kafka docker-compose)
+pkgs=(kcat python3-confluent-kafka python3-venv docker-compose)
 # javac too: the real tier compiles its Java clients (Kafka Streams app, producers).
 command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
@@ -57,3 +59,4 @@ if ((${#missing[@]} > 0)); then
 fi
 
 "$SCRIPT_DIR/kafka.sh" fetch
+bash "$SCRIPT_DIR/../clients/fetch-clients.sh" fetch
