@@ -8,6 +8,8 @@ package dedup
 import (
 	"context"
 	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // Token is a batch cleared for writing; exactly one of Written or Failed
@@ -44,6 +46,28 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 			}
 		}
 		d := Decide(e.st, b)
+		if d.Verdict == Reject && e.st != nil && t.backend.DropsLateCopies() &&
+			(d.Err == kerr.OutOfOrderSequenceNumber.Code || d.Err == kerr.DuplicateSequenceNumber.Code) {
+			// eosproxy's state may lack batches the backend holds: answers
+			// WrittenAll sent before their state was on disk, then a
+			// crash; or a batch whose answer was unclear (not in the
+			// state) that the backend did write, followed by the next one.
+			// The backend holds this producer's exact state (the batch
+			// goes under the pairing, with the client's epoch and
+			// sequence), so it decides as Kafka would: it writes the
+			// batch, answers a retry with its first copy's offset, or
+			// refuses it with Kafka's own code; the batch is recorded
+			// from that answer. (Should the batch go unpaired after all,
+			// the caller answers Err.)
+			tok := t.newToken(e, key, b)
+			lagging := e.st.Unverified
+			t.mu.Unlock()
+			if lagging {
+				t.log.Info().Int64("producer", key.ProducerID).Str("topic", key.Topic).Int32("partition", key.Partition).
+					Int32("seq", b.FirstSeq).Msg(LaggingStateMsg)
+			}
+			return Decision{Verdict: Write, Err: d.Err, Deferred: true}, tok, nil
+		}
 		if d.Verdict == Write && (e.st == nil || e.st.Unverified || !e.st.Intent) {
 			// Hold the key while the backend is consulted.
 			tok := t.newToken(e, key, b)
@@ -85,6 +109,11 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 		return d, tok, nil
 	}
 }
+
+// LaggingStateMsg is logged when a batch of a producer whose state is
+// unverified (after a crash or an unclear answer) is left to the backend to
+// decide.
+const LaggingStateMsg = "producer state may be behind the backend; the backend decides this batch"
 
 // awaitWrite waits until the state a duplicate is answered from is durable:
 // for the write under way, or, if it failed, by writing st (the state as
@@ -135,11 +164,19 @@ func (t *Table) store(key Key, st State, persist bool) error {
 // WrittenAll records each token's batch at its base offset and makes the
 // new states durable in one group commit. The next batch of each key may go
 // to the backend as soon as this one's answer is known, before the state is
-// on disk (the wait for the disk is the caller's, before it answers the
-// client): a crash in between leaves batches in the backend that the state
-// does not know, which settle finds when they are retried. A state that
-// could not be made durable gets an error and becomes unverified: eosproxy
-// must not answer "ok" for it.
+// on disk: a crash in between leaves batches in the backend that the state
+// does not know, which settle finds when they are retried.
+//
+// Whether the caller must wait for the disk before it answers the client
+// depends on who else remembers the batch. A backend that deduplicates
+// (DropsLateCopies: every batch goes to it under a durable pairing with the
+// client's epoch and sequences) holds the exact producer state itself, so
+// the answer goes out at once and a state a crash loses is made up by the
+// backend (Begin lets it decide for a state that may lag it). Otherwise the
+// state must be durable first: a retry answered from a state a crash then
+// lost would meet the older one. There, a state that could not be made
+// durable gets an error and becomes unverified: eosproxy must not answer
+// "ok" for it.
 func WrittenAll(toks []*Token, offsets []int64) []error {
 	if len(toks) == 0 {
 		return nil
@@ -166,6 +203,25 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		t.mu.Unlock()
 		tok.release(&ns)
 	}
+	errs := make([]error, len(toks))
+	if t.backend.DropsLateCopies() {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			for _, err := range t.settleWrites(toks, waits, writes) {
+				if err != nil {
+					t.log.Warn().Err(err).Msg("producer state not recorded; the backend's own state covers it")
+				}
+			}
+		}()
+		return errs
+	}
+	return t.settleWrites(toks, waits, writes)
+}
+
+// settleWrites waits for WrittenAll's durable writes and marks a state whose
+// write failed unverified.
+func (t *Table) settleWrites(toks []*Token, waits []chan error, writes []*stateWrite) []error {
 	errs := make([]error, len(toks))
 	for i, tok := range toks {
 		errs[i] = <-waits[i]

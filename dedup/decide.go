@@ -82,6 +82,11 @@ type Decision struct {
 	Verdict    Verdict
 	Err        int16
 	BaseOffset int64
+	// Deferred (with Write): eosproxy's state refuses the batch with Err,
+	// but the state may lack batches the backend holds; written under the
+	// producer's pairing, the backend decides it as Kafka would. Without a
+	// pairing the batch must be answered Err instead (Table.Begin).
+	Deferred bool
 }
 
 // Decide applies Kafka's producer-state checks to batch b given the state st

@@ -32,10 +32,13 @@ type Backend interface {
 	// FindBatch looks from offset from onwards for the batch whose content
 	// digest is digest and returns its base offset.
 	FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error)
-	// DropsLateCopies reports whether the backend itself drops a second
-	// copy of a batch (batches go to it under a paired producer id of its
-	// own): a look-up then need not wait for a first copy still queued in
-	// the broker.
+	// DropsLateCopies reports whether the backend keeps producer state of
+	// its own for every batch eosproxy forwards (each goes under a paired
+	// producer id, with the client's epoch and sequences): it drops a
+	// second copy itself, so a look-up need not wait for a first copy
+	// still queued in the broker, an answer need not wait for eosproxy's
+	// state on disk, and a batch eosproxy's state cannot place is left to
+	// the backend to decide (WrittenAll, Begin).
 	DropsLateCopies() bool
 }
 

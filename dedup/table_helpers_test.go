@@ -45,6 +45,9 @@ type fakeBackend struct {
 	findCalls []findCall
 	gate      chan struct{}
 	entered   chan struct{}
+	// dedups: the fake stands for a backend with idempotence, taking
+	// batches under a pairing (DropsLateCopies).
+	dedups bool
 }
 
 func (f *fakeBackend) wait(ctx context.Context) error {
@@ -92,8 +95,13 @@ func (f *fakeBackend) FindBatch(ctx context.Context, topic string, partition int
 	return f.foundAt, f.found, nil
 }
 
-// DropsLateCopies: the fake is a backend without idempotence.
-func (f *fakeBackend) DropsLateCopies() bool { return false }
+// DropsLateCopies: without dedups, the fake is a backend without
+// idempotence.
+func (f *fakeBackend) DropsLateCopies() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dedups
+}
 
 func (f *fakeBackend) set(fn func(f *fakeBackend)) {
 	f.mu.Lock()

@@ -28,6 +28,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eosproxy/eosproxy/dedup"
 )
 
 // crashLogs collects the JSON log lines of every run of the binary.
@@ -247,11 +249,20 @@ func readBackendRecords(t *testing.T, b backend, topic string, ownProducer bool)
 	return got, total
 }
 
+// Idempotent producers through eosproxy while it is SIGKILLed, in front of
+// a backend without idempotence (eosproxy's state and look-ups alone keep
+// duplicates out; each answer waits for the state on disk) and of one with
+// it (answers do not wait for the disk: after a kill the state may lag the
+// backend, which then decides the batches eosproxy cannot).
 func TestIdempotenceAcrossSIGKILL(t *testing.T) {
 	bin := buildProxy(t)
+	t.Run("backend-without-idempotence", func(t *testing.T) { idempotenceAcrossSIGKILL(t, bin, newNoEOSFake(t), false) })
+	t.Run("backend-with-idempotence", func(t *testing.T) { idempotenceAcrossSIGKILL(t, bin, newFake(t), true) })
+}
+
+func idempotenceAcrossSIGKILL(t *testing.T, bin string, b backend, backendIdempotent bool) {
 	seed := faultSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-	b := newNoEOSFake(t)
 	topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 6)
 
 	cp, bootstrap := startCrashProxy(t, bin, b, rng)
@@ -382,7 +393,7 @@ func TestIdempotenceAcrossSIGKILL(t *testing.T) {
 	t.Logf("eosproxy log messages over %d runs:%s", cp.runs, cp.logs.summary())
 
 	// The proof, read from the backend directly.
-	got, total := readBackendAll(t, b, topic)
+	got, total := readBackendRecords(t, b, topic, backendIdempotent)
 	seen := make([]int, n)
 	for p, vs := range got {
 		for _, v := range vs {
@@ -418,9 +429,13 @@ func TestIdempotenceAcrossSIGKILL(t *testing.T) {
 	if total != nacked.Load() && nfailed.Load() == 0 {
 		t.Fatalf("backend holds %d records, %d acknowledged", total, nacked.Load())
 	}
-	if found := cp.logs.count(foundInBackendMsg); found == 0 {
-		t.Fatalf("after %d aimed kills no batch was found in the backend: the unknown outcomes were never settled", aimedKills)
+	// With idempotence in the backend the retry of a held batch may also
+	// be left to the backend, when eosproxy's state lags it.
+	found, lagging := cp.logs.count(foundInBackendMsg), cp.logs.count(dedup.LaggingStateMsg)
+	if found == 0 && (!backendIdempotent || lagging == 0) {
+		t.Fatalf("after %d aimed kills no batch was found in the backend (%d left to it): the unknown outcomes were never settled", aimedKills, lagging)
 	}
+	t.Logf("batches found in the backend after an unknown outcome: %d; left to the backend's own producer state: %d", found, lagging)
 	cp.logs.mu.Lock()
 	raw := append([]string(nil), cp.logs.raw...)
 	cp.logs.mu.Unlock()

@@ -152,6 +152,13 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 			ans.ErrorCode = kerr.RequestTimedOut.Code
 			return ans, false
 		}
+		if !ok && d.Deferred {
+			// Only the backend's own producer state could take it.
+			tok.Failed(false)
+			ans.ErrorCode = d.Err
+			c.refused(d.Err, "", key.ProducerID)
+			return ans, false
+		}
 		if ok {
 			// The client's epoch and sequence, checked by Begin: the
 			// backend sees the client's own sequence stream.

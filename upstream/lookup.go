@@ -151,8 +151,11 @@ func (b *Client) outOfRange(ctx context.Context, topic string, partition int32, 
 
 // DropsLateCopies reports whether idempotent clients' batches go to the
 // backend paired with a producer id of its own (dedup.Backend): the backend
-// then drops a late first copy of a retried batch itself.
-func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() == backendIdempotent }
+// then keeps their producer state and drops a late first copy of a retried
+// batch itself. Until eosproxy knows whether the backend has idempotence
+// (at start) every batch goes paired or not at all (PairedID), so only a
+// backend known to lack it says no.
+func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() != backendPlain }
 
 func (b *Client) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
 	var topics []string
