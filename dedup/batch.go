@@ -139,6 +139,9 @@ func (t *Table) awaitWrite(ctx context.Context, key Key, e *entry, w *stateWrite
 	return nil
 }
 
+// Key is the producer and partition of the token's batch.
+func (tok *Token) Key() Key { return tok.key }
+
 func (t *Table) newToken(e *entry, key Key, b BatchInfo) *Token {
 	tok := &Token{t: t, key: key, batch: b, done: make(chan struct{})}
 	e.inflight = tok

@@ -230,6 +230,13 @@ func (c *conn) answerProduce(pl *producePlan, version int16, answer []byte) ([]b
 			toks, offs, parts = append(toks, tok), append(offs, r.BaseOffset), append(parts, r)
 		default:
 			c.p.m.BackendError(r.ErrorCode)
+			switch r.ErrorCode {
+			case kerr.OutOfOrderSequenceNumber.Code, kerr.InvalidProducerEpoch.Code:
+				// The backend's producer state refused a batch eosproxy
+				// left to it (dedup.Decision.Deferred): a refusal like
+				// eosproxy's own.
+				c.refused(r.ErrorCode, "", tok.Key().ProducerID)
+			}
 			if r.ErrorCode == kerr.DuplicateSequenceNumber.Code {
 				c.p.m.Unclear(metrics.SettledBackendDuplicate)
 			}
