@@ -36,6 +36,10 @@ func (t *Table) Begin(ctx context.Context, key Key, b BatchInfo, digest func() [
 			t.entries[key] = e
 		}
 		if e.inflight != nil {
+			if tok, d, ok := t.pipeline(e, key, b); ok {
+				t.mu.Unlock()
+				return d, tok, nil
+			}
 			done := e.inflight.done
 			t.mu.Unlock()
 			select {
@@ -145,7 +149,30 @@ func (tok *Token) Key() Key { return tok.key }
 func (t *Table) newToken(e *entry, key Key, b BatchInfo) *Token {
 	tok := &Token{t: t, key: key, batch: b, done: make(chan struct{})}
 	e.inflight = tok
+	if e.st != nil {
+		proj := Apply(*e.st, b, unknownOffset, 0)
+		e.proj = &proj
+	}
 	return tok
+}
+
+// pipeline clears b for writing while earlier batches of its key are still
+// in flight, when the backend orders and deduplicates them itself: every
+// batch goes to it under the pairing with the client's epoch and sequences,
+// so a batch whose predecessor fails is refused by the backend
+// (OUT_OF_ORDER_SEQUENCE_NUMBER) as Kafka refuses a client's pipelined
+// batches, and the client retries both in order. Only a batch that follows
+// the last one in flight goes ahead, and only from a settled state (no
+// look-up pending); anything else waits as before. Called with mu held.
+func (t *Table) pipeline(e *entry, key Key, b BatchInfo) (*Token, Decision, bool) {
+	if e.proj == nil || e.st == nil || e.st.Unverified || !e.st.Intent || e.write != nil && e.write.err != nil ||
+		!t.backend.DropsLateCopies() {
+		return nil, Decision{}, false
+	}
+	if d := Decide(e.proj, b); d.Verdict != Write || len(e.proj.Batches) == 0 {
+		return nil, Decision{}, false
+	}
+	return t.newToken(e, key, b), Decision{Verdict: Write}, true
 }
 
 // store replaces key's state, durably first if persist is set.
@@ -268,10 +295,19 @@ func (tok *Token) Failed(ambiguous bool) {
 func (tok *Token) release(ns *State) {
 	t := tok.t
 	t.mu.Lock()
-	if e := t.entries[tok.key]; e != nil && e.inflight == tok {
-		e.inflight = nil
+	if e := t.entries[tok.key]; e != nil {
+		// With batches pipelined (pipeline), later tokens may still be in
+		// flight: the state takes this one's outcome all the same.
 		if ns != nil {
 			e.st = ns
+		}
+		if e.inflight == tok {
+			e.inflight, e.proj = nil, nil
+		} else if ns == nil || ns.Unverified {
+			// A pipelined batch behind this one is refused by the
+			// backend or settled later; nothing more is projected on
+			// this outcome.
+			e.proj = nil
 		}
 	}
 	t.mu.Unlock()

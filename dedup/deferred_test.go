@@ -95,3 +95,33 @@ func TestUnclearBatchThenNextLeftToADedupingBackend(t *testing.T) {
 	tt.beginExpect(t, k1, bi(0, 3, 1), dup(103))
 	tt.be.wantCounts(t, 1, 0) // the first batch's end offset; no look-up
 }
+
+// On a backend that deduplicates, a producer's next batch goes out while
+// the one ahead of it is still in flight (as the client pipelines them to
+// Kafka); on one that does not, it waits (TestBeginWaitsForInflightBatch).
+func TestPipelinedBehindInflightWhenBackendDedups(t *testing.T) {
+	tt := newTable(t)
+	tt.be.set(func(f *fakeBackend) { f.dedups = true })
+	tt.writeBatch(t, k1, bi(0, 0, 2), 100)
+	first := tt.beginWrite(t, k1, bi(0, 2, 1))
+	second := tt.beginWrite(t, k1, bi(0, 3, 1)) // does not wait for first
+	// A batch that does not follow the last one in flight waits.
+	retry := tt.beginAsync(testCtx(t), k1, bi(0, 2, 1))
+	stillBlocked(t, retry)
+	written(t, first, 102)
+	written(t, second, 103)
+	if r := receive(t, retry); r.err != nil || r.d != dup(102) {
+		t.Fatalf("retry of the first: %+v, want %+v", r, dup(102))
+	}
+	tt.beginExpect(t, k1, bi(0, 3, 1), dup(103))
+
+	// The first fails: the backend refuses the pipelined second (out of
+	// order), and both are retried in order.
+	first = tt.beginWrite(t, k1, bi(0, 4, 1))
+	second = tt.beginWrite(t, k1, bi(0, 5, 1))
+	first.Failed(false)
+	second.Failed(false)
+	written(t, tt.beginWrite(t, k1, bi(0, 4, 1)), 104)
+	written(t, tt.beginWrite(t, k1, bi(0, 5, 1)), 105)
+	tt.beginExpect(t, k1, bi(0, 5, 1), dup(105))
+}

@@ -71,7 +71,10 @@ type Table struct {
 
 type entry struct {
 	st       *State // nil until the producer's first batch here is settled
-	inflight *Token
+	inflight *Token // the last batch cleared for writing, until its outcome is known
+	// proj is st as it will be once every batch in flight is written: a
+	// batch following them may be pipelined behind them (Table.pipeline).
+	proj *State
 	// write is the durable write of st under way (WrittenAll), or one that
 	// failed; nil once st is durable. A retry is answered as a duplicate
 	// only from a durable state: answered "ok" from a state lost in a
