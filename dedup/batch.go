@@ -215,6 +215,7 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 	waits := make([]chan error, len(toks))
 	writes := make([]*stateWrite, len(toks))
 	now := t.now().UnixMilli()
+	lazy := t.backend.DropsLateCopies()
 	for i, tok := range toks {
 		t.mu.Lock()
 		var base State
@@ -225,7 +226,11 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		ns := Apply(base, tok.batch, offsets[i], now)
 		// The next batch may follow before anything else is written.
 		ns.Intent = true
-		waits[i] = t.submit(tok.key, ns)
+		if lazy {
+			waits[i] = t.submitLazy(tok.key, ns)
+		} else {
+			waits[i] = t.submit(tok.key, ns)
+		}
 		writes[i] = &stateWrite{done: make(chan struct{})}
 		if e != nil {
 			e.write = writes[i]
@@ -234,7 +239,7 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		tok.release(&ns)
 	}
 	errs := make([]error, len(toks))
-	if t.backend.DropsLateCopies() {
+	if lazy {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()

@@ -9,8 +9,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -33,7 +35,16 @@ type commit struct {
 	key  []byte
 	val  []byte
 	done chan error
+	// lazy: nobody waits for it (WrittenAll on a backend that keeps the
+	// producer state itself); it may wait up to lazyWindow for company.
+	lazy bool
 }
+
+// lazyWindow is how long a group commit of lazy writes only waits for more:
+// one fsync for all the states written meanwhile (a state written twice is
+// written once), instead of one per answer. Nothing waits on it, and a
+// crash costs what the backend's own producer state makes up for.
+const lazyWindow = 10 * time.Millisecond
 
 func (t *Table) persist(key Key, st State) error { return <-t.submit(key, st) }
 
@@ -41,6 +52,11 @@ func (t *Table) persist(key Key, st State) error { return <-t.submit(key, st) }
 // outcome will be sent.
 func (t *Table) submit(key Key, st State) chan error {
 	return t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: make(chan error, 1)})
+}
+
+// submitLazy is submit for a write nobody waits for.
+func (t *Table) submitLazy(key Key, st State) chan error {
+	return t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: make(chan error, 1), lazy: true})
 }
 
 func (t *Table) enqueue(c commit) chan error {
@@ -75,6 +91,27 @@ func (t *Table) commitLoop() {
 			default:
 				break more
 			}
+		}
+		if !stopping && len(batch) > 0 && !slices.ContainsFunc(batch, func(c commit) bool { return !c.lazy }) {
+			// Only lazy writes: gather more, until a write someone waits
+			// for comes (it goes at once, the lazy ones with it).
+			timer := time.NewTimer(lazyWindow)
+		gather:
+			for len(batch) < 4096 {
+				select {
+				case c := <-t.commits:
+					batch = append(batch, c)
+					if !c.lazy {
+						break gather
+					}
+				case <-timer.C:
+					break gather
+				case <-t.stop:
+					stopping = true
+					break gather
+				}
+			}
+			timer.Stop()
 		}
 		if len(batch) == 0 && stopping {
 			return
