@@ -261,6 +261,18 @@ func (rep *report) table(w io.Writer, wrs []workloadResult, withQ bool) (missed 
 	for _, wr := range wrs {
 		for _, c := range wr.Comparisons {
 			r := c.row
+			label := r.label
+			if strings.Contains(r.metric, "p999") {
+				// Fewer than 1000 samples in a phase: its p999 is its
+				// slowest request, which one hiccup decides.
+				samples := "samples"
+				if strings.HasPrefix(r.metric, "req ") {
+					samples = "req samples"
+				}
+				if n := wr.median(slotDirect, samples); n < 1000 {
+					label += fmt.Sprintf(" (~max: %.0f samples)", n)
+				}
+			}
 			vs := func(diff, ratio float64) string {
 				if r.latency {
 					return fmt.Sprintf("%+.3f ms (%.2fx)", diff, ratio)
@@ -281,11 +293,11 @@ func (rep *report) table(w io.Writer, wrs []workloadResult, withQ bool) (missed 
 				missed = true
 			}
 			if withQ {
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.label,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", label,
 					wr.cell(r, slotDirect), wr.cell(r, slotProxy), wr.cell(r, slotProxyPlain),
 					vs(c.Diff, c.Ratio), vs(c.PlainDiff, c.PlainRatio), target, vs(c.AADiff, c.AARatio))
 			} else {
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.label,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", label,
 					wr.cell(r, slotDirect), wr.cell(r, slotProxy), vs(c.Diff, c.Ratio), target, vs(c.AADiff, c.AARatio))
 			}
 		}
