@@ -237,8 +237,8 @@ type bench struct {
 	child     *proxyChild     // eosproxy, unless --in-process
 	// win is the current phase's measured window, marked by the phase
 	// (markStart, markEnd) and read around by runPhase.
-	win    costWindow
-	scrape procCost // what one /metrics read allocates in the child
+	win  costWindow
+	idle idleCost // what the child uses carrying nothing
 }
 
 func progress(format string, args ...any) {
@@ -365,7 +365,7 @@ func run(ctx context.Context, cfg config) error {
 				progress("eosproxy child: %s", exit)
 			}
 		}()
-		if b.scrape, err = pc.scrapeCost(ctx); err != nil {
+		if b.idle, err = pc.measureIdle(ctx); err != nil {
 			return fmt.Errorf("eosproxy child's cost counters: %w", err)
 		}
 		b.proxied = []string{pc.listen}
@@ -389,6 +389,7 @@ func run(ctx context.Context, cfg config) error {
 		ProxyMode:  proxyMode,
 		ProxyState: proxyState,
 		Kfake:      cfg.upstream == "",
+		ProxyIdle:  b.idle,
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU:     runtime.NumCPU(),
 		GoVersion:  runtime.Version(),

@@ -14,6 +14,7 @@ type report struct {
 	ProxyMode  string           `json:"proxy_mode"`
 	ProxyState string           `json:"proxy_state"`
 	Kfake      bool             `json:"kfake"` // the backend is the in-process kfake
+	ProxyIdle  idleCost         `json:"proxy_idle"`
 	GOMAXPROCS int              `json:"gomaxprocs"`
 	NumCPU     int              `json:"num_cpu"`
 	GoVersion  string           `json:"go_version"`
@@ -342,8 +343,11 @@ func (rep *report) printCost(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", l.wr.Name, l.slot,
 			med("proxy cores"), med("proxy CPU s/GB"), med("proxy allocs/MB"), med("proxy alloc B/B"), med("proxy CPU us/rec"), med("proxy allocs/rec"))
 	}
-	fmt.Fprintf(w, "\nCPU: utime+stime of the eosproxy process from /proc/<pid>/stat (10 ms ticks). Allocations: go_memstats_mallocs_total and go_memstats_alloc_bytes_total from its /metrics, less what rendering /metrics allocates. "+
-		"Per byte of record values carried (produced, or consumed for consume; committed for txn-*), MB = 10^6 bytes, GB = 10^9.\n\n")
+	ic := rep.ProxyIdle
+	fmt.Fprintf(w, "\nCPU: utime+stime of the eosproxy process from /proc/<pid>/stat (10 ms ticks). Allocations: go_memstats_mallocs_total and go_memstats_alloc_bytes_total from its /metrics. "+
+		"Both less eosproxy's idle cost, measured before the first phase: %.0f allocations per /metrics read, and per second %.0f allocations (%s bytes) and %.3f cores; a figure near that floor over a window (e.g. a bulk workload's allocations per MB times its MB/s) is noise. "+
+		"Per byte of record values carried (produced, or consumed for consume; committed for txn-*), MB = 10^6 bytes, GB = 10^9.\n\n",
+		ic.ScrapeAllocs, ic.IdleAllocsPerS, fmtNum(ic.IdleBytesPerS), ic.IdleCores)
 }
 
 // print prints the txn-buffer measurement.
