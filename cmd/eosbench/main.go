@@ -79,7 +79,7 @@
 // Usage:
 //
 //	go run ./cmd/eosbench [--phase 1s] [--rounds 3] [--workloads produce-100B,latency]
-//	                      [--upstream host:port] [--json out.json] [--data-dir dir]
+//	                      [--upstream host:port [--upstream-pid pid]] [--json out.json] [--data-dir dir]
 //	                      [--proxy-bin path] [--proxy-args "--flag value"] [--proxy-log file]
 //	go run ./cmd/eosbench --in-process [--cpuprofile cpu.out] [--blockprofile block.out]
 //	go run ./cmd/eosbench --workloads txn-1KiB-100ms,txn-1KiB-1000rec [--upstream host:port]
@@ -121,6 +121,7 @@ import (
 
 type config struct {
 	upstream     string
+	upstreamPIDs []int
 	phase        time.Duration
 	rounds       int
 	workloads    []string
@@ -147,6 +148,17 @@ func parseFlags(args []string) (config, error) {
 	var workloads, bufferBytes, bufferEnd, proxyArgs string
 	fs := flag.NewFlagSet("eosbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.upstream, "upstream", "", "bootstrap host:port of a real broker (default: an in-process kfake cluster)")
+	fs.Func("upstream-pid", "`pid` of a broker on this machine (repeatable; e.g. $(cat $EOSPROXY_KAFKA_RUN/kafka.pid) for kafka.sh): its CPU counts as the benchmark's, reported per phase as backend cores, not as other load", func(v string) error {
+		pid, err := strconv.Atoi(v)
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("want a process id, got %q", v)
+		}
+		if _, err := procCPU(pid); err != nil {
+			return fmt.Errorf("process %d: %w", pid, err)
+		}
+		cfg.upstreamPIDs = append(cfg.upstreamPIDs, pid)
+		return nil
+	})
 	fs.DurationVar(&cfg.phase, "phase", time.Second, "measured duration of each phase")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload; each round runs a direct and a proxy phase plus an A/A pair")
 	fs.StringVar(&workloads, "workloads", strings.Join(defaultWorkloads(), ","), "comma-separated workloads to run, of: "+strings.Join(workloadNames(), ", ")+" (txn-buffer only when named)")
@@ -389,6 +401,7 @@ func run(ctx context.Context, cfg config) error {
 		ProxyMode:  proxyMode,
 		ProxyState: proxyState,
 		Kfake:      cfg.upstream == "",
+		BrokerPIDs: cfg.upstreamPIDs,
 		ProxyIdle:  b.idle,
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU:     runtime.NumCPU(),
@@ -500,7 +513,7 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	var m metrics
 	var err error
 	b.win = costWindow{active: b.child != nil && (slot == slotProxy || slot == slotProxyPlain)}
-	cpu0, host0, wall0 := b.benchCPU(), hostBusy(), time.Now()
+	cpu0, host0, wall0, backend0 := b.benchCPU(), hostBusy(), time.Now(), b.backendCPU()
 	// The client's goroutines carry role=client so that a CPU profile of
 	// the whole run can be split into client, proxy and kfake time.
 	pprof.Do(ctx, pprof.Labels("role", "client", "slot", slot), func(ctx context.Context) {
@@ -515,6 +528,9 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	wall := time.Since(wall0).Seconds()
 	own := (b.benchCPU() - cpu0).Seconds()
 	m["cores"] = own / wall
+	if len(b.cfg.upstreamPIDs) > 0 {
+		m["backend cores"] = (b.backendCPU() - backend0).Seconds() / wall
+	}
 	// CPU the rest of the machine used meanwhile: other processes compete
 	// with every party of this benchmark and are the usual cause of a wide
 	// spread between phases.

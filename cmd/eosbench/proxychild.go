@@ -418,12 +418,24 @@ func (b *bench) addCost(m metrics) {
 }
 
 // benchCPU is the CPU time the benchmark's own parties have used so far:
-// this process (clients, and kfake or an in-process eosproxy) and the
-// eosproxy child. The rest of the machine's CPU use is "other load".
+// this process (clients, and kfake or an in-process eosproxy), the eosproxy
+// child and the brokers named by --upstream-pid. The rest of the machine's
+// CPU use is "other load".
 func (b *bench) benchCPU() time.Duration {
-	t := cpuTime()
+	t := cpuTime() + b.backendCPU()
 	if b.child != nil {
 		if c, err := procCPU(b.child.cmd.Process.Pid); err == nil {
+			t += c
+		}
+	}
+	return t
+}
+
+// backendCPU is the CPU time of the brokers named by --upstream-pid.
+func (b *bench) backendCPU() time.Duration {
+	var t time.Duration
+	for _, pid := range b.cfg.upstreamPIDs {
+		if c, err := procCPU(pid); err == nil {
 			t += c
 		}
 	}

@@ -15,6 +15,7 @@ type report struct {
 	ProxyState string           `json:"proxy_state"`
 	Kfake      bool             `json:"kfake"` // the backend is the in-process kfake
 	ProxyIdle  idleCost         `json:"proxy_idle"`
+	BrokerPIDs []int            `json:"broker_pids,omitempty"` // --upstream-pid: counted as the benchmark's
 	GOMAXPROCS int              `json:"gomaxprocs"`
 	NumCPU     int              `json:"num_cpu"`
 	GoVersion  string           `json:"go_version"`
@@ -194,7 +195,11 @@ func (rep *report) print(w io.Writer) {
 	if len(others) == 0 {
 		return // no phases: only single measurements ran
 	}
-	fmt.Fprintf(w, "Quietness: other processes on the machine (not the benchmark, not its eosproxy child; a local broker counts here) used a median %.2f cores (max %.2f) during the phases", median(others), slices.Max(others))
+	local := "a local broker counts here unless named by --upstream-pid"
+	if len(rep.BrokerPIDs) > 0 {
+		local = fmt.Sprintf("nor the broker, pid %v, named by --upstream-pid", rep.BrokerPIDs)
+	}
+	fmt.Fprintf(w, "Quietness: other processes on the machine (not the benchmark, not its eosproxy child; %s) used a median %.2f cores (max %.2f) during the phases", local, median(others), slices.Max(others))
 	if slices.Max(others) > 0.3 {
 		fmt.Fprintf(w, ": they competed for CPU, so expect a wider spread")
 	}
@@ -227,8 +232,11 @@ func (rep *report) print(w io.Writer) {
 				shown{wr.Name + " records per transaction", "rec/txn"})
 		}
 		lines = append(lines,
-			shown{wr.Name + " cores used by the benchmark (clients, backend if in-process, eosproxy)", "cores"},
+			shown{wr.Name + " cores used by the benchmark (clients, backend, eosproxy)", "cores"},
 			shown{wr.Name + " cores used by other processes", "others cores"})
+		if len(rep.BrokerPIDs) > 0 {
+			lines = append(lines, shown{wr.Name + " of them, the broker's (--upstream-pid)", "backend cores"})
+		}
 		for _, l := range lines {
 			var parts []string
 			for _, slot := range slots {

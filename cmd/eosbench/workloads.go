@@ -162,6 +162,12 @@ func (w *workload) summary(m metrics) string {
 		parts = append(parts, fmt.Sprintf("inflight<=%.0f", v))
 	}
 	parts = append(parts, fmt.Sprintf("cores=%.2f others=%.2f", m["cores"], m["others cores"]))
+	if v, ok := m["proxy cores"]; ok {
+		parts = append(parts, fmt.Sprintf("eosproxy=%.2f", v))
+	}
+	if v, ok := m["backend cores"]; ok {
+		parts = append(parts, fmt.Sprintf("broker=%.2f", v))
+	}
 	return strings.Join(parts, " ")
 }
 
