@@ -95,6 +95,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -351,6 +352,7 @@ func run(ctx context.Context, cfg config) error {
 		b.proxyBin = bin
 	}
 	proxyMode := "not started (no phased workload)"
+	stopShared := func() {}
 	switch {
 	case !phased:
 	case cfg.inProcess:
@@ -372,11 +374,16 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		b.child = pc
-		defer func() {
-			if exit := pc.stop(); !strings.Contains(exit, "exit status 0") {
-				progress("eosproxy child: %s", exit)
+		stopped := false
+		stopShared = func() {
+			if !stopped {
+				stopped = true
+				if exit := pc.stop(); !strings.Contains(exit, "exit status 0") {
+					progress("eosproxy child: %s", exit)
+				}
 			}
-		}()
+		}
+		defer stopShared()
 		if b.idle, err = pc.measureIdle(ctx); err != nil {
 			return fmt.Errorf("eosproxy child's cost counters: %w", err)
 		}
@@ -409,8 +416,20 @@ func run(ctx context.Context, cfg config) error {
 		Phase:      cfg.phase.String(),
 		Rounds:     cfg.rounds,
 	}
-	for _, name := range cfg.workloads {
-		wr, err := b.runWorkload(ctx, findWorkload(name))
+	// Single measurements run last, after the shared eosproxy child has
+	// stopped: they start an eosproxy of their own on the same backend,
+	// which refuses a second instance while the first holds its lease.
+	names := slices.Clone(cfg.workloads)
+	slices.SortStableFunc(names, func(x, y string) int {
+		return cmp.Compare(boolInt(findWorkload(x).single != nil), boolInt(findWorkload(y).single != nil))
+	})
+	for _, name := range names {
+		w := findWorkload(name)
+		if w.single != nil && b.child != nil {
+			stopShared()
+			b.child = nil
+		}
+		wr, err := b.runWorkload(ctx, w)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -552,6 +571,13 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	// now, so the next phase does not pay for it, whichever side it is.
 	runtime.GC()
 	return m, nil
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // startInProcess runs eosproxy inside the benchmark (--in-process): the

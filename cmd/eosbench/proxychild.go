@@ -86,7 +86,45 @@ func startProxyChild(ctx context.Context, bin string, upstream []string, nb int,
 	// No compression: a gzip writer allocated for some reads and not
 	// others would make what a read costs eosproxy vary.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
-	return &proxyChild{child: c, listen: listen, admin: admin, http: hc}, args, nil
+	p := &proxyChild{child: c, listen: listen, admin: admin, http: hc}
+	if err := p.waitReady(ctx); err != nil {
+		c.stop()
+		return nil, args, err
+	}
+	return p, args, nil
+}
+
+// waitReady waits until /readyz says eosproxy is ready: it listens before
+// it has claimed the backend, and exits if another instance holds it.
+func (p *proxyChild) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	last := ""
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := p.http.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = strings.TrimSpace(string(body))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("eosproxy exited before it was ready (%v): %s", p.cmd.ProcessState, strings.Join(p.log.lines(), " | "))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("eosproxy not ready after 30 s (/readyz: %s): %s", last, strings.Join(p.log.lines(), " | "))
+		}
+	}
 }
 
 // procCost is what the child has used so far.
