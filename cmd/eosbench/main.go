@@ -63,8 +63,10 @@
 //
 // txn-buffer, run only when named in --workloads, is a single measurement
 // rather than rounds of phases, and only meaningful through eosproxy: it
-// starts an eosproxy child of its own in front of the same backend, so that
-// its memory is its own and fresh, then writes
+// runs after the other workloads, once their eosproxy child has stopped
+// (eosproxy refuses a second instance on one backend), and starts an
+// eosproxy child of its own in front of the same backend, so that its
+// memory is fresh, then writes
 // --txn-buffer-bytes (default 1 GiB) of 1 KiB records inside one open
 // transaction (timeout --txn-buffer-timeout, default 10 min), sampling the
 // child's VmRSS every 250 ms. It reports the RSS before writing, at 25, 50,
