@@ -1,49 +1,72 @@
 // Command eosbench measures what eosproxy costs: it runs the same Kafka
-// workloads direct to a backend and through an in-process eosproxy, side by
-// side in one run, and reports proxy/direct ratios of medians (see DESIGN.md,
+// workloads direct to a backend and through eosproxy, side by side in one
+// run, and reports throughput and latency (p50/p99/p999) of both, proxy
+// against direct as ratios of medians and differences (see DESIGN.md,
 // "Performance method"). It also reports the method's own noise floor: the
-// same procedure with the direct path in both slots (an A/A comparison), so a
-// ratio can be judged against what the method reports when nothing differs.
+// same procedure with the direct path in both slots (an A/A comparison), so
+// a ratio can be judged against what the method reports when nothing
+// differs.
+//
+// eosproxy runs as its own process, the way users run it: the cmd/eosproxy
+// binary, built into a temporary directory (or --proxy-bin), started as a
+// child in front of the same backend, listening on loopback only, with its
+// state on disk in a temporary directory under --data-dir (removed at
+// exit), as in production, and an --admin-listen port of its own. Over each
+// proxy phase's measured window eosbench reads the child's CPU time
+// (utime+stime from /proc/<pid>/stat) and its Go allocation counters
+// (go_memstats_mallocs_total, go_memstats_alloc_bytes_total on /metrics)
+// and reports eosproxy's cost per byte carried: CPU-seconds per GB and
+// allocations per MB (and per record). --in-process runs eosproxy inside
+// the benchmark instead (no process hop, no cost figures).
 //
 // Method: per workload, a fresh 3-partition topic; then --rounds rounds, each
 // a direct and a proxy phase (D P, then P D, ...) and an A/A pair of two
-// direct phases. The produce-idem-* workloads compare idempotence (issue 3,
-// target >= 0.9x both): their direct (D) and proxy (P) phases run an
-// idempotent producer, and a third phase per round, proxy-plain (Q), runs
-// the plain producer through eosproxy (D P Q, then Q P D, ...); they report
-// P/D and P/Q. The plain and the idempotent producer both keep five produce
-// requests in flight per broker, kgo's own limit with idempotence on (see
-// idemProducerOpts). The txn-* workloads compare transactions (target:
-// committed throughput >= 0.9x direct, commit p99 <= direct + 5 ms): every
-// phase runs one franz-go transactional producer with a transactional.id of
-// its own, producing 1 KiB records async as fast as it can and committing
-// every 100 ms (txn-1KiB-100ms) or every 1000 records (txn-1KiB-1000rec),
-// each time Flush, then EndTransaction(TryCommit); the direct side uses the
-// backend's native transactions (kfake's or Kafka's coordinator), the proxy
-// side eosproxy's. They report committed records/s (only records whose
-// transaction committed) and the commit latency p50/p99, where commit is the
-// EndTransaction call alone, after Flush returned (flush+commit, from when
-// the commit was due, is shown beside it), as P/D and P - D in ms. Every
-// phase uses a new franz-go client, warms up for a quarter of --phase (at
-// most 1s), measures for --phase and stops by itself.
+// direct phases. Throughput workloads (produce-100B, produce-1KiB, consume,
+// and the idempotent and transactional ones) report records/s and MB/s, and
+// the latency of each produce (or fetch) request under that load, from the
+// client writing it to reading its answer. latency and latency-idem produce
+// one 100-byte record at a time (ProduceSync, linger 0) and report the
+// latency of each and the throughput that gives. The idempotence workloads
+// (produce-idem-100B, produce-idem-1KiB, latency-idem) compare idempotence:
+// their direct (D) and proxy (P) phases run an idempotent producer, D
+// against the backend's own idempotence, and a third phase per round,
+// proxy-plain (Q), runs the plain producer through eosproxy (D P Q, then
+// Q P D, ...); they report P against D and against Q. The plain and the
+// idempotent producer both keep five produce requests in flight per broker,
+// kgo's own limit with idempotence on (see idemProducerOpts). The txn-*
+// workloads compare transactions: every phase runs one franz-go
+// transactional producer with a transactional.id of its own, producing
+// 1 KiB records async as fast as it can and committing every 100 ms
+// (txn-1KiB-100ms) or every 1000 records (txn-1KiB-1000rec), each time
+// Flush, then EndTransaction(TryCommit); the direct side uses the backend's
+// native transactions (kfake's or Kafka's coordinator), the proxy side
+// eosproxy's. They report committed records/s (only records whose
+// transaction committed) and the commit latency p50/p99, where commit is
+// the EndTransaction call alone, after Flush returned (flush+commit, from
+// when the commit was due, is shown beside it). Rows the performance issue
+// sets a target for (throughput ratios, added latency, commit p99) say
+// whether the median meets it. Every phase uses a new franz-go client,
+// warms up for a quarter of --phase (at most 1s), measures for --phase and
+// stops by itself.
 // Before a phase the benchmark waits (up to --quiet-wait) for other processes
 // on the machine to go quiet, and each phase records how many cores the
-// benchmark and everything else used, so a spoiled phase can be recognised.
+// benchmark (this process and its eosproxy child) and everything else used,
+// so a spoiled phase can be recognised; the report gives the median and
+// maximum of the others' use as the run's quietness.
 //
 // The backend is by default an in-process franz-go kfake cluster, eosproxy's
 // embedded backend, held in memory. It shares the CPUs with the proxy and the
 // clients: when the clients and kfake already keep every core busy, the
 // proxy's own CPU use shows up as lost throughput, so the ratios are a
 // pessimistic view of a proxy on its own machine. --upstream points the
-// benchmark at a real broker instead. eosproxy always runs in-process,
-// listening on loopback only, with its state in an on-disk badger database
-// as in production (fsynced before each idempotent produce is answered), in
-// a temporary directory under --data-dir that is removed at exit.
+// benchmark at a real broker instead.
 //
 // txn-buffer, run only when named in --workloads, is a single measurement
 // rather than rounds of phases, and only meaningful through eosproxy: it
-// builds cmd/eosproxy (or takes --proxy-bin) and runs it as a child process
-// in front of the same backend, so that its memory is its own, then writes
+// runs after the other workloads, once their eosproxy child has stopped
+// (eosproxy refuses a second instance on one backend), and starts an
+// eosproxy child of its own in front of the same backend, so that its
+// memory is fresh, then writes
 // --txn-buffer-bytes (default 1 GiB) of 1 KiB records inside one open
 // transaction (timeout --txn-buffer-timeout, default 10 min), sampling the
 // child's VmRSS every 250 ms. It reports the RSS before writing, at 25, 50,
@@ -57,25 +80,29 @@
 //
 // Usage:
 //
-//	go run ./cmd/eosbench [--phase 5s] [--rounds 5] [--workloads produce-100B,latency]
-//	                      [--upstream host:port] [--json out.json] [--cpuprofile cpu.out]
-//	                      [--blockprofile block.out] [--data-dir dir]
+//	go run ./cmd/eosbench [--phase 1s] [--rounds 3] [--workloads produce-100B,latency]
+//	                      [--upstream host:port [--upstream-pid pid]] [--json out.json] [--data-dir dir]
+//	                      [--proxy-bin path] [--proxy-args "--flag value"] [--proxy-log file]
+//	go run ./cmd/eosbench --in-process [--cpuprofile cpu.out] [--blockprofile block.out]
 //	go run ./cmd/eosbench --workloads txn-1KiB-100ms,txn-1KiB-1000rec [--upstream host:port]
 //	go run ./cmd/eosbench --workloads txn-buffer [--txn-buffer-bytes 1GiB]
 //	                      [--txn-buffer-timeout 10m] [--txn-buffer-end abort|commit]
-//	                      [--proxy-bin path] [--proxy-args "--flag value"] [--upstream host:port]
 //
-// With --cpuprofile, split the profile by party with pprof's tag filters, e.g.
-// go tool pprof -top -tagfocus=role=proxy cpu.out. --blockprofile shows
-// where goroutines waited instead (block profiles carry no labels; focus on
-// the proxy's packages, e.g. go tool pprof -top -focus=eosproxy block.out).
+// With --in-process and --cpuprofile, split the profile by party with
+// pprof's tag filters, e.g. go tool pprof -top -tagfocus=role=proxy cpu.out;
+// a child eosproxy is profiled through its own admin port instead
+// (/debug/pprof). --blockprofile shows where goroutines waited (block
+// profiles carry no labels; focus on the proxy's packages, e.g.
+// go tool pprof -top -focus=eosproxy block.out).
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -97,6 +124,7 @@ import (
 
 type config struct {
 	upstream     string
+	upstreamPIDs []int
 	phase        time.Duration
 	rounds       int
 	workloads    []string
@@ -115,6 +143,7 @@ type config struct {
 	txnBufferCommit  bool
 	proxyBin         string
 	proxyArgs        []string
+	inProcess        bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -122,8 +151,19 @@ func parseFlags(args []string) (config, error) {
 	var workloads, bufferBytes, bufferEnd, proxyArgs string
 	fs := flag.NewFlagSet("eosbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.upstream, "upstream", "", "bootstrap host:port of a real broker (default: an in-process kfake cluster)")
-	fs.DurationVar(&cfg.phase, "phase", 5*time.Second, "measured duration of each phase")
-	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds per workload; each round runs a direct and a proxy phase plus an A/A pair")
+	fs.Func("upstream-pid", "`pid` of a broker on this machine (repeatable; e.g. $(cat $EOSPROXY_KAFKA_RUN/kafka.pid) for kafka.sh): its CPU counts as the benchmark's, reported per phase as backend cores, not as other load", func(v string) error {
+		pid, err := strconv.Atoi(v)
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("want a process id, got %q", v)
+		}
+		if _, err := procCPU(pid); err != nil {
+			return fmt.Errorf("process %d: %w", pid, err)
+		}
+		cfg.upstreamPIDs = append(cfg.upstreamPIDs, pid)
+		return nil
+	})
+	fs.DurationVar(&cfg.phase, "phase", time.Second, "measured duration of each phase")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload; each round runs a direct and a proxy phase plus an A/A pair")
 	fs.StringVar(&workloads, "workloads", strings.Join(defaultWorkloads(), ","), "comma-separated workloads to run, of: "+strings.Join(workloadNames(), ", ")+" (txn-buffer only when named)")
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write all phase results to this JSON file")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
@@ -131,14 +171,15 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the in-process kfake cluster")
 	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
 	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
-	fs.DurationVar(&cfg.quietWait, "quiet-wait", 30*time.Second, "longest wait for other processes to quieten before a phase")
-	fs.StringVar(&cfg.proxyLog, "proxy-log", "", "write the in-process eosproxy's debug log (JSON) to this `file`, e.g. to see how long each commit's forwarding took")
+	fs.DurationVar(&cfg.quietWait, "quiet-wait", 2*time.Second, "longest wait for other processes to quieten before a phase")
+	fs.StringVar(&cfg.proxyLog, "proxy-log", "", "write eosproxy's debug log (JSON) to this `file`, e.g. to see how long each commit's forwarding took")
 	fs.StringVar(&cfg.dataDir, "data-dir", os.TempDir(), "directory under which eosproxy's on-disk state is created (and removed at exit); a tmpfs here makes fsyncs free")
 	fs.StringVar(&bufferBytes, "txn-buffer-bytes", "1GiB", "txn-buffer: data written inside the one open transaction (bytes, or with a KiB, MiB or GiB suffix)")
 	fs.DurationVar(&cfg.txnBufferTimeout, "txn-buffer-timeout", 10*time.Minute, "txn-buffer: the producer's transaction timeout, also the longest the writing may take (eosproxy's --transaction-max-timeout must be at least this)")
 	fs.StringVar(&bufferEnd, "txn-buffer-end", "abort", "txn-buffer: end the transaction with abort or commit (commit forwards all of it to the backend: an in-process kfake then holds it in eosbench's memory)")
-	fs.StringVar(&cfg.proxyBin, "proxy-bin", "", "txn-buffer: eosproxy binary to run as the child process (default: go build ./cmd/eosproxy into a temporary directory)")
-	fs.StringVar(&proxyArgs, "proxy-args", "", "txn-buffer: more flags for the eosproxy child, space-separated (e.g. a larger per-transaction bound)")
+	fs.StringVar(&cfg.proxyBin, "proxy-bin", "", "eosproxy binary to run as the child process (default: go build ./cmd/eosproxy into a temporary directory)")
+	fs.StringVar(&proxyArgs, "proxy-args", "", "more flags for the eosproxy child processes, space-separated (e.g. a larger per-transaction bound for txn-buffer)")
+	fs.BoolVar(&cfg.inProcess, "in-process", false, "run eosproxy inside the benchmark process instead of as a child process (no process hop; no cost per byte)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -206,6 +247,13 @@ type bench struct {
 	admin     *kadm.Client
 	runID     string
 	consumeTo map[int32]int64 // consume workload: end offset per partition
+	brokers   int             // the backend's brokers: eosproxy listens for each
+	proxyBin  string          // the eosproxy binary children run
+	child     *proxyChild     // eosproxy, unless --in-process
+	// win is the current phase's measured window, marked by the phase
+	// (markStart, markEnd) and read around by runPhase.
+	win  costWindow
+	idle idleCost // what the child uses carrying nothing
 }
 
 func progress(format string, args ...any) {
@@ -262,6 +310,19 @@ func run(ctx context.Context, cfg config) error {
 		backend = fmt.Sprintf("in-process kfake, %d broker(s), in memory", cfg.kfakeBrokers)
 	}
 
+	var err error
+	b.adminCl, err = kgo.NewClient(kgo.SeedBrokers(b.direct...))
+	if err != nil {
+		return err
+	}
+	defer b.adminCl.Close()
+	b.admin = kadm.NewClient(b.adminCl)
+	brokers, err := b.admin.BrokerMetadata(ctx)
+	if err != nil {
+		return fmt.Errorf("backend metadata: %w", err)
+	}
+	b.brokers = max(1, len(brokers.Brokers))
+
 	// eosproxy's state on disk, as in production: the idempotent producer
 	// phases then pay for the fsync before each answer.
 	dir, err := os.MkdirTemp(cfg.dataDir, "eosbench-state-")
@@ -269,44 +330,71 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("eosproxy data dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	plog := zerolog.Nop()
+	var plogFile *os.File
 	if cfg.proxyLog != "" {
-		f, err := os.Create(cfg.proxyLog)
-		if err != nil {
+		if plogFile, err = os.Create(cfg.proxyLog); err != nil {
 			return fmt.Errorf("eosproxy log: %w", err)
 		}
-		defer f.Close()
-		plog = zerolog.New(f).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+		defer plogFile.Close()
 	}
-	var db *store.DB
-	var p *proxy.Proxy
-	pprof.Do(ctx, pprof.Labels("role", "proxy"), func(ctx context.Context) {
-		if db, err = store.Open(dir, zerolog.Nop()); err != nil {
-			return
+	phased, single := false, false
+	for _, name := range cfg.workloads {
+		if findWorkload(name).single == nil {
+			phased = true
+		} else {
+			single = true
 		}
-		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, DB: db, Log: plog})
-		if err == nil {
-			p.Start(ctx)
+	}
+	if !cfg.inProcess || single {
+		bin, cleanup, err := proxyBinary(ctx, cfg)
+		if err != nil {
+			return err
 		}
-	})
-	if db != nil {
-		defer db.Close() // after the proxy, which does not close a DB it was given
+		defer cleanup()
+		b.proxyBin = bin
 	}
-	if err != nil {
-		return fmt.Errorf("start eosproxy: %w", err)
+	proxyMode := "not started (no phased workload)"
+	stopShared := func() {}
+	switch {
+	case !phased:
+	case cfg.inProcess:
+		stop, err := b.startInProcess(ctx, dir, plogFile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		proxyMode = "in-process (shares the benchmark's CPU and heap)"
+	default:
+		extra := slices.Clone(cfg.proxyArgs)
+		var log io.Writer
+		if plogFile != nil {
+			extra = append([]string{"--log-level", "debug", "--log-format", "json"}, extra...)
+			log = plogFile
+		}
+		pc, args, err := startProxyChild(ctx, b.proxyBin, b.direct, b.brokers, dir, extra, log)
+		if err != nil {
+			return err
+		}
+		b.child = pc
+		stopped := false
+		stopShared = func() {
+			if !stopped {
+				stopped = true
+				if exit := pc.stop(); !strings.Contains(exit, "exit status 0") {
+					progress("eosproxy child: %s", exit)
+				}
+			}
+		}
+		defer stopShared()
+		if b.idle, err = pc.measureIdle(ctx); err != nil {
+			return fmt.Errorf("eosproxy child's cost counters: %w", err)
+		}
+		b.proxied = []string{pc.listen}
+		proxyMode = fmt.Sprintf("child process pid %d (%s %s)", pc.cmd.Process.Pid, b.proxyBin, strings.Join(args, " "))
 	}
-	defer p.Close()
-	b.proxied = []string{p.Addr()}
 
-	b.adminCl, err = kgo.NewClient(kgo.SeedBrokers(b.direct...))
-	if err != nil {
-		return err
-	}
-	defer b.adminCl.Close()
-	b.admin = kadm.NewClient(b.adminCl)
-
-	proxyState := fmt.Sprintf("on-disk badger in %s (%s)", dir, fsType(dir))
-	progress("backend: %s at %v; eosproxy at %v, state %s; GOMAXPROCS=%d", backend, b.direct, b.proxied, proxyState, runtime.GOMAXPROCS(0))
+	proxyState := fmt.Sprintf("on disk in %s (%s)", dir, fsType(dir))
+	progress("backend: %s at %v; eosproxy: %s, at %v, state %s; GOMAXPROCS=%d", backend, b.direct, proxyMode, b.proxied, proxyState, runtime.GOMAXPROCS(0))
 	phases := 0
 	for _, name := range cfg.workloads {
 		if w := findWorkload(name); w.single == nil {
@@ -319,15 +407,31 @@ func run(ctx context.Context, cfg config) error {
 
 	rep := report{
 		Backend:    backend,
+		ProxyMode:  proxyMode,
 		ProxyState: proxyState,
+		Kfake:      cfg.upstream == "",
+		BrokerPIDs: cfg.upstreamPIDs,
+		ProxyIdle:  b.idle,
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU:     runtime.NumCPU(),
 		GoVersion:  runtime.Version(),
 		Phase:      cfg.phase.String(),
 		Rounds:     cfg.rounds,
 	}
-	for _, name := range cfg.workloads {
-		wr, err := b.runWorkload(ctx, findWorkload(name))
+	// Single measurements run last, after the shared eosproxy child has
+	// stopped: they start an eosproxy of their own on the same backend,
+	// which refuses a second instance while the first holds its lease.
+	names := slices.Clone(cfg.workloads)
+	slices.SortStableFunc(names, func(x, y string) int {
+		return cmp.Compare(boolInt(findWorkload(x).single != nil), boolInt(findWorkload(y).single != nil))
+	})
+	for _, name := range names {
+		w := findWorkload(name)
+		if w.single != nil && b.child != nil {
+			stopShared()
+			b.child = nil
+		}
+		wr, err := b.runWorkload(ctx, w)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -429,7 +533,8 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	defer cancel()
 	var m metrics
 	var err error
-	cpu0, host0, wall0 := cpuTime(), hostBusy(), time.Now()
+	b.win = costWindow{active: b.child != nil && (slot == slotProxy || slot == slotProxyPlain)}
+	cpu0, host0, wall0, backend0 := b.benchCPU(), hostBusy(), time.Now(), b.backendCPU()
 	// The client's goroutines carry role=client so that a CPU profile of
 	// the whole run can be split into client, proxy and kfake time.
 	pprof.Do(ctx, pprof.Labels("role", "client", "slot", slot), func(ctx context.Context) {
@@ -438,12 +543,15 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	if err != nil {
 		return nil, err
 	}
-	// The whole process's CPU use over the phase (client, proxy and
+	// The benchmark's CPU use over the phase (client, proxy and
 	// in-process backend), in cores: a phase that is slow while using little
 	// CPU waited on something rather than competed for CPU.
 	wall := time.Since(wall0).Seconds()
-	own := (cpuTime() - cpu0).Seconds()
+	own := (b.benchCPU() - cpu0).Seconds()
 	m["cores"] = own / wall
+	if len(b.cfg.upstreamPIDs) > 0 {
+		m["backend cores"] = (b.backendCPU() - backend0).Seconds() / wall
+	}
 	// CPU the rest of the machine used meanwhile: other processes compete
 	// with every party of this benchmark and are the usual cause of a wide
 	// spread between phases.
@@ -452,6 +560,10 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 			m["others cores"] = max(0, (host1-host0).Seconds()-own) / wall
 		}
 	}
+	if b.win.err != nil {
+		progress("%s %s: no eosproxy cost figures: %v", w.name, slot, b.win.err)
+	}
+	b.addCost(m)
 	if w.cleanup != nil {
 		if err := w.cleanup(ctx, b, topic); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
@@ -461,6 +573,46 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	// now, so the next phase does not pay for it, whichever side it is.
 	runtime.GC()
 	return m, nil
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// startInProcess runs eosproxy inside the benchmark (--in-process): the
+// hop then costs no process switch, and its CPU and heap are the
+// benchmark's, so no cost per byte is reported.
+func (b *bench) startInProcess(ctx context.Context, dir string, logFile *os.File) (func(), error) {
+	plog := zerolog.Nop()
+	if logFile != nil {
+		plog = zerolog.New(logFile).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
+	var db *store.DB
+	var p *proxy.Proxy
+	var err error
+	pprof.Do(ctx, pprof.Labels("role", "proxy"), func(ctx context.Context) {
+		if db, err = store.Open(dir, zerolog.Nop()); err != nil {
+			return
+		}
+		p, err = proxy.New(proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.direct, DB: db, Log: plog})
+		if err == nil {
+			p.Start(ctx)
+		}
+	})
+	if err != nil {
+		if db != nil {
+			db.Close()
+		}
+		return nil, fmt.Errorf("start eosproxy: %w", err)
+	}
+	b.proxied = []string{p.Addr()}
+	return func() {
+		p.Close()
+		db.Close() // after the proxy, which does not close a DB it was given
+	}, nil
 }
 
 // cpuTime is the CPU time, user and system, the process has used so far.
@@ -483,13 +635,13 @@ func (b *bench) waitQuiet(ctx context.Context) error {
 	const window = 500 * time.Millisecond
 	start := time.Now()
 	for waited := false; ; waited = true {
-		cpu0, host0, t0 := cpuTime(), hostBusy(), time.Now()
+		cpu0, host0, t0 := b.benchCPU(), hostBusy(), time.Now()
 		select {
 		case <-time.After(window):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		others := max(0, (hostBusy()-host0-(cpuTime()-cpu0)).Seconds()) / time.Since(t0).Seconds()
+		others := max(0, (hostBusy()-host0-(b.benchCPU()-cpu0)).Seconds()) / time.Since(t0).Seconds()
 		switch {
 		case others < b.cfg.maxOthers:
 			if waited {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/eosproxy/eosproxy/integration/faults"
 )
 
 // The txn-buffer measurement: eosproxy keeps an open transaction's batches
@@ -124,60 +121,31 @@ func txnBufferRun(ctx context.Context, b *bench, topic string) (*bufferResult, e
 		res.End = "commit"
 	}
 
-	bin := cfg.proxyBin
-	if bin == "" {
-		binDir, err := os.MkdirTemp("", "eosbench-bin-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(binDir)
-		bin = filepath.Join(binDir, "eosproxy")
-		progress("txn-buffer: go build ./cmd/eosproxy")
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		out, err := exec.CommandContext(bctx, "go", "build", "-o", bin, "github.com/eosproxy/eosproxy/cmd/eosproxy").CombinedOutput()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build eosproxy (run eosbench from the module, or give --proxy-bin): %v\n%s", err, out)
-		}
-	}
+	// A child of its own, not the one the other workloads share: its
+	// memory before writing is then that of a fresh eosproxy.
+	bin := b.proxyBin
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	help, _ := exec.CommandContext(hctx, bin, "--help").CombinedOutput()
 	cancel()
 
-	brokers, err := b.admin.BrokerMetadata(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("backend metadata: %w", err)
-	}
-	nb := max(1, len(brokers.Brokers))
-	base, err := faults.FreePortRange(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)), 1+nb)
-	if err != nil {
-		return nil, err
-	}
 	stateDir, err := os.MkdirTemp(cfg.dataDir, "eosbench-child-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(stateDir)
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(base))
-	args := []string{
-		"--listen", listen,
-		"--broker-ports", fmt.Sprintf("%d-%d", base+1, base+nb),
-		"--upstream", strings.Join(b.direct, ","),
-		"--data-dir", stateDir,
-		"--log-level", "warn",
-	}
+	var extra []string
 	if bytes.Contains(help, []byte("transaction-max-timeout")) {
-		args = append(args, "--transaction-max-timeout", cfg.txnBufferTimeout.String())
+		extra = append(extra, "--transaction-max-timeout", cfg.txnBufferTimeout.String())
 	} else {
 		progress("txn-buffer: this eosproxy has no --transaction-max-timeout flag; relying on its default")
 	}
-	args = append(args, cfg.proxyArgs...)
+	extra = append(extra, cfg.proxyArgs...)
+	pc, args, err := startProxyChild(ctx, bin, b.direct, b.brokers, stateDir, extra, nil)
 	res.ChildArgs = args
-
-	child, err := startChild(ctx, bin, args, listen)
 	if err != nil {
 		return nil, err
 	}
+	child, listen := pc.child, pc.listen
 	defer func() {
 		res.ChildExit = child.stop()
 		res.ChildLog = child.log.lines()
@@ -372,112 +340,6 @@ func backendRecords(ctx context.Context, b *bench, topic string) (int64, error) 
 	var n int64
 	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
 	return n, nil
-}
-
-// child is the eosproxy process txn-buffer measures.
-type child struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *childLog
-}
-
-// startChild starts eosproxy and waits until its bootstrap listener
-// accepts connections (at --log-level warn it logs no "ready" line).
-func startChild(ctx context.Context, bin string, args []string, listen string) (*child, error) {
-	c := &child{cmd: exec.Command(bin, args...), exited: make(chan struct{}), log: &childLog{}}
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start eosproxy: %w", err)
-	}
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", listen, time.Second)
-		if err == nil {
-			conn.Close()
-			return c, nil
-		}
-		select {
-		case <-c.exited:
-			return nil, fmt.Errorf("eosproxy exited before it listened (%v): %s", c.cmd.ProcessState, strings.Join(c.log.lines(), " | "))
-		case <-ctx.Done():
-			c.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.stop()
-			return nil, fmt.Errorf("eosproxy not listening on %s after 30 s: %s", listen, strings.Join(c.log.lines(), " | "))
-		}
-	}
-}
-
-// stop asks eosproxy to shut down (SIGTERM), kills it if it has not within
-// 20 s, and says how it ended.
-func (c *child) stop() string {
-	select {
-	case <-c.exited:
-		return fmt.Sprintf("exited by itself before the end: %v", c.cmd.ProcessState)
-	default:
-	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-		return c.cmd.ProcessState.String()
-	case <-time.After(20 * time.Second):
-	}
-	c.cmd.Process.Kill()
-	<-c.exited
-	return "killed: not stopped 20 s after SIGTERM"
-}
-
-// childLog keeps eosproxy's output (warnings and errors only, at
-// --log-level warn): the first lines are echoed as they come, a bounded
-// number is kept for the report.
-type childLog struct {
-	mu      sync.Mutex
-	partial []byte
-	kept    []string
-	dropped int
-}
-
-const childLogKeep = 20
-
-func (l *childLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimSpace(string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		if line == "" {
-			continue
-		}
-		if len(l.kept) < childLogKeep {
-			l.kept = append(l.kept, line)
-			progress("eosproxy child: %s", line)
-		} else {
-			l.dropped++
-		}
-	}
-	return len(p), nil
-}
-
-func (l *childLog) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := append([]string(nil), l.kept...)
-	if s := strings.TrimSpace(string(l.partial)); s != "" {
-		out = append(out, s)
-	}
-	if l.dropped > 0 {
-		out = append(out, fmt.Sprintf("(%d more lines not kept)", l.dropped))
-	}
-	return out
 }
 
 // readMem reads a process's resident memory from /proc/<pid>/status.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,33 @@ type row struct {
 	latency bool
 	// also is a metric shown beside the main one, e.g. records/s.
 	also, alsoUnit string
+	// The target for proxy against direct, if it sets one: a
+	// ratio at least minRatio, or a difference at most maxDiffMs.
+	minRatio, maxDiffMs float64
+}
+
+// reqLatencyRows are the latency rows of a throughput workload: the time
+// from writing a request of the workload's kind to reading its answer, per
+// request, under full load. No target: under load a request's time is
+// mostly queueing behind the ones ahead of it.
+func reqLatencyRows(kind string) []row {
+	return []row{
+		{label: kind + " request p50", metric: "req p50 ms", unit: "ms", latency: true},
+		{label: kind + " request p99", metric: "req p99 ms", unit: "ms", latency: true},
+		{label: kind + " request p999", metric: "req p999 ms", unit: "ms", latency: true},
+	}
+}
+
+// oneAtATimeRows are the rows of a one-record-at-a-time workload: the
+// records per second that gives, and the latency of each ProduceSync
+// against the target for the hop (+0.1 ms p50, +0.25 ms p99).
+func oneAtATimeRows(name string) []row {
+	return []row{
+		{label: name + " throughput", metric: "rec/s", unit: "rec/s"},
+		{label: name + " p50", metric: "p50 ms", unit: "ms", latency: true, maxDiffMs: 0.1},
+		{label: name + " p99", metric: "p99 ms", unit: "ms", latency: true, maxDiffMs: 0.25},
+		{label: name + " p999", metric: "p999 ms", unit: "ms", latency: true},
+	}
 }
 
 type workload struct {
@@ -60,17 +86,31 @@ var workloads = []*workload{
 		about:   "fresh consumer per phase reading a pre-produced data set of 1 KiB records from the start",
 		prepare: prepareConsume,
 		phase:   consumePhase,
-		rows:    []row{{label: "consume", metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+		rows: append([]row{{label: "consume", metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s", minRatio: 0.95}},
+			reqLatencyRows("consume: fetch")...),
 	},
 	{
-		name:    "latency",
-		about:   "one-at-a-time ProduceSync of 100-byte records, acks=all, no linger",
-		phase:   latencyPhase,
-		cleanup: trimTopic,
-		rows: []row{
-			{label: "latency p50", metric: "p50 ms", unit: "ms", latency: true},
-			{label: "latency p99", metric: "p99 ms", unit: "ms", latency: true},
+		name:  "latency",
+		about: "one-at-a-time ProduceSync of 100-byte records, plain producer, acks=all, no linger",
+		phase: func(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
+			return latencyPhase(ctx, b, producerOpts(seeds, topic))
 		},
+		cleanup: trimTopic,
+		rows:    oneAtATimeRows("latency"),
+	},
+	{
+		name:  "latency-idem",
+		about: "as latency but idempotent (kgo default): D the backend's idempotence, P eosproxy's, Q the plain producer through eosproxy",
+		phase: func(ctx context.Context, b *bench, slot string, seeds []string, topic string) (metrics, error) {
+			opts := idemProducerOpts(seeds, topic)
+			if slot == slotProxyPlain {
+				opts = producerOpts(seeds, topic)
+			}
+			return latencyPhase(ctx, b, opts)
+		},
+		cleanup: trimTopic,
+		rows:    oneAtATimeRows("latency-idem"),
+		idem:    true,
 	},
 	txnWorkload("txn-1KiB-100ms", 100*time.Millisecond, 0),
 	txnWorkload("txn-1KiB-1000rec", 0, 1000),
@@ -122,6 +162,12 @@ func (w *workload) summary(m metrics) string {
 		parts = append(parts, fmt.Sprintf("inflight<=%.0f", v))
 	}
 	parts = append(parts, fmt.Sprintf("cores=%.2f others=%.2f", m["cores"], m["others cores"]))
+	if v, ok := m["proxy cores"]; ok {
+		parts = append(parts, fmt.Sprintf("eosproxy=%.2f", v))
+	}
+	if v, ok := m["backend cores"]; ok {
+		parts = append(parts, fmt.Sprintf("broker=%.2f", v))
+	}
 	return strings.Join(parts, " ")
 }
 
@@ -170,7 +216,8 @@ func produceWorkload(name string, size int) *workload {
 			return producePhase(ctx, b, producerOpts(seeds, topic), size)
 		},
 		cleanup: trimTopic,
-		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
+		rows: append([]row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s", minRatio: 0.95}},
+			reqLatencyRows(name+": produce")...),
 	}
 }
 
@@ -194,8 +241,9 @@ func produceIdemWorkload(name string, size int) *workload {
 			return producePhase(ctx, b, opts, size)
 		},
 		cleanup: trimTopic,
-		rows:    []row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s"}},
-		idem:    true,
+		rows: append([]row{{label: name, metric: "MB/s", unit: "MB/s", also: "rec/s", alsoUnit: "rec/s", minRatio: idemTarget}},
+			reqLatencyRows(name+": produce")...),
+		idem: true,
 	}
 }
 
@@ -206,24 +254,52 @@ func sizeName(size int) string {
 	return fmt.Sprintf("%dB", size)
 }
 
-// produceStats watches a client's produce requests: how many are written to
-// a broker and not yet answered, the most seen at once on any one broker
-// (kgo calls the write hook before the read hook of the same request, but
-// for a race that can only make it undercount), and, per completed request,
-// its bytes and its time from write to answer. These show how a path keeps
-// the pipe full: fewer, larger, slower requests mean the path holds batches
-// back.
+// produceStats watches a client's requests of one kind (key: produce, or
+// fetch for the consumer): how many are written to a broker and not yet
+// answered, the most seen at once on any one broker (kgo calls the write
+// hook before the read hook of the same request, but for a race that can
+// only make it undercount), and, per completed request, its bytes and its
+// time from write to answer, kept one by one while measuring is on. These
+// show how a path keeps the pipe full: fewer, larger, slower requests mean
+// the path holds batches back.
 type produceStats struct {
-	mu    sync.Mutex
-	now   map[int32]int
-	max   int
-	reqs  int64
-	bytes int64
-	e2e   time.Duration
+	key       int16
+	mu        sync.Mutex
+	now       map[int32]int
+	max       int
+	reqs      int64
+	bytes     int64
+	e2e       time.Duration
+	measuring bool
+	lat       []time.Duration
+}
+
+func newReqStats(key int16) *produceStats {
+	return &produceStats{key: key, now: map[int32]int{}}
+}
+
+// measure turns keeping each request's latency on or off.
+func (h *produceStats) measure(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.measuring = on
+}
+
+// latencies adds the p50/p99/p999 of the requests kept while measuring.
+func (h *produceStats) latencies(m metrics) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.lat) == 0 {
+		return
+	}
+	m["req p50 ms"] = quantileMs(h.lat, 0.50)
+	m["req p99 ms"] = quantileMs(h.lat, 0.99)
+	m["req p999 ms"] = quantileMs(h.lat, 0.999)
+	m["req samples"] = float64(len(h.lat))
 }
 
 func (h *produceStats) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
-	if key != produceKey || err != nil {
+	if key != h.key || err != nil {
 		return
 	}
 	h.mu.Lock()
@@ -233,7 +309,7 @@ func (h *produceStats) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, _ int, 
 }
 
 func (h *produceStats) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, _ error) {
-	if key != produceKey {
+	if key != h.key {
 		return
 	}
 	h.mu.Lock()
@@ -242,7 +318,7 @@ func (h *produceStats) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _
 }
 
 func (h *produceStats) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
-	if key != produceKey || e.Err() != nil {
+	if key != h.key || e.Err() != nil {
 		return
 	}
 	h.mu.Lock()
@@ -250,6 +326,9 @@ func (h *produceStats) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.Broker
 	h.reqs++
 	h.bytes += int64(e.BytesWritten)
 	h.e2e += e.DurationE2E()
+	if h.measuring {
+		h.lat = append(h.lat, e.DurationE2E())
+	}
 }
 
 // totals reads the counters of completed requests.
@@ -265,12 +344,15 @@ func (h *produceStats) peak() int {
 	return h.max
 }
 
-var produceKey = kmsg.Produce.Int16()
+var (
+	produceKey = kmsg.Produce.Int16()
+	fetchKey   = kmsg.Fetch.Int16()
+)
 
 // producePhase produces with a client built from opts plus the buffer sizes
 // every producing phase shares.
 func producePhase(ctx context.Context, b *bench, opts []kgo.Opt, size int) (metrics, error) {
-	hook := &produceStats{now: map[int32]int{}}
+	hook := newReqStats(produceKey)
 	// Enough buffered records that the client never waits for room while a
 	// full pipeline of batches is in flight (5 requests of up to 1 MiB).
 	opts = append(opts,
@@ -309,12 +391,16 @@ func producePhase(ctx context.Context, b *bench, opts []kgo.Opt, size int) (metr
 	}()
 
 	n0, t0, err := measureAfter(ctx, warmUp(b.cfg.phase), acked.Load)
+	hook.measure(true)
+	b.markStart()
 	reqs0, bytes0, e2e0 := hook.totals()
 	var n1 int64
 	var t1 time.Time
 	if err == nil {
 		n1, t1, err = measureAfter(ctx, b.cfg.phase, acked.Load)
 	}
+	b.markEnd()
+	hook.measure(false)
 	reqs1, bytes1, e2e1 := hook.totals()
 	stopped.Store(true)
 	stopProducing()
@@ -333,6 +419,7 @@ func producePhase(ctx context.Context, b *bench, opts []kgo.Opt, size int) (metr
 		m["KiB/req"] = float64(bytes1-bytes0) / float64(reqs) / 1024
 		m["ms/req"] = float64(e2e1-e2e0) / float64(reqs) / 1e6
 	}
+	hook.latencies(m)
 	return m, nil
 }
 
@@ -436,10 +523,12 @@ func prepareConsume(ctx context.Context, b *bench, topic string) error {
 // about one fetch round trip, little against reading the whole data set, and
 // the phase reports how many it made.
 func consumePhase(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
+	hook := newReqStats(fetchKey)
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(seeds...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.WithHooks(hook),
 	)
 	if err != nil {
 		return nil, err
@@ -486,19 +575,25 @@ func consumePhase(ctx context.Context, b *bench, _ string, seeds []string, topic
 	if err := poll(time.Now().Add(warmUp(b.cfg.phase))); err != nil {
 		return nil, err
 	}
+	hook.measure(true)
+	b.markStart()
 	b0, r0, w0, t0 := bytes, recs, rewinds, time.Now()
 	if err := poll(t0.Add(b.cfg.phase)); err != nil {
 		return nil, err
 	}
 	secs := time.Since(t0).Seconds()
+	b.markEnd()
+	hook.measure(false)
 	if recs == r0 {
 		return nil, errors.New("consumed nothing")
 	}
-	return metrics{
+	m := metrics{
 		"MB/s":    float64(bytes-b0) / secs / 1e6,
 		"rec/s":   float64(recs-r0) / secs,
 		"rewinds": float64(rewinds - w0),
-	}, nil
+	}
+	hook.latencies(m)
+	return m, nil
 }
 
 func atEnd(next, end map[int32]int64) bool {
@@ -510,37 +605,53 @@ func atEnd(next, end map[int32]int64) bool {
 	return true
 }
 
-// latencyPhase produces one record at a time and times each request.
-// Linger is zero: with kgo's default 10ms linger every request would wait
-// for it and the phase would measure the timer, not the path.
-func latencyPhase(ctx context.Context, b *bench, _ string, seeds []string, topic string) (metrics, error) {
-	cl, err := kgo.NewClient(append(producerOpts(seeds, topic), kgo.ProducerLinger(0))...)
+// latencySize is the record size of the one-at-a-time workloads.
+const latencySize = 100
+
+// latencyPhase produces one record at a time with a client built from opts
+// and times each ProduceSync. Linger is zero: with kgo's default 10ms
+// linger every request would wait for it and the phase would measure the
+// timer, not the path.
+func latencyPhase(ctx context.Context, b *bench, opts []kgo.Opt) (metrics, error) {
+	cl, err := kgo.NewClient(append(opts, kgo.ProducerLinger(0))...)
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	value := make([]byte, 100)
+	value := make([]byte, latencySize)
 	var samples []time.Duration
 	measureFrom := time.Now().Add(warmUp(b.cfg.phase))
-	end := measureFrom.Add(b.cfg.phase)
+	var first, end time.Time
 	for {
 		t := time.Now()
-		if !t.Before(end) {
+		if !end.IsZero() && !t.Before(end) {
 			break
+		}
+		if end.IsZero() && !t.Before(measureFrom) {
+			b.markStart()
+			first = time.Now()
+			end = first.Add(b.cfg.phase)
+			t = first
 		}
 		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
 			return nil, fmt.Errorf("produce: %w", err)
 		}
-		if !t.Before(measureFrom) {
+		if !end.IsZero() {
 			samples = append(samples, time.Since(t))
 		}
 	}
+	secs := time.Since(first).Seconds()
+	b.markEnd()
 	if len(samples) == 0 {
 		return nil, errors.New("no requests completed")
 	}
-	slices.Sort(samples)
-	ms := func(q float64) float64 {
-		return float64(samples[int(q*float64(len(samples)-1))]) / 1e6
-	}
-	return metrics{"p50 ms": ms(0.50), "p99 ms": ms(0.99), "req/s": float64(len(samples)) / b.cfg.phase.Seconds()}, nil
+	recs := float64(len(samples)) / secs
+	return metrics{
+		"p50 ms":  quantileMs(samples, 0.50),
+		"p99 ms":  quantileMs(samples, 0.99),
+		"p999 ms": quantileMs(samples, 0.999),
+		"rec/s":   recs,
+		"MB/s":    recs * latencySize / 1e6,
+		"samples": float64(len(samples)),
+	}, nil
 }
