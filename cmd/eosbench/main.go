@@ -54,12 +54,17 @@
 // so a spoiled phase can be recognised; the report gives the median and
 // maximum of the others' use as the run's quietness.
 //
-// The backend is by default an in-process franz-go kfake cluster, eosproxy's
-// embedded backend, held in memory. It shares the CPUs with the proxy and the
-// clients: when the clients and kfake already keep every core busy, the
-// proxy's own CPU use shows up as lost throughput, so the ratios are a
-// pessimistic view of a proxy on its own machine. --upstream points the
-// benchmark at a real broker instead.
+// The backend is by default a franz-go kfake cluster, eosproxy's embedded
+// backend, held in memory, run as its own process (eosbench started again
+// as a kfake server; its CPU counts as the backend's), as a broker always
+// is: inside eosbench, a direct round trip would skip the process wake-up
+// at each end (client and broker goroutines hand over in one Go scheduler),
+// and the hop through eosproxy would look dearer than in any deployment.
+// --kfake-process=false runs it inside eosbench all the same. It shares the
+// CPUs with the proxy and the clients: when the clients and kfake already
+// keep every core busy, the proxy's own CPU use shows up as lost
+// throughput, so the ratios are a pessimistic view of a proxy on its own
+// machine. --upstream points the benchmark at a real broker instead.
 //
 // txn-buffer, run only when named in --workloads, is a single measurement
 // rather than rounds of phases, and only meaningful through eosproxy: it
@@ -125,6 +130,7 @@ import (
 type config struct {
 	upstream     string
 	upstreamPIDs []int
+	kfakeProcess bool
 	phase        time.Duration
 	rounds       int
 	workloads    []string
@@ -168,7 +174,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.jsonPath, "json", "", "also write all phase results to this JSON file")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run; samples carry the label role=proxy|kfake|client")
 	fs.StringVar(&cfg.blockProfile, "blockprofile", "", "write a profile of where goroutines waited (channels, locks, select) over the whole run: where a path is slow without using CPU")
-	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the in-process kfake cluster")
+	fs.IntVar(&cfg.kfakeBrokers, "kfake-brokers", 1, "brokers of the kfake cluster")
+	fs.BoolVar(&cfg.kfakeProcess, "kfake-process", true, "run the kfake backend as its own process, as a broker is (false: inside eosbench, where the direct path skips a process wake-up at each end of a round trip)")
 	fs.IntVar(&cfg.consumeMB, "consume-mb", 256, "size of the data set the consume workload reads, in MiB")
 	fs.Float64Var(&cfg.maxOthers, "max-others", 0.3, "before each phase, wait until other processes use fewer cores than this (0: do not wait)")
 	fs.DurationVar(&cfg.quietWait, "quiet-wait", 2*time.Second, "longest wait for other processes to quieten before a phase")
@@ -221,6 +228,13 @@ func parseFlags(args []string) (config, error) {
 }
 
 func main() {
+	if n := os.Getenv(serveKfakeEnv); n != "" {
+		if err := serveKfake(n); err != nil {
+			fmt.Fprintln(os.Stderr, "eosbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -294,6 +308,17 @@ func run(ctx context.Context, cfg config) error {
 	backend := "upstream " + cfg.upstream
 	if cfg.upstream != "" {
 		b.direct = []string{cfg.upstream}
+	} else if cfg.kfakeProcess {
+		kc, err := startKfakeChild(cfg.kfakeBrokers)
+		if err != nil {
+			return err
+		}
+		defer kc.stop()
+		b.direct = kc.addrs
+		// Its CPU is the backend's, as --upstream-pid counts a broker's.
+		b.cfg.upstreamPIDs = append(b.cfg.upstreamPIDs, kc.cmd.Process.Pid)
+		cfg = b.cfg
+		backend = fmt.Sprintf("kfake as its own process (pid %d), %d broker(s), in memory", kc.cmd.Process.Pid, cfg.kfakeBrokers)
 	} else {
 		// Goroutines inherit pprof labels from the goroutine that starts
 		// them, so everything kfake starts here is attributable in a profile.
