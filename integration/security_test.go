@@ -679,3 +679,48 @@ func tierProxy(cfg *proxy.Config) {
 	cfg.UpstreamSASL = scram.Auth{User: "tier", Pass: "tier-secret"}.AsSha512Mechanism()
 	cfg.SASLUsers = tierSec.users
 }
+
+// DescribeProducers needs READ on the topic in Kafka; the ACL file names no
+// topics, so with one a principal sees only the producers it initialised:
+// another principal's producer id and sequences stay hidden.
+func TestSecurityDescribeProducersFiltered(t *testing.T) {
+	b := newSecureBackend(t)
+	p := terminatingProxy(t, b, `"User:alice": {idempotent: true}
+"User:bob": {idempotent: true}
+`)
+	opts := map[string][]kgo.Opt{
+		"alice": {clientTLS(b.ca), kgo.SASL(plain.Auth{User: "alice", Pass: "alice-secret"}.AsMechanism())},
+		"bob":   {clientTLS(b.ca), kgo.SASL(scram.Auth{User: "bob", Pass: "bob-secret"}.AsSha256Mechanism())},
+	}
+	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr(), opts["alice"]...)), 1)
+	pids := map[string]int64{}
+	for who, o := range opts {
+		cl := newClient(t, p.Addr(), append(o, kgo.DefaultProduceTopic(topic))...)
+		if err := cl.ProduceSync(testCtx(t), kgo.StringRecord(who)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		pid, _, err := cl.ProducerID(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[who] = pid
+	}
+	for who, o := range opts {
+		described, err := kadm.NewClient(newClient(t, p.Addr(), o...)).DescribeProducers(testCtx(t), kadm.TopicsSet{topic: {0: {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []int64
+		for _, d := range described.SortedPartitions() {
+			if d.Err != nil {
+				t.Fatalf("%s's DescribeProducers: %v", who, d.Err)
+			}
+			for _, pr := range d.ActiveProducers {
+				seen = append(seen, pr.ProducerID)
+			}
+		}
+		if len(seen) != 1 || seen[0] != pids[who] {
+			t.Errorf("%s's DescribeProducers lists %v, want only its own %d (of %v)", who, seen, pids[who], pids)
+		}
+	}
+}
