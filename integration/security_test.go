@@ -644,7 +644,7 @@ func tierSecurity() {
 		write("ca.pem", "CERTIFICATE", caDER)
 		write("server.pem", "CERTIFICATE", der)
 		write("server-key.pem", "EC PRIVATE KEY", kder)
-		must(os.WriteFile(filepath.Join(dir, "users.yaml"), []byte("- {name: tier, mechanism: SCRAM-SHA-512, password: tier-secret}\n"), 0o600))
+		must(os.WriteFile(filepath.Join(dir, "users.yaml"), []byte(tierUsersYAML), 0o600))
 		tierSec.users, err = proxy.LoadSASLUsers(filepath.Join(dir, "users.yaml"))
 		must(err)
 		tierSec.server = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
