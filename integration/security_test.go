@@ -425,6 +425,16 @@ func TestSecurityMTLSPrincipalAndACL(t *testing.T) {
 	if !errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
 		t.Fatalf("mallory's DescribeTransactions of alice-1: %v, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED", err)
 	}
+	// Nor find its coordinator: Kafka wants DESCRIBE on the id for that.
+	fc := kmsg.NewPtrFindCoordinatorRequest()
+	fc.CoordinatorType, fc.CoordinatorKeys = 1, []string{"alice-1"}
+	fcResp, err := fc.RequestWith(testCtx(t), newClient(t, p.Addr(), clientTLS(b.ca, mallory)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co := fcResp.Coordinators[0]; co.ErrorCode != kerr.TransactionalIDAuthorizationFailed.Code || co.NodeID != -1 {
+		t.Fatalf("mallory's FindCoordinator of alice-1: %v node %d, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED and no node", kerr.ErrorForCode(co.ErrorCode), co.NodeID)
+	}
 	for who, cl := range map[string]*kadm.Client{"alice": adm, "mallory": malAdm} {
 		listed, err := cl.ListTransactions(testCtx(t), nil, nil)
 		if err != nil {
