@@ -34,7 +34,8 @@ type realSecureKafka struct {
 	plaintext string
 }
 
-func startRealSecureKafka(t *testing.T) realSecureKafka {
+// extra is more broker configuration (properties lines).
+func startRealSecureKafka(t *testing.T, extra ...string) realSecureKafka {
 	realKafka(t) // the real-broker tier is on
 	sh := kafkaSh(t)
 	ca := newTestCA(t)
@@ -56,7 +57,7 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 	for attempt := 1; ; attempt++ {
 		ports := freePorts(t, 3)
 		plainPort, securePort = ports[0], ports[2]
-		kafka = kafkaWithSASLSSL(t, sh, ports[0], ports[1], ports[2], ca.path("broker-keystore.pem"))
+		kafka = kafkaWithSASLSSL(t, sh, ports[0], ports[1], ports[2], ca.path("broker-keystore.pem"), extra...)
 		err := kafka("start")
 		if err == nil {
 			break
@@ -110,7 +111,7 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 
 // kafkaWithSASLSSL runs kafka.sh for a broker on these ports with a
 // SASL_SSL listener whose key and certificate are in keystore.
-func kafkaWithSASLSSL(t *testing.T, sh string, plainPort, ctlPort, securePort int, keystore string) func(cmd string) error {
+func kafkaWithSASLSSL(t *testing.T, sh string, plainPort, ctlPort, securePort int, keystore string, more ...string) func(cmd string) error {
 	// Later keys win in a Java properties file: these replace kafka.sh's
 	// listeners.
 	extra := fmt.Sprintf(`listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d,SASL_SSL://127.0.0.1:%[3]d
@@ -122,7 +123,7 @@ listener.name.sasl_ssl.ssl.keystore.location=%[4]s
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-backend";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-`, plainPort, ctlPort, securePort, keystore)
+`, plainPort, ctlPort, securePort, keystore) + strings.Join(more, "\n")
 	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(plainPort), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(ctlPort),
 		"EOSPROXY_KAFKA_RUN="+filepath.Join(t.TempDir(), "kafka"), "KAFKA_EXTRA_CONFIG="+extra,
 		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m", "KAFKA_BROKERS=1")
