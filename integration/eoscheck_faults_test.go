@@ -42,6 +42,7 @@ import (
 // faultSchedule is a short eoscheck run with fault-specific settings.
 func faultSchedule(t *testing.T, timeout time.Duration, set func(*check.Config)) *check.Report {
 	t.Helper()
+	skipInSecureTier(t, "eoscheck makes its own kfake backend, clients and fault relays, without TLS or SASL")
 	if testing.Short() {
 		t.Skip("eoscheck schedules take ~30 s each")
 	}

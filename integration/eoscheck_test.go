@@ -30,6 +30,7 @@ import (
 // them (commits pipelined under eosproxy's own producer id, as against a
 // real Kafka).
 func TestEoscheckShortSchedule(t *testing.T) {
+	skipInSecureTier(t, "eoscheck makes its own kfake backend, clients and fault relays, without TLS or SASL")
 	if testing.Short() {
 		t.Skip("eoscheck short schedule takes ~30 s")
 	}

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	xscram "github.com/xdg-go/scram"
 
 	"github.com/eosproxy/eosproxy/integration/faults"
 )
@@ -187,4 +189,62 @@ func decodeRequestFrame(frame []byte) (kmsg.Request, error) {
 		return nil, fmt.Errorf("decode %s v%d: %w", kmsg.NameForKey(key), version, err)
 	}
 	return req, nil
+}
+
+// tierRawConn makes c, a test's raw connection to eosproxy, one the tier
+// serves: TLS, then SCRAM-SHA-512 as the tier's user, in frames the test
+// writes itself (correlation ids below 0, out of the test's way).
+func tierRawConn(t *testing.T, c net.Conn) net.Conn {
+	t.Helper()
+	tierSecurity()
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	tc := tls.Client(c, &tls.Config{RootCAs: tierSec.pool, ServerName: host})
+	corr := int32(-1)
+	roundTrip := func(req kmsg.Request, resp kmsg.Response) {
+		t.Helper()
+		if _, err := tc.Write(rawRequest(req, corr)); err != nil {
+			t.Fatalf("tier SASL: %v", err)
+		}
+		corr--
+		_, body := readResponse(t, tc)
+		resp.SetVersion(req.GetVersion())
+		if err := resp.ReadFrom(body); err != nil {
+			t.Fatalf("tier SASL: decode %s: %v", kmsg.NameForKey(req.Key()), err)
+		}
+	}
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.SetVersion(1)
+	hs.Mechanism = "SCRAM-SHA-512"
+	hsResp := kmsg.NewPtrSASLHandshakeResponse()
+	if roundTrip(hs, hsResp); hsResp.ErrorCode != 0 {
+		t.Fatalf("tier SASL handshake: %v", kerr.ErrorForCode(hsResp.ErrorCode))
+	}
+	client, err := xscram.SHA512.NewClient("tier", "tier-secret", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := client.NewConversation()
+	msg, err := conv.Step("")
+	for err == nil && !conv.Done() {
+		auth := kmsg.NewPtrSASLAuthenticateRequest()
+		auth.SetVersion(1)
+		auth.SASLAuthBytes = []byte(msg)
+		resp := kmsg.NewPtrSASLAuthenticateResponse()
+		if roundTrip(auth, resp); resp.ErrorCode != 0 {
+			t.Fatalf("tier SASL authenticate: %v", kerr.ErrorForCode(resp.ErrorCode))
+		}
+		msg, err = conv.Step(string(resp.SASLAuthBytes))
+	}
+	if err != nil || !conv.Valid() {
+		t.Fatalf("tier SCRAM exchange: %v (valid %v)", err, conv.Valid())
+	}
+	return tc
+}
+
+// skipInSecureTier skips a test the tier cannot secure, saying why.
+func skipInSecureTier(t *testing.T, why string) {
+	t.Helper()
+	if secureTier {
+		t.Skip("secure tier: " + why)
+	}
 }

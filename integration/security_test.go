@@ -605,11 +605,13 @@ func TestSecurityCertificateReload(t *testing.T) {
 // The secure tier: EOSPROXY_TEST_SECURE=1 runs the in-process tests with
 // TLS and SASL on both sides: every kfake backend takes only TLS and
 // SCRAM-SHA-512, eosproxy serves TLS and terminates SASL, and every client
-// of newClient (of eosproxy or of the backend) uses TLS and that user. Tests
-// that speak raw TCP to eosproxy, and the TestSecurity tests (which set up
-// their own), are not meant for it; the exactly-once tests are:
+// of newClient (of eosproxy or of the backend) uses TLS and that user;
+// securetier_test.go carries it to the eosproxy binary, librdkafka, raw
+// connections and fault hooks. The TestSecurity tests (which set up their
+// own) and the real-broker tests skip under it. It is meant for the
+// exactly-once tests, as integration/test-all.sh runs them:
 //
-//	EOSPROXY_TEST_SECURE=1 go test ./integration -run 'TestTxn|TestIdem'
+//	EOSPROXY_TEST_SECURE=1 go test ./integration -run "$SECURE_TIER_TESTS"
 var secureTier = os.Getenv("EOSPROXY_TEST_SECURE") != ""
 
 var tierSec struct {
