@@ -30,7 +30,6 @@ import (
 // them (commits pipelined under eosproxy's own producer id, as against a
 // real Kafka).
 func TestEoscheckShortSchedule(t *testing.T) {
-	skipInSecureTier(t, "eoscheck makes its own kfake backend, clients and fault relays, without TLS or SASL")
 	if testing.Short() {
 		t.Skip("eoscheck short schedule takes ~30 s")
 	}
@@ -46,7 +45,7 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 	work := eoscheckWorkDir(t, "eoscheck-test-", "eosproxy.log, trace.log")
 	var progress strings.Builder
 	const records, kills, copiers = 50_000, 10, 2
-	rep, err := check.Run(ctx, check.Config{
+	cfg := check.Config{
 		ProxyBin:         bin,
 		Producers:        4,
 		Partitions:       6,
@@ -66,7 +65,9 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 		BackendErrorRate: 0.03,
 
 		BackendIdempotence: backendIdempotence,
-	})
+	}
+	tierEoscheck(&cfg)
+	rep, err := check.Run(ctx, cfg)
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
 		t.Fatalf("eoscheck could not run: %v", err)

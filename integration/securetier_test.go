@@ -19,8 +19,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	xscram "github.com/xdg-go/scram"
 
+	"github.com/eosproxy/eosproxy/cmd/eoscheck/check"
 	"github.com/eosproxy/eosproxy/integration/faults"
 )
 
@@ -241,10 +243,19 @@ func tierRawConn(t *testing.T, c net.Conn) net.Conn {
 	return tc
 }
 
-// skipInSecureTier skips a test the tier cannot secure, saying why.
-func skipInSecureTier(t *testing.T, why string) {
-	t.Helper()
-	if secureTier {
-		t.Skip("secure tier: " + why)
+// tierEoscheck puts the tier's TLS and SASL on an eoscheck run: its kfake
+// backend, its clients, the eosproxy binary's flags, and its drop relays
+// (which end eosproxy's TLS with the backend's certificate and open their
+// own to the backend, so the drops still read Kafka frames).
+func tierEoscheck(cfg *check.Config) {
+	if !secureTier {
+		return
 	}
+	tierSecurity()
+	cfg.Security = &check.Security{Kfake: tierKfakeOpts(),
+		TLS:      &tls.Config{RootCAs: tierSec.pool},
+		SASL:     scram.Auth{User: "tier", Pass: "tier-secret"}.AsSha512Mechanism(),
+		RelayTLS: &tls.Config{Certificates: []tls.Certificate{tierSec.server}}}
+	// eoscheck sets no environment: the password goes on the command line.
+	cfg.ProxyArgs = append(append(cfg.ProxyArgs, tierBinaryArgs()...), "--upstream-sasl-password", "tier-secret")
 }

@@ -607,7 +607,7 @@ func TestSecurityCertificateReload(t *testing.T) {
 // SCRAM-SHA-512, eosproxy serves TLS and terminates SASL, and every client
 // of newClient (of eosproxy or of the backend) uses TLS and that user;
 // securetier_test.go carries it to the eosproxy binary, librdkafka, raw
-// connections and fault hooks. The TestSecurity tests (which set up their
+// connections, fault hooks and eoscheck. The TestSecurity tests (which set up their
 // own) and the real-broker tests skip under it. It is meant for the
 // exactly-once tests, as integration/test-all.sh runs them:
 //
