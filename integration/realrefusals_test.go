@@ -149,22 +149,38 @@ func franzRefusal(t *testing.T, addr string, opts []kgo.Opt, topic, id string) e
 	return cl.ProduceSync(testCtx(t), kgo.StringRecord("refused")).FirstErr()
 }
 
+// carolJavaProps writes carol's Java client properties for SASL_SSL.
+func carolJavaProps(t *testing.T, b realSecureKafka) string {
+	return writeFile(t, t.TempDir(), "client.properties", fmt.Sprintf(`security.protocol=SASL_SSL
+ssl.truststore.type=PEM
+ssl.truststore.location=%s
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="carol" password="carol-secret";
+max.block.ms=20000
+delivery.timeout.ms=20000
+request.timeout.ms=10000
+`, b.ca.path("ca.pem")))
+}
+
+// javaIdempotentRefusal sends one record with Kafka's ProducerPerformance
+// (enable.idempotence=true) as carol at addr and returns its output.
+func javaIdempotentRefusal(t *testing.T, b realSecureKafka, addr, topic string) string {
+	t.Helper()
+	stdout, stderr, _ := runToolErrFor(t, txnToolTimeout, "", "bash", kafkaSh(t), "run", "org.apache.kafka.tools.ProducerPerformance",
+		"--topic", topic, "--num-records", "1", "--record-size", "10", "--throughput", "-1",
+		"--producer.config", carolJavaProps(t, b),
+		"--producer-props", "bootstrap.servers="+addr, "enable.idempotence=true", "acks=all")
+	return stdout + stderr
+}
+
 // javaRefusal runs the Java transactional producer as carol with id at
 // addr and returns its failure.
 func javaRefusal(t *testing.T, b realSecureKafka, addr, topic, id string) string {
 	t.Helper()
 	sh := kafkaSh(t)
 	needBinary(t, "javac")
-	dir := t.TempDir()
-	src := writeFile(t, dir, "EosproxyTxnProducer.java", javaTxnProducer)
-	props := writeFile(t, dir, "client.properties", fmt.Sprintf(`security.protocol=SASL_SSL
-ssl.truststore.type=PEM
-ssl.truststore.location=%s
-sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="carol" password="carol-secret";
-max.block.ms=20000
-`, b.ca.path("ca.pem")))
-	stdout, stderr := runToolFor(t, txnToolTimeout, "", "bash", sh, "run", src, addr, topic, id, "commit:1", "1", props)
+	src := writeFile(t, t.TempDir(), "EosproxyTxnProducer.java", javaTxnProducer)
+	stdout, stderr := runToolFor(t, txnToolTimeout, "", "bash", sh, "run", src, addr, topic, id, "commit:1", "1", carolJavaProps(t, b))
 	lines := splitLines(stdout)
 	var rep clientTxnReport
 	if len(lines) == 0 || json.Unmarshal([]byte(lines[len(lines)-1]), &rep) != nil || rep.Failure == nil {
@@ -218,6 +234,15 @@ func TestRealSASLSSLACLRefusals(t *testing.T) {
 		viaProxy := javaRefusal(t, b, p.Addr(), topic, other)
 		if !strings.Contains(kafka, want) || !strings.Contains(viaProxy, want) {
 			t.Errorf("Java producer with %s: Kafka: %s; eosproxy: %s; want %s", other, kafka, viaProxy, want)
+		}
+	})
+
+	t.Run("java idempotent", func(t *testing.T) {
+		const want = "org.apache.kafka.common.errors.ClusterAuthorizationException"
+		kafka := javaIdempotentRefusal(t, b, b.addrs[0], topic)
+		viaProxy := javaIdempotentRefusal(t, b, p.Addr(), topic)
+		if !strings.Contains(kafka, want) || !strings.Contains(viaProxy, want) {
+			t.Errorf("Java idempotent producer: want %s from both;\nKafka:\n%s\neosproxy:\n%s", want, tail(kafka, 3000), tail(viaProxy, 3000))
 		}
 	})
 
