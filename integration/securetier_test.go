@@ -87,6 +87,7 @@ func backendDial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err != nil || !secureTier {
 		return c, err
 	}
+	tierSecurity()
 	host, _, _ := net.SplitHostPort(addr)
 	tc := tls.Client(c, &tls.Config{RootCAs: tierSec.pool, ServerName: host})
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -105,6 +106,7 @@ func hookDial(hook faults.DialFunc) func(ctx context.Context, network, addr stri
 	if !secureTier {
 		return hook
 	}
+	tierSecurity()
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		up, err := hook(ctx, network, addr)
 		if err != nil {
