@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -129,6 +130,7 @@ type crashProxy struct {
 	t      *testing.T
 	bin    string
 	args   []string
+	env    []string // added to the environment
 	logs   *crashLogs
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the current run has been waited for
@@ -157,6 +159,9 @@ func (cp *crashProxy) start() string {
 	cp.logs.ready = ready
 	cp.logs.mu.Unlock()
 	cmd := exec.Command(cp.bin, cp.args...)
+	if cp.env != nil {
+		cmd.Env = append(os.Environ(), cp.env...)
+	}
 	cmd.Stderr = cp.logs // exec copies the pipe; Wait returns once all of it is read
 	if err := cmd.Start(); err != nil {
 		cp.t.Fatal(err)

@@ -66,6 +66,7 @@ func faultSchedule(t *testing.T, timeout time.Duration, set func(*check.Config))
 		CopyTimeout:    time.Minute,
 	}
 	set(&cfg)
+	tierEoscheck(&cfg)
 	rep, err := check.Run(ctx, cfg)
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
@@ -162,6 +163,9 @@ func TestEoscheckRetention(t *testing.T) {
 // the ISR of the partitions it follows and acks=all writes go on without
 // it; those it leads stop) and restarted on its data.
 func TestEoscheckTwoBrokers(t *testing.T) {
+	if secureTier {
+		t.Skip("secure tier: the two-broker cluster is plaintext, and eoscheck secures only its in-process backend")
+	}
 	addr := os.Getenv("EOSPROXY_TEST_KAFKA_2B")
 	if addr == "" {
 		t.Skip("two-broker real tier skipped: EOSPROXY_TEST_KAFKA_2B is not set (start one with KAFKA_BROKERS=2 integration/kafka/kafka.sh start, on other ports than the single broker's)")

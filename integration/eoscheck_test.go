@@ -45,7 +45,7 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 	work := eoscheckWorkDir(t, "eoscheck-test-", "eosproxy.log, trace.log")
 	var progress strings.Builder
 	const records, kills, copiers = 50_000, 10, 2
-	rep, err := check.Run(ctx, check.Config{
+	cfg := check.Config{
 		ProxyBin:         bin,
 		Producers:        4,
 		Partitions:       6,
@@ -65,7 +65,9 @@ func eoscheckShort(t *testing.T, bin string, backendIdempotence bool) {
 		BackendErrorRate: 0.03,
 
 		BackendIdempotence: backendIdempotence,
-	})
+	}
+	tierEoscheck(&cfg)
+	rep, err := check.Run(ctx, cfg)
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
 		t.Fatalf("eoscheck could not run: %v", err)

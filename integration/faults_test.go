@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,8 +61,8 @@ func sparseLogf(t *testing.T) func(string, ...any) {
 
 // dropProduceInjector closes eosproxy's upstream connection after about one
 // in 20 Produce requests.
-func dropProduceInjector(t *testing.T) *faults.Injector {
-	return faults.NewInjector(faults.Config{
+func dropProduceInjector(t *testing.T) (*faults.Injector, func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	return tierInjector(faults.Config{
 		Seed:        faultSeed(t),
 		Probability: 0.05,
 		Keys:        []int16{0}, // Produce
@@ -89,8 +90,8 @@ func assertAmbiguityResolved(t *testing.T, inj *faults.Injector, p *testProxy, m
 
 func TestIdempotenceUnderConnectionDrops(t *testing.T) {
 	b := newNoEOSFake(t)
-	inj := dropProduceInjector(t)
-	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = inj.Dial })
+	inj, dial := dropProduceInjector(t)
+	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = dial })
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	topic := createTopic(t, adm, 6)
 	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic),
@@ -136,8 +137,8 @@ func TestIdempotenceUnderConnectionDropsLibrdkafka(t *testing.T) {
 	needConfluentKafka(t)
 	script := filepath.Join(integrationDir(t), "faults", "testdata", "librdkafka_produce.py")
 	b := newNoEOSFake(t)
-	inj := dropProduceInjector(t)
-	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = inj.Dial })
+	inj, dial := dropProduceInjector(t)
+	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = dial })
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	const partitions = 6
 	topic := createTopic(t, adm, partitions)
@@ -146,6 +147,7 @@ func TestIdempotenceUnderConnectionDropsLibrdkafka(t *testing.T) {
 		"--count", strconv.Itoa(n), "--partitions", strconv.Itoa(partitions), "--timeout", "50",
 		// Small batches: hundreds of Produce requests, so the faults hit often.
 		"--batch-num-messages", "20"}
+	args = append(args, rdkafkaTierArgs()...)
 	if dbg := os.Getenv("EOSPROXY_RDKAFKA_DEBUG"); dbg != "" {
 		args = append(args, "--debug", dbg) // librdkafka's debug contexts, e.g. eos,msg,protocol
 	}

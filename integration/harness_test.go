@@ -29,6 +29,9 @@ type backend struct {
 // realKafka returns the real broker's bootstrap address, or skips the test
 // with the reason when none is configured.
 func realKafka(t *testing.T) string {
+	if secureTier {
+		t.Skip("secure tier: the real broker is plaintext; the real-broker security tests (realsecurity_test.go) start a SASL_SSL one of their own")
+	}
 	addr := os.Getenv("EOSPROXY_TEST_KAFKA")
 	if addr == "" {
 		t.Skip("real-broker tier skipped: EOSPROXY_TEST_KAFKA is not set (start one with integration/kafka/kafka.sh start)")

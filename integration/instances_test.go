@@ -38,6 +38,9 @@ func twoInstances(t *testing.T, b backend) {
 	firstIDs := ids(first, 3)
 
 	cfg := proxy.Config{Listen: "127.0.0.1:0", Upstreams: b.addrs, InstanceLeaseTimeout: 2 * time.Second, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
+	if secureTier {
+		tierProxy(&cfg)
+	}
 	second, err := proxy.New(cfg)
 	if err == nil {
 		second.Close()

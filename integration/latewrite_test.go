@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/binary"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -25,7 +24,7 @@ import (
 func TestIdempotentLateWriteDroppedByBackend(t *testing.T) {
 	b := newFake(t) // with idempotence
 	h := &holder{held: make(chan struct{})}
-	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = h.dial })
+	p := startProxy(t, b, func(c *proxy.Config) { c.Dial = hookDial(h.dial) })
 	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr())), 1)
 	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
 	ctx := testCtx(t)
@@ -73,8 +72,7 @@ type holder struct {
 }
 
 func (h *holder) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
+	c, err := backendDial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -86,21 +84,7 @@ func (h *holder) release(t *testing.T) {
 	h.mu.Lock()
 	addr, frame := h.addr, h.frame
 	h.mu.Unlock()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(frame); err != nil {
-		t.Fatal(err)
-	}
-	var size [4]byte
-	if _, err := io.ReadFull(c, size[:]); err != nil {
-		t.Fatalf("answer to the held request: %v", err)
-	}
-	if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(size[:]))); err != nil {
-		t.Fatalf("answer to the held request: %v", err)
-	}
+	sendFrame(t, addr, frame)
 }
 
 type holdConn struct {

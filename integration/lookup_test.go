@@ -113,7 +113,7 @@ func TestLookupBelowLogStartRealKafka(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := backend{name: "kafka", addrs: []string{addr}}
 			h := &holder{held: make(chan struct{})}
-			p := startProxy(t, b, func(c *proxy.Config) { c.Dial = h.dial })
+			p := startProxy(t, b, func(c *proxy.Config) { c.Dial = hookDial(h.dial) })
 			adm := kadm.NewClient(newClient(t, p.Addr()))
 			topic := createTopic(t, adm, 1)
 			ctx := testCtx(t)

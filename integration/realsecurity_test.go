@@ -34,7 +34,8 @@ type realSecureKafka struct {
 	plaintext string
 }
 
-func startRealSecureKafka(t *testing.T) realSecureKafka {
+// extra is more broker configuration (properties lines).
+func startRealSecureKafka(t *testing.T, extra ...string) realSecureKafka {
 	realKafka(t) // the real-broker tier is on
 	sh := kafkaSh(t)
 	ca := newTestCA(t)
@@ -52,11 +53,13 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 	// broker binds them (kafka.sh checks first): then try others.
 	var plainPort, securePort int
 	var kafka func(cmd string) error
+	var run string
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		ports := freePorts(t, 3)
 		plainPort, securePort = ports[0], ports[2]
-		kafka = kafkaWithSASLSSL(t, sh, ports[0], ports[1], ports[2], ca.path("broker-keystore.pem"))
+		run = filepath.Join(t.TempDir(), "kafka")
+		kafka = kafkaWithSASLSSL(t, sh, run, ports[0], ports[1], ports[2], ca.path("broker-keystore.pem"), extra...)
 		err := kafka("start")
 		if err == nil {
 			break
@@ -101,7 +104,8 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("eosproxy's SCRAM user cannot reach the SASL_SSL listener: %v", err)
+			log, _ := os.ReadFile(filepath.Join(run, "logs", "server.log"))
+			t.Fatalf("eosproxy's SCRAM user cannot reach the SASL_SSL listener: %v\nbroker log (tail):\n%s", err, tail(string(log), 6000))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -110,7 +114,7 @@ func startRealSecureKafka(t *testing.T) realSecureKafka {
 
 // kafkaWithSASLSSL runs kafka.sh for a broker on these ports with a
 // SASL_SSL listener whose key and certificate are in keystore.
-func kafkaWithSASLSSL(t *testing.T, sh string, plainPort, ctlPort, securePort int, keystore string) func(cmd string) error {
+func kafkaWithSASLSSL(t *testing.T, sh, run string, plainPort, ctlPort, securePort int, keystore string, more ...string) func(cmd string) error {
 	// Later keys win in a Java properties file: these replace kafka.sh's
 	// listeners.
 	extra := fmt.Sprintf(`listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d,SASL_SSL://127.0.0.1:%[3]d
@@ -122,9 +126,9 @@ listener.name.sasl_ssl.ssl.keystore.location=%[4]s
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-backend";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-`, plainPort, ctlPort, securePort, keystore)
+`, plainPort, ctlPort, securePort, keystore) + strings.Join(more, "\n")
 	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(plainPort), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(ctlPort),
-		"EOSPROXY_KAFKA_RUN="+filepath.Join(t.TempDir(), "kafka"), "KAFKA_EXTRA_CONFIG="+extra,
+		"EOSPROXY_KAFKA_RUN="+run, "KAFKA_EXTRA_CONFIG="+extra,
 		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m", "KAFKA_BROKERS=1")
 	return func(cmd string) error {
 		c := exec.Command("bash", sh, cmd)

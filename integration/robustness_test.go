@@ -56,6 +56,9 @@ func dial(t *testing.T, addr string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if secureTier {
+		return tierRawConn(t, c)
+	}
 	return c
 }
 

@@ -425,6 +425,16 @@ func TestSecurityMTLSPrincipalAndACL(t *testing.T) {
 	if !errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
 		t.Fatalf("mallory's DescribeTransactions of alice-1: %v, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED", err)
 	}
+	// Nor find its coordinator: Kafka wants DESCRIBE on the id for that.
+	fc := kmsg.NewPtrFindCoordinatorRequest()
+	fc.CoordinatorType, fc.CoordinatorKeys = 1, []string{"alice-1"}
+	fcResp, err := fc.RequestWith(testCtx(t), newClient(t, p.Addr(), clientTLS(b.ca, mallory)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co := fcResp.Coordinators[0]; co.ErrorCode != kerr.TransactionalIDAuthorizationFailed.Code || co.NodeID != -1 {
+		t.Fatalf("mallory's FindCoordinator of alice-1: %v node %d, want TRANSACTIONAL_ID_AUTHORIZATION_FAILED and no node", kerr.ErrorForCode(co.ErrorCode), co.NodeID)
+	}
 	for who, cl := range map[string]*kadm.Client{"alice": adm, "mallory": malAdm} {
 		listed, err := cl.ListTransactions(testCtx(t), nil, nil)
 		if err != nil {
@@ -595,11 +605,13 @@ func TestSecurityCertificateReload(t *testing.T) {
 // The secure tier: EOSPROXY_TEST_SECURE=1 runs the in-process tests with
 // TLS and SASL on both sides: every kfake backend takes only TLS and
 // SCRAM-SHA-512, eosproxy serves TLS and terminates SASL, and every client
-// of newClient (of eosproxy or of the backend) uses TLS and that user. Tests
-// that speak raw TCP to eosproxy, and the TestSecurity tests (which set up
-// their own), are not meant for it; the exactly-once tests are:
+// of newClient (of eosproxy or of the backend) uses TLS and that user;
+// securetier_test.go carries it to the eosproxy binary, librdkafka, raw
+// connections, fault hooks and eoscheck. The TestSecurity tests (which set up their
+// own) and the real-broker tests skip under it. It is meant for the
+// exactly-once tests, as integration/test-all.sh runs them:
 //
-//	EOSPROXY_TEST_SECURE=1 go test ./integration -run 'TestTxn|TestIdem'
+//	EOSPROXY_TEST_SECURE=1 go test ./integration -run "$SECURE_TIER_TESTS"
 var secureTier = os.Getenv("EOSPROXY_TEST_SECURE") != ""
 
 var tierSec struct {
@@ -644,7 +656,7 @@ func tierSecurity() {
 		write("ca.pem", "CERTIFICATE", caDER)
 		write("server.pem", "CERTIFICATE", der)
 		write("server-key.pem", "EC PRIVATE KEY", kder)
-		must(os.WriteFile(filepath.Join(dir, "users.yaml"), []byte("- {name: tier, mechanism: SCRAM-SHA-512, password: tier-secret}\n"), 0o600))
+		must(os.WriteFile(filepath.Join(dir, "users.yaml"), []byte(tierUsersYAML), 0o600))
 		tierSec.users, err = proxy.LoadSASLUsers(filepath.Join(dir, "users.yaml"))
 		must(err)
 		tierSec.server = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
@@ -678,4 +690,49 @@ func tierProxy(cfg *proxy.Config) {
 	}
 	cfg.UpstreamSASL = scram.Auth{User: "tier", Pass: "tier-secret"}.AsSha512Mechanism()
 	cfg.SASLUsers = tierSec.users
+}
+
+// DescribeProducers needs READ on the topic in Kafka; the ACL file names no
+// topics, so with one a principal sees only the producers it initialised:
+// another principal's producer id and sequences stay hidden.
+func TestSecurityDescribeProducersFiltered(t *testing.T) {
+	b := newSecureBackend(t)
+	p := terminatingProxy(t, b, `"User:alice": {idempotent: true}
+"User:bob": {idempotent: true}
+`)
+	opts := map[string][]kgo.Opt{
+		"alice": {clientTLS(b.ca), kgo.SASL(plain.Auth{User: "alice", Pass: "alice-secret"}.AsMechanism())},
+		"bob":   {clientTLS(b.ca), kgo.SASL(scram.Auth{User: "bob", Pass: "bob-secret"}.AsSha256Mechanism())},
+	}
+	topic := createTopic(t, kadm.NewClient(newClient(t, p.Addr(), opts["alice"]...)), 1)
+	pids := map[string]int64{}
+	for who, o := range opts {
+		cl := newClient(t, p.Addr(), append(o, kgo.DefaultProduceTopic(topic))...)
+		if err := cl.ProduceSync(testCtx(t), kgo.StringRecord(who)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		pid, _, err := cl.ProducerID(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[who] = pid
+	}
+	for who, o := range opts {
+		described, err := kadm.NewClient(newClient(t, p.Addr(), o...)).DescribeProducers(testCtx(t), kadm.TopicsSet{topic: {0: {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []int64
+		for _, d := range described.SortedPartitions() {
+			if d.Err != nil {
+				t.Fatalf("%s's DescribeProducers: %v", who, d.Err)
+			}
+			for _, pr := range d.ActiveProducers {
+				seen = append(seen, pr.ProducerID)
+			}
+		}
+		if len(seen) != 1 || seen[0] != pids[who] {
+			t.Errorf("%s's DescribeProducers lists %v, want only its own %d (of %v)", who, seen, pids[who], pids)
+		}
+	}
 }

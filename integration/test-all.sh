@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FUZZTIME="${FUZZTIME:-10s}"
 KAFKA=integration/kafka/kafka.sh
+# The tests the secure tier runs (integration/securetier_test.go).
+SECURE_TIER_TESTS='^(TestTxn|TestIdem|TestEoscheck|TestSequenceChecksAnsweredAsKafka|TestMixedProduceRequestAnswersEveryPartition|TestFivePipelinedBatchesPerPartition|TestLookupBelowLogStart|TestCommitLookupBelowLogStart|TestInitProducerIDAfterCommitIsInBackend|TestTwoInstancesOnOneBackend|TestTransactionsPassThrough)'
 
 bash "$KAFKA" start
 # A second cluster of two brokers (replication factor 2) for eoscheck's
@@ -22,6 +24,12 @@ eval "$(bash "$KAFKA" env | sed 's/^/export /')"
 
 echo "== go test ./... (all tiers, real broker at $EOSPROXY_TEST_KAFKA)"
 go test -count=1 -timeout 20m ./...
+
+# The secure tier: the exactly-once tests again with TLS and SASL on both
+# sides (kfake backends take only TLS and SCRAM; eosproxy, in process or
+# the binary, serves TLS and terminates SASL; librdkafka uses PLAIN).
+echo "== secure tier: exactly-once tests with TLS and SASL (EOSPROXY_TEST_SECURE=1)"
+EOSPROXY_TEST_SECURE=1 go test -count=1 -timeout 10m ./integration -run "$SECURE_TIER_TESTS"
 
 # fuzz_one runs one target. Go 1.26's fuzzing coordinator can fail a target
 # with a bare "context deadline exceeded" at the -fuzztime boundary when its

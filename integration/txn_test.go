@@ -255,12 +255,12 @@ func TestTxnGroupTransactSessionCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	group := in + "-group"
-	sess, err := kgo.NewGroupTransactSession(
+	sess, err := kgo.NewGroupTransactSession(sessionOpts(
 		kgo.SeedBrokers(p.Addr()), kgo.TransactionalID(in+"-copier"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.DefaultProduceTopic(out),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,5 +484,7 @@ func startCrashProxy(t *testing.T, bin string, b backend, rng *rand.Rand) (*cras
 		"--broker-ports", fmt.Sprintf("%d-%d", base+1, base+len(b.addrs)),
 		"--upstream", strings.Join(b.addrs, ","),
 		"--data-dir", t.TempDir())
+	cp.args = append(cp.args, tierBinaryArgs()...)
+	cp.env = tierBinaryEnv()
 	return cp, cp.start()
 }

@@ -829,12 +829,12 @@ func TestTxnOffsetCommitCarriesMember(t *testing.T) {
 		return nil, nil, false
 	})
 
-	sess, err := kgo.NewGroupTransactSession(
+	sess, err := kgo.NewGroupTransactSession(sessionOpts(
 		kgo.SeedBrokers(p.Addr()), kgo.TransactionalID(in+"-copier"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.DefaultProduceTopic(out),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	)...)
 	if err != nil {
 		t.Fatal(err)
 	}

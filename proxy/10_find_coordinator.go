@@ -25,7 +25,15 @@ func handleFindCoordinator(c *conn, r *request) error {
 	if err := passMapped(c, r); err != nil {
 		return err
 	}
-	body, err := c.p.findTxnCoordinator(c.ctx, r.hdr, r.body())
+	allowed := func(id string) bool {
+		if c.mayDescribeTxn(id) {
+			return true
+		}
+		c.log.Warn().Str("principal", c.principal()).Str("txn", id).Str("reason", "the ACL file does not grant the transactional id").
+			Msg("refusing FindCoordinator: TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
+		return false
+	}
+	body, err := c.p.findTxnCoordinator(c.ctx, r.hdr, r.body(), allowed)
 	if err != nil {
 		return err
 	}
@@ -36,8 +44,10 @@ func handleFindCoordinator(c *conn, r *request) error {
 }
 
 // findTxnCoordinator answers FindCoordinator for transactional ids with
-// eosproxy itself; other FindCoordinator requests pass (nil).
-func (p *Proxy) findTxnCoordinator(ctx context.Context, hdr protocol.RequestHeader, body []byte) ([]byte, error) {
+// eosproxy itself; other FindCoordinator requests pass (nil). An id the
+// principal may not describe is TRANSACTIONAL_ID_AUTHORIZATION_FAILED with
+// no node, as Kafka answers it.
+func (p *Proxy) findTxnCoordinator(ctx context.Context, hdr protocol.RequestHeader, body []byte, allowed func(string) bool) ([]byte, error) {
 	r := kmsg.NewPtrFindCoordinatorRequest()
 	r.SetVersion(hdr.APIVersion)
 	if err := r.ReadFrom(body); err != nil {
@@ -65,14 +75,22 @@ func (p *Proxy) findTxnCoordinator(ctx context.Context, hdr protocol.RequestHead
 		code = kerr.CoordinatorNotAvailable.Code
 		id = -1
 	}
+	// answer is the coordinator of key: this one, or no node.
+	answer := func(key string) (int16, int32, string, int32) {
+		if !allowed(key) {
+			return kerr.TransactionalIDAuthorizationFailed.Code, -1, "", -1
+		}
+		return code, id, p.advHost, port
+	}
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	if r.Version < 4 {
-		resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = code, id, p.advHost, port
+		resp.ErrorCode, resp.NodeID, resp.Host, resp.Port = answer(r.CoordinatorKey)
 		return resp.AppendTo(nil), nil
 	}
 	for _, key := range r.CoordinatorKeys {
 		co := kmsg.NewFindCoordinatorResponseCoordinator()
-		co.Key, co.ErrorCode, co.NodeID, co.Host, co.Port = key, code, id, p.advHost, port
+		co.Key, co.ErrorMessage = key, kmsg.StringPtr("") // Kafka's default, not null
+		co.ErrorCode, co.NodeID, co.Host, co.Port = answer(key)
 		resp.Coordinators = append(resp.Coordinators, co)
 	}
 	return resp.AppendTo(nil), nil

@@ -605,7 +605,7 @@ func FuzzFindTxnCoordinator(f *testing.F) {
 		what := func() string { return fmt.Sprintf("FindCoordinator v%d (brokers known: %v)", v, known) }
 		env.exercise(t, len(body), what, func() {
 			hdr := protocol.RequestHeader{APIKey: protocol.KeyFindCoordinator, APIVersion: v}
-			out, err := env.p.findTxnCoordinator(env.conns[0].ctx, hdr, body)
+			out, err := env.p.findTxnCoordinator(env.conns[0].ctx, hdr, body, func(string) bool { return true })
 			req := kmsg.NewPtrFindCoordinatorRequest()
 			req.SetVersion(v)
 			if req.ReadFrom(body) == nil && req.CoordinatorType != coordinatorTypeTxn {

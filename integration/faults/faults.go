@@ -21,6 +21,7 @@ package faults
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -306,6 +307,10 @@ type RelayConfig struct {
 	Dial DialFunc
 	// Logf reports drops and stops; nil is silent.
 	Logf func(format string, args ...any)
+	// TLS, if set, ends the clients' TLS at the relay (Dial then opens
+	// the relay's own to Target), so an Injector in Dial reads the Kafka
+	// frames in the clear.
+	TLS *tls.Config
 }
 
 // Relay is a TCP relay on loopback in front of one target.
@@ -399,6 +404,9 @@ func (r *Relay) accept(ln net.Listener) {
 
 func (r *Relay) serve(cl net.Conn) {
 	defer r.wg.Done()
+	if r.cfg.TLS != nil {
+		cl = tls.Server(cl, r.cfg.TLS) // the handshake happens on the first read
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	up, err := r.cfg.Dial(ctx, "tcp", r.cfg.Target)
 	cancel()

@@ -9,12 +9,15 @@
 package check
 
 import (
+	"crypto/tls"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // Config is one eoscheck run.
@@ -168,6 +171,46 @@ type Config struct {
 	BrokerResumeCmd string
 	// ProxyArgs are extra arguments of every eosproxy run.
 	ProxyArgs []string
+	// Security puts TLS and SASL on the in-process kfake backend and on
+	// every client of it or of eosproxy (eosproxy's own flags go in
+	// ProxyArgs); nil: none.
+	Security *Security
+}
+
+// Security is what a run needs for TLS and SASL on both sides.
+type Security struct {
+	// Kfake are the backend's TLS, SASL and users.
+	Kfake []kfake.Opt
+	// TLS and SASL are every client's, of eosproxy or of the backend
+	// (TLS also the drop relays' to the backend).
+	TLS  *tls.Config
+	SASL sasl.Mechanism
+	// RelayTLS ends eosproxy's TLS at the drop relays, which open their
+	// own to the backend: the drops read Kafka frames.
+	RelayTLS *tls.Config
+}
+
+// opts are the TLS and SASL options of a client, of either side.
+func (s *Security) opts() []kgo.Opt {
+	if s == nil {
+		return nil
+	}
+	return []kgo.Opt{kgo.DialTLSConfig(s.TLS.Clone()), kgo.SASL(s.SASL)}
+}
+
+// saslOpts are opts without TLS, for a client whose dialer does TLS.
+func (s *Security) saslOpts() []kgo.Opt {
+	if s == nil {
+		return nil
+	}
+	return []kgo.Opt{kgo.SASL(s.SASL)}
+}
+
+func (s *Security) clientTLS() *tls.Config {
+	if s == nil {
+		return nil
+	}
+	return s.TLS
 }
 
 // Report is the outcome, written as JSON.

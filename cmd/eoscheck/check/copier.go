@@ -15,6 +15,7 @@ package check
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -226,7 +227,8 @@ type copyWork struct {
 	backend    *kgo.Client // straight to the backend
 	// txnTimeout of the copiers' transactions; 0: 20 s.
 	txnTimeout time.Duration
-	gates      []*gate // by slot: freezes the slot's client connections
+	gates      []*gate     // by slot: freezes the slot's client connections
+	tls        *tls.Config // the copiers' TLS (clientOpts has none), done over the gates
 	// dial, when set, dials the copiers' connections (tests inject
 	// faults with it); nil: net.Dialer.
 	dial     func(ctx context.Context, network, host string) (net.Conn, error)
@@ -277,7 +279,9 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 		logOpts = append(logOpts, kgo.ServerSideBalancer(), kgo.Balancers(kgo.RangeBalancer()))
 	}
 	if slot < len(w.gates) {
-		logOpts = append(logOpts, kgo.Dialer(w.gates[slot].dialer()))
+		logOpts = append(logOpts, kgo.Dialer(tlsOver(w.gates[slot].dialer(), w.tls)))
+	} else if w.tls != nil {
+		logOpts = append(logOpts, kgo.DialTLSConfig(w.tls.Clone()))
 	}
 	sessionTimeout, txnTimeout := w.sessionTimeout, w.txnTimeout
 	if sessionTimeout <= 0 {

@@ -16,7 +16,7 @@ import (
 // concurrent readers read; then compares the group's committed offsets in
 // the backend with the input's end offsets.
 func copyVerdict(ctx context.Context, backend []string, rep *Report, prods []*producer, seen [][]int32,
-	tlog *txnLog, readers []*reader, adm *kadm.Client) error {
+	tlog *txnLog, readers []*reader, adm *kadm.Client, opts ...kgo.Opt) error {
 	c := rep.Copy
 	example := func(format string, args ...any) {
 		if len(rep.Examples) < 40 {
@@ -54,8 +54,8 @@ func copyVerdict(ctx context.Context, backend []string, rep *Report, prods []*pr
 		}
 	})
 	c.OutputTotal = total
-	cl, err := kgo.NewClient(kgo.SeedBrokers(backend...), kgo.ConsumeTopics(c.OutputTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(backend...), kgo.ConsumeTopics(c.OutputTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return err
 	}

@@ -91,7 +91,7 @@ func (d *deletedInput) settle(starts kadm.ListedOffsets) int64 {
 // deleteInput moves the input's log start up to keep (by partition; a
 // partition not in keep is left alone), first reading and keeping what it
 // deletes. It returns how many records it deleted.
-func (d *deletedInput) deleteInput(ctx context.Context, backend []string, adm *kadm.Client, topic string, keep map[int32]int64) (int64, error) {
+func (d *deletedInput) deleteInput(ctx context.Context, backend []string, adm *kadm.Client, topic string, keep map[int32]int64, opts ...kgo.Opt) (int64, error) {
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("start offsets: %w", err)
@@ -111,7 +111,7 @@ func (d *deletedInput) deleteInput(ctx context.Context, backend []string, adm *k
 	if len(ranges) == 0 {
 		return 0, nil
 	}
-	recs, err := readRanges(ctx, backend, topic, ranges)
+	recs, err := readRanges(ctx, backend, topic, ranges, opts...)
 	if err != nil {
 		return 0, err
 	}
@@ -141,15 +141,15 @@ func (d *deletedInput) deleteInput(ctx context.Context, backend []string, adm *k
 
 // readRanges reads [from, to) of each partition of topic straight from the
 // backend.
-func readRanges(ctx context.Context, backend []string, topic string, ranges map[int32][2]int64) (map[int32][]*kgo.Record, error) {
+func readRanges(ctx context.Context, backend []string, topic string, ranges map[int32][2]int64, opts ...kgo.Opt) (map[int32][]*kgo.Record, error) {
 	offs := map[int32]kgo.Offset{}
 	left := map[int32]int64{}
 	for p, r := range ranges {
 		offs[p] = kgo.NewOffset().At(r[0])
 		left[p] = r[1]
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(backend...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
-		kgo.FetchMaxWait(200*time.Millisecond))
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(backend...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
+		kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func deleteWhileIdle(ctx context.Context, f *idleFault) error {
 		}
 		keep[e.Partition] = to
 	})
-	n, err := d.deleteInput(ctx, backend, adm, rep.Topic, keep)
+	n, err := d.deleteInput(ctx, backend, adm, rep.Topic, keep, cfg.Security.opts()...)
 	if err != nil {
 		return fmt.Errorf("delete records %d: %w", d.events+1, err)
 	}

@@ -1,6 +1,7 @@
 package check
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -30,19 +31,26 @@ const (
 type dropper struct {
 	targeted *faults.Injector // Produce and OffsetCommit, at rate
 	any      *faults.Injector // every request, at rate/10
+	relayTLS *tls.Config      // nil: the relays pass TLS through untouched
 
 	mu     sync.Mutex
 	relays []*faults.Relay
 	byKey  map[int16]int64
 }
 
-func newDropper(seed uint64, rate float64) *dropper {
+func newDropper(seed uint64, rate float64, sec *Security) *dropper {
 	d := &dropper{byKey: map[int16]int64{}}
+	var dial faults.DialFunc // default: net.Dialer
+	if sec != nil {
+		d.relayTLS = sec.RelayTLS
+		dial = (&tls.Dialer{Config: sec.TLS}).DialContext
+	}
 	d.targeted = faults.NewInjector(faults.Config{
 		Seed:        seed ^ 0x5bd1e995,
 		Probability: rate,
 		Keys:        []int16{keyProduce, keyOffsetCommit},
 		Logf:        d.logf,
+		Dial:        dial,
 	})
 	d.any = faults.NewInjector(faults.Config{
 		Seed:        seed ^ 0x27d4eb2f,
@@ -74,7 +82,7 @@ func (d *dropper) listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := faults.NewRelay(faults.RelayConfig{Target: ln.Addr().String(), Dial: d.any.Dial})
+	r, err := faults.NewRelay(faults.RelayConfig{Target: ln.Addr().String(), Dial: d.any.Dial, TLS: d.relayTLS})
 	if err != nil {
 		ln.Close()
 		return nil, err

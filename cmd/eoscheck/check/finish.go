@@ -125,7 +125,7 @@ func (r *run) judge(ctx context.Context) error {
 		r.deleted.settle(starts)
 	}
 	rep.RetentionDeleted = r.deleted.retentionRecords
-	seen, err := verdict(ctx, r.backend, rep, r.prods, adm, r.deleted.parts)
+	seen, err := verdict(ctx, r.backend, rep, r.prods, adm, r.deleted.parts, r.cfg.Security.opts()...)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (r *run) judge(ctx context.Context) error {
 			*rep.Copy.InitReads = cw.initReads.r
 			cw.initReads.mu.Unlock()
 		}
-		if err := copyVerdict(ctx, r.backend, rep, r.prods, seen, r.tlog, r.readers, adm); err != nil {
+		if err := copyVerdict(ctx, r.backend, rep, r.prods, seen, r.tlog, r.readers, adm, r.cfg.Security.opts()...); err != nil {
 			return err
 		}
 		rep.Anomalies += rep.Copy.anomalies()

@@ -84,7 +84,7 @@ func retentionWhileIdle(ctx context.Context, f *idleFault) error {
 	if len(ranges) == 0 {
 		return skip("the input is empty")
 	}
-	recs, err := readRanges(ctx, f.backend, topic, ranges)
+	recs, err := readRanges(ctx, f.backend, topic, ranges, f.cfg.Security.opts()...)
 	if err != nil {
 		return fmt.Errorf("retention %d: %w", n, err)
 	}

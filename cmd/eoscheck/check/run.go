@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type run struct {
 	pp            *proxyProc
 	bootstrap     string
 	clientOpts    []kgo.Opt
+	copierOpts    []kgo.Opt // clientOpts without TLS: the copiers' dialer does it
 	perProducer   int
 	prods         []*producer
 	cw            *copyWork
@@ -162,6 +164,9 @@ func notes(cfg Config) string {
 
 // validate refuses combinations of settings that cannot run.
 func validate(cfg Config) error {
+	if cfg.Security != nil && (cfg.Upstream != "" || cfg.JavaCopiers > 0) {
+		return errors.New("TLS and SASL (Security) cover the in-process kfake backend and franz-go clients only")
+	}
 	if cfg.Drops && cfg.Upstream != "" {
 		return errors.New("--drops needs the in-process kfake backend: a real broker advertises its own addresses, so a relay in front of its bootstrap would see only eosproxy's first connection")
 	}
@@ -216,6 +221,10 @@ func (r *run) setUp(ctx context.Context) error {
 	if r.cfg.RestartBroker > 0 {
 		r.clientOpts = append(r.clientOpts, kgo.AlwaysRetryEOF())
 	}
+	// Clipped: the clients append their own options to these concurrently.
+	// The copiers' gates dial, so TLS is theirs to do.
+	r.copierOpts = slices.Clip(append(slices.Clip(r.clientOpts), r.cfg.Security.saslOpts()...))
+	r.clientOpts = slices.Clip(append(r.clientOpts, r.cfg.Security.opts()...))
 	if err := r.newProducers(); err != nil {
 		return err
 	}
@@ -293,9 +302,12 @@ func (r *run) startBackend(ctx context.Context) (kadm.BrokerDetails, error) {
 			kind = "kfake (no EOS API keys)"
 		}
 		if cfg.Drops {
-			r.drops = newDropper(cfg.Seed, cfg.DropRate)
+			r.drops = newDropper(cfg.Seed, cfg.DropRate, cfg.Security)
 			r.onReturn(r.drops.close)
 			opts = append(opts, kfake.ListenFn(r.drops.listen))
+		}
+		if cfg.Security != nil {
+			opts = append(opts, cfg.Security.Kfake...)
 		}
 		fake, err := kfake.NewCluster(opts...)
 		if err != nil {
@@ -315,7 +327,7 @@ func (r *run) startBackend(ctx context.Context) (kadm.BrokerDetails, error) {
 			rep.Backend += ", answering errors after writes"
 		}
 	}
-	direct, err := kgo.NewClient(kgo.SeedBrokers(r.backend...))
+	direct, err := kgo.NewClient(append(cfg.Security.opts(), kgo.SeedBrokers(r.backend...))...)
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +473,7 @@ func (r *run) startCopiers(ctx context.Context) error {
 		r.onReturn(func() { f.Close() })
 		kgoLog = &syncWriter{w: f}
 	}
-	cw := &copyWork{clientOpts: r.clientOpts, kgoLog: kgoLog, seed: cfg.Seed, bootstrap: r.bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
+	cw := &copyWork{clientOpts: r.copierOpts, tls: cfg.Security.clientTLS(), kgoLog: kgoLog, seed: cfg.Seed, bootstrap: r.bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
 		group: rep.Copy.Group, abortRate: cfg.AbortRate, log: r.tlog, trace: r.trace,
 		adm: r.adm, consumerProtocol: cfg.GroupProtocol == "consumer", initReadAll: cfg.InitReads,
 		commitHook: make(chan struct{}, 1), kfakeGroup: r.fake != nil, backend: r.direct}

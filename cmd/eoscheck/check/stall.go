@@ -23,6 +23,7 @@ package check
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -85,6 +86,30 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 func (c *gatedConn) Write(p []byte) (int, error) {
 	c.g.wait()
 	return c.Conn.Write(p)
+}
+
+// tlsOver is dial with TLS on top, if cfg is set: kgo takes a dialer or a
+// TLS configuration, not both.
+func tlsOver(dial func(ctx context.Context, network, host string) (net.Conn, error), cfg *tls.Config) func(ctx context.Context, network, host string) (net.Conn, error) {
+	if cfg == nil {
+		return dial
+	}
+	return func(ctx context.Context, network, host string) (net.Conn, error) {
+		conn, err := dial(ctx, network, host)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			c.ServerName, _, _ = net.SplitHostPort(host)
+		}
+		tc := tls.Client(conn, c)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS to %s: %w", host, err)
+		}
+		return tc, nil
+	}
 }
 
 // dialer dials through g.
@@ -429,7 +454,11 @@ func (c *copier) initRead(ctx context.Context, before int64) {
 			expected += int64(len(t.inputs))
 		}
 	}
-	got, err := readOutputCommitted(ctx, w.bootstrap, w.out, w.clientOpts)
+	opts := w.clientOpts
+	if w.tls != nil {
+		opts = append(slices.Clip(opts), kgo.DialTLSConfig(w.tls.Clone()))
+	}
+	got, err := readOutputCommitted(ctx, w.bootstrap, w.out, opts)
 	w.initReads.mu.Lock()
 	defer w.initReads.mu.Unlock()
 	w.initReads.r.Checks++

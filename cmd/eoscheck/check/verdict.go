@@ -95,7 +95,7 @@ func waitReaders(ctx context.Context, adm *kadm.Client, topic string, readers []
 //
 // deleted are the records DeleteRecords removed from the input (read just
 // before), by partition: they count as read before the rest.
-func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client, deleted map[int32][]*kgo.Record) ([][]int32, error) {
+func verdict(ctx context.Context, backend []string, rep *Report, prods []*producer, adm *kadm.Client, deleted map[int32][]*kgo.Record, opts ...kgo.Opt) ([][]int32, error) {
 	ends, err := adm.ListEndOffsets(ctx, rep.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("end offsets: %w", err)
@@ -117,8 +117,8 @@ func verdict(ctx context.Context, backend []string, rep *Report, prods []*produc
 		return nil, fmt.Errorf("the input's log starts hold %d records, eoscheck deleted (and kept) %d", gone, kept)
 	}
 	total -= gone
-	cl, err := kgo.NewClient(kgo.SeedBrokers(backend...), kgo.ConsumeTopics(rep.Topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(backend...), kgo.ConsumeTopics(rep.Topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return nil, err
 	}

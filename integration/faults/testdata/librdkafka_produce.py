@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--batch-num-messages", type=int, default=10000)
     ap.add_argument("--debug", default="", help="librdkafka debug contexts, logged to stderr (e.g. eos,msg,protocol)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds for delivery and flush")
+    ap.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka setting (e.g. security.protocol=SASL_SSL); repeatable")
     args = ap.parse_args()
 
     out = {
@@ -68,6 +70,7 @@ def main():
     }
     if args.debug:
         conf["debug"] = args.debug
+    conf.update(kv.split("=", 1) for kv in args.config)
     prod = Producer(conf)
     for i in range(args.count):
         while True:
