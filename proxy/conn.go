@@ -47,6 +47,7 @@ type conn struct {
 	ur       *bufio.Reader
 	uw       *bufio.Writer
 	slots    chan slot
+	ww       writerWait // order.go
 
 	// who is the connection's principal once known (principal.go); sasl
 	// its SASL exchange, used by the reader only.
@@ -154,7 +155,7 @@ func bad(format string, args ...any) error {
 }
 
 func (c *conn) readLoop() error {
-	defer close(c.slots)
+	defer c.endQueue()
 	src := flushingReader{c.cr, c.uw}
 	var buf []byte
 	var szb [4]byte

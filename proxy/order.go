@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/eosproxy/eosproxy/protocol"
@@ -59,10 +62,93 @@ func (s *slot) abandon() {
 func (c *conn) enqueue(s slot) bool {
 	select {
 	case c.slots <- s:
-		return true
 	case <-c.writerDone:
 		s.abandon()
 		return false
+	}
+	if s.local {
+		c.nudge()
+	}
+	return true
+}
+
+// The writer waits for the next response on the upstream socket itself,
+// not on the slot queue: a slot that goes upstream is queued before its
+// request is sent, so when the upstream's bytes arrive the slot is there.
+// The reader then hands over a forwarded request without waking the writer
+// (a goroutine wake-up, and often an OS thread's, per request), and only
+// a slot answered locally, or the end of the requests, needs to wake it:
+// nudge interrupts its wait with a read deadline in the past.
+type writerWait struct {
+	mu     sync.Mutex
+	idle   bool // the writer waits on the upstream socket with nothing queued
+	nudged bool // its wait was interrupted (the deadline is to be cleared)
+	ended  bool // the reader has closed the queue
+}
+
+// nudge wakes the writer if it waits on the upstream socket.
+func (c *conn) nudge() {
+	c.ww.mu.Lock()
+	if c.ww.idle {
+		c.ww.idle, c.ww.nudged = false, true
+		c.up.SetReadDeadline(aLongTimeAgo)
+	}
+	c.ww.mu.Unlock()
+}
+
+// endQueue closes the slot queue and wakes the writer to drain it.
+func (c *conn) endQueue() {
+	c.ww.mu.Lock()
+	c.ww.ended = true
+	c.ww.mu.Unlock()
+	close(c.slots)
+	c.nudge()
+}
+
+// nextSlot returns the next slot in request order (ok false once the queue
+// is closed and drained), flushing what the client has been sent before it
+// waits.
+func (c *conn) nextSlot() (slot, bool, error) {
+	select {
+	case s, ok := <-c.slots:
+		return s, ok, nil
+	default:
+	}
+	if err := c.cw.Flush(); err != nil {
+		return slot{}, false, err
+	}
+	for {
+		c.ww.mu.Lock()
+		if len(c.slots) > 0 || c.ww.ended {
+			c.ww.mu.Unlock()
+			s, ok := <-c.slots
+			return s, ok, nil
+		}
+		c.ww.idle = true
+		c.ww.mu.Unlock()
+		_, err := c.ur.Peek(1)
+		c.ww.mu.Lock()
+		c.ww.idle = false
+		nudged := c.ww.nudged
+		c.ww.nudged = false
+		if nudged {
+			c.up.SetReadDeadline(time.Time{})
+		}
+		c.ww.mu.Unlock()
+		switch {
+		case err == nil:
+			// A response: its slot was queued before its request went out.
+			select {
+			case s, ok := <-c.slots:
+				return s, ok, nil
+			default:
+				return slot{}, false, errors.New("upstream sent a response to no request")
+			}
+		case nudged && errors.Is(err, os.ErrDeadlineExceeded):
+			// Woken for a local slot or the end: look again.
+		default:
+			return slot{}, false, fmt.Errorf("read upstream: %w", err)
+		}
 	}
 }
 
@@ -77,15 +163,9 @@ func (c *conn) writeLoop() (err error) {
 	var hdr [8]byte
 	var buf []byte
 	for {
-		var s slot
-		var ok bool
-		select {
-		case s, ok = <-c.slots:
-		default:
-			if err := c.cw.Flush(); err != nil {
-				return err
-			}
-			s, ok = <-c.slots
+		s, ok, err := c.nextSlot()
+		if err != nil {
+			return err
 		}
 		if !ok {
 			return c.cw.Flush()
