@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,11 +137,30 @@ func createTopic(t *testing.T, adm *kadm.Client, partitions int32) string {
 	topicSeq.n++
 	name := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano()%1e6, topicSeq.n)
 	topicSeq.Unlock()
-	resp, err := adm.CreateTopic(testCtx(t), partitions, 1, nil, name)
+	ctx := testCtx(t)
+	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
 	if err != nil || resp.Err != nil {
 		t.Fatalf("create topic %s: %v %v", name, err, resp.Err)
 	}
-	return name
+	// Kafka answers CreateTopics once the controller has the topic; a
+	// broker's metadata learns it a moment later (Kafka's own tests wait
+	// for it the same way). Wait until every partition has a leader.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		meta, err := adm.Metadata(ctx, name)
+		if err == nil {
+			if td, ok := meta.Topics[name]; ok && td.Err == nil && len(td.Partitions) == int(partitions) &&
+				!slices.ContainsFunc(td.Partitions.Sorted(), func(p kadm.PartitionDetail) bool { return p.Leader < 0 || p.Err != nil }) {
+				return name
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s not in the metadata with a leader for each of its %d partitions: %v", name, partitions, err)
+		case <-tick.C:
+		}
+	}
 }
 
 // assertProxyAddr fails unless addr is one of the proxy's addresses (same
