@@ -348,8 +348,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	b.brokers = max(1, len(brokers.Brokers))
 
-	// eosproxy's state on disk, as in production: the idempotent producer
-	// phases then pay for the fsync before each answer.
+	// eosproxy's state on disk, as in production: its fsyncs (transactional
+	// batches; idempotent answers on a backend without idempotence) cost
+	// what they cost there.
 	dir, err := os.MkdirTemp(cfg.dataDir, "eosbench-state-")
 	if err != nil {
 		return fmt.Errorf("eosproxy data dir: %w", err)

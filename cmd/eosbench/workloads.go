@@ -226,8 +226,9 @@ func produceWorkload(name string, size int) *workload {
 // (slot proxy) against idempotent produce straight to a backend that
 // supports it (slot direct), and against plain produce through eosproxy
 // (slot proxy-plain), which isolates what eosproxy's own idempotence costs:
-// producer-state checks, re-signing batches, and the fsynced, group-committed
-// state write before each answer. The plain producer keeps the same pipe
+// producer-state checks, re-signing batches, and the group-committed state
+// writes (before each answer only on a backend without idempotence). The
+// plain producer keeps the same pipe
 // depth, five requests in flight per broker (see idemProducerOpts).
 func produceIdemWorkload(name string, size int) *workload {
 	return &workload{
