@@ -1,7 +1,6 @@
 package dedup
 
 import (
-	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -14,15 +13,7 @@ func TestWrittenAllDoesNotWaitWhenBackendDedups(t *testing.T) {
 	tt.be.set(func(f *fakeBackend) { f.dedups = true })
 	tt.writeBatch(t, k1, bi(0, 0, 2), 100)
 
-	held, release := make(chan struct{}, 1), make(chan struct{})
-	var once sync.Once
-	unhold := func() { tt.beforeCommit.Store(nil); once.Do(func() { close(release) }) }
-	t.Cleanup(unhold) // registered after the table's: runs first, so Close can drain
-	hook := func() {
-		held <- struct{}{}
-		<-release
-	}
-	tt.beforeCommit.Store(&hook)
+	held, unhold := tt.holdCommits(t)
 	tok := tt.beginWrite(t, k1, bi(0, 2, 3))
 	wrote := make(chan []error, 1)
 	go func() { wrote <- WrittenAll([]*Token{tok}, []int64{102}) }()

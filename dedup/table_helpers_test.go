@@ -305,3 +305,18 @@ func receive(t *testing.T, ch <-chan beginResult) beginResult {
 }
 
 var errBackend = errors.New("backend unavailable")
+
+// holdCommits makes the table's group commits wait: held receives when one
+// is under way, and unhold (also run at cleanup) lets them all go.
+func (tt *testTable) holdCommits(t *testing.T) (held <-chan struct{}, unhold func()) {
+	h, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	unhold = func() { tt.beforeCommit.Store(nil); once.Do(func() { close(release) }) }
+	t.Cleanup(unhold) // registered after the table's: runs first, so Close can drain
+	hook := func() {
+		h <- struct{}{}
+		<-release
+	}
+	tt.beforeCommit.Store(&hook)
+	return h, unhold
+}

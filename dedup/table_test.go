@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -388,15 +387,7 @@ func TestDuplicateAnsweredOnlyFromDurableState(t *testing.T) {
 	tt := newTable(t)
 	tt.writeBatch(t, k1, bi(0, 0, 2), 100)
 
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	unhold := func() { tt.beforeCommit.Store(nil); once.Do(func() { close(release) }) }
-	t.Cleanup(unhold) // registered after the table's: runs first, so Close can drain
-	hook := func() {
-		held <- struct{}{}
-		<-release
-	}
-	tt.beforeCommit.Store(&hook)
+	held, unhold := tt.holdCommits(t)
 	tok := tt.beginWrite(t, k1, bi(0, 2, 3))
 	wrote := make(chan []error, 1)
 	go func() { wrote <- WrittenAll([]*Token{tok}, []int64{102}) }()
