@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 // commitQueue holds the writes waiting for the commit loop.
@@ -119,7 +119,7 @@ func (t *Table) commitLoop() {
 		if hook := t.beforeCommit.Load(); hook != nil {
 			(*hook)()
 		}
-		err := t.db.Update(func(txn *badger.Txn) error {
+		err := t.db.Update(func(txn *store.Txn) error {
 			for _, c := range batch {
 				var err error
 				if c.val == nil {
@@ -147,7 +147,7 @@ func (t *Table) deleteKeys(keys [][]byte) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	return t.db.Update(func(txn *badger.Txn) error {
+	return t.db.Update(func(txn *store.Txn) error {
 		for _, k := range keys {
 			if err := txn.Delete(k); err != nil {
 				return err

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -253,7 +252,7 @@ func (o *owners) prune(age time.Duration, inUse func() map[int64]bool) (int, err
 		return 0, fmt.Errorf("scan producer id principals: %w", err)
 	}
 	for _, k := range stale {
-		if err := o.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+		if err := o.db.Update(func(txn *store.Txn) error { return txn.Delete(k) }); err != nil {
 			return 0, fmt.Errorf("drop producer id principal: %w", err)
 		}
 		o.mu.Lock()

@@ -19,6 +19,7 @@ import (
 type DB struct {
 	*badger.DB
 	stop, done chan struct{} // value-log garbage collection; nil in memory
+	repl       replication
 }
 
 // Open opens (creating if needed) the badger database under dir.
@@ -149,7 +150,7 @@ func (d *DB) Get(key []byte) ([]byte, error) {
 
 // Put durably stores value at key.
 func (d *DB) Put(key, value []byte) error {
-	return d.Update(func(txn *badger.Txn) error { return txn.Set(key, value) })
+	return d.Update(func(txn *Txn) error { return txn.Set(key, value) })
 }
 
 // Scan calls fn for every key with the given prefix, in key order.

@@ -10,9 +10,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -32,7 +31,8 @@ type write struct {
 	done chan struct{}
 	err  error
 	ref  spool.Ref
-	kvs  []kv
+	kvs  []kv   // the first is the batch's index entry, pointing at ref
+	blob []byte // the batch: in cluster mode the log carries it, not ref
 }
 
 // ProduceAnswer is the outcome of buffering one transactional batch.
@@ -136,7 +136,7 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 	e.seqs[tp] = ns
 	e.bytes += n
 	c.buffered.Add(n)
-	w := &write{done: make(chan struct{}), ref: ref, kvs: writes}
+	w := &write{done: make(chan struct{}), ref: ref, kvs: writes, blob: batch}
 	e.last = w
 	e.writes.Add(1)
 	c.enqueue(e, w)
@@ -151,7 +151,7 @@ func (c *Coordinator) BufferBatch(id string, req ProduceRequest, info dedup.Batc
 // first, so the mark belongs to it. Called with e.mu held and no index
 // writes in flight.
 func (c *Coordinator) markBroken(e *entry) error {
-	err := c.commit(e, e.txn.Load(), func(txn *badger.Txn) error {
+	err := c.commit(e, e.txn.Load(), func(txn *store.Txn) error {
 		return txn.Set(idKey(prefixBroken, e.id), nil)
 	})
 	if err == nil {
@@ -202,9 +202,12 @@ func (c *Coordinator) flush(e *entry) {
 			}
 		}
 		if err == nil {
-			err = c.db.Update(func(txn *badger.Txn) error {
+			err = c.db.Update(func(txn *store.Txn) error {
 				for _, w := range ws {
-					for _, kv := range w.kvs {
+					if err := txn.SetBlob(w.kvs[0].k, w.kvs[0].v, w.blob); err != nil {
+						return err
+					}
+					for _, kv := range w.kvs[1:] {
 						if err := txn.Set(kv.k, kv.v); err != nil {
 							return err
 						}
@@ -218,7 +221,7 @@ func (c *Coordinator) flush(e *entry) {
 			c.log.Error().Err(err).Str("txn", e.id).Msg("buffered transactional batch not durable; the transaction can only abort")
 		}
 		for _, w := range ws {
-			w.err = err
+			w.err, w.blob = err, nil
 			close(w.done)
 			e.writes.Done()
 		}

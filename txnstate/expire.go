@@ -7,7 +7,7 @@ package txnstate
 import (
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 func (c *Coordinator) timeoutLoop() {
@@ -44,7 +44,7 @@ func (c *Coordinator) expire(e *entry) {
 		return
 	}
 	if r := Expire(cur, now, c.opt.Expiration.Milliseconds()); r.Txn != nil && !e.busy() {
-		err := c.db.Update(func(txn *badger.Txn) error {
+		err := c.db.Update(func(txn *store.Txn) error {
 			for tp := range e.seqs {
 				if err := txn.Delete(tpKey(prefixSeq, e.id, tp)); err != nil {
 					return err

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
@@ -226,7 +227,7 @@ func (f *forwarding) lowWater(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("end offsets before forwarding: %w", err)
 	}
-	err = f.c.db.Update(func(txn *badger.Txn) error {
+	err = f.c.db.Update(func(txn *store.Txn) error {
 		for _, tp := range need {
 			o, ok := offs[tp]
 			if !ok {
@@ -338,11 +339,11 @@ func (f *forwarding) persistDue() bool {
 func (f *forwarding) persist() error { return f.persistWith(nil) }
 
 // persistWith is persist with more writes (extra) in the same transaction.
-func (f *forwarding) persistWith(extra func(*badger.Txn) error) error {
+func (f *forwarding) persistWith(extra func(*store.Txn) error) error {
 	if len(f.done) == 0 && !f.dropProd && extra == nil {
 		return nil
 	}
-	err := f.c.db.Update(func(txn *badger.Txn) error {
+	err := f.c.db.Update(func(txn *store.Txn) error {
 		for _, k := range f.done {
 			if err := txn.Delete(k); err != nil {
 				return err

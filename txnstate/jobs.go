@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
@@ -199,7 +200,7 @@ func (c *Coordinator) retire(id string, j *job) error {
 		keys = nil
 	}
 	keepOrder, unlock := c.keepOffsetOrder(j)
-	err = c.db.Update(func(txn *badger.Txn) error {
+	err = c.db.Update(func(txn *store.Txn) error {
 		for _, k := range keys {
 			if err := txn.Delete(k); err != nil {
 				return err
@@ -231,8 +232,8 @@ func (c *Coordinator) retire(id string, j *job) error {
 
 // deleteLowWater deletes a generation's forwarding low-water offsets within
 // a write.
-func (c *Coordinator) deleteLowWater(id string, gen uint64) func(*badger.Txn) error {
-	return func(txn *badger.Txn) error {
+func (c *Coordinator) deleteLowWater(id string, gen uint64) func(*store.Txn) error {
+	return func(txn *store.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixLow, id, gen)})
 		var keys [][]byte
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -273,16 +274,7 @@ func (c *Coordinator) batchKeys(id string, gen uint64) (keys [][]byte, refs []sp
 	return keys, refs, err
 }
 
-func (c *Coordinator) deleteKeys(keys [][]byte) error {
-	wb := c.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			return err
-		}
-	}
-	return wb.Flush()
-}
+func (c *Coordinator) deleteKeys(keys [][]byte) error { return c.db.DeleteKeys(keys) }
 
 // lastJob is the id's latest decided commit or abort not yet carried out.
 func (e *entry) lastJob() *job {

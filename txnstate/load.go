@@ -14,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
@@ -222,7 +223,7 @@ func (c *Coordinator) markUnsent() {
 	if len(keys) == 0 {
 		return
 	}
-	err := c.db.Update(func(txn *badger.Txn) error {
+	err := c.db.Update(func(txn *store.Txn) error {
 		for _, k := range keys {
 			if err := txn.Set(k, []byte{1}); err != nil {
 				return err

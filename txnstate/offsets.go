@@ -13,7 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 // offsetBook is the coordinator's bookkeeping of group offsets.
@@ -175,9 +175,9 @@ func (c *Coordinator) groupLock(group string) *sync.Mutex {
 // holding each of its group partitions (txn/l/), and returns the group locks
 // to release once that write is done. The locks make these writes land in
 // the order their values were read: the value kept only grows.
-func (c *Coordinator) keepOffsetOrder(j *job) (write func(*badger.Txn) error, unlock func()) {
+func (c *Coordinator) keepOffsetOrder(j *job) (write func(*store.Txn) error, unlock func()) {
 	if !j.commit || len(j.txn.PendingOffsets) == 0 {
-		return func(*badger.Txn) error { return nil }, func() {}
+		return func(*store.Txn) error { return nil }, func() {}
 	}
 	groups := slices.Sorted(maps.Keys(j.txn.PendingOffsets)) // one lock order
 	var locks []*sync.Mutex
@@ -191,7 +191,7 @@ func (c *Coordinator) keepOffsetOrder(j *job) (write func(*badger.Txn) error, un
 			l.Unlock()
 		}
 	}
-	write = func(txn *badger.Txn) error {
+	write = func(txn *store.Txn) error {
 		c.offMu.Lock()
 		var kvs []kv
 		for _, g := range groups {

@@ -9,18 +9,17 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/eosproxy/eosproxy/dedup"
+	"github.com/eosproxy/eosproxy/store"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // commit makes n the durable state of e (together with extra writes) and
 // swaps it in. Called with e.mu held.
-func (c *Coordinator) commit(e *entry, n *Txn, extra func(*badger.Txn) error) error {
+func (c *Coordinator) commit(e *entry, n *Txn, extra func(*store.Txn) error) error {
 	old := e.txn.Load()
-	err := c.db.Update(func(txn *badger.Txn) error {
+	err := c.db.Update(func(txn *store.Txn) error {
 		if n.ProducerID != e.seqPID {
 			// A new producer id starts with no sequence state.
 			for tp := range e.seqs {
@@ -92,7 +91,7 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 		}
 		n = comp.Txn
 	}
-	err := c.commit(e, n, func(txn *badger.Txn) error {
+	err := c.commit(e, n, func(txn *store.Txn) error {
 		for _, w := range kvs {
 			if err := txn.Set(w.k, w.v); err != nil {
 				return err

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/eosproxy/eosproxy/protocol"
+	"github.com/eosproxy/eosproxy/store"
 )
 
 // roundBytes bounds the data one forwarding attempt holds in memory at once.
@@ -83,7 +84,7 @@ func (f *forwarding) chooseMode(ctx context.Context) (IdempotentBackend, error) 
 	for tp := range f.remaining {
 		f.seqs[tp] = 0
 	}
-	err := f.persistWith(func(txn *badger.Txn) error {
+	err := f.persistWith(func(txn *store.Txn) error {
 		if err := txn.Set(idKey(prefixUpstream, f.id), u.marshal()); err != nil {
 			return err
 		}

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/store"
@@ -428,7 +427,7 @@ func (u *upstreamIDs) expire() error {
 	}
 	now := u.now().UnixMilli()
 	var dropped []int64
-	err = u.db.Update(func(txn *badger.Txn) error {
+	err = u.db.Update(func(txn *store.Txn) error {
 		for _, o := range olds {
 			if u.pending[o.pid] != nil {
 				continue

@@ -226,7 +226,7 @@ func TestPairingOutlivesItsAge(t *testing.T) {
 		}
 	}
 	// A legacy pairing of producer 3, with a TTL counted from creation.
-	if err := db.Update(func(txn *badger.Txn) error {
+	if err := db.Update(func(txn *store.Txn) error {
 		return txn.SetEntry(badger.NewEntry(upstreamPIDKey(3), []byte{0, 0, 0, 0, 0, 0, 0, 42}).WithTTL(time.Hour))
 	}); err != nil {
 		t.Fatal(err)

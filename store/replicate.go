@@ -1,0 +1,322 @@
+// Replication of the store's writes, for eosproxy's cluster mode: every
+// write transaction's changes, in commit order, go to a Replicator (the
+// cluster's log in the backend) and a writer proceeds only once they are
+// durable there. The badger database is then a local materialisation of
+// that log, rebuilt from it whenever this instance is not sure it matches.
+// Without a Replicator nothing here is used.
+
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Replicator makes a committed set of changes durable outside this store.
+// Append is called in commit order, under the store's replication lock, so
+// it must only queue; the returned wait blocks until the set is durable (or
+// refused: then this instance must stop writing).
+type Replicator interface {
+	Append(set []byte) (wait func() error)
+}
+
+// Blobs keeps large values (buffered record batches) outside badger: a Set
+// through SetBlob stores a reference to the blob locally, and a replica
+// stores the blob in its own Blobs and the reference Put returns.
+type Blobs interface {
+	Put(blob []byte) (ref []byte, err error)
+}
+
+// Mutation is one key's change in a replicated set.
+type Mutation struct {
+	Key    []byte
+	Value  []byte
+	Blob   []byte // with Value a local reference to it (SetBlob)
+	Delete bool
+}
+
+// Txn is a read-write transaction; its writes are captured for the
+// Replicator when one is set.
+type Txn struct {
+	*badger.Txn
+	capture bool
+	muts    []Mutation
+}
+
+// Set stores value at key.
+func (t *Txn) Set(key, value []byte) error {
+	if err := t.Txn.Set(key, value); err != nil {
+		return err
+	}
+	if t.capture {
+		t.muts = append(t.muts, Mutation{Key: key, Value: value})
+	}
+	return nil
+}
+
+// SetBlob stores ref, a local reference to blob, at key; replicas get the
+// blob itself and store their own reference.
+func (t *Txn) SetBlob(key, ref, blob []byte) error {
+	if err := t.Txn.Set(key, ref); err != nil {
+		return err
+	}
+	if t.capture {
+		t.muts = append(t.muts, Mutation{Key: key, Value: ref, Blob: blob})
+	}
+	return nil
+}
+
+// Delete removes key.
+func (t *Txn) Delete(key []byte) error {
+	if err := t.Txn.Delete(key); err != nil {
+		return err
+	}
+	if t.capture {
+		t.muts = append(t.muts, Mutation{Key: key, Delete: true})
+	}
+	return nil
+}
+
+// replication is the DB's replication state.
+type replication struct {
+	mu    sync.Mutex // held from a write's commit until its set is queued: log order is commit order
+	to    Replicator
+	local [][]byte // key prefixes that are this instance's own: neither replicated nor reset
+}
+
+// SetReplicator sends every later write to r. Keys under the local prefixes
+// belong to this instance (its id, its ports) and are not replicated.
+func (d *DB) SetReplicator(r Replicator, local ...[]byte) {
+	d.repl.mu.Lock()
+	defer d.repl.mu.Unlock()
+	d.repl.to, d.repl.local = r, local
+}
+
+func (d *DB) isLocal(key []byte) bool {
+	for _, p := range d.repl.local {
+		if bytes.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Update runs fn in a read-write transaction and commits it; with a
+// Replicator, it returns once the changes are durable there too.
+func (d *DB) Update(fn func(*Txn) error) error {
+	d.repl.mu.Lock()
+	r := d.repl.to
+	if r == nil {
+		d.repl.mu.Unlock()
+		return d.DB.Update(func(t *badger.Txn) error { return fn(&Txn{Txn: t}) })
+	}
+	var tx *Txn
+	err := d.DB.Update(func(t *badger.Txn) error {
+		tx = &Txn{Txn: t, capture: true}
+		return fn(tx)
+	})
+	var wait func() error
+	if err == nil {
+		muts := tx.muts[:0:0]
+		for _, m := range tx.muts {
+			if !d.isLocal(m.Key) {
+				muts = append(muts, m)
+			}
+		}
+		if len(muts) > 0 {
+			wait = r.Append(EncodeSet(muts))
+		}
+	}
+	d.repl.mu.Unlock()
+	if err != nil || wait == nil {
+		return err
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("replicate store write: %w", err)
+	}
+	return nil
+}
+
+// DeleteKeys removes keys, many at a time.
+func (d *DB) DeleteKeys(keys [][]byte) error {
+	d.repl.mu.Lock()
+	replicated := d.repl.to != nil
+	d.repl.mu.Unlock()
+	if !replicated {
+		wb := d.DB.NewWriteBatch()
+		defer wb.Cancel()
+		for _, k := range keys {
+			if err := wb.Delete(k); err != nil {
+				return err
+			}
+		}
+		return wb.Flush()
+	}
+	// A badger transaction holds only so many keys.
+	for len(keys) > 0 {
+		n := min(len(keys), 2000)
+		chunk := keys[:n]
+		keys = keys[n:]
+		if err := d.Update(func(t *Txn) error {
+			for _, k := range chunk {
+				if err := t.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply writes a set another instance replicated: blobs go to b first.
+func (d *DB) Apply(set []byte, b Blobs) error {
+	muts, err := DecodeSet(set)
+	if err != nil {
+		return err
+	}
+	for len(muts) > 0 {
+		n := min(len(muts), 2000)
+		chunk := muts[:n]
+		muts = muts[n:]
+		err := d.DB.Update(func(t *badger.Txn) error {
+			for _, m := range chunk {
+				var err error
+				switch {
+				case m.Delete:
+					err = t.Delete(m.Key)
+				case m.Blob != nil:
+					if b == nil {
+						return errors.New("a replicated value needs a blob store")
+					}
+					var ref []byte
+					if ref, err = b.Put(m.Blob); err == nil {
+						err = t.Set(m.Key, ref)
+					}
+				default:
+					err = t.Set(m.Key, m.Value)
+				}
+				if err != nil {
+					return fmt.Errorf("apply replicated key %q: %w", m.Key, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reset drops everything but the local keys: the state is about to be
+// replayed from the cluster's log.
+func (d *DB) Reset() error {
+	type kv struct{ k, v []byte }
+	var keep []kv
+	for _, p := range d.repl.local {
+		if err := d.Scan(p, func(k, v []byte) error {
+			keep = append(keep, kv{bytes.Clone(k), bytes.Clone(v)})
+			return nil
+		}); err != nil {
+			return fmt.Errorf("keep local keys: %w", err)
+		}
+	}
+	if err := d.DB.DropAll(); err != nil {
+		return fmt.Errorf("drop the local state: %w", err)
+	}
+	return d.DB.Update(func(t *badger.Txn) error {
+		for _, e := range keep {
+			if err := t.Set(e.k, e.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// A set is: per mutation a kind byte (0 set, 1 delete, 2 blob), then the
+// key, and for a set or blob the value, each as a uvarint length and bytes.
+const (
+	kindSet byte = iota
+	kindDelete
+	kindBlob
+)
+
+// EncodeSet encodes muts for a Replicator.
+func EncodeSet(muts []Mutation) []byte {
+	n := 0
+	for _, m := range muts {
+		n += 1 + 2*binary.MaxVarintLen32 + len(m.Key) + len(m.Value) + len(m.Blob)
+	}
+	b := make([]byte, 0, n)
+	for _, m := range muts {
+		switch {
+		case m.Delete:
+			b = append(b, kindDelete)
+			b = appendBytes(b, m.Key)
+		case m.Blob != nil:
+			b = append(b, kindBlob)
+			b = appendBytes(b, m.Key)
+			b = appendBytes(b, m.Blob)
+		default:
+			b = append(b, kindSet)
+			b = appendBytes(b, m.Key)
+			b = appendBytes(b, m.Value)
+		}
+	}
+	return b
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// DecodeSet decodes what EncodeSet encoded.
+func DecodeSet(b []byte) ([]Mutation, error) {
+	var muts []Mutation
+	next := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, errors.New("truncated replicated set")
+		}
+		v := b[w : w+int(n) : w+int(n)]
+		b = b[w+int(n):]
+		return v, nil
+	}
+	for len(b) > 0 {
+		kind := b[0]
+		b = b[1:]
+		k, err := next()
+		if err != nil {
+			return nil, err
+		}
+		m := Mutation{Key: k}
+		switch kind {
+		case kindDelete:
+			m.Delete = true
+		case kindSet, kindBlob:
+			v, err := next()
+			if err != nil {
+				return nil, err
+			}
+			if kind == kindBlob {
+				m.Blob = v
+			} else {
+				m.Value = v
+			}
+		default:
+			return nil, fmt.Errorf("replicated set: unknown kind %d", kind)
+		}
+		muts = append(muts, m)
+	}
+	return muts, nil
+}
