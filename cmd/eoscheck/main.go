@@ -154,6 +154,9 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.DurationVar(&cfg.BrokerPause, "broker-pause", 8*time.Second, "with --pause-broker: how long each pause lasts")
 	fs.StringVar(&cfg.BrokerPauseCmd, "broker-pause-cmd", "", "with --pause-broker: shell `command` pausing the broker (default: bash <repo>/integration/kafka/kafka.sh pause 2)")
 	fs.StringVar(&cfg.BrokerResumeCmd, "broker-resume-cmd", "", "with --pause-broker: shell `command` resuming it (default: bash <repo>/integration/kafka/kafka.sh resume 2)")
+	fs.IntVar(&cfg.Instances, "instances", 1, "eosproxy instances; 2 or more run them as one cluster (--cluster, a name of their own per run), each on its own ports, data dir and log file (<log-file>-N.log), every client seeded with all of them; the kills go mostly to the owner (every third to a standby) and each owner fault waits for a takeover, timed (failovers); the run fails unless failover p99 <= session timeout + 5 s and a clean handover (SIGTERM of the owner) <= 3 s")
+	fs.DurationVar(&cfg.ClusterSessionTimeout, "cluster-session-timeout", 6*time.Second, "with --instances 2 or more: the instances' --cluster-session-timeout")
+	fs.IntVar(&cfg.InstanceStops, "instance-stops", 0, "with --instances 2 or more: times the owner is SIGSTOPped until another instance serves and past the session timeout, then SIGCONTed (a zombie, which must log that it was deposed); the run fails unless fencings were logged")
 	fs.Func("proxy-arg", "extra `argument` of every eosproxy run (repeat the flag for several)", func(v string) error {
 		cfg.ProxyArgs = append(cfg.ProxyArgs, v)
 		return nil
@@ -237,6 +240,9 @@ anomaly, 1 anomalies, 2 the check could not run.
 	}
 	if !rep.Valid() {
 		fmt.Fprintf(os.Stderr, "eoscheck: %d anomalies (log: %s, report: %s)\n", rep.Anomalies, rep.LogFile, report)
+		for _, f := range rep.ClusterFailures {
+			fmt.Fprintf(os.Stderr, "eoscheck: cluster: %s\n", f)
+		}
 		return 1
 	}
 	return 0

@@ -169,6 +169,22 @@ type Config struct {
 	BrokerPause     time.Duration
 	BrokerPauseCmd  string
 	BrokerResumeCmd string
+	// Instances ≥ 2 runs that many eosproxy processes as one cluster
+	// (--cluster, issue 13; cluster.go), each with its own ports, data dir
+	// and log file (LogFile with "-<instance>" before ".log"); every
+	// client gets them all as seeds. The kills go mostly to the owner
+	// (every third of each kind to a standby), and each owner fault waits
+	// for another instance to serve (a failover, timed). 0 or 1: one
+	// eosproxy, as before.
+	Instances int
+	// ClusterSessionTimeout is the instances' --cluster-session-timeout;
+	// 0: 6 s.
+	ClusterSessionTimeout time.Duration
+	// InstanceStops is how many times, spread over the kill schedule, the
+	// owner is SIGSTOPped until another instance serves and for longer
+	// than the session timeout, then SIGCONTed: a zombie, which must log
+	// that it was deposed. Needs Instances ≥ 2.
+	InstanceStops int
 	// ProxyArgs are extra arguments of every eosproxy run.
 	ProxyArgs []string
 	// Security puts TLS and SASL on the in-process kfake backend and on
@@ -279,6 +295,29 @@ type Report struct {
 	ReplicationFactor   int      `json:"replication_factor"`
 	BrokerPauses        int      `json:"broker_pauses"`
 	BrokerPauseSeconds  float64  `json:"broker_pause_seconds,omitempty"`
+
+	// Cluster mode (Instances ≥ 2): the instances, fencings logged (a
+	// deposed owner's reason naming a fencing, or another cluster line
+	// telling of one), the owner faults and how long each left the
+	// cluster without an owner, failover p99 (of kills and stops) and the
+	// longest clean handover (SIGTERM of the owner), ms; ClusterFailures
+	// are the pass conditions not met (the run is then not valid).
+	Instances          int            `json:"instances"`
+	ClusterName        string         `json:"cluster,omitempty"`
+	SessionTimeoutMs   int64          `json:"cluster_session_timeout_ms,omitempty"`
+	Fencings           int64          `json:"fencings"`
+	Failovers          []Failover     `json:"failovers,omitempty"`
+	FailoverP99Ms      int64          `json:"failover_p99_ms,omitempty"`
+	CleanHandoverMaxMs int64          `json:"clean_handover_max_ms,omitempty"`
+	InstanceStops      int            `json:"instance_stops,omitempty"`
+	Zombies            []ZombieReport `json:"zombies,omitempty"`
+	StandbyKills       int            `json:"standby_kills,omitempty"`
+	StandbyTerms       int            `json:"standby_sigterms,omitempty"`
+	UnknownOwnerFaults int            `json:"faults_owner_unknown,omitempty"`
+	Takeovers          int            `json:"owner_takeovers,omitempty"` // "serving" lines in all
+	DeposedByReason    map[string]int `json:"deposed_by_reason,omitempty"`
+	FencingLines       map[string]int `json:"fencing_lines,omitempty"`
+	ClusterFailures    []string       `json:"cluster_failures,omitempty"`
 }
 
 // CopyReport is the transactional copiers' part of the report.
@@ -343,8 +382,9 @@ func (c *CopyReport) anomalies() int64 {
 	return n
 }
 
-// Valid reports whether the run found no anomaly.
-func (r *Report) Valid() bool { return r.Anomalies == 0 }
+// Valid reports whether the run found no anomaly and, in cluster mode,
+// met the failover conditions.
+func (r *Report) Valid() bool { return r.Anomalies == 0 && len(r.ClusterFailures) == 0 }
 
 func (c *Config) defaults() {
 	if c.Producers <= 0 {
@@ -406,6 +446,12 @@ func (c *Config) defaults() {
 	}
 	if c.BrokerPause <= 0 {
 		c.BrokerPause = 8 * time.Second
+	}
+	if c.Instances < 1 {
+		c.Instances = 1
+	}
+	if c.ClusterSessionTimeout <= 0 {
+		c.ClusterSessionTimeout = 6 * time.Second
 	}
 }
 

@@ -307,7 +307,7 @@ func (w *copyWork) session(slot int) (*kgo.GroupTransactSession, error) {
 		rebalanceTimeout = sessionTimeout * 2 / 3
 	}
 	return kgo.NewGroupTransactSession(append(logOpts,
-		kgo.SeedBrokers(w.bootstrap),
+		kgo.SeedBrokers(seeds(w.bootstrap)...),
 		kgo.TransactionalID(w.txnID(slot)),
 		kgo.TransactionTimeout(txnTimeout),
 		// read_committed; RequireStable OffsetFetch is always on for group
@@ -752,7 +752,7 @@ type reader struct {
 }
 
 func newReader(id int, bootstrap, topic string, partitions int, log *txnLog, opts ...kgo.Opt) (*reader, error) {
-	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(topic),
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(seeds(bootstrap)...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.MetadataMinAge(100*time.Millisecond),

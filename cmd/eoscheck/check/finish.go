@@ -20,7 +20,11 @@ func (r *run) finish(ctx context.Context) error {
 	cfg, rep := r.cfg, r.rep
 	printTable(r.out, rep)
 	if cfg.WorkDir == "" && rep.Valid() && cfg.LogFile == "" {
-		r.logFile.Close()
+		if r.cl != nil {
+			r.cl.stopAll()
+		} else {
+			r.logFile.Close()
+		}
 		os.RemoveAll(r.work)
 		rep.LogFile += " (removed: no anomaly)"
 	}
@@ -156,7 +160,7 @@ func (r *run) judge(ctx context.Context) error {
 		rep.Anomalies += rep.Copy.anomalies()
 	}
 	if r.jw != nil {
-		if err := javaCheck(ctx, out, r.backend, rep, r.jw, adm, r.pp.logs.txnEnds(), time.Minute); err != nil {
+		if err := javaCheck(ctx, out, r.backend, rep, r.jw, adm, r.txnEnds(), time.Minute); err != nil {
 			return err
 		}
 		rep.Anomalies += rep.JavaCopy.anomalies()
@@ -167,11 +171,42 @@ func (r *run) judge(ctx context.Context) error {
 	if r.berrs != nil {
 		rep.BackendErrors, rep.BackendErrorsByKind = r.berrs.total(), r.berrs.byKind()
 	}
-	rep.ProxyLog = r.pp.logs.notableCounts()
-	rep.ProxyCrashes = r.pp.logs.crashed()
+	rep.ProxyLog = map[string]int{}
+	for _, p := range r.procs() {
+		for msg, n := range p.logs.notableCounts() {
+			rep.ProxyLog[msg] += n
+		}
+		rep.ProxyCrashes = append(rep.ProxyCrashes, p.logs.crashed()...)
+	}
+	if r.cl != nil {
+		r.cl.report(rep, r.cfg)
+	}
 	rep.Seconds = time.Since(r.start).Seconds()
 	if len(rep.ProxyCrashes) > 0 {
 		rep.Anomalies += int64(len(rep.ProxyCrashes))
 	}
 	return nil
+}
+
+// txnEnds are the transaction ends every eosproxy process logged, by
+// transactional id; nil when none logged at debug level.
+func (r *run) txnEnds() map[string]txnEnds {
+	var all map[string]txnEnds
+	for _, p := range r.procs() {
+		ends := p.logs.txnEnds()
+		if ends == nil {
+			continue
+		}
+		if all == nil {
+			all = map[string]txnEnds{}
+		}
+		for id, e := range ends {
+			a := all[id]
+			a.commits += e.commits
+			a.aborts += e.aborts
+			a.timedOut += e.timedOut
+			all[id] = a
+		}
+	}
+	return all
 }

@@ -43,7 +43,26 @@ type proxyLogs struct {
 	// (commits and aborts logged at debug level, timeouts at info).
 	ends  map[string]txnEnds
 	debug bool // a debug line was seen: commits and aborts are counted
+	// cluster, when set, is told of every JSON line (cluster mode: who
+	// owns the cluster, fencings); called with mu held.
+	cluster func(logLine)
 }
+
+// logLine is what eoscheck reads of one of eosproxy's JSON log lines.
+type logLine struct {
+	Level     string `json:"level"`
+	Message   string `json:"message"`
+	Bootstrap string `json:"bootstrap"`
+	Txn       string `json:"txn"`
+	Reason    string `json:"reason"`
+	Error     string `json:"error"`
+	// Raw: a type other than the one expected must not make the whole
+	// line unreadable.
+	Generation json.RawMessage `json:"generation"`
+}
+
+// generation is the line's generation field as text ("" when absent).
+func (m logLine) generation() string { return strings.Trim(string(m.Generation), `"`) }
 
 // txnEnds counts what eosproxy's coordinator logged for one transactional
 // id.
@@ -70,12 +89,7 @@ func (l *proxyLogs) Write(p []byte) (int, error) {
 }
 
 func (l *proxyLogs) line(s string) {
-	var m struct {
-		Level     string `json:"level"`
-		Message   string `json:"message"`
-		Bootstrap string `json:"bootstrap"`
-		Txn       string `json:"txn"`
-	}
+	var m logLine
 	if json.Unmarshal([]byte(s), &m) != nil {
 		if strings.TrimSpace(s) != "" && len(l.raw) < 100 {
 			l.raw = append(l.raw, s)
@@ -100,6 +114,9 @@ func (l *proxyLogs) line(s string) {
 	}
 	if (m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic") && len(l.notable) < 20 {
 		l.notable = append(l.notable, s)
+	}
+	if l.cluster != nil {
+		l.cluster(m)
 	}
 	if m.Message == "eosproxy ready" && l.ready != nil {
 		select {
@@ -161,6 +178,8 @@ func (l *proxyLogs) crashed() []string {
 // proxyProc owns the eosproxy child process across SIGKILLs and restarts,
 // always with the same arguments (same data dir, same ports).
 type proxyProc struct {
+	name   string   // in errors; empty: "eosproxy"
+	file   *os.File // its log file, if its own (cluster mode)
 	bin    string
 	args   []string
 	logs   *proxyLogs
@@ -190,9 +209,9 @@ func (pp *proxyProc) start() (string, error) {
 		return addr, nil
 	case <-exited:
 		pp.cmd = nil
-		return "", fmt.Errorf("eosproxy run %d exited before it was ready: %v", pp.runs, cmd.ProcessState)
+		return "", fmt.Errorf("%s run %d exited before it was ready: %v", pp.label(), pp.runs, cmd.ProcessState)
 	case <-time.After(30 * time.Second):
-		return "", fmt.Errorf("eosproxy run %d not ready after 30 s", pp.runs)
+		return "", fmt.Errorf("%s run %d not ready after 30 s", pp.label(), pp.runs)
 	}
 }
 
@@ -200,13 +219,13 @@ func (pp *proxyProc) start() (string, error) {
 // already exited by itself is an error.
 func (pp *proxyProc) kill() error {
 	if pp.cmd == nil {
-		return errors.New("eosproxy is not running")
+		return errors.New(pp.label() + " is not running")
 	}
 	select {
 	case <-pp.exited:
 		state := pp.cmd.ProcessState
 		pp.cmd = nil
-		return fmt.Errorf("eosproxy run %d exited by itself: %v", pp.runs, state)
+		return fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, state)
 	default:
 	}
 	if err := pp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -215,12 +234,35 @@ func (pp *proxyProc) kill() error {
 	select {
 	case <-pp.exited:
 	case <-time.After(30 * time.Second):
-		return errors.New("eosproxy did not die on SIGKILL")
+		return errors.New(pp.label() + " did not die on SIGKILL")
 	}
 	if ws, ok := pp.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		return fmt.Errorf("eosproxy run %d ended with %v, not by the SIGKILL", pp.runs, pp.cmd.ProcessState)
+		return fmt.Errorf("%s run %d ended with %v, not by the SIGKILL", pp.label(), pp.runs, pp.cmd.ProcessState)
 	}
 	pp.cmd = nil
+	return nil
+}
+
+func (pp *proxyProc) label() string {
+	if pp.name == "" {
+		return "eosproxy"
+	}
+	return pp.name
+}
+
+// signal sends sig (SIGSTOP, SIGCONT) to the current run.
+func (pp *proxyProc) signal(sig syscall.Signal) error {
+	if pp.cmd == nil {
+		return fmt.Errorf("%s is not running", pp.label())
+	}
+	select {
+	case <-pp.exited:
+		return fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, pp.cmd.ProcessState)
+	default:
+	}
+	if err := pp.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("%s: %v: %w", pp.label(), sig, err)
+	}
 	return nil
 }
 
@@ -268,13 +310,13 @@ func restartBroker(ctx context.Context, command, logPath string) (time.Duration,
 // reported as unclean too. err is for a run that was not there to stop.
 func (pp *proxyProc) term() (unclean string, err error) {
 	if pp.cmd == nil {
-		return "", errors.New("eosproxy is not running")
+		return "", errors.New(pp.label() + " is not running")
 	}
 	select {
 	case <-pp.exited:
 		state := pp.cmd.ProcessState
 		pp.cmd = nil
-		return "", fmt.Errorf("eosproxy run %d exited by itself: %v", pp.runs, state)
+		return "", fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, state)
 	default:
 	}
 	if err := pp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -286,12 +328,12 @@ func (pp *proxyProc) term() (unclean string, err error) {
 		pp.cmd.Process.Kill()
 		<-pp.exited
 		pp.cmd = nil
-		return fmt.Sprintf("eosproxy run %d did not exit within 30 s of SIGTERM (SIGKILLed)", pp.runs), nil
+		return fmt.Sprintf("%s run %d did not exit within 30 s of SIGTERM (SIGKILLed)", pp.label(), pp.runs), nil
 	}
 	state := pp.cmd.ProcessState
 	pp.cmd = nil
 	if !state.Success() {
-		return fmt.Sprintf("eosproxy run %d ended with %v after SIGTERM", pp.runs, state), nil
+		return fmt.Sprintf("%s run %d ended with %v after SIGTERM", pp.label(), pp.runs, state), nil
 	}
 	return "", nil
 }

@@ -135,6 +135,9 @@ func printTable(w io.Writer, r *Report) {
 		row("group offset != input end", j.OffsetMismatches)
 		fmt.Fprintf(w, "%-44s %10s\n", "output == input (record for record)", yesNo(j.OutputIsInput))
 	}
+	if r.Instances > 1 {
+		printCluster(w, r)
+	}
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
 	for _, e := range r.Examples {
@@ -150,6 +153,9 @@ func printTable(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "  java: %s\n", e)
 		}
 	}
+	for _, f := range r.ClusterFailures {
+		fmt.Fprintf(w, "  cluster: %s\n", f)
+	}
 	verdict := "VALID"
 	if !r.Valid() {
 		verdict = "INVALID"
@@ -162,4 +168,70 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "NO"
+}
+
+// printCluster prints the cluster's rows: instances, faults, failovers and
+// the pass conditions on their times.
+func printCluster(w io.Writer, r *Report) {
+	row := func(name string, v int64) { fmt.Fprintf(w, "%-44s %10d\n", name, v) }
+	ms := func(name string, v int64) {
+		if v < 0 {
+			fmt.Fprintf(w, "%-44s %10s\n", name, "-")
+			return
+		}
+		fmt.Fprintf(w, "%-44s %10.1f\n", name, float64(v)/1000)
+	}
+	fmt.Fprintf(w, "%-44s %10s\n", "eosproxy cluster "+r.ClusterName, "")
+	row("instances", int64(r.Instances))
+	var kills, stops, terms int64
+	for _, f := range r.Failovers {
+		switch f.How {
+		case "kill":
+			kills++
+		case "stop":
+			stops++
+		case "term":
+			terms++
+		}
+	}
+	row("owner SIGKILLs", kills)
+	row("owner SIGTERMs (clean handovers)", terms)
+	row("owner SIGSTOPs past the session timeout", stops)
+	row("standby SIGKILLs", int64(r.StandbyKills))
+	row("standby SIGTERMs", int64(r.StandbyTerms))
+	if r.UnknownOwnerFaults > 0 {
+		row("faults while no owner was known", int64(r.UnknownOwnerFaults))
+	}
+	row("takeovers logged (serving)", int64(r.Takeovers))
+	for _, k := range sortedKeys(toInt64(r.DeposedByReason)) {
+		row("  deposed: "+k, int64(r.DeposedByReason[k]))
+	}
+	row("fencings", r.Fencings)
+	for _, z := range r.Zombies {
+		ms(fmt.Sprintf("  zombie %d deposed after SIGCONT, s", z.Instance), z.DeposedMs)
+	}
+	limit := r.SessionTimeoutMs + 5000
+	ms("failover p99, s", r.FailoverP99Ms)
+	if r.FailoverP99Ms >= 0 {
+		fmt.Fprintf(w, "%-44s %10s\n", fmt.Sprintf("  <= session timeout + 5 s (%.0f s)", float64(limit)/1000), yesNo(r.FailoverP99Ms <= limit))
+	}
+	ms("clean handover max, s", r.CleanHandoverMaxMs)
+	if r.CleanHandoverMaxMs >= 0 {
+		fmt.Fprintf(w, "%-44s %10s\n", "  <= 3 s", yesNo(r.CleanHandoverMaxMs <= 3000))
+	}
+	for _, f := range r.Failovers {
+		took := "none"
+		if f.TookMs >= 0 {
+			took = fmt.Sprintf("%.1fs -> instance %d", float64(f.TookMs)/1000, f.NewOwner)
+		}
+		fmt.Fprintf(w, "  %6.1fs %-4s of instance %d: %s\n", f.At, f.How, f.Victim, took)
+	}
+}
+
+func toInt64(m map[string]int) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = int64(v)
+	}
+	return out
 }

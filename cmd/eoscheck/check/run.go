@@ -49,7 +49,8 @@ type run struct {
 	adm           *kadm.Client
 	berrs         *backendErrors
 	pp            *proxyProc
-	bootstrap     string
+	cl            *cluster // cluster mode (Instances ≥ 2); pp is then nil
+	bootstrap     string   // every instance's, comma-separated (seeds)
 	clientOpts    []kgo.Opt
 	copierOpts    []kgo.Opt // clientOpts without TLS: the copiers' dialer does it
 	perProducer   int
@@ -92,6 +93,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &run{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed>>1|1))}
 	r.rep = &Report{Seed: cfg.Seed, Producers: cfg.Producers, Partitions: cfg.Partitions, Note: notes(cfg)}
 	r.rep.ReplicationFactor = cfg.ReplicationFactor
+	r.rep.Instances = cfg.Instances
 	r.start = time.Now()
 	r.out = cfg.Progress
 	defer r.close()
@@ -159,6 +161,10 @@ func notes(cfg Config) string {
 	if cfg.ReplicationFactor > 1 || cfg.BrokerPauses > 0 {
 		note += fmt.Sprintf(", replication factor %d, %d broker pauses", cfg.ReplicationFactor, cfg.BrokerPauses)
 	}
+	if cfg.Instances > 1 {
+		note += fmt.Sprintf(", %d eosproxy instances as one cluster (session timeout %v; SIGKILLs and SIGTERMs mostly of the owner), %d SIGSTOPs of the owner past the session timeout",
+			cfg.Instances, cfg.ClusterSessionTimeout, cfg.InstanceStops)
+	}
 	return note
 }
 
@@ -184,6 +190,9 @@ func validate(cfg Config) error {
 	}
 	if cfg.GroupProtocol != "classic" && cfg.GroupProtocol != "consumer" {
 		return fmt.Errorf("--group-protocol %q: classic or consumer", cfg.GroupProtocol)
+	}
+	if cfg.InstanceStops > 0 && cfg.Instances < 2 {
+		return errors.New("--instance-stops needs --instances 2 or more: another instance must take over from the stopped owner")
 	}
 	if cfg.JavaCopiers > 0 {
 		switch {
@@ -258,12 +267,21 @@ func (r *run) files() error {
 		r.logPath = filepath.Join(r.work, "eosproxy.log")
 	}
 	rep.LogFile = r.logPath
+	if cfg.Instances > 1 {
+		// Each instance logs to a file of its own (newCluster).
+		rep.LogFile = strings.TrimSuffix(r.logPath, ".log") + "-*.log"
+		return r.traceFile()
+	}
 	logFile, err := os.Create(r.logPath)
 	if err != nil {
 		return err
 	}
 	r.logFile = logFile
 	r.onReturn(func() { logFile.Close() })
+	return r.traceFile()
+}
+
+func (r *run) traceFile() error {
 	traceFile, err := os.Create(filepath.Join(r.work, "trace.log"))
 	if err != nil {
 		return err
@@ -410,6 +428,9 @@ func (r *run) startProxy(brokers int) error {
 			return err
 		}
 	}
+	if cfg.Instances > 1 {
+		return r.startCluster(bin, brokers)
+	}
 	base, err := faults.FreePortRange(r.rng, 1+brokers)
 	if err != nil {
 		return err
@@ -430,13 +451,50 @@ func (r *run) startProxy(brokers int) error {
 	return nil
 }
 
+// startCluster starts Instances eosproxy processes as one cluster and
+// waits until one of them serves.
+func (r *run) startCluster(bin string, brokers int) error {
+	cfg := r.cfg
+	base, err := faults.FreePortRange(r.rng, cfg.Instances*(brokers+2))
+	if err != nil {
+		return err
+	}
+	cl, err := newCluster(cfg, bin, r.work, r.logPath, brokers, base, r.backend, r.rng, r.trace, r.out, r.start)
+	if cl != nil {
+		r.onReturn(cl.stopAll)
+	}
+	if err != nil {
+		return err
+	}
+	r.cl = cl
+	if err := cl.startAll(); err != nil {
+		return err
+	}
+	r.bootstrap = strings.Join(cl.bootstraps, ",")
+	fmt.Fprintf(r.out, "eoscheck: seed %d, backend %s, eosproxy cluster %s of %d instances %s (logs %s), topic %s\n",
+		cfg.Seed, r.rep.Backend, cl.name, cfg.Instances, r.bootstrap, r.rep.LogFile, r.rep.Topic)
+	return nil
+}
+
+// procs are the eosproxy processes of the run: one, or the cluster's.
+func (r *run) procs() []*proxyProc {
+	if r.cl != nil {
+		return r.cl.pps
+	}
+	return []*proxyProc{r.pp}
+}
+
+// seeds splits a comma-separated bootstrap list (every instance of a
+// cluster) into seed brokers.
+func seeds(bootstrap string) []string { return strings.Split(bootstrap, ",") }
+
 // newProducers creates the idempotent producers' clients.
 func (r *run) newProducers() error {
 	cfg := r.cfg
 	r.perProducer = (cfg.Records + cfg.Producers - 1) / cfg.Producers
 	r.prods = make([]*producer, cfg.Producers)
 	for i := range r.prods {
-		cl, err := kgo.NewClient(append(r.clientOpts, kgo.SeedBrokers(r.bootstrap), kgo.DefaultProduceTopic(r.rep.Topic),
+		cl, err := kgo.NewClient(append(r.clientOpts, kgo.SeedBrokers(seeds(r.bootstrap)...), kgo.DefaultProduceTopic(r.rep.Topic),
 			kgo.RecordRetries(1<<30), kgo.RequestRetries(1<<30),
 			kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
 			kgo.RecordDeliveryTimeout(2*time.Minute),
@@ -642,6 +700,9 @@ func (r *run) progress() {
 					line += fmt.Sprintf("  | copied %d  commits %d  aborts %d+%d forced  unknown %d  replaced %d  read %d",
 						r.tlog.copied.Load(), r.tlog.commits.Load(), r.tlog.aborts.Load(), r.tlog.forced.Load(), r.tlog.unknown.Load(),
 						r.cw.restartsCrash.Load()+r.cw.restartsZombie.Load(), read)
+				}
+				if r.cl != nil {
+					line += fmt.Sprintf("  | owner %d", r.cl.owner())
 				}
 				if r.drops != nil {
 					line += fmt.Sprintf("  | drops %d", r.drops.drops())

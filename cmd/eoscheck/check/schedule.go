@@ -304,6 +304,16 @@ func (r *run) schedule(ctx context.Context) error {
 			rep.BrokerPauseSeconds += cfg.BrokerPause.Seconds()
 			pauseBroker(rep.BrokerPauses)
 		}
+		// Stop j of InstanceStops before kill ceil(j*Kills/(InstanceStops+1)).
+		for r.cl != nil && r.cl.stops < cfg.InstanceStops && (r.cl.stops+1)*max(cfg.Kills, 1) <= (r.kills+1)*(cfg.InstanceStops+1) {
+			if err := r.cl.stopOwner(ctx); err != nil {
+				runErr = err
+				break
+			}
+		}
+		if runErr != nil {
+			break
+		}
 		// Not while a broker is paused: the producers' Produce calls to
 		// its partitions would keep them idle for the whole pause.
 		for i, f := range idleFaultKinds {
@@ -332,7 +342,22 @@ func (r *run) schedule(ctx context.Context) error {
 			timerClean++
 			clean = true
 		}
-		if clean {
+		if r.cl != nil {
+			// The victim is started again (and, an owner, succeeded)
+			// before fault returns.
+			unclean, err := r.cl.fault(clean, atCommit)
+			if err != nil {
+				runErr = err
+				break
+			}
+			if clean {
+				rep.CleanRestarts++
+				if unclean != "" {
+					rep.CleanStopErrors = append(rep.CleanStopErrors, unclean)
+					trace.printf("%s", unclean)
+				}
+			}
+		} else if clean {
 			unclean, err := pp.term()
 			if err != nil {
 				runErr = err
@@ -360,9 +385,11 @@ func (r *run) schedule(ctx context.Context) error {
 			how += " as a copier committed"
 		}
 		trace.printf("eosproxy %s (kill %d)", how, r.kills)
-		if _, err := pp.start(); err != nil {
-			runErr = err
-			break
+		if r.cl == nil {
+			if _, err := pp.start(); err != nil {
+				runErr = err
+				break
+			}
 		}
 		if cw != nil {
 			for i, q := range copierRequests {
@@ -381,7 +408,10 @@ func (r *run) schedule(ctx context.Context) error {
 	}
 	rep.DeleteRecordsEvents, rep.DeletedRecords = r.deleted.events, r.deleted.records
 	rep.RetentionEvents = r.deleted.retentionEvents
-	rep.Kills, rep.Restarts = r.kills, pp.runs-1
+	rep.Kills = r.kills
+	for _, p := range r.procs() {
+		rep.Restarts += p.runs - 1
+	}
 	if rep.JavaCopy != nil {
 		rep.JavaCopy.KillsDuring = r.javaKills
 	}

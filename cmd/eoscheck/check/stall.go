@@ -490,7 +490,7 @@ func (c *copier) initRead(ctx context.Context, before int64) {
 func readOutputCommitted(ctx context.Context, bootstrap, topic string, opts []kgo.Opt) (map[int64]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	meta, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), kgo.SeedBrokers(bootstrap),
+	meta, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), kgo.SeedBrokers(seeds(bootstrap)...),
 		kgo.MetadataMinAge(100*time.Millisecond),
 		kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }))...)
 	if err != nil {
@@ -521,7 +521,7 @@ func readOutputCommitted(ctx context.Context, bootstrap, topic string, opts []kg
 	if len(left) == 0 {
 		return got, nil
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), kgo.SeedBrokers(bootstrap),
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), kgo.SeedBrokers(seeds(bootstrap)...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.MetadataMinAge(100*time.Millisecond),

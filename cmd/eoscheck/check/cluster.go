@@ -1,0 +1,492 @@
+package check
+
+// Cluster mode (issue 13): with Instances ≥ 2, eoscheck runs that many
+// eosproxy processes as one cluster (--cluster NAME) in front of the
+// backend. One of them, the owner, serves the exactly-once work; the others
+// relay their clients to it. The clients get every instance as a seed. The
+// fault schedule picks its victims among the instances, mostly the owner
+// (known from the logs: the latest "owner of the cluster: serving" line of
+// an instance that was not deposed, stopped or killed since), sometimes a
+// standby, and measures how long the cluster is left without an owner (a
+// failover). InstanceStops SIGSTOP the owner past the session timeout and
+// SIGCONT it: a zombie, which its successor must have fenced.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The cluster's log lines eoscheck relies on (cmd/eosproxy, cluster/).
+const (
+	msgServing       = "owner of the cluster: serving"
+	msgDeposedPrefix = "no longer the cluster's owner"
+)
+
+// Failover is a fault of the cluster's owner and how long the cluster was
+// left without one.
+type Failover struct {
+	At     float64 `json:"at"`     // seconds since the run started
+	Victim int     `json:"victim"` // instance
+	How    string  `json:"how"`    // kill (SIGKILL), stop (SIGSTOP past the session timeout), term (SIGTERM: a clean handover)
+	// TookMs is the time from the fault until another instance (or the
+	// victim's next run) logged that it serves; -1: none did within the
+	// session timeout + 30 s.
+	TookMs     int64  `json:"took_ms"`
+	NewOwner   int    `json:"new_owner"` // -1: none
+	Generation string `json:"generation,omitempty"`
+}
+
+// ZombieReport is what became of an owner stopped past the session
+// timeout once it was resumed.
+type ZombieReport struct {
+	Instance int `json:"instance"`
+	// DeposedMs is the time from SIGCONT until it logged that it is no
+	// longer the owner; -1: it did not within 30 s.
+	DeposedMs int64  `json:"deposed_ms"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// clusterWatch follows the instances' logs: who serves, who was deposed
+// and why, fencings.
+type clusterWatch struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every event below
+	// servingSince is when an instance last logged that it serves; zero
+	// when it was deposed, killed or stopped since.
+	servingSince []time.Time
+	servings     []ownerEvent // "serving" lines, in order
+	deposals     []ownerEvent // "no longer the owner" lines, in order
+	deposedBy    map[string]int
+	fencings     int64
+	fenceLines   map[string]int // other fencing lines, by message
+}
+
+type ownerEvent struct {
+	inst   int
+	at     time.Time
+	gen    string
+	reason string
+}
+
+// cluster is the Instances eosproxy processes of a cluster-mode run and
+// the schedule's bookkeeping of their faults (used by the schedule's
+// goroutine only, but for the watch).
+type cluster struct {
+	name           string
+	pps            []*proxyProc
+	bootstraps     []string
+	logPaths       []string
+	sessionTimeout time.Duration
+	rng            *rand.Rand
+	trace          *tracer
+	out            io.Writer
+	start          time.Time
+	w              clusterWatch
+
+	kills, terms, stops        int // faults so far, by kind
+	standbyKills, standbyTerms int
+	failovers                  []Failover
+	zombies                    []ZombieReport
+	skippedStops               int // no owner known to stop
+	unknownOwnerFaults         int // faults while no owner was known: victim at random
+	faultErrs                  []string
+}
+
+// fencingReason reports whether a deposed owner's reason says another
+// owner fenced it (rather than a rebalance revoking its ownership).
+func fencingReason(reason string) bool {
+	r := strings.ToLower(reason)
+	return strings.Contains(r, "fenc") || strings.Contains(r, "supersed")
+}
+
+// clusterFencingLine reports whether a line other than a deposition tells
+// of a fencing in the cluster: a write or claim refused for a newer
+// generation.
+func clusterFencingLine(m logLine) bool {
+	msg := strings.ToLower(m.Message)
+	if strings.HasPrefix(msg, msgDeposedPrefix) || !strings.Contains(msg, "fenc") {
+		return false
+	}
+	// Not a client producer fenced by the coordinator (single mode too).
+	return strings.Contains(msg, "claim") || strings.Contains(msg, "generation") ||
+		strings.Contains(msg, "owner") || strings.Contains(msg, "cluster")
+}
+
+// newCluster prepares (does not start) n instances, each on its own ports,
+// data dir and log file, with base the first of n*(brokers+2) free ports.
+func newCluster(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time) (*cluster, error) {
+	n := cfg.Instances
+	c := &cluster{name: fmt.Sprintf("eoscheck-%d", cfg.Seed), sessionTimeout: cfg.ClusterSessionTimeout,
+		rng: rng, trace: trace, out: out, start: start}
+	c.w.changed = make(chan struct{})
+	c.w.servingSince = make([]time.Time, n)
+	c.w.deposedBy = map[string]int{}
+	c.w.fenceLines = map[string]int{}
+	for i := range n {
+		port := base + i*(brokers+2)
+		data := filepath.Join(work, "data-"+strconv.Itoa(i))
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return nil, err
+		}
+		lp := strings.TrimSuffix(logPath, ".log") + "-" + strconv.Itoa(i) + ".log"
+		f, err := os.Create(lp)
+		if err != nil {
+			return nil, err
+		}
+		logs := newProxyLogs(f)
+		logs.cluster = c.watch(i)
+		pp := &proxyProc{name: fmt.Sprintf("eosproxy instance %d", i), bin: bin, logs: logs, file: f, args: []string{
+			"--log-format", "json", "--log-level", cfg.ProxyLogLevel,
+			"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			"--broker-ports", fmt.Sprintf("%d-%d", port+1, port+brokers),
+			"--admin-listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+brokers+1)),
+			"--upstream", strings.Join(backend, ","),
+			"--data-dir", data,
+			"--cluster", c.name,
+			"--cluster-session-timeout", cfg.ClusterSessionTimeout.String(),
+		}}
+		pp.args = append(pp.args, cfg.ProxyArgs...)
+		c.pps = append(c.pps, pp)
+		c.logPaths = append(c.logPaths, lp)
+	}
+	return c, nil
+}
+
+// startAll starts every instance, then waits until one serves.
+func (c *cluster) startAll() error {
+	for _, pp := range c.pps {
+		addr, err := pp.start()
+		if err != nil {
+			return err
+		}
+		c.bootstraps = append(c.bootstraps, addr)
+	}
+	t0 := time.Now()
+	ev, ok := c.waitServing(time.Time{}, -1, c.sessionTimeout+60*time.Second)
+	if !ok {
+		return fmt.Errorf("cluster %s: no instance logged %q within %v of starting", c.name, msgServing, c.sessionTimeout+60*time.Second)
+	}
+	c.trace.printf("cluster %s: instance %d serves (generation %s), %v after all were ready", c.name, ev.inst, ev.gen, ev.at.Sub(t0).Round(time.Millisecond))
+	return nil
+}
+
+// stopAll ends every instance (cleanup) and closes their logs.
+func (c *cluster) stopAll() {
+	for _, pp := range c.pps {
+		pp.stop()
+		if pp.file != nil {
+			pp.file.Close()
+		}
+	}
+}
+
+// watch is instance i's log hook (called with its proxyLogs' mu held).
+func (c *cluster) watch(i int) func(logLine) {
+	return func(m logLine) {
+		w := &c.w
+		switch {
+		case m.Message == msgServing:
+			w.mu.Lock()
+			now := time.Now()
+			w.servingSince[i] = now
+			w.servings = append(w.servings, ownerEvent{inst: i, at: now, gen: m.generation()})
+		case strings.HasPrefix(m.Message, msgDeposedPrefix):
+			w.mu.Lock()
+			now := time.Now()
+			w.servingSince[i] = time.Time{}
+			w.deposals = append(w.deposals, ownerEvent{inst: i, at: now, reason: m.Reason})
+			w.deposedBy[reasonKey(m.Reason)]++
+			if fencingReason(m.Reason) {
+				w.fencings++
+			}
+		case clusterFencingLine(m):
+			w.mu.Lock()
+			w.fenceLines[m.Message]++
+			w.fencings++
+		default:
+			return
+		}
+		close(w.changed)
+		w.changed = make(chan struct{})
+		w.mu.Unlock()
+	}
+}
+
+// reasonKey shortens a deposition's reason to its kind (the text before a
+// colon), for counting.
+func reasonKey(reason string) string {
+	if reason == "" {
+		return "(none)"
+	}
+	if i := strings.IndexByte(reason, ':'); i > 0 {
+		reason = reason[:i]
+	}
+	if len(reason) > 80 {
+		reason = reason[:80]
+	}
+	return reason
+}
+
+// owner is the instance that serves as far as the logs say (the latest to
+// have logged so, if two think they do), or -1.
+func (c *cluster) owner() int {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	o := -1
+	for i, t := range c.w.servingSince {
+		if !t.IsZero() && (o < 0 || t.After(c.w.servingSince[o])) {
+			o = i
+		}
+	}
+	return o
+}
+
+// down records that instance i no longer serves (killed, stopped).
+func (c *cluster) down(i int) {
+	c.w.mu.Lock()
+	c.w.servingSince[i] = time.Time{}
+	c.w.mu.Unlock()
+}
+
+// waitServing waits up to bound for a "serving" line logged after t0 by an
+// instance other than exclude.
+func (c *cluster) waitServing(t0 time.Time, exclude int, bound time.Duration) (ownerEvent, bool) {
+	return c.waitEvent(bound, func() (ownerEvent, bool) {
+		for _, e := range c.w.servings {
+			if e.at.After(t0) && e.inst != exclude {
+				return e, true
+			}
+		}
+		return ownerEvent{}, false
+	})
+}
+
+// waitDeposed waits up to bound for instance i to log, after t0, that it no
+// longer owns the cluster.
+func (c *cluster) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEvent, bool) {
+	return c.waitEvent(bound, func() (ownerEvent, bool) {
+		for _, e := range c.w.deposals {
+			if e.at.After(t0) && e.inst == i {
+				return e, true
+			}
+		}
+		return ownerEvent{}, false
+	})
+}
+
+// waitEvent waits up to bound until find (called with the watch's mu
+// held) finds its event.
+func (c *cluster) waitEvent(bound time.Duration, find func() (ownerEvent, bool)) (ownerEvent, bool) {
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		c.w.mu.Lock()
+		e, ok := find()
+		changed := c.w.changed
+		c.w.mu.Unlock()
+		if ok {
+			return e, true
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return ownerEvent{}, false
+		}
+	}
+}
+
+// pick chooses the victim of the n-th fault of its kind: the owner, but
+// every third fault a standby chosen at random (unless owner is required,
+// as for a restart timed to a commit, which the owner serves).
+func (c *cluster) pick(n int, ownerRequired bool) (victim int, wasOwner bool) {
+	o := c.owner()
+	if o < 0 {
+		c.unknownOwnerFaults++
+		return c.rng.IntN(len(c.pps)), false
+	}
+	if ownerRequired || n%3 != 2 {
+		return o, true
+	}
+	v := c.rng.IntN(len(c.pps) - 1)
+	if v >= o {
+		v++ // any instance but the owner
+	}
+	return v, false
+}
+
+// fault stops an instance, with SIGTERM when clean (a clean handover) or
+// SIGKILL, starts it again at once on its data dir and ports, and, when it
+// was the owner, waits until an instance serves again, recording the
+// failover. unclean is proxyProc.term's.
+func (c *cluster) fault(clean, atCommit bool) (unclean string, err error) {
+	n, how := c.kills, "kill"
+	if clean {
+		n, how = c.terms, "term"
+	}
+	v, wasOwner := c.pick(n, atCommit)
+	pp := c.pps[v]
+	t0 := time.Now()
+	if clean {
+		c.terms++
+		unclean, err = pp.term()
+	} else {
+		c.kills++
+		err = pp.kill()
+	}
+	if err != nil {
+		return "", err
+	}
+	c.down(v)
+	role := "standby"
+	if wasOwner {
+		role = "owner"
+	} else if clean {
+		c.standbyTerms++
+	} else {
+		c.standbyKills++
+	}
+	c.trace.printf("cluster: instance %d (%s) %s", v, role, map[string]string{"kill": "SIGKILLed", "term": "stopped with SIGTERM"}[how])
+	if _, err := pp.start(); err != nil {
+		return unclean, err
+	}
+	if wasOwner {
+		c.takeover(t0, v, v, how)
+	}
+	return unclean, nil
+}
+
+// takeover waits until an instance other than exclude serves after t0,
+// for up to the session timeout + 30 s, and records the failover.
+func (c *cluster) takeover(t0 time.Time, victim, exclude int, how string) {
+	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, TookMs: -1, NewOwner: -1}
+	if how == "kill" || how == "term" {
+		exclude = -1 // the victim's next run may take over
+	}
+	bound := c.sessionTimeout + 30*time.Second
+	if e, ok := c.waitServing(t0, exclude, bound); ok {
+		f.TookMs, f.NewOwner, f.Generation = e.at.Sub(t0).Milliseconds(), e.inst, e.gen
+		c.trace.printf("cluster: instance %d serves (generation %s) %v after the %s of instance %d", e.inst, e.gen, e.at.Sub(t0).Round(time.Millisecond), how, victim)
+		fmt.Fprintf(c.out, "failover: %s of owner %d, instance %d serves after %v\n", how, victim, e.inst, e.at.Sub(t0).Round(time.Millisecond))
+	} else {
+		c.trace.printf("cluster: no instance serves %v after the %s of instance %d", bound, how, victim)
+		fmt.Fprintf(c.out, "failover: %s of owner %d, no instance serves after %v\n", how, victim, bound)
+	}
+	c.failovers = append(c.failovers, f)
+}
+
+// stopOwner SIGSTOPs the owner until another instance serves and for at
+// least the session timeout + 1 s, then SIGCONTs it and waits up to 30 s
+// for it to log that it no longer owns the cluster (a zombie, fenced by
+// its successor's higher generation).
+func (c *cluster) stopOwner(ctx context.Context) error {
+	c.stops++
+	o := c.owner()
+	if o < 0 {
+		c.skippedStops++
+		c.trace.printf("cluster: no owner known: stop %d skipped", c.stops)
+		return nil
+	}
+	pp := c.pps[o]
+	t0 := time.Now()
+	if err := pp.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	c.down(o)
+	c.trace.printf("cluster: owner %d SIGSTOPped (stop %d)", o, c.stops)
+	c.takeover(t0, o, o, "stop")
+	if d := c.sessionTimeout + time.Second - time.Since(t0); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	t1 := time.Now()
+	// Resumed even when the run is cancelled: a stopped process outlives
+	// its SIGKILL only until it is continued, which Kill does not need,
+	// but a stopped instance would hang the others' clients.
+	if err := pp.signal(syscall.SIGCONT); err != nil {
+		return err
+	}
+	c.trace.printf("cluster: instance %d SIGCONTed after %v stopped", o, t1.Sub(t0).Round(time.Millisecond))
+	z := ZombieReport{Instance: o, DeposedMs: -1}
+	if e, ok := c.waitDeposed(t1, o, 30*time.Second); ok {
+		z.DeposedMs, z.Reason = e.at.Sub(t1).Milliseconds(), e.reason
+		c.trace.printf("cluster: zombie %d deposed %v after SIGCONT: %s", o, e.at.Sub(t1).Round(time.Millisecond), e.reason)
+		fmt.Fprintf(c.out, "zombie: instance %d deposed %v after SIGCONT (%s)\n", o, e.at.Sub(t1).Round(time.Millisecond), e.reason)
+	} else {
+		c.trace.printf("cluster: zombie %d logged no deposition within 30 s of SIGCONT", o)
+		fmt.Fprintf(c.out, "zombie: instance %d logged no deposition within 30 s of SIGCONT\n", o)
+	}
+	c.zombies = append(c.zombies, z)
+	return nil
+}
+
+// report fills the cluster's part of the report and its pass conditions:
+// failover p99 ≤ session timeout + 5 s, a clean handover ≤ 3 s, every
+// zombie deposed, fencings seen when an owner was stopped.
+func (c *cluster) report(rep *Report, cfg Config) {
+	rep.Instances = len(c.pps)
+	rep.ClusterName = c.name
+	rep.SessionTimeoutMs = c.sessionTimeout.Milliseconds()
+	rep.Failovers = c.failovers
+	rep.Zombies = c.zombies
+	rep.InstanceStops = c.stops - c.skippedStops
+	rep.StandbyKills, rep.StandbyTerms = c.standbyKills, c.standbyTerms
+	rep.UnknownOwnerFaults = c.unknownOwnerFaults
+	c.w.mu.Lock()
+	rep.Fencings = c.w.fencings
+	rep.DeposedByReason = maps.Clone(c.w.deposedBy)
+	rep.FencingLines = maps.Clone(c.w.fenceLines)
+	rep.Takeovers = len(c.w.servings)
+	c.w.mu.Unlock()
+	bound := c.sessionTimeout + 30*time.Second
+	var took []int64
+	rep.CleanHandoverMaxMs = -1
+	for _, f := range c.failovers {
+		ms := f.TookMs
+		if ms < 0 {
+			ms = bound.Milliseconds()
+			rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("no instance served within %v of the %s of owner %d at %.1fs", bound, f.How, f.Victim, f.At))
+		}
+		if f.How == "term" {
+			rep.CleanHandoverMaxMs = max(rep.CleanHandoverMaxMs, ms)
+			continue
+		}
+		took = append(took, ms)
+	}
+	rep.FailoverP99Ms = -1
+	if len(took) > 0 {
+		slices.Sort(took)
+		rep.FailoverP99Ms = took[(len(took)*99+99)/100-1]
+	}
+	limit := c.sessionTimeout + 5*time.Second
+	if rep.FailoverP99Ms > limit.Milliseconds() {
+		rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("failover p99 %v > session timeout %v + 5 s", time.Duration(rep.FailoverP99Ms)*time.Millisecond, c.sessionTimeout))
+	}
+	if rep.CleanHandoverMaxMs > 3000 {
+		rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("clean handover took %v > 3 s", time.Duration(rep.CleanHandoverMaxMs)*time.Millisecond))
+	}
+	for _, z := range c.zombies {
+		if z.DeposedMs < 0 {
+			rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("the stopped owner %d logged no %q within 30 s of SIGCONT", z.Instance, msgDeposedPrefix))
+		}
+	}
+	if rep.InstanceStops > 0 && rep.Fencings == 0 {
+		rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("%d owners stopped past the session timeout, but no fencing was logged: fencing not exercised", rep.InstanceStops))
+	}
+	if cfg.InstanceStops > 0 && rep.InstanceStops == 0 {
+		rep.ClusterFailures = append(rep.ClusterFailures, "no owner was known when an instance stop was due: none stopped")
+	}
+}
