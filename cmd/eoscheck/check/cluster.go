@@ -108,7 +108,8 @@ type cluster struct {
 // owner fenced it (rather than a rebalance revoking its ownership).
 func fencingReason(reason string) bool {
 	r := strings.ToLower(reason)
-	return strings.Contains(r, "fenc") || strings.Contains(r, "supersed")
+	// "read back void": its own write lost to a newer claim in the log.
+	return strings.Contains(r, "fenc") || strings.Contains(r, "supersed") || strings.Contains(r, "void")
 }
 
 // clusterFencingLine reports whether a line other than a deposition tells
