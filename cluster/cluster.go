@@ -64,9 +64,10 @@ type Config struct {
 	// start of the log, or before a checkpoint's image).
 	Reset func() error
 
-	// groupDialer, for tests: dials the group client's connections, so a
-	// test can freeze this member's heartbeats as a SIGSTOP would.
-	groupDialer func(ctx context.Context, network, host string) (net.Conn, error)
+	// For tests: dial the group client's and the log reader's
+	// connections, so that a test can freeze this member's heartbeats and
+	// reads as a SIGSTOP would, and resume them one after the other.
+	groupDialer, tailDialer func(ctx context.Context, network, host string) (net.Conn, error)
 }
 
 // Change of this member's ownership.
@@ -452,12 +453,17 @@ func (m *Member) replay(ctx context.Context) error {
 	if err := m.cfg.Reset(); err != nil {
 		return fmt.Errorf("reset the store: %w", err)
 	}
-	cl, err := kgo.NewClient(m.opts(
+	topts := []kgo.Opt{
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{m.logTopic: {0: kgo.NewOffset().At(so.Offset)}}),
 		// Trimmed under the reader: go on from the new start (the
 		// validator notices the jump).
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(500*time.Millisecond))...)
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}
+	if m.cfg.tailDialer != nil {
+		topts = append(topts, kgo.Dialer(m.cfg.tailDialer))
+	}
+	cl, err := kgo.NewClient(m.opts(topts...)...)
 	if err != nil {
 		return fmt.Errorf("log reader: %w", err)
 	}
