@@ -135,6 +135,8 @@ type Member struct {
 	changed     chan struct{} // closed and replaced on tail progress and state changes
 	st          state
 	claim       claimInfo // this member's claim while claiming or owning
+	claimOffset int64     // where the log holds it, once read back
+	releasing   map[uint64]bool
 	nextSeq     uint64
 	pending     map[uint64]*pending
 	mine        map[uint64]bool // nonces of this member's claims
@@ -167,14 +169,15 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m := &Member{
 		cfg: cfg, name: "__eosproxy_" + cfg.Name,
-		log:      cfg.Log.With().Str("component", "cluster").Str("cluster", cfg.Name).Str("instance", cfg.Instance).Logger(),
-		changed:  make(chan struct{}),
-		pending:  map[uint64]*pending{},
-		mine:     map[uint64]bool{},
-		held:     -1,
-		changes:  make(chan Change, 1024),
-		kick:     make(chan struct{}, 1),
-		loopDone: make(chan struct{}),
+		log:       cfg.Log.With().Str("component", "cluster").Str("cluster", cfg.Name).Str("instance", cfg.Instance).Logger(),
+		changed:   make(chan struct{}),
+		pending:   map[uint64]*pending{},
+		mine:      map[uint64]bool{},
+		releasing: map[uint64]bool{},
+		held:      -1,
+		changes:   make(chan Change, 1024),
+		kick:      make(chan struct{}, 1),
+		loopDone:  make(chan struct{}),
 	}
 	m.logTopic, m.ownerTopic = m.name+"_log", m.name+"_owner"
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -516,9 +519,17 @@ func (m *Member) tail(ctx context.Context, cl *kgo.Client, done chan struct{}) {
 		fs.EachError(func(t string, p int32, err error) {
 			m.log.Warn().Err(err).Str("topic", t).Msg("reading the cluster log")
 		})
-		fs.EachRecord(func(r *kgo.Record) {
-			if ctx.Err() == nil {
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			for _, r := range p.Records {
+				if ctx.Err() != nil {
+					return
+				}
 				m.process(v, r)
+			}
+			if n := len(p.Records); n > 0 && p.Records[n-1].Offset+1 >= p.HighWatermark {
+				m.mu.Lock()
+				m.caughtUp()
+				m.mu.Unlock()
 			}
 		})
 	}
@@ -539,7 +550,7 @@ func (m *Member) process(v *validator, r *kgo.Record) {
 			m.stats.Duplicates++
 		}
 	case outClaim:
-		m.onClaim(*e.claim)
+		m.onClaim(*e.claim, r.Offset)
 	case outRelease:
 		m.leaderOK = false
 		if m.st == standby {
@@ -597,12 +608,12 @@ func (m *Member) process(v *validator, r *kgo.Record) {
 }
 
 // onClaim: a claim took effect; m.mu held.
-func (m *Member) onClaim(c claimInfo) {
+func (m *Member) onClaim(c claimInfo, offset int64) {
 	prev, prevOK := m.leader, m.leaderOK
 	m.leader, m.leaderOK = c, true
 	switch {
 	case m.st == claiming && c.Nonce == m.claim.Nonce:
-		m.st = owning
+		m.st, m.claimOffset = owning, offset
 		now := time.Now()
 		f := Failover{At: now, Generation: c.Generation}
 		if prevOK || prev.Nonce != 0 {
@@ -623,11 +634,17 @@ func (m *Member) onClaim(c claimInfo) {
 		// Before this member's own claim, which supersedes it.
 	default:
 		m.lostAt = time.Time{}
-		if m.mine[c.Nonce] {
-			// This member's own claim, given up before it landed: it
-			// would fence whoever the group chose since; release it.
-			go m.release(c.Nonce)
-		}
+	}
+}
+
+// caughtUp: the tail has read the whole log; m.mu held.
+func (m *Member) caughtUp() {
+	if c := m.leader; m.st == standby && m.leaderOK && m.mine[c.Nonce] && !m.releasing[c.Nonce] {
+		// The latest claim is this member's own, given up before it
+		// landed (or from before a restart of the same process): it
+		// would fence whoever the group chooses next; release it.
+		m.releasing[c.Nonce] = true
+		go m.release(c.Nonce)
 	}
 }
 
@@ -770,7 +787,9 @@ func (m *Member) Close() error {
 // ownerBalancer gives the owner partition to the member that says it owns
 // the cluster, else to one whose store is a clean replay, else to any:
 // rebalances for members coming and going do not move ownership. Members
-// say so in their join metadata's user data.
+// say so in their join metadata's user data: flags, then the log offset of
+// their claim, so that of two members that both believe they own (a zombie
+// rejoining before it has read the newer claim) the later claim wins.
 type ownerBalancer struct{ m *Member }
 
 const (
@@ -784,8 +803,12 @@ func (*ownerBalancer) IsCooperative() bool  { return false }
 func (b *ownerBalancer) JoinGroupMetadata(interests []string, _ map[string][]int32, generation int32) []byte {
 	b.m.mu.Lock()
 	var f byte
+	var at int64 = -1
 	if b.m.st != standby {
 		f |= flagOwner
+		if b.m.st == owning {
+			at = b.m.claimOffset
+		}
 	}
 	if !b.m.dirty && !b.m.rebuilding {
 		f |= flagReady
@@ -795,7 +818,7 @@ func (b *ownerBalancer) JoinGroupMetadata(interests []string, _ map[string][]int
 	meta.Version = 3
 	meta.Topics = interests
 	meta.Generation = generation
-	meta.UserData = []byte{f}
+	meta.UserData = binary.BigEndian.AppendUint64([]byte{f}, uint64(at))
 	return meta.AppendTo(nil)
 }
 
@@ -814,16 +837,16 @@ func (b *ownerBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int3
 		return plan
 	}
 	var best *kmsg.JoinGroupResponseMember
-	bestScore := -1
+	var bestScore [3]int64
 	cb.EachMember(func(mem *kmsg.JoinGroupResponseMember, meta *kmsg.ConsumerMemberMetadata) {
 		if !slices.Contains(meta.Topics, b.m.ownerTopic) {
 			return
 		}
-		score := 0
-		if len(meta.UserData) == 1 {
-			score = int(meta.UserData[0]&flagOwner)*2 + int(meta.UserData[0]&flagReady)/int(flagReady)
+		var score [3]int64 // owner, claim offset, ready
+		if u := meta.UserData; len(u) == 9 {
+			score = [3]int64{int64(u[0] & flagOwner), int64(binary.BigEndian.Uint64(u[1:])), int64(u[0] & flagReady)}
 		}
-		if score > bestScore || score == bestScore && mem.MemberID < best.MemberID {
+		if c := slices.Compare(score[:], bestScore[:]); best == nil || c > 0 || c == 0 && mem.MemberID < best.MemberID {
 			best, bestScore = mem, score
 		}
 	})

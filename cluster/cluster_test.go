@@ -419,4 +419,3 @@ func TestLargeSetAndCheckpoint(t *testing.T) {
 	e := join(t, c, "e", time.Second, nil)
 	waitApplied(t, e, want)
 }
-

@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Builders of entries for the table: nonces 1 (A) and 2 (B).
@@ -134,5 +136,68 @@ func TestRecordsRoundTrip(t *testing.T) {
 	}
 	if e := decode(&kgo.Record{Value: []byte("junk")}); e.kind != 0 {
 		t.Fatalf("junk decoded as %+v", e)
+	}
+}
+
+// The balancer keeps ownership where it is: the member that owns (of two,
+// the later claim), else a ready one, else the first.
+func TestOwnerBalancer(t *testing.T) {
+	b := &ownerBalancer{m: &Member{ownerTopic: "o"}}
+	meta := func(f byte, at int64) []byte {
+		m := kmsg.NewConsumerMemberMetadata()
+		m.Version = 3
+		m.Topics = []string{"o"}
+		m.UserData = binary.BigEndian.AppendUint64([]byte{f}, uint64(at))
+		return m.AppendTo(nil)
+	}
+	type mem struct {
+		id string
+		f  byte
+		at int64
+	}
+	for _, tc := range []struct {
+		name    string
+		members []mem
+		want    string
+	}{
+		{"owner kept", []mem{{"a", flagReady, -1}, {"b", flagOwner, 5}, {"c", flagReady, -1}}, "b"},
+		{"the later claim of two owners", []mem{{"a", flagOwner | flagReady, 3}, {"b", flagOwner | flagReady, 10}}, "b"},
+		{"owner before ready", []mem{{"a", flagReady, -1}, {"b", flagOwner, 5}}, "b"},
+		{"ready before dirty", []mem{{"a", 0, -1}, {"b", flagReady, -1}}, "b"},
+		{"ties by member id", []mem{{"c", flagReady, -1}, {"a", flagReady, -1}, {"b", flagReady, -1}}, "a"},
+		{"old members without user data", []mem{{"b", 0, 0}, {"a", 0, 0}}, "a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ms []kmsg.JoinGroupResponseMember
+			for _, m := range tc.members {
+				md := meta(m.f, m.at)
+				if m.at == 0 {
+					old := kmsg.ConsumerMemberMetadata{Topics: []string{"o"}}
+					md = old.AppendTo(nil)
+				}
+				ms = append(ms, kmsg.JoinGroupResponseMember{MemberID: m.id, ProtocolMetadata: md})
+			}
+			gb, _, err := b.MemberBalancer(ms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := gb.(*kgo.ConsumerBalancer).BalanceOrError(map[string]int32{"o": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, a := range plan.IntoSyncAssignment() {
+				var ca kmsg.ConsumerMemberAssignment
+				if err := ca.ReadFrom(a.MemberAssignment); err != nil {
+					t.Fatal(err)
+				}
+				if len(ca.Topics) > 0 {
+					got = append(got, a.MemberID)
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Fatalf("assigned to %v, want %s", got, tc.want)
+			}
+		})
 	}
 }
