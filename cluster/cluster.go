@@ -101,6 +101,7 @@ type Stats struct {
 	Void       int64 // records read that belong to no valid claim
 	Duplicates int64 // records read twice (producer retries)
 	Torn       int64 // unfinished sets dropped
+	Rebalances int64 // group assignments received
 }
 
 type state int
@@ -203,7 +204,10 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if err := m.replay(ctx); err != nil {
 		return fail(err)
 	}
-	hb := min(max(cfg.SessionTimeout/10, 100*time.Millisecond), time.Second)
+	// A member learns of a rebalance at its next heartbeat: after a clean
+	// leave, the handover takes about one interval plus a claim's round
+	// trip, so keep it short (heartbeats are cheap).
+	hb := min(max(cfg.SessionTimeout/10, 100*time.Millisecond), 500*time.Millisecond)
 	gopts := []kgo.Opt{
 		kgo.ConsumerGroup(m.name), kgo.ConsumeTopics(m.ownerTopic), kgo.DisableAutoCommit(),
 		kgo.Balancers(&ownerBalancer{m}),
@@ -553,10 +557,10 @@ func (m *Member) process(v *validator, r *kgo.Record) {
 		m.onClaim(*e.claim, r.Offset)
 	case outRelease:
 		m.leaderOK = false
+		if m.st != owning && m.lostAt.IsZero() {
+			m.lostAt = time.Now()
+		}
 		if m.st == standby {
-			if m.lostAt.IsZero() {
-				m.lostAt = time.Now()
-			}
 			if m.held == m.epoch {
 				// The claim that fenced this member is gone.
 				m.held = -1
@@ -721,9 +725,13 @@ func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, assigned map[stri
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gen = gen
+	m.stats.Rebalances++
 	if hasOwnerPartition(assigned, m.ownerTopic) {
 		m.assigned = true
 		m.epoch++
+		if m.st == standby && m.lostAt.IsZero() {
+			m.lostAt = time.Now()
+		}
 		m.kickLoop()
 		return
 	}

@@ -17,15 +17,37 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-func newBackend(t *testing.T) *kfake.Cluster {
+// backend is where a test's cluster lives: an in-process kfake, or the
+// Kafka broker at EOSPROXY_TEST_KAFKA (the real tier).
+type backend struct {
+	seeds []string
+	name  string // the test's cluster name, unique per test
+	real  bool
+}
+
+func newBackend(t *testing.T) *backend {
 	t.Helper()
+	b := &backend{name: fmt.Sprintf("test%x", newNonce())}
+	if addr := os.Getenv("EOSPROXY_TEST_KAFKA"); addr != "" {
+		b.seeds, b.real = []string{addr}, true
+		return b
+	}
 	// Sessions shorter than Kafka's 6s minimum keep the zombie test short.
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return c
+	b.seeds = c.ListenAddrs()
+	return b
+}
+
+// session is d, or Kafka's minimum session timeout on the real tier.
+func (b *backend) session(d time.Duration) time.Duration {
+	if b.real {
+		return max(d, 6*time.Second)
+	}
+	return d
 }
 
 // member is a Member with a store that records what it was given.
@@ -43,11 +65,11 @@ func (tm *member) sets() [][]byte {
 	return append([][]byte(nil), tm.applied...)
 }
 
-func join(t *testing.T, c *kfake.Cluster, inst string, session time.Duration, mod func(*Config)) *member {
+func join(t *testing.T, c *backend, inst string, session time.Duration, mod func(*Config)) *member {
 	t.Helper()
 	tm := &member{adv: inst + ".example:9092"}
 	cfg := Config{
-		Name: "t", Seeds: c.ListenAddrs(), Instance: inst, Advertise: tm.adv, SessionTimeout: session,
+		Name: c.name, Seeds: c.seeds, Instance: inst, Advertise: tm.adv, SessionTimeout: c.session(session),
 		Log: zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.WarnLevel).With().Timestamp().Logger(),
 		Apply: func(set []byte) error {
 			tm.mu.Lock()
@@ -219,6 +241,10 @@ func TestCloseHandsOver(t *testing.T) {
 	next := other(owner, a, b)
 	sets := numbered("s", 10)
 	appendAll(t, owner, sets...)
+	// A settled group (else the leave completes b's joining rebalance).
+	eventually(t, 15*time.Second, "a settled group", func() bool {
+		return next.Stats().Rebalances >= 1 && owner.Stats().Rebalances >= 2
+	})
 	start := time.Now()
 	owner.Close()
 	if ch := <-owner.Changes(); ch.Owner {
