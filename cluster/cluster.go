@@ -67,7 +67,7 @@ type Config struct {
 	// For tests: dial the group client's and the log reader's
 	// connections, so that a test can freeze this member's heartbeats and
 	// reads as a SIGSTOP would, and resume them one after the other.
-	groupDialer, tailDialer func(ctx context.Context, network, host string) (net.Conn, error)
+	groupDialer, tailDialer, prodDialer func(ctx context.Context, network, host string) (net.Conn, error)
 }
 
 // Change of this member's ownership.
@@ -113,6 +113,7 @@ const (
 )
 
 type pending struct {
+	timer         *time.Timer // gives up if the set is not confirmed in time
 	chunks, acked int
 	valid         bool
 	first         int64 // offset of the first chunk
@@ -129,6 +130,7 @@ type Member struct {
 	ctx                        context.Context
 	cancel                     context.CancelFunc
 	loopDone                   chan struct{}
+	confirmWithin              time.Duration
 
 	appendMu sync.Mutex // orders the Produce calls of sets
 
@@ -182,13 +184,24 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	m.logTopic, m.ownerTopic = m.name+"_log", m.name+"_owner"
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	var err error
+	// An owner that cannot get a write confirmed gives up rather than
+	// hang: by then its session has expired and another may own.
+	m.confirmWithin = max(2*cfg.SessionTimeout, 5*time.Second)
 	// Writes as upstream.Instance's: acks=all, no idempotence (a backend
 	// may have none), so one request in flight keeps retries in order; the
 	// reader drops what a retry repeats.
-	m.prod, err = kgo.NewClient(m.opts(kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
+	popts := []kgo.Opt{kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.MaxProduceRequestsInflightPerBroker(1), kgo.ProducerBatchMaxBytes(1<<20))...)
+		kgo.MaxProduceRequestsInflightPerBroker(1), kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.RecordDeliveryTimeout(m.confirmWithin),
+		// A failed produce is retried after a metadata refresh, by
+		// default at most every 5s: too long a stall for the owner.
+		kgo.MetadataMinAge(250 * time.Millisecond)}
+	if cfg.prodDialer != nil {
+		popts = append(popts, kgo.Dialer(cfg.prodDialer))
+	}
+	var err error
+	m.prod, err = kgo.NewClient(m.opts(popts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: log writer: %w", cfg.Name, err)
 	}
@@ -292,6 +305,7 @@ func (m *Member) giveUp(err error, reason string) {
 	wasOwner := m.st == owning
 	m.st = standby
 	for _, p := range m.pending {
+		p.timer.Stop()
 		p.err = err
 		close(p.done)
 	}
@@ -355,6 +369,13 @@ func (m *Member) append(k kind, set []byte) (*pending, error) {
 	recs := setRecords(m.logTopic, k, c, seq, set)
 	p := &pending{chunks: len(recs), done: make(chan struct{})}
 	m.pending[seq] = p
+	p.timer = time.AfterFunc(m.confirmWithin, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.pending[seq] == p && m.claim.Nonce == c.Nonce {
+			m.giveUp(fmt.Errorf("%w: set %d not confirmed within %s", ErrNotOwner, seq, m.confirmWithin), "log write not confirmed in time")
+		}
+	})
 	m.mu.Unlock()
 	for i, r := range recs {
 		m.prod.Produce(m.ctx, r, func(r *kgo.Record, err error) {
@@ -382,6 +403,7 @@ func (m *Member) append(k kind, set []byte) (*pending, error) {
 // maybeDone confirms a set acknowledged and read back valid; m.mu held.
 func (m *Member) maybeDone(seq uint64, p *pending) {
 	if p.acked == p.chunks && p.valid {
+		p.timer.Stop()
 		delete(m.pending, seq)
 		m.stats.Appended++
 		close(p.done)
@@ -466,6 +488,7 @@ func (m *Member) replay(ctx context.Context) error {
 		// validator notices the jump).
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.MetadataMinAge(250 * time.Millisecond), // as the writer's
 	}
 	if m.cfg.tailDialer != nil {
 		topts = append(topts, kgo.Dialer(m.cfg.tailDialer))

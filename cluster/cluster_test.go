@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // backend is where a test's cluster lives: an in-process kfake, or the
@@ -444,4 +446,79 @@ func TestLargeSetAndCheckpoint(t *testing.T) {
 	}
 	e := join(t, c, "e", time.Second, nil)
 	waitApplied(t, e, want)
+}
+
+// dropper loses the answer to a produce request while armed: the broker
+// appends the batch and answers, the writer never hears so and sends it
+// again (no idempotence), and the log holds it twice.
+type dropper struct {
+	mu    sync.Mutex
+	armed int // produce requests still to lose the answer of
+}
+
+func (d *dropper) arm(n int) { d.mu.Lock(); d.armed = n; d.mu.Unlock() }
+
+func (d *dropper) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
+	if err != nil {
+		return nil, err
+	}
+	return &dropConn{Conn: c, d: d}, nil
+}
+
+type dropConn struct {
+	net.Conn
+	d        *dropper
+	dropNext atomic.Bool
+}
+
+func (c *dropConn) Write(b []byte) (int, error) {
+	// A request: int32 size, int16 API key (0: produce), ...
+	if len(b) >= 6 && b[4] == 0 && b[5] == 0 {
+		c.d.mu.Lock()
+		if c.d.armed > 0 {
+			c.d.armed--
+			c.dropNext.Store(true)
+		}
+		c.d.mu.Unlock()
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *dropConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.dropNext.Load() {
+		// The broker answered, so it has appended the batch.
+		c.Conn.Close()
+		return 0, errors.New("test: answer lost")
+	}
+	return n, err
+}
+
+// Writes retried after a lost answer land twice in the log; every reader
+// applies them once, and the owner's Appends succeed.
+func TestRetriedWritesAppliedOnce(t *testing.T) {
+	c := newBackend(t)
+	var d dropper
+	a := join(t, c, "a", time.Second, func(cfg *Config) {
+		cfg.prodDialer = d.dial
+		if os.Getenv("DBG") != "" {
+			cfg.Opts = append(cfg.Opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelDebug, nil)))
+		}
+	})
+	if firstOwner(t, 10*time.Second, a) != a {
+		t.Fatal()
+	}
+	b := join(t, c, "b", time.Second, nil)
+	d.arm(2)
+	sets := numbered("s", 6)
+	appendAll(t, a, sets...)
+	waitApplied(t, b, sets)
+	more := numbered("t", 2)
+	appendAll(t, a, more...)
+	waitApplied(t, b, append(sets, more...))
+	if s := b.Stats(); s.Duplicates == 0 {
+		t.Fatalf("no duplicate read (the test did not cause any): %+v", s)
+	}
+	waitApplied(t, join(t, c, "e", time.Second, nil), append(sets, more...))
 }
