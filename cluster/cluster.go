@@ -53,7 +53,8 @@ type Config struct {
 	Instance  string    // this instance's stable id (logs, claims)
 	Advertise string    // host:port where clients bootstrap at this instance, published in its claims
 	// SessionTimeout of the group membership (default 10s): how long a
-	// silent owner keeps the cluster before another is elected.
+	// silent owner keeps the cluster before another is elected. Kafka
+	// accepts group.min.session.timeout.ms (6s) to ...max... (30 min).
 	SessionTimeout time.Duration
 	Log            zerolog.Logger
 	// Apply is called in log order with each valid set that this member
@@ -322,7 +323,9 @@ func (m *Member) giveUp(err error, reason string) {
 
 // Changes receives this member's ownership changes: Owner:true once it
 // owns (claim written, read back, everything before it applied), Owner:false
-// when it no longer does. Closed by Close.
+// when it no longer does. A standby whose Apply failed also gets an
+// Owner:false: both mean "stop using the store, then Rebuild". Closed by
+// Close.
 func (m *Member) Changes() <-chan Change { return m.changes }
 
 // Leader is the owner per the latest claim read from the log.
@@ -522,6 +525,13 @@ func (m *Member) replay(ctx context.Context) error {
 	}
 }
 
+// tailPosition is the next log offset the tail reads.
+func (m *Member) tailPosition() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tailPos
+}
+
 func (m *Member) stopTail() {
 	m.mu.Lock()
 	stop, done := m.tailStop, m.tailDone
@@ -625,9 +635,12 @@ func (m *Member) process(v *validator, r *kgo.Record) {
 	m.mu.Lock()
 	if err != nil {
 		// The store no longer matches the log: apply nothing more, and
-		// claim nothing, until a Rebuild.
-		m.dirty = true
-		m.log.Error().Err(err).Int64("offset", r.Offset).Msg("cannot apply a set of the cluster log; rebuild needed")
+		// claim nothing, until a Rebuild, which the Change asks for.
+		if !m.dirty {
+			m.dirty = true
+			m.log.Error().Err(err).Int64("offset", r.Offset).Msg("cannot apply a set of the cluster log; rebuild needed")
+			m.emit(Change{Owner: false, Generation: m.gen, At: time.Now(), Reason: "apply failed, rebuild needed: " + err.Error()})
+		}
 	} else {
 		m.stats.Applied++
 	}

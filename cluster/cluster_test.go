@@ -349,9 +349,16 @@ func TestZombieFencedAndRebuild(t *testing.T) {
 
 	grp.freeze()
 	rd.freeze()
+	frozen := time.Now()
 	ch := nextChange(t, b, 15*time.Second)
 	if !ch.Owner {
 		t.Fatalf("b: %+v", ch)
+	}
+	// The bound for a failover: session timeout + 5 s.
+	took, bound := time.Since(frozen), b.cfg.SessionTimeout+5*time.Second
+	t.Logf("failover after the owner froze took %s (session %s); b's count: %+v", took, b.cfg.SessionTimeout, b.Stats().Failovers)
+	if took > bound {
+		t.Fatalf("failover took %s, want ≤ %s", took, bound)
 	}
 	// a still believes it owns: it has read nothing since.
 	if _, self, _ := a.Leader(); !self {
@@ -521,4 +528,47 @@ func TestRetriedWritesAppliedOnce(t *testing.T) {
 		t.Fatalf("no duplicate read (the test did not cause any): %+v", s)
 	}
 	waitApplied(t, join(t, c, "e", time.Second, nil), append(sets, more...))
+}
+
+// A standby whose store fails to apply a set is told to rebuild (a
+// Change{Owner:false}), applies nothing more until then, and the rebuild
+// brings it back to every valid set.
+func TestApplyFailureAsksForRebuild(t *testing.T) {
+	c := newBackend(t)
+	a := join(t, c, "a", time.Second, nil)
+	if firstOwner(t, 10*time.Second, a) != a {
+		t.Fatal()
+	}
+	var fail atomic.Bool
+	b := join(t, c, "b", time.Second, func(cfg *Config) {
+		apply := cfg.Apply
+		cfg.Apply = func(set []byte) error {
+			if string(set) == "s-1" && fail.CompareAndSwap(false, true) {
+				return errors.New("disk full")
+			}
+			return apply(set)
+		}
+	})
+	sets := numbered("s", 4)
+	appendAll(t, a, sets...)
+	ch := nextChange(t, b, 10*time.Second)
+	if ch.Owner {
+		t.Fatalf("%+v", ch)
+	}
+	t.Logf("b: %s", ch.Reason)
+	eventually(t, 10*time.Second, "b reads on", func() bool {
+		_, _, ok := b.Leader()
+		return ok && b.tailPosition() >= 5
+	})
+	if got := b.sets(); !equalSets(got, sets[:1]) {
+		t.Fatalf("b applied %q after the failure", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.sets(); !equalSets(got, sets) {
+		t.Fatalf("b rebuilt to %q", got)
+	}
 }
