@@ -572,3 +572,40 @@ func TestApplyFailureAsksForRebuild(t *testing.T) {
 		t.Fatalf("b rebuilt to %q", got)
 	}
 }
+
+// The owner of three falls silent (every connection frozen, as a crashed
+// host): exactly one of the other two takes over within the session
+// timeout + 5 s, the other follows it, and nothing acknowledged is lost.
+func TestCrashOneOfThree(t *testing.T) {
+	c := newBackend(t)
+	var fa freezer
+	a := join(t, c, "a", time.Second, func(cfg *Config) {
+		cfg.groupDialer, cfg.tailDialer, cfg.prodDialer = fa.dial, fa.dial, fa.dial
+	})
+	t.Cleanup(fa.thaw)
+	if firstOwner(t, 10*time.Second, a) != a {
+		t.Fatal()
+	}
+	b, d := join(t, c, "b", time.Second, nil), join(t, c, "d", time.Second, nil)
+	sets := numbered("a", 5)
+	appendAll(t, a, sets...)
+	fa.freeze()
+	start := time.Now()
+	owner := firstOwner(t, b.cfg.SessionTimeout+5*time.Second, b, d)
+	t.Logf("failover took %s (session %s)", time.Since(start), b.cfg.SessionTimeout)
+	follower := other(owner, b, d)
+	if got := owner.sets(); !equalSets(got, sets) {
+		t.Fatalf("the new owner has %q", got)
+	}
+	more := numbered("n", 3)
+	appendAll(t, owner, more...)
+	waitApplied(t, follower, append(sets, more...))
+	select {
+	case ch := <-follower.Changes():
+		t.Fatalf("the follower changed too: %+v", ch)
+	default:
+	}
+	if adv, _, ok := follower.Leader(); !ok || adv != owner.adv {
+		t.Fatalf("follower's Leader() = %q %v", adv, ok)
+	}
+}
