@@ -207,6 +207,23 @@ func (cp *crashProxy) kill() {
 	cp.cmd = nil
 }
 
+// stop ends the current run with SIGTERM (a clean stop) and waits for it.
+func (cp *crashProxy) stop() {
+	cp.t.Helper()
+	if err := cp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		cp.t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case <-cp.exited:
+	case <-time.After(60 * time.Second):
+		cp.t.Fatal("eosproxy did not stop within 60 s of SIGTERM")
+	}
+	if !cp.cmd.ProcessState.Success() {
+		cp.t.Errorf("eosproxy run %d ended with %v after SIGTERM\n%s", cp.runs, cp.cmd.ProcessState, cp.logs.report())
+	}
+	cp.cmd = nil
+}
+
 // readBackendAll reads every record of topic straight from the backend up
 // to the partitions' current ends and returns the values by partition.
 func readBackendAll(t *testing.T, b backend, topic string) (map[int32][]int, int64) {

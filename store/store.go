@@ -23,7 +23,13 @@ type DB struct {
 }
 
 // Open opens (creating if needed) the badger database under dir.
-func Open(dir string, log zerolog.Logger) (*DB, error) {
+func Open(dir string, log zerolog.Logger) (*DB, error) { return open(dir, true, log) }
+
+// OpenCache opens the badger database under dir as a cache of state kept
+// durable elsewhere (a cluster's log): its writes are not synced.
+func OpenCache(dir string, log zerolog.Logger) (*DB, error) { return open(dir, false, log) }
+
+func open(dir string, sync bool, log zerolog.Logger) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -44,7 +50,7 @@ func Open(dir string, log zerolog.Logger) (*DB, error) {
 		WithNumCompactors(2).
 		// Record batches are often compressed by their producers already.
 		WithCompression(options.None).
-		WithSyncWrites(true)
+		WithSyncWrites(sync)
 	if err := removeEmptyMemtables(dir, log); err != nil {
 		return nil, err
 	}

@@ -48,7 +48,8 @@ const (
 	leaseScanBack = 500
 )
 
-var instanceIDKey = []byte("instance/id")
+// InstanceIDKey is where a data dir keeps its instance's id.
+var InstanceIDKey = []byte("instance/id")
 
 // ErrNoOwnAccess: the backend closes eosproxy's own connections at once,
 // which is what a backend requiring SASL does (eosproxy does not yet
@@ -90,9 +91,9 @@ type Instance struct {
 	closeOnce      sync.Once
 }
 
-// instanceID returns the id of this data dir's instance, made on first use.
-func instanceID(db *store.DB) (string, error) {
-	v, err := db.Get(instanceIDKey)
+// InstanceID returns the id of this data dir's instance, made on first use.
+func InstanceID(db *store.DB) (string, error) {
+	v, err := db.Get(InstanceIDKey)
 	if err != nil {
 		return "", fmt.Errorf("load instance id: %w", err)
 	}
@@ -102,7 +103,7 @@ func instanceID(db *store.DB) (string, error) {
 	b := make([]byte, 8)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
-	if err := db.Put(instanceIDKey, []byte(id)); err != nil {
+	if err := db.Put(InstanceIDKey, []byte(id)); err != nil {
 		return "", fmt.Errorf("store instance id: %w", err)
 	}
 	return id, nil
@@ -112,7 +113,7 @@ func instanceID(db *store.DB) (string, error) {
 // lease that may have expired) and starts renewing it. It retries while the
 // backend cannot be reached, until ctx ends.
 func StartInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo.Opt, listen string, timeout time.Duration, log zerolog.Logger) (*Instance, error) {
-	id, err := instanceID(db)
+	id, err := InstanceID(db)
 	if err != nil {
 		return nil, err
 	}

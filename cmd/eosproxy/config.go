@@ -38,6 +38,9 @@ type config struct {
 	LeaseTimeout    time.Duration
 	AdminListen     string
 	DebugListen     string
+	Cluster         string
+	ClusterSession  time.Duration
+	ClusterAddr     string
 	security
 }
 
@@ -73,6 +76,9 @@ func newFlagSet(c *config) (fs *flag.FlagSet, configFile *string) {
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
 	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (see Operations; keep it off the clients' network); empty disables it")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "deprecated: `host:port`, the same as --admin-listen, which it overrides")
+	fs.StringVar(&c.Cluster, "cluster", "", "`name` of the eosproxy cluster this instance belongs to: instances with the same name in front of the same --upstream act as one, one of them serving and the others taking over when it stops (see Several instances); empty runs a single instance")
+	fs.DurationVar(&c.ClusterSession, "cluster-session-timeout", 10*time.Second, "with --cluster: how long the serving instance may go unheard (its session in the backend's consumer group __eosproxy_<name>) before another takes over; 6s to 5m on Kafka's defaults")
+	fs.StringVar(&c.ClusterAddr, "cluster-advertise", "", "with --cluster: `host:port` at which the other instances reach this one's --listen, to relay clients to it while it serves (default: --advertise-host with --listen's port)")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	c.security.flags(fs)
 	configFile = fs.String("config", "", "YAML `file` whose keys are the other flags' names (an example with every key: cmd/eosproxy/testdata/eosproxy.example.yaml)")

@@ -99,13 +99,22 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and /debug/pprof")
 		}
 	}
-	db, err := store.Open(filepath.Join(cfg.DataDir, "state"), log)
+	upstreams := cfg.upstreams()
+	if cfg.Cluster != "" && len(upstreams) == 0 {
+		return errors.New("--cluster needs --upstream: the cluster's state lives in the backend, which its instances share")
+	}
+	open := store.Open
+	if cfg.Cluster != "" {
+		// The data dir is a cache of the cluster's log, rebuilt from it
+		// whenever this instance starts.
+		open = store.OpenCache
+	}
+	db, err := open(filepath.Join(cfg.DataDir, "state"), log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 
-	upstreams := cfg.upstreams()
 	if len(upstreams) == 0 {
 		dir := filepath.Join(cfg.DataDir, "embedded-kafka")
 		cluster, err := kfake.NewCluster(
@@ -126,7 +135,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxy.Config{
+	pc := proxy.Config{
 		Listen:                    cfg.Listen,
 		AdvertiseHost:             cfg.AdvertiseHost,
 		Upstreams:                 upstreams,
@@ -151,7 +160,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ACL:                       sec.ACL,
 		UpstreamTLS:               sec.UpstreamTLS,
 		UpstreamSASL:              sec.UpstreamSASL,
-	})
+	}
+	if cfg.Cluster != "" {
+		return runCluster(ctx, cfg, pc, ops, log)
+	}
+	p, err := proxy.New(pc)
 	if err != nil {
 		return err
 	}

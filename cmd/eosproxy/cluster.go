@@ -1,0 +1,317 @@
+// Cluster mode (--cluster NAME): several eosproxy instances in front of one
+// backend act as one. At any time one of them, the owner, serves all
+// exactly-once work; its state goes through the cluster's log in the
+// backend (package cluster) before any answer depends on it, so any other
+// instance can take over with nothing acknowledged lost. The others are
+// warm standbys: they replay the log into their own data dir (a cache) and
+// relay clients that reach them to the owner, so clients may bootstrap from
+// any instance.
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/eosproxy/eosproxy/admin"
+	"github.com/eosproxy/eosproxy/cluster"
+	"github.com/eosproxy/eosproxy/proxy"
+	"github.com/eosproxy/eosproxy/store"
+	"github.com/eosproxy/eosproxy/txnstate/spool"
+	"github.com/eosproxy/eosproxy/upstream"
+)
+
+// localKeys are this instance's own: its id and its broker ports. They are
+// neither replicated nor dropped when the state is rebuilt from the log.
+var localKeys = [][]byte{upstream.InstanceIDKey, proxy.PortKeyPrefix}
+
+// runCluster serves as one instance of the cluster cfg.Cluster until ctx
+// ends; pc is the proxy's configuration for the times it owns.
+func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Server, log zerolog.Logger) error {
+	db := pc.DB
+	db.SetReplicator(nil, localKeys...)
+	id, err := upstream.InstanceID(db)
+	if err != nil {
+		return err
+	}
+	log = log.With().Str("cluster", cfg.Cluster).Str("instance", id).Logger()
+	pc.Log = log
+	pc.NoInstanceLease = true // the cluster's group and log decide who serves
+	advertise, err := advertiseAddr(cfg)
+	if err != nil {
+		return err
+	}
+	blobs := &standbySpool{dir: pc.SpoolDir, log: log}
+	defer blobs.close()
+
+	m, err := cluster.Join(ctx, cluster.Config{
+		Name:           cfg.Cluster,
+		Seeds:          pc.Upstreams,
+		Opts:           upstream.KgoOpts(pc.UpstreamTLS, pc.UpstreamSASL),
+		Instance:       id,
+		Advertise:      advertise,
+		SessionTimeout: cfg.ClusterSession,
+		Log:            log,
+		Apply:          func(set []byte) error { return db.Apply(set, blobs) },
+		Reset: func() error {
+			if err := blobs.reset(); err != nil {
+				return err
+			}
+			return db.Reset()
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("join eosproxy cluster %s: %w", cfg.Cluster, err)
+	}
+	defer m.Close()
+
+	for first := true; ; first = false {
+		// Standby: relay clients to the owner until this instance owns.
+		rl, err := startRelay(cfg.Listen, m, log)
+		if err != nil {
+			return err
+		}
+		ops.SetReady(func(context.Context) error {
+			if _, _, ok := m.Leader(); !ok {
+				return errors.New("no owner of the cluster known yet")
+			}
+			return nil
+		})
+		log.Info().Str("listen", cfg.Listen).Msg("standby: relaying clients to the cluster's owner")
+		if first {
+			log.Info().Str("bootstrap", cfg.Listen).Strs("upstream", pc.Upstreams).Msg("eosproxy ready")
+		}
+		var ch cluster.Change
+		select {
+		case <-ctx.Done():
+			rl.close()
+			return nil
+		case ch = <-m.Changes():
+		}
+		rl.close()
+		if !ch.Owner {
+			continue
+		}
+
+		// Owner: serve, with every store write going through the log.
+		blobs.close()
+		db.SetReplicator(m, localKeys...)
+		p, err := proxy.New(pc)
+		if err != nil {
+			db.SetReplicator(nil, localKeys...)
+			log.Error().Err(err).Msg("cannot serve as the cluster's owner; giving ownership up")
+			m.Close()
+			return fmt.Errorf("serve as owner: %w", err)
+		}
+		pctx, stop := context.WithCancel(ctx)
+		p.Start(pctx)
+		ops.SetReady(p.Ready)
+		log.Info().Int32("generation", ch.Generation).Str("bootstrap", p.Addr()).Msg("owner of the cluster: serving")
+		select {
+		case <-ctx.Done():
+			// A clean stop: finish what is in flight, then hand over.
+			stop()
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			if err := p.Shutdown(sctx); err != nil {
+				log.Warn().Err(err).Msg("shutdown cut short")
+			}
+			cancel()
+			db.SetReplicator(nil, localKeys...)
+			return nil
+		case ch = <-m.Changes():
+		}
+		// Deposed (revoked, fenced, or the log refused a write): stop at
+		// once; what this instance wrote past its ownership is void in the
+		// log, so its data dir is rebuilt from the log.
+		stop()
+		log.Warn().Str("reason", ch.Reason).Msg("no longer the cluster's owner: stopping and rebuilding from the cluster's log")
+		p.Close()
+		db.SetReplicator(nil, localKeys...)
+		if err := m.Rebuild(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("rebuild from the cluster's log: %w", err)
+		}
+	}
+}
+
+// advertiseAddr is where the other instances reach this one's bootstrap
+// listener.
+func advertiseAddr(cfg config) (string, error) {
+	if cfg.ClusterAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.ClusterAddr); err != nil {
+			return "", fmt.Errorf("--cluster-advertise %q: %w", cfg.ClusterAddr, err)
+		}
+		return cfg.ClusterAddr, nil
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+	}
+	if cfg.AdvertiseHost != "" {
+		host = cfg.AdvertiseHost
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return "", fmt.Errorf("listen host %q is not an address the other instances can use: set --cluster-advertise", host)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// standbySpool stores the buffered batches a standby replays, in the spool
+// directory the proxy opens once this instance owns (closed before that).
+type standbySpool struct {
+	mu  sync.Mutex
+	dir string
+	log zerolog.Logger
+	s   *spool.Spool
+}
+
+// Put implements store.Blobs. The bytes need no fsync: a standby's data
+// dir is rebuilt from the log whenever it starts.
+func (b *standbySpool) Put(blob []byte) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.s == nil {
+		s, err := spool.Open(b.dir, 0, b.log)
+		if err != nil {
+			return nil, err
+		}
+		b.s = s
+	}
+	ref, err := b.s.Append(blob)
+	if err != nil {
+		return nil, err
+	}
+	return ref.Marshal(), nil
+}
+
+func (b *standbySpool) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.s != nil {
+		b.s.Close()
+		b.s = nil
+	}
+}
+
+// reset empties the spool directory, before a replay from the log.
+func (b *standbySpool) reset() error {
+	b.close()
+	if err := os.RemoveAll(b.dir); err != nil {
+		return fmt.Errorf("empty the spool: %w", err)
+	}
+	return nil
+}
+
+var _ store.Blobs = (*standbySpool)(nil)
+
+// relay passes the connections a standby accepts to the owner's bootstrap
+// address as bytes: the owner answers them, TLS and SASL included, and its
+// metadata then sends the client to the owner's own listeners.
+type relay struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func startRelay(listen string, m *cluster.Member, log zerolog.Logger) (*relay, error) {
+	var ln net.Listener
+	var err error
+	// The owner this instance was a moment ago may still hold the port.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if ln, err = net.Listen("tcp", listen); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("standby listener: %w", err)
+	}
+	r := &relay{ln: ln, conns: map[net.Conn]struct{}{}}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			to, self, ok := m.Leader()
+			if !ok || self {
+				// No owner yet (or this instance, still loading): the
+				// client retries, as it does against a broker starting up.
+				c.Close()
+				continue
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.pass(c, to, log)
+			}()
+		}
+	}()
+	return r, nil
+}
+
+func (r *relay) track(c net.Conn, add bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns == nil {
+		return false
+	}
+	if add {
+		r.conns[c] = struct{}{}
+	} else {
+		delete(r.conns, c)
+	}
+	return true
+}
+
+func (r *relay) pass(c net.Conn, to string, log zerolog.Logger) {
+	defer c.Close()
+	up, err := net.DialTimeout("tcp", to, 5*time.Second)
+	if err != nil {
+		log.Info().Err(err).Str("owner", to).Msg("cannot reach the cluster's owner; closing the client's connection")
+		return
+	}
+	defer up.Close()
+	if !r.track(c, true) || !r.track(up, true) {
+		return
+	}
+	defer r.track(c, false)
+	defer r.track(up, false)
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		// One side ended: end the other, as a broker closing would.
+		dst.Close()
+		src.Close()
+		done <- struct{}{}
+	}
+	go cp(up, c)
+	go cp(c, up)
+	<-done
+	<-done
+}
+
+// close stops accepting and cuts every relayed connection.
+func (r *relay) close() {
+	r.ln.Close()
+	r.mu.Lock()
+	for c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
+	r.mu.Unlock()
+	r.wg.Wait()
+}
