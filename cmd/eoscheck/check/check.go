@@ -18,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+
+	"github.com/eosproxy/eosproxy/cluster"
 )
 
 // Config is one eoscheck run.
@@ -318,6 +320,12 @@ type Report struct {
 	DeposedByReason    map[string]int `json:"deposed_by_reason,omitempty"`
 	FencingLines       map[string]int `json:"fencing_lines,omitempty"`
 	ClusterFailures    []string       `json:"cluster_failures,omitempty"`
+	// ClusterLog is the cluster's log replayed at the end as its readers
+	// do: its superseded writes are deposed owners' late writes, voided
+	// (counted in Fencings). WritesRefused are the writes an instance
+	// refused to send as it was no longer the owner (logged errors).
+	ClusterLog    *cluster.Audit `json:"cluster_log,omitempty"`
+	WritesRefused int64          `json:"writes_refused_not_owner,omitempty"`
 }
 
 // CopyReport is the transactional copiers' part of the report.

@@ -26,6 +26,11 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eosproxy/eosproxy/cluster"
 )
 
 // The cluster's log lines eoscheck relies on (cmd/eosproxy, cluster/).
@@ -33,6 +38,9 @@ const (
 	msgServing       = "owner of the cluster: serving"
 	msgDeposedPrefix = "no longer the cluster's owner"
 )
+
+// The errors of package cluster, as logged.
+var errFencedText, errNotOwnerText = cluster.ErrFenced.Error(), cluster.ErrNotOwner.Error()
 
 // Failover is a fault of the cluster's owner and how long the cluster was
 // left without one.
@@ -71,6 +79,7 @@ type clusterWatch struct {
 	deposedBy    map[string]int
 	fencings     int64
 	fenceLines   map[string]int // other fencing lines, by message
+	refused      int64          // writes refused as this member is no longer the owner
 }
 
 type ownerEvent struct {
@@ -80,10 +89,10 @@ type ownerEvent struct {
 	reason string
 }
 
-// cluster is the Instances eosproxy processes of a cluster-mode run and
+// instances are the Instances eosproxy processes of a cluster-mode run and
 // the schedule's bookkeeping of their faults (used by the schedule's
 // goroutine only, but for the watch).
-type cluster struct {
+type instances struct {
 	name           string
 	pps            []*proxyProc
 	bootstraps     []string
@@ -127,9 +136,9 @@ func clusterFencingLine(m logLine) bool {
 
 // newCluster prepares (does not start) n instances, each on its own ports,
 // data dir and log file, with base the first of n*(brokers+2) free ports.
-func newCluster(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time) (*cluster, error) {
+func newInstances(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time) (*instances, error) {
 	n := cfg.Instances
-	c := &cluster{name: fmt.Sprintf("eoscheck-%d", cfg.Seed), sessionTimeout: cfg.ClusterSessionTimeout,
+	c := &instances{name: fmt.Sprintf("eoscheck-%d", cfg.Seed), sessionTimeout: cfg.ClusterSessionTimeout,
 		rng: rng, trace: trace, out: out, start: start}
 	c.w.changed = make(chan struct{})
 	c.w.servingSince = make([]time.Time, n)
@@ -166,7 +175,7 @@ func newCluster(cfg Config, bin, work, logPath string, brokers, base int, backen
 }
 
 // startAll starts every instance, then waits until one serves.
-func (c *cluster) startAll() error {
+func (c *instances) startAll() error {
 	for _, pp := range c.pps {
 		addr, err := pp.start()
 		if err != nil {
@@ -184,7 +193,7 @@ func (c *cluster) startAll() error {
 }
 
 // stopAll ends every instance (cleanup) and closes their logs.
-func (c *cluster) stopAll() {
+func (c *instances) stopAll() {
 	for _, pp := range c.pps {
 		pp.stop()
 		if pp.file != nil {
@@ -194,7 +203,7 @@ func (c *cluster) stopAll() {
 }
 
 // watch is instance i's log hook (called with its proxyLogs' mu held).
-func (c *cluster) watch(i int) func(logLine) {
+func (c *instances) watch(i int) func(logLine) {
 	return func(m logLine) {
 		w := &c.w
 		switch {
@@ -212,10 +221,15 @@ func (c *cluster) watch(i int) func(logLine) {
 			if fencingReason(m.Reason) {
 				w.fencings++
 			}
-		case clusterFencingLine(m):
+		case clusterFencingLine(m) || strings.Contains(m.Error, errFencedText):
 			w.mu.Lock()
 			w.fenceLines[m.Message]++
 			w.fencings++
+		case strings.Contains(m.Error, errNotOwnerText):
+			w.mu.Lock()
+			w.refused++
+			w.mu.Unlock()
+			return
 		default:
 			return
 		}
@@ -242,7 +256,7 @@ func reasonKey(reason string) string {
 
 // owner is the instance that serves as far as the logs say (the latest to
 // have logged so, if two think they do), or -1.
-func (c *cluster) owner() int {
+func (c *instances) owner() int {
 	c.w.mu.Lock()
 	defer c.w.mu.Unlock()
 	o := -1
@@ -255,7 +269,7 @@ func (c *cluster) owner() int {
 }
 
 // down records that instance i no longer serves (killed, stopped).
-func (c *cluster) down(i int) {
+func (c *instances) down(i int) {
 	c.w.mu.Lock()
 	c.w.servingSince[i] = time.Time{}
 	c.w.mu.Unlock()
@@ -263,7 +277,7 @@ func (c *cluster) down(i int) {
 
 // waitServing waits up to bound for a "serving" line logged after t0 by an
 // instance other than exclude.
-func (c *cluster) waitServing(t0 time.Time, exclude int, bound time.Duration) (ownerEvent, bool) {
+func (c *instances) waitServing(t0 time.Time, exclude int, bound time.Duration) (ownerEvent, bool) {
 	return c.waitEvent(bound, func() (ownerEvent, bool) {
 		for _, e := range c.w.servings {
 			if e.at.After(t0) && e.inst != exclude {
@@ -276,7 +290,7 @@ func (c *cluster) waitServing(t0 time.Time, exclude int, bound time.Duration) (o
 
 // waitDeposed waits up to bound for instance i to log, after t0, that it no
 // longer owns the cluster.
-func (c *cluster) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEvent, bool) {
+func (c *instances) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEvent, bool) {
 	return c.waitEvent(bound, func() (ownerEvent, bool) {
 		for _, e := range c.w.deposals {
 			if e.at.After(t0) && e.inst == i {
@@ -289,7 +303,7 @@ func (c *cluster) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEv
 
 // waitEvent waits up to bound until find (called with the watch's mu
 // held) finds its event.
-func (c *cluster) waitEvent(bound time.Duration, find func() (ownerEvent, bool)) (ownerEvent, bool) {
+func (c *instances) waitEvent(bound time.Duration, find func() (ownerEvent, bool)) (ownerEvent, bool) {
 	timer := time.NewTimer(bound)
 	defer timer.Stop()
 	for {
@@ -311,7 +325,7 @@ func (c *cluster) waitEvent(bound time.Duration, find func() (ownerEvent, bool))
 // pick chooses the victim of the n-th fault of its kind: the owner, but
 // every third fault a standby chosen at random (unless owner is required,
 // as for a restart timed to a commit, which the owner serves).
-func (c *cluster) pick(n int, ownerRequired bool) (victim int, wasOwner bool) {
+func (c *instances) pick(n int, ownerRequired bool) (victim int, wasOwner bool) {
 	o := c.owner()
 	if o < 0 {
 		c.unknownOwnerFaults++
@@ -331,7 +345,7 @@ func (c *cluster) pick(n int, ownerRequired bool) (victim int, wasOwner bool) {
 // SIGKILL, starts it again at once on its data dir and ports, and, when it
 // was the owner, waits until an instance serves again, recording the
 // failover. unclean is proxyProc.term's.
-func (c *cluster) fault(clean, atCommit bool) (unclean string, err error) {
+func (c *instances) fault(clean, atCommit bool) (unclean string, err error) {
 	n, how := c.kills, "kill"
 	if clean {
 		n, how = c.terms, "term"
@@ -370,7 +384,7 @@ func (c *cluster) fault(clean, atCommit bool) (unclean string, err error) {
 
 // takeover waits until an instance other than exclude serves after t0,
 // for up to the session timeout + 30 s, and records the failover.
-func (c *cluster) takeover(t0 time.Time, victim, exclude int, how string) {
+func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
 	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, TookMs: -1, NewOwner: -1}
 	if how == "kill" || how == "term" {
 		exclude = -1 // the victim's next run may take over
@@ -391,7 +405,7 @@ func (c *cluster) takeover(t0 time.Time, victim, exclude int, how string) {
 // least the session timeout + 1 s, then SIGCONTs it and waits up to 30 s
 // for it to log that it no longer owns the cluster (a zombie, fenced by
 // its successor's higher generation).
-func (c *cluster) stopOwner(ctx context.Context) error {
+func (c *instances) stopOwner(ctx context.Context) error {
 	c.stops++
 	o := c.owner()
 	if o < 0 {
@@ -437,7 +451,9 @@ func (c *cluster) stopOwner(ctx context.Context) error {
 // report fills the cluster's part of the report and its pass conditions:
 // failover p99 ≤ session timeout + 5 s, a clean handover ≤ 3 s, every
 // zombie deposed, fencings seen when an owner was stopped.
-func (c *cluster) report(rep *Report, cfg Config) {
+func (c *instances) report(rep *Report, cfg Config) {
+	// fencings: depositions for a fencing, other fencing lines, and the
+	// late writes of deposed owners the cluster's log holds as void.
 	rep.Instances = len(c.pps)
 	rep.ClusterName = c.name
 	rep.SessionTimeoutMs = c.sessionTimeout.Milliseconds()
@@ -451,7 +467,11 @@ func (c *cluster) report(rep *Report, cfg Config) {
 	rep.DeposedByReason = maps.Clone(c.w.deposedBy)
 	rep.FencingLines = maps.Clone(c.w.fenceLines)
 	rep.Takeovers = len(c.w.servings)
+	rep.WritesRefused = c.w.refused
 	c.w.mu.Unlock()
+	if a := rep.ClusterLog; a != nil {
+		rep.Fencings += int64(a.Superseded)
+	}
 	bound := c.sessionTimeout + 30*time.Second
 	var took []int64
 	rep.CleanHandoverMaxMs = -1
@@ -490,4 +510,45 @@ func (c *cluster) report(rep *Report, cfg Config) {
 	if cfg.InstanceStops > 0 && rep.InstanceStops == 0 {
 		rep.ClusterFailures = append(rep.ClusterFailures, "no owner was known when an instance stop was due: none stopped")
 	}
+}
+
+// auditLog reads the cluster's log from the backend and replays it as its
+// readers do (cluster.AuditLog): the deposed owners' late writes that the
+// fence voided.
+func (c *instances) auditLog(ctx context.Context, backend []string, opts ...kgo.Opt) (*cluster.Audit, error) {
+	topic := "__eosproxy_" + c.name + "_log"
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(backend...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("cluster log %s: end offset: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, 0)
+	if !ok || end.Err != nil {
+		return nil, fmt.Errorf("cluster log %s: end offset: %v", topic, end.Err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) == 0 || recs[len(recs)-1].Offset < end.Offset-1 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("cluster log %s: read %d records, the end is at %d: %w", topic, len(recs), end.Offset, err)
+		}
+		fs.EachError(func(_ string, _ int32, err error) {
+			if err != nil {
+				c.trace.printf("cluster log %s: fetch: %v", topic, err)
+			}
+		})
+		recs = append(recs, fs.Records()...)
+		if end.Offset == 0 {
+			break
+		}
+	}
+	a := cluster.AuditLog(recs)
+	return &a, nil
 }

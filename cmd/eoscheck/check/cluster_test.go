@@ -16,7 +16,7 @@ import (
 // (the latest serving instance not deposed since), count fencings, and the
 // report must fail the pass conditions it does not meet.
 func TestClusterWatchAndConditions(t *testing.T) {
-	c := &cluster{name: "x", pps: make([]*proxyProc, 3), sessionTimeout: 6 * time.Second,
+	c := &instances{name: "x", pps: make([]*proxyProc, 3), sessionTimeout: 6 * time.Second,
 		rng: rand.New(rand.NewPCG(1, 2)), trace: newTracer(io.Discard, time.Now()), out: io.Discard, start: time.Now()}
 	c.w.changed = make(chan struct{})
 	c.w.servingSince = make([]time.Time, 3)
@@ -136,6 +136,7 @@ func TestEoscheckInstances(t *testing.T) {
 		Producers:      2,
 		Partitions:     3,
 		Records:        3000,
+		Rate:           150, // producing across the stop: a zombie with writes in flight
 		Seed:           seed,
 		WorkDir:        work,
 		Progress:       &progress,

@@ -179,6 +179,11 @@ func (r *run) judge(ctx context.Context) error {
 		rep.ProxyCrashes = append(rep.ProxyCrashes, p.logs.crashed()...)
 	}
 	if r.cl != nil {
+		a, err := r.cl.auditLog(ctx, r.backend, r.cfg.Security.opts()...)
+		if err != nil {
+			return err
+		}
+		rep.ClusterLog = a
 		r.cl.report(rep, r.cfg)
 	}
 	rep.Seconds = time.Since(r.start).Seconds()

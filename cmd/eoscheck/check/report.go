@@ -207,6 +207,14 @@ func printCluster(w io.Writer, r *Report) {
 		row("  deposed: "+k, int64(r.DeposedByReason[k]))
 	}
 	row("fencings", r.Fencings)
+	if a := r.ClusterLog; a != nil {
+		row("  cluster log: records", int64(a.Records))
+		row("    claims", int64(a.Claims))
+		row("    valid sets", int64(a.Sets))
+		row("    late writes of deposed owners (void)", int64(a.Superseded))
+		row("    other void records", int64(a.OtherVoid))
+	}
+	row("writes refused: no longer the owner", r.WritesRefused)
 	for _, z := range r.Zombies {
 		ms(fmt.Sprintf("  zombie %d deposed after SIGCONT, s", z.Instance), z.DeposedMs)
 	}

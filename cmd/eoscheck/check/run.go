@@ -49,8 +49,8 @@ type run struct {
 	adm           *kadm.Client
 	berrs         *backendErrors
 	pp            *proxyProc
-	cl            *cluster // cluster mode (Instances ≥ 2); pp is then nil
-	bootstrap     string   // every instance's, comma-separated (seeds)
+	cl            *instances // cluster mode (Instances ≥ 2); pp is then nil
+	bootstrap     string     // every instance's, comma-separated (seeds)
 	clientOpts    []kgo.Opt
 	copierOpts    []kgo.Opt // clientOpts without TLS: the copiers' dialer does it
 	perProducer   int
@@ -227,7 +227,8 @@ func (r *run) setUp(ctx context.Context) error {
 	// right after they connect (upstream unreachable); franz-go takes an
 	// EOF before the first response for a misconfiguration (TLS, SASL) and
 	// fails the request unless told that the configuration is right.
-	if r.cfg.RestartBroker > 0 {
+	// So does a standby that knows no owner yet (during a failover).
+	if r.cfg.RestartBroker > 0 || r.cl != nil {
 		r.clientOpts = append(r.clientOpts, kgo.AlwaysRetryEOF())
 	}
 	// Clipped: the clients append their own options to these concurrently.
@@ -459,7 +460,7 @@ func (r *run) startCluster(bin string, brokers int) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newCluster(cfg, bin, r.work, r.logPath, brokers, base, r.backend, r.rng, r.trace, r.out, r.start)
+	cl, err := newInstances(cfg, bin, r.work, r.logPath, brokers, base, r.backend, r.rng, r.trace, r.out, r.start)
 	if cl != nil {
 		r.onReturn(cl.stopAll)
 	}
