@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -239,6 +240,9 @@ func (c *instances) watch(i int) func(logLine) {
 	}
 }
 
+// reasonIDs are the instance ids and numbers in a reason.
+var reasonIDs = regexp.MustCompile(`\b([0-9a-f]{16}|[0-9]+)\b`)
+
 // reasonKey shortens a deposition's reason to its kind (the text before a
 // colon), for counting.
 func reasonKey(reason string) string {
@@ -248,6 +252,7 @@ func reasonKey(reason string) string {
 	if i := strings.IndexByte(reason, ':'); i > 0 {
 		reason = reason[:i]
 	}
+	reason = reasonIDs.ReplaceAllString(reason, "N")
 	if len(reason) > 80 {
 		reason = reason[:80]
 	}

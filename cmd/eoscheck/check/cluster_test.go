@@ -63,6 +63,9 @@ func TestClusterWatchAndConditions(t *testing.T) {
 	c.zombies = []ZombieReport{{Instance: 1, DeposedMs: -1}}
 	rep := &Report{}
 	c.report(rep, Config{InstanceStops: 1})
+	if k := reasonKey("fenced by the claim of 45e604e45dd9eeea (generation 4)"); k != "fenced by the claim of N (generation N)" {
+		t.Errorf("reason key %q", k)
+	}
 	if rep.Fencings != 2 || rep.DeposedByReason["fenced"] != 1 || rep.DeposedByReason["revoked"] != 1 || rep.FailoverP99Ms != 12000 || rep.CleanHandoverMaxMs != 3500 {
 		t.Fatalf("report: %+v", rep)
 	}
