@@ -92,6 +92,21 @@ retention.ms; --replication-factor and
 and --restart-broker with --broker-restart-cmd 'kafka.sh restart-node 2'
 exercise a two-broker cluster.
 
+Cluster mode (issue 13): --instances N (2 or more) runs N eosproxy processes
+as one cluster (--cluster eoscheck-<seed>, --cluster-session-timeout), each on
+its own ports, data dir and log file, and gives every client all of them as
+seeds. The kills and SIGTERMs go to the owner (the instance whose latest log
+line says it serves), every third of each to a standby; after an owner fault
+the schedule waits until an instance serves again and records the failover's
+time. --instance-stops SIGSTOPs the owner until another serves and past the
+session timeout, then SIGCONTs it: the zombie must log that it was deposed.
+At the end the cluster's log is read back and replayed as its readers do: a
+deposed owner's late writes there are void (fencings). The run fails unless
+failover p99 <= session timeout + 5 s, every clean handover (SIGTERM of the
+owner) <= 3 s, every zombie deposed, and fencings > 0 when an owner was
+stopped. The other faults apply unchanged to the cluster (--drops cuts every
+instance's backend connections, the cluster's own traffic included).
+
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
 transaction), uncommitted reads (read before its copier asked to commit),

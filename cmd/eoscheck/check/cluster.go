@@ -52,7 +52,10 @@ type Failover struct {
 	// TookMs is the time from the fault until another instance (or the
 	// victim's next run) logged that it serves; -1: none did within the
 	// session timeout + 30 s.
-	TookMs     int64  `json:"took_ms"`
+	TookMs int64 `json:"took_ms"`
+	// ExitedMs (term) is how long the victim took to exit after SIGTERM:
+	// it finishes its in-flight requests (--shutdown-timeout) first.
+	ExitedMs   int64  `json:"exited_ms,omitempty"`
 	NewOwner   int    `json:"new_owner"` // -1: none
 	Generation string `json:"generation,omitempty"`
 }
@@ -368,6 +371,7 @@ func (c *instances) fault(clean, atCommit bool) (unclean string, err error) {
 	if err != nil {
 		return "", err
 	}
+	exited := time.Since(t0)
 	c.down(v)
 	role := "standby"
 	if wasOwner {
@@ -383,6 +387,9 @@ func (c *instances) fault(clean, atCommit bool) (unclean string, err error) {
 	}
 	if wasOwner {
 		c.takeover(t0, v, v, how)
+		if clean {
+			c.failovers[len(c.failovers)-1].ExitedMs = exited.Milliseconds()
+		}
 	}
 	return unclean, nil
 }

@@ -232,6 +232,9 @@ func printCluster(w io.Writer, r *Report) {
 		if f.TookMs >= 0 {
 			took = fmt.Sprintf("%.1fs -> instance %d", float64(f.TookMs)/1000, f.NewOwner)
 		}
+		if f.How == "term" {
+			took += fmt.Sprintf(" (exited after %.1fs)", float64(f.ExitedMs)/1000)
+		}
 		fmt.Fprintf(w, "  %6.1fs %-4s of instance %d: %s\n", f.At, f.How, f.Victim, took)
 	}
 }
