@@ -417,8 +417,26 @@ func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
 // least the session timeout + 1 s, then SIGCONTs it and waits up to 30 s
 // for it to log that it no longer owns the cluster (a zombie, fenced by
 // its successor's higher generation).
-func (c *instances) stopOwner(ctx context.Context) error {
+//
+// With copiers (cw), the stop waits up to 5 s for one of them to ask to
+// commit and comes a moment after: the owner is then likely mid-write, so
+// that the zombie has late writes for the fence to void.
+func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
 	c.stops++
+	if cw != nil {
+		select {
+		case <-cw.commitHook: // stale: of an earlier arming
+		default:
+		}
+		cw.commitHookArmed.Store(true)
+		select {
+		case <-cw.commitHook:
+			time.Sleep(time.Duration(c.rng.Int64N(int64(20 * time.Millisecond))))
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+		}
+		cw.commitHookArmed.Store(false)
+	}
 	o := c.owner()
 	if o < 0 {
 		c.skippedStops++

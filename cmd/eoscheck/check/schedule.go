@@ -306,7 +306,7 @@ func (r *run) schedule(ctx context.Context) error {
 		}
 		// Stop j of InstanceStops before kill ceil(j*Kills/(InstanceStops+1)).
 		for r.cl != nil && r.cl.stops < cfg.InstanceStops && (r.cl.stops+1)*max(cfg.Kills, 1) <= (r.kills+1)*(cfg.InstanceStops+1) {
-			if err := r.cl.stopOwner(ctx); err != nil {
+			if err := r.cl.stopOwner(ctx, cw); err != nil {
 				runErr = err
 				break
 			}
