@@ -432,27 +432,35 @@ func (m *Member) maybeDone(seq uint64, p *pending) {
 // then trims the log before it: a replay starts at the image (Reset, then
 // Apply(image)). The caller must not Append concurrently with the image's
 // capture, so that the image is the state after every set appended before.
-func (m *Member) Checkpoint(image []byte) error {
+func (m *Member) Checkpoint(image []byte) error { return m.AppendCheckpoint(image)() }
+
+// AppendCheckpoint is Checkpoint in two steps, as Append: it queues the
+// image after every set appended before, and wait returns once the image
+// is confirmed and the log trimmed to it. The caller's lock that keeps
+// Appends out need only cover the capture and this call, not the wait.
+func (m *Member) AppendCheckpoint(image []byte) (wait func() error) {
 	p, err := m.append(kindCheckpoint, image)
 	if err != nil {
-		return err
+		return func() error { return err }
 	}
-	<-p.done
-	if p.err != nil {
-		return p.err
+	return func() error {
+		<-p.done
+		if p.err != nil {
+			return p.err
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		defer cancel()
+		var os kadm.Offsets
+		os.Add(kadm.Offset{Topic: m.logTopic, Partition: 0, At: p.first})
+		resp, err := kadm.NewClient(m.prod).DeleteRecords(ctx, os)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("cluster %s: trim the log to the checkpoint at %d: %w", m.cfg.Name, p.first, err)
+		}
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
-	defer cancel()
-	var os kadm.Offsets
-	os.Add(kadm.Offset{Topic: m.logTopic, Partition: 0, At: p.first})
-	resp, err := kadm.NewClient(m.prod).DeleteRecords(ctx, os)
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("cluster %s: trim the log to the checkpoint at %d: %w", m.cfg.Name, p.first, err)
-	}
-	return nil
 }
 
 // Rebuild, once the caller no longer uses the store after a

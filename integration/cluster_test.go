@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +41,8 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 		in.cp = newCrashProxy(t, bin,
 			"--log-format", "json", "--log-level", "info",
 			"--cluster", name, "--cluster-session-timeout", session.String(),
+			// Checkpoints (and the log trimmed) many times over the test.
+			"--cluster-checkpoint-bytes", "16384",
 			"--listen", in.bootstrap,
 			"--broker-ports", fmt.Sprintf("%d-%d", in.lo, in.hi),
 			"--upstream", strings.Join(b.addrs, ","),
@@ -112,9 +115,12 @@ func askOwner(bootstrap string, insts []*clusterInstance) int {
 // failover is timed.
 func TestClusterFailover(t *testing.T) {
 	bin := buildProxy(t)
+	eachBackend(t, func(t *testing.T, b backend) { clusterFailover(t, bin, b) })
+}
+
+func clusterFailover(t *testing.T, bin string, b backend) {
 	seed := faultSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-	b := newFake(t)
 	const session = 6 * time.Second
 	insts := startCluster(t, bin, b, rng, fmt.Sprintf("test%d", seed%100000), 3, session)
 	owner := clusterOwner(t, insts, 30*time.Second)
@@ -223,9 +229,12 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}()
 
-	// Faults: SIGKILL the serving instance, or stop it cleanly (SIGTERM),
-	// and restart it as a standby; time how long until another serves.
-	const faultsN = 4
+	// Faults: SIGKILL the serving instance, pause it (SIGSTOP) past the
+	// session timeout and let it go on (SIGCONT: a zombie, which must find
+	// itself deposed), or stop it cleanly (SIGTERM); a killed or stopped
+	// instance restarts as a standby. Each time, how long until another
+	// instance serves.
+	const faultsN = 5
 	var failovers []time.Duration
 	for k := range faultsN {
 		interval := 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
@@ -235,27 +244,39 @@ func TestClusterFailover(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // pacing the load, not synchronisation
 		}
 		victim := clusterOwner(t, insts, session+30*time.Second)
-		clean := k == faultsN-1
+		how := []string{"SIGKILL", "SIGSTOP", "SIGKILL", "SIGKILL", "clean stop (SIGTERM)"}[k]
 		down := time.Now()
-		if clean {
-			insts[victim].cp.stop()
-		} else {
+		deposedBefore := insts[victim].cp.logs.count(deposedMsg)
+		switch how {
+		case "SIGKILL":
 			insts[victim].cp.kill()
+		case "SIGSTOP":
+			insts[victim].cp.signal(syscall.SIGSTOP)
+		default:
+			insts[victim].cp.stop()
 		}
 		insts[victim].up = false
 		next := clusterOwner(t, insts, 3*session)
 		took := time.Since(down)
 		failovers = append(failovers, took)
-		how := "SIGKILL"
-		if clean {
-			how = "clean stop (SIGTERM)"
-			if took > 3*time.Second+time.Second {
-				t.Errorf("a clean stop handed over in %s, want ≤ 3 s (+1 s for the test's polling)", took.Round(time.Millisecond))
-			}
-		} else if took > session+5*time.Second {
-			t.Errorf("failover after a SIGKILL took %s, want ≤ session timeout %s + 5 s", took.Round(time.Millisecond), session)
+		switch {
+		case how == "clean stop (SIGTERM)" && took > 3*time.Second+time.Second:
+			t.Errorf("a clean stop handed over in %s, want ≤ 3 s (+1 s for the test's polling)", took.Round(time.Millisecond))
+		case how != "clean stop (SIGTERM)" && took > session+5*time.Second:
+			t.Errorf("failover after a %s took %s, want ≤ session timeout %s + 5 s", how, took.Round(time.Millisecond), session)
 		}
 		t.Logf("fault %d: %s of instance %d; instance %d serves after %s", k+1, how, victim, next, took.Round(time.Millisecond))
+		if how == "SIGSTOP" {
+			// Resumed, the old owner must learn that it was deposed,
+			// give up, and serve nothing more.
+			insts[victim].cp.signal(syscall.SIGCONT)
+			waitFor(t, "the resumed owner to give up", 3*session, func() bool { return insts[victim].cp.logs.count(deposedMsg) > deposedBefore })
+			insts[victim].up = true
+			if o := clusterOwner(t, insts, 3*session); o != next {
+				t.Errorf("after the zombie resumed, instance %d serves, not %d", o, next)
+			}
+			continue
+		}
 		insts[victim].cp.start()
 		insts[victim].up = true
 	}
@@ -294,21 +315,41 @@ func TestClusterFailover(t *testing.T) {
 	// The transactions, read_committed through the cluster.
 	cons := newClient(t, seeds[1], kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(txnTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	ends, err := adm.ListEndOffsets(testCtx(t), txnTopic)
-	if err != nil {
-		t.Fatal(err)
+	// eosproxy writes only committed data to the backend, plainly, but an
+	// EndTxn(commit) may be answered before the last of its data is there
+	// (as Kafka answers before its markers are written): read until every
+	// transaction the producer saw committed is whole and nothing more is
+	// in the backend than was read.
+	tmu.Lock()
+	var mustCommit []int
+	for txn, o := range outcomes {
+		if o == committed {
+			mustCommit = append(mustCommit, txn)
+		}
 	}
-	// eosproxy writes only committed data to the backend, plainly: the end
-	// offsets count it.
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	tmu.Unlock()
 	perTxn := map[int]map[int]int{}
 	ctx := testCtx(t)
 	var read int64
-	for read < total {
+	for {
+		whole := true
+		for _, txn := range mustCommit {
+			whole = whole && len(perTxn[txn]) >= 20
+		}
+		if whole {
+			ends, err := adm.ListEndOffsets(ctx, txnTopic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var total int64
+			ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+			if read >= total {
+				break
+			}
+		}
 		fs := cons.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("read %d of the %d committed records through the cluster before timeout", read, total)
+			t.Fatalf("read %d committed records through the cluster; the committed transactions are not all whole before timeout", read)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			read++
@@ -360,6 +401,35 @@ func TestClusterFailover(t *testing.T) {
 		t.Error("no transaction committed")
 	}
 	t.Logf("transactions: %d committed, %d aborted, %d with an unknown outcome", ncommitted, naborted, nunknown)
+
+	var checkpoints, deposed int
+	for _, in := range insts {
+		checkpoints += in.cp.logs.count("checkpoint of the state written")
+		deposed += in.cp.logs.count(deposedMsg)
+	}
+	t.Logf("checkpoints written: %d; owners deposed (fenced): %d", checkpoints, deposed)
+	if checkpoints == 0 {
+		t.Error("no checkpoint written: the replays after the failovers never started from one")
+	}
+	if deposed == 0 {
+		t.Error("the paused owner was never deposed: fencing not exercised")
+	}
+}
+
+const deposedMsg = "no longer the cluster's owner"
+
+// waitFor polls cond until it holds, or fails the test after within.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", within, what)
+		}
+		<-tick.C
+	}
 }
 
 func txnTierOpts() []kgo.Opt {

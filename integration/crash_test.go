@@ -207,6 +207,14 @@ func (cp *crashProxy) kill() {
 	cp.cmd = nil
 }
 
+// signal sends sig to the current run (SIGSTOP, SIGCONT).
+func (cp *crashProxy) signal(sig syscall.Signal) {
+	cp.t.Helper()
+	if err := cp.cmd.Process.Signal(sig); err != nil {
+		cp.t.Fatalf("%v: %v", sig, err)
+	}
+}
+
 // stop ends the current run with SIGTERM (a clean stop) and waits for it.
 func (cp *crashProxy) stop() {
 	cp.t.Helper()

@@ -591,3 +591,12 @@ func keyName(key int16) string {
 	}
 	return "key " + strconv.Itoa(int(key))
 }
+
+// Checkpoint writes an image of the state to the cluster's log (cluster
+// mode), after which a replay starts there; it returns the image's size.
+func (p *Proxy) Checkpoint() (int, error) {
+	if p.cfg.DB == nil {
+		return 0, errors.New("checkpoint: the state is in memory")
+	}
+	return p.cfg.DB.Checkpoint(p.coord.Blob)
+}

@@ -82,11 +82,18 @@ func (t *Txn) Delete(key []byte) error {
 	return nil
 }
 
+// Checkpointer is a Replicator that can also take a full image of the
+// state, after which a replay needs nothing older.
+type Checkpointer interface {
+	AppendCheckpoint(image []byte) (wait func() error)
+}
+
 // replication is the DB's replication state.
 type replication struct {
 	mu    sync.Mutex // held from a write's commit until its set is queued: log order is commit order
 	to    Replicator
 	local [][]byte // key prefixes that are this instance's own: neither replicated nor reset
+	since int64    // bytes replicated since the last checkpoint
 }
 
 // SetReplicator sends every later write to r. Keys under the local prefixes
@@ -129,7 +136,9 @@ func (d *DB) Update(fn func(*Txn) error) error {
 			}
 		}
 		if len(muts) > 0 {
-			wait = r.Append(EncodeSet(muts))
+			set := EncodeSet(muts)
+			d.repl.since += int64(len(set))
+			wait = r.Append(set)
 		}
 	}
 	d.repl.mu.Unlock()
@@ -140,6 +149,63 @@ func (d *DB) Update(fn func(*Txn) error) error {
 		return fmt.Errorf("replicate store write: %w", err)
 	}
 	return nil
+}
+
+// ReplicatedSinceCheckpoint is how many bytes of sets went to the
+// Replicator since the last Checkpoint.
+func (d *DB) ReplicatedSinceCheckpoint() int64 {
+	d.repl.mu.Lock()
+	defer d.repl.mu.Unlock()
+	return d.repl.since
+}
+
+// Checkpoint sends the Replicator an image of every replicated key, taken
+// with writes held back so that it stands exactly where it goes in the
+// log; blob says which values are references to blobs and returns the
+// blob. It returns the image's size once the image is durable.
+func (d *DB) Checkpoint(blob func(key, value []byte) ([]byte, bool, error)) (int, error) {
+	d.repl.mu.Lock()
+	cp, ok := d.repl.to.(Checkpointer)
+	if !ok {
+		d.repl.mu.Unlock()
+		return 0, errors.New("checkpoint: the store is not replicated to a log that takes checkpoints")
+	}
+	var muts []Mutation
+	err := d.View(func(t *badger.Txn) error {
+		it := t.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.KeyCopy(nil)
+			if d.isLocal(k) {
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			m := Mutation{Key: k, Value: v}
+			if b, isBlob, err := blob(k, v); err != nil {
+				return fmt.Errorf("key %q: %w", k, err)
+			} else if isBlob {
+				m.Blob = b
+			}
+			muts = append(muts, m)
+		}
+		return nil
+	})
+	if err != nil {
+		d.repl.mu.Unlock()
+		return 0, fmt.Errorf("checkpoint: read the state: %w", err)
+	}
+	image := EncodeSet(muts)
+	wait := cp.AppendCheckpoint(image)
+	d.repl.since = 0
+	d.repl.mu.Unlock()
+	if err := wait(); err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	return len(image), nil
 }
 
 // DeleteKeys removes keys, many at a time.

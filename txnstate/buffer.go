@@ -6,6 +6,7 @@
 package txnstate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -243,3 +244,18 @@ func (c *Coordinator) Buffered() int64 { return c.buffered.Load() }
 
 // BacklogBytes returns the bytes decided commits still have to write.
 func (c *Coordinator) BacklogBytes() int64 { return c.backlog.Load() }
+
+// Blob returns the batch a buffered batch's index entry points to, for an
+// image of the store (cluster mode's checkpoints): the image carries the
+// bytes, as the log does, never a reference into this instance's spool.
+func (c *Coordinator) Blob(key, value []byte) ([]byte, bool, error) {
+	if !bytes.HasPrefix(key, []byte(prefixBatch)) {
+		return nil, false, nil
+	}
+	ref, err := spool.UnmarshalRef(value)
+	if err != nil {
+		return nil, false, err
+	}
+	b, err := c.opt.Spool.Read(ref)
+	return b, err == nil, err
+}

@@ -98,6 +98,11 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		}
 		rl.close()
 		if !ch.Owner {
+			// A standby whose replay failed: start it afresh.
+			log.Warn().Str("reason", ch.Reason).Msg("standby: rebuilding from the cluster's log")
+			if !rebuild(ctx, m, log) {
+				return nil
+			}
 			continue
 		}
 
@@ -115,10 +120,16 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		p.Start(pctx)
 		ops.SetReady(p.Ready)
 		log.Info().Int32("generation", ch.Generation).Str("bootstrap", p.Addr()).Msg("owner of the cluster: serving")
+		cpDone := make(chan struct{})
+		go func() {
+			defer close(cpDone)
+			checkpoints(pctx, cfg.CheckpointBytes, db, p, log)
+		}()
 		select {
 		case <-ctx.Done():
 			// A clean stop: finish what is in flight, then hand over.
 			stop()
+			<-cpDone
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			if err := p.Shutdown(sctx); err != nil {
 				log.Warn().Err(err).Msg("shutdown cut short")
@@ -132,15 +143,62 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		// once; what this instance wrote past its ownership is void in the
 		// log, so its data dir is rebuilt from the log.
 		stop()
+		<-cpDone
 		log.Warn().Str("reason", ch.Reason).Msg("no longer the cluster's owner: stopping and rebuilding from the cluster's log")
 		p.Close()
 		db.SetReplicator(nil, localKeys...)
-		if err := m.Rebuild(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("rebuild from the cluster's log: %w", err)
+		if !rebuild(ctx, m, log) {
+			return nil
 		}
+	}
+}
+
+// rebuild replays the cluster's log into the data dir afresh, retrying
+// while the backend cannot be read; false once ctx ends.
+func rebuild(ctx context.Context, m *cluster.Member, log zerolog.Logger) bool {
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		err := m.Rebuild(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		log.Error().Err(err).Dur("retry_in", wait).Msg("cannot rebuild the state from the cluster's log")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// checkpoints writes an image of the state to the cluster's log whenever
+// enough went there since the last one, so that the log, and a standby's
+// replay, stay about the size of the state.
+func checkpoints(ctx context.Context, every int64, db *store.DB, p *proxy.Proxy, log zerolog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	threshold := every
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if db.ReplicatedSinceCheckpoint() < threshold {
+			continue
+		}
+		start := time.Now()
+		n, err := p.Checkpoint()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn().Err(err).Msg("checkpoint of the state in the cluster's log failed; retrying later")
+			}
+			continue
+		}
+		threshold = max(every, 2*int64(n))
+		log.Info().Int("bytes", n).Dur("took", time.Since(start)).Msg("checkpoint of the state written to the cluster's log")
 	}
 }
 

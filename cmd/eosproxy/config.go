@@ -41,6 +41,7 @@ type config struct {
 	Cluster         string
 	ClusterSession  time.Duration
 	ClusterAddr     string
+	CheckpointBytes int64
 	security
 }
 
@@ -79,6 +80,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, configFile *string) {
 	fs.StringVar(&c.Cluster, "cluster", "", "`name` of the eosproxy cluster this instance belongs to: instances with the same name in front of the same --upstream act as one, one of them serving and the others taking over when it stops (see Several instances); empty runs a single instance")
 	fs.DurationVar(&c.ClusterSession, "cluster-session-timeout", 10*time.Second, "with --cluster: how long the serving instance may go unheard (its session in the backend's consumer group __eosproxy_<name>) before another takes over; 6s to 5m on Kafka's defaults")
 	fs.StringVar(&c.ClusterAddr, "cluster-advertise", "", "with --cluster: `host:port` at which the other instances reach this one's --listen, to relay clients to it while it serves (default: --advertise-host with --listen's port)")
+	fs.Int64Var(&c.CheckpointBytes, "cluster-checkpoint-bytes", 256<<20, "with --cluster: once this many `bytes` of state changes (buffered transactional data included) went to the cluster's log since the last checkpoint, and at least twice the last checkpoint's size, the serving instance writes an image of its state there and trims the log before it")
 	fs.IntVar(&c.EmbeddedBrokers, "embedded-brokers", 1, "number of brokers of the embedded backend")
 	c.security.flags(fs)
 	configFile = fs.String("config", "", "YAML `file` whose keys are the other flags' names (an example with every key: cmd/eosproxy/testdata/eosproxy.example.yaml)")
