@@ -431,7 +431,8 @@ func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
 		cw.commitHookArmed.Store(true)
 		select {
 		case <-cw.commitHook:
-			time.Sleep(time.Duration(c.rng.Int64N(int64(20 * time.Millisecond))))
+			// A commit takes a few ms through the owner.
+			time.Sleep(time.Duration(c.rng.Int64N(int64(3 * time.Millisecond))))
 		case <-time.After(5 * time.Second):
 		case <-ctx.Done():
 		}
