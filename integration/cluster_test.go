@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,7 @@ type clusterInstance struct {
 	cp        *crashProxy
 	bootstrap string
 	lo, hi    int
+	dataDir   string
 	up        bool
 }
 
@@ -40,7 +42,7 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &clusterInstance{bootstrap: net.JoinHostPort("127.0.0.1", strconv.Itoa(base)), lo: base + 1, hi: base + len(b.addrs)}
+		in := &clusterInstance{bootstrap: net.JoinHostPort("127.0.0.1", strconv.Itoa(base)), lo: base + 1, hi: base + len(b.addrs), dataDir: t.TempDir()}
 		in.cp = newCrashProxy(t, bin,
 			"--log-format", "json", "--log-level", "info",
 			"--cluster", name, "--cluster-session-timeout", session.String(),
@@ -50,7 +52,7 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 			"--broker-ports", fmt.Sprintf("%d-%d", in.lo, in.hi),
 			"--upstream", strings.Join(b.addrs, ","),
 			"--admin-listen", "",
-			"--data-dir", t.TempDir())
+			"--data-dir", in.dataDir)
 		in.cp.args = append(in.cp.args, tierBinaryArgs()...)
 		in.cp.env = tierBinaryEnv()
 		in.cp.start()
@@ -294,6 +296,14 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 				t.Errorf("after the zombie resumed, instance %d serves, not %d", o, next)
 			}
 			continue
+		}
+		if k == 2 {
+			// The data dir is a cache of the cluster's log: one wiped
+			// rebuilds from the backend.
+			if err := os.RemoveAll(insts[victim].dataDir); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("instance %d's data dir wiped before its restart", victim)
 		}
 		insts[victim].cp.start()
 		insts[victim].up = true
