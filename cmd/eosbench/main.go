@@ -66,6 +66,21 @@
 // throughput, so the ratios are a pessimistic view of a proxy on its own
 // machine. --upstream points the benchmark at a real broker instead.
 //
+// --instances N runs the proxy phases through a cluster of N eosproxy
+// child processes instead of one (--cluster with a name unique to the run,
+// each instance with its own ports and data dir; the clients list every
+// instance as a seed and end up on the one that serves, the owner).
+// --compare-instances 0,1,2,3 runs several such configurations in one run
+// (0: one instance without --cluster), each in a proxy slot of its own
+// interleaved with the direct phases (D P0 P1 P2 P3, then reversed, with
+// the A/A pair; no Q slot), and reports each against direct side by side.
+// For a cluster, eosproxy's cost sums over all its instances (standbys
+// replay the cluster's log), with the owner's own cores beside it, and the
+// report adds how much the cluster's log topic grew in the backend
+// (DescribeLogDirs) per byte carried: the cost of writing transactional
+// bytes twice. Record values are distinct random bytes, as the log's
+// snappy compression would make equal values nearly free.
+//
 // txn-buffer, run only when named in --workloads, is a single measurement
 // rather than rounds of phases, and only meaningful through eosproxy: it
 // runs after the other workloads, once their eosproxy child has stopped
@@ -90,6 +105,7 @@
 //	                      [--proxy-bin path] [--proxy-args "--flag value"] [--proxy-log file]
 //	go run ./cmd/eosbench --in-process [--cpuprofile cpu.out] [--blockprofile block.out]
 //	go run ./cmd/eosbench --workloads txn-1KiB-100ms,txn-1KiB-1000rec [--upstream host:port]
+//	go run ./cmd/eosbench --instances 3 | --compare-instances 0,1,2,3 [--upstream host:port]
 //	go run ./cmd/eosbench --workloads txn-buffer [--txn-buffer-bytes 1GiB]
 //	                      [--txn-buffer-timeout 10m] [--txn-buffer-end abort|commit]
 //

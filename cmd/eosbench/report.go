@@ -26,6 +26,8 @@ type report struct {
 	Rounds     int              `json:"rounds"`
 	Elapsed    string           `json:"elapsed"`
 	Workloads  []workloadResult `json:"workloads"`
+	// compareNoted: the side-by-side tables' note was printed.
+	compareNoted bool
 }
 
 type workloadResult struct {
@@ -561,8 +563,11 @@ func (rep *report) compareTable(w io.Writer, wrs []workloadResult) {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Each configuration's median, then against direct (ratio; latency rows also the difference). single: one eosproxy instance without --cluster; cluster of N: N instances with --cluster, clients listing all of them as seeds (they end up on the owner). "+
-		"Phases interleave as D, then each configuration, then the A/A pair, reversed every other round.\n\n")
+	if !rep.compareNoted {
+		rep.compareNoted = true
+		fmt.Fprintf(w, "Each configuration's median, then against direct (ratio; latency rows also the difference). single: one eosproxy instance without --cluster; cluster of N: N instances with --cluster, clients listing all of them as seeds (they end up on the owner). "+
+			"Phases interleave as D, then each configuration, then the A/A pair, reversed every other round.\n\n")
+	}
 }
 
 // print prints the txn-buffer measurement.
