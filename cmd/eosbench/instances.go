@@ -379,6 +379,9 @@ func (b *bench) addLogCost(m metrics) {
 	if carried := m["MB/s"] * 1e6 * secs; carried > 0 {
 		m["log B/B"] = float64(logBytes) / carried
 	}
+	if recs := m["rec/s"] * secs; recs > 0 {
+		m["log B/rec"] = float64(logBytes) / recs
+	}
 	if grew := w.topicEnd - w.topicStart; grew > 0 {
 		m["log B/topic B"] = float64(logBytes) / float64(grew)
 	}

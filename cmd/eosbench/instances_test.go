@@ -89,7 +89,7 @@ func TestCompareReport(t *testing.T) {
 	wr := workloadResult{Name: w.name, Phases: map[string][]metrics{
 		slotDirect:       {{"rec/s": 1000, "p50 ms": 0.2, "p99 ms": 0.4, "p999 ms": 1}},
 		"proxy-single":   {{"rec/s": 800, "p50 ms": 0.3, "p99 ms": 0.5, "p999 ms": 1}},
-		"proxy-cluster2": {{"rec/s": 500, "p50 ms": 0.4, "p99 ms": 0.8, "p999 ms": 2, "log MB/s": 0, "log B/B": 0}},
+		"proxy-cluster2": {{"rec/s": 500, "p50 ms": 0.4, "p99 ms": 0.8, "p999 ms": 2, "MB/s": 0.05, "log MB/s": 0.0001, "log B/B": 0.002, "log B/rec": 0.2}},
 		slotAA1:          {{"rec/s": 1000, "p50 ms": 0.2, "p99 ms": 0.4, "p999 ms": 1}},
 		slotAA2:          {{"rec/s": 900, "p50 ms": 0.2, "p99 ms": 0.4, "p999 ms": 1}},
 	}}
@@ -107,7 +107,7 @@ func TestCompareReport(t *testing.T) {
 		"| workload | D: direct | single vs D | cluster of 2 vs D | A/A noise (D vs D) |",
 		"| latency throughput | 1000 rec/s | 800 rec/s (0.80x) | 500 rec/s (0.50x) | 0.90x |",
 		"| latency p50 | 0.200 ms | 0.300 ms (+0.100 ms (1.50x)) | 0.400 ms (+0.200 ms (2.00x)) | +0.000 ms (1.00x) |",
-		"| latency | cluster of 2 |",
+		"| latency | cluster of 2 | 0.050 | 0.0001 | 0.002 | 0.200 | - |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())

@@ -485,8 +485,8 @@ func (rep *report) printClusterLog(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "### cluster mode: the cluster's log in the backend (medians over rounds)\n\n")
-	fmt.Fprintln(w, "| workload | slot | carried MB/s | log MB/s | log bytes per byte carried | log bytes per byte the topic grew |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| workload | slot | carried MB/s | log MB/s | log bytes per byte carried | log bytes per record | log bytes per byte the topic grew |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
 	for _, l := range lines {
 		med := func(metric string) string {
 			var v []float64
@@ -498,12 +498,15 @@ func (rep *report) printClusterLog(w io.Writer) {
 			if len(v) == 0 {
 				return "-"
 			}
+			if m := median(v); m > 0 && m < 0.01 {
+				return fmt.Sprintf("%.2g", m) // e.g. producer states per byte
+			}
 			return fmtNum(median(v))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", l.wr.Name, rep.slotLabel(l.slot), med("MB/s"), med("log MB/s"), med("log B/B"), med("log B/topic B"))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", l.wr.Name, rep.slotLabel(l.slot), med("MB/s"), med("log MB/s"), med("log B/B"), med("log B/rec"), med("log B/topic B"))
 	}
 	fmt.Fprintf(w, "\nLog: the growth of the cluster's log topic (__eosproxy_<name>_log) over each measured window, as the backend's DescribeLogDirs reports its size (stored bytes, batch headers included, one replica), "+
-		"per byte of record values carried (committed for txn-*), and per byte the workload's topic grew by in the backend over the same window (its partitions' sizes likewise). "+
+		"per byte of record values carried (committed for txn-*), per record, and per byte the workload's topic grew by in the backend over the same window (its partitions' sizes likewise). "+
 		"The owner writes every state change there before answering: transactional batches as they are produced (then again to the topic at commit, so transactional bytes are written twice), producer states, decisions. "+
 		"A window in which the log was trimmed (after a checkpoint) gives no figure.\n\n")
 }
