@@ -164,7 +164,3 @@ func (v *validator) feed(e entry) result {
 	return r
 }
 
-// leader is the claim in effect, if any and not released.
-func (v *validator) leader() (claimInfo, bool) {
-	return v.claim, v.has && !v.released
-}

@@ -2,9 +2,13 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +30,7 @@ type clusterInstance struct {
 	cp        *crashProxy
 	bootstrap string
 	lo, hi    int
+	dataDir   string
 	up        bool
 }
 
@@ -37,7 +42,7 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &clusterInstance{bootstrap: net.JoinHostPort("127.0.0.1", strconv.Itoa(base)), lo: base + 1, hi: base + len(b.addrs)}
+		in := &clusterInstance{bootstrap: net.JoinHostPort("127.0.0.1", strconv.Itoa(base)), lo: base + 1, hi: base + len(b.addrs), dataDir: t.TempDir()}
 		in.cp = newCrashProxy(t, bin,
 			"--log-format", "json", "--log-level", "info",
 			"--cluster", name, "--cluster-session-timeout", session.String(),
@@ -47,7 +52,7 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 			"--broker-ports", fmt.Sprintf("%d-%d", in.lo, in.hi),
 			"--upstream", strings.Join(b.addrs, ","),
 			"--admin-listen", "",
-			"--data-dir", t.TempDir())
+			"--data-dir", in.dataDir)
 		in.cp.args = append(in.cp.args, tierBinaryArgs()...)
 		in.cp.env = tierBinaryEnv()
 		in.cp.start()
@@ -229,6 +234,21 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 		}
 	}()
 
+	// librdkafka's idempotent producer too (Debian's python3-confluent-kafka),
+	// paced to span the faults.
+	const rdN = 3000
+	rdTopic := createTopic(t, adm, 3)
+	var rdOut, rdErr strings.Builder
+	rdDone := make(chan error, 1)
+	if rdScript := rdkafkaScript(t, "librdkafka_idempotent.py"); rdScript != "" && !secureTier {
+		cmd := exec.Command(debianPython, rdScript, "--bootstrap", strings.Join(seeds, ","), "--topic", rdTopic,
+			"--count", strconv.Itoa(rdN), "--partitions", "3", "--rate", "150", "--timeout", "120")
+		cmd.Stdout, cmd.Stderr = &rdOut, &rdErr
+		go func() { rdDone <- cmd.Run() }()
+	} else {
+		close(rdDone)
+	}
+
 	// Faults: SIGKILL the serving instance, pause it (SIGSTOP) past the
 	// session timeout and let it go on (SIGCONT: a zombie, which must find
 	// itself deposed), or stop it cleanly (SIGTERM); a killed or stopped
@@ -277,6 +297,14 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 			}
 			continue
 		}
+		if k == 2 {
+			// The data dir is a cache of the cluster's log: one wiped
+			// rebuilds from the backend.
+			if err := os.RemoveAll(insts[victim].dataDir); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("instance %d's data dir wiped before its restart", victim)
+		}
 		insts[victim].cp.start()
 		insts[victim].up = true
 	}
@@ -289,6 +317,9 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 	}
 	wg.Wait()
 	<-txnDone
+	if err, ran := <-rdDone; ran {
+		checkRdkafkaThroughCluster(t, b, rdTopic, rdN, err, rdOut.String(), rdErr.String())
+	}
 	t.Logf("failovers: %v; idempotent: %d acknowledged, %d failed", failovers, nacked.Load(), nfailed.Load())
 
 	// The idempotent records, read from the backend directly.
@@ -414,6 +445,57 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 	if deposed == 0 {
 		t.Error("the paused owner was never deposed: fencing not exercised")
 	}
+}
+
+// rdkafkaScript is the path of a librdkafka client script, or "" (logged)
+// when Debian's python3-confluent-kafka is not installed.
+func rdkafkaScript(t *testing.T, name string) string {
+	t.Helper()
+	if err := exec.Command(debianPython, "-c", "import confluent_kafka").Run(); err != nil {
+		t.Logf("librdkafka part skipped: %s cannot import confluent_kafka (install python3-confluent-kafka): %v", debianPython, err)
+		return ""
+	}
+	return filepath.Join(integrationDir(t), "clients", name)
+}
+
+// checkRdkafkaThroughCluster judges the librdkafka idempotent producer's
+// run: no fatal error, every record delivered, each once in the backend.
+func checkRdkafkaThroughCluster(t *testing.T, b backend, topic string, n int, runErr error, out, stderr string) {
+	t.Helper()
+	if runErr != nil {
+		t.Errorf("librdkafka producer: %v\n%s", runErr, tail(stderr, 3000))
+		return
+	}
+	var s rdkafkaIdemSummary
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Errorf("librdkafka output is not JSON: %v\n%s", err, tail(out, 2000))
+		return
+	}
+	for _, e := range s.Errors {
+		if fatal, _ := e[1].(bool); fatal {
+			t.Errorf("librdkafka fatal error: %v", e[0])
+		}
+	}
+	if len(s.DeliveryErrors) > 0 || s.Unflushed == nil || *s.Unflushed != 0 || len(s.Delivered) != n {
+		t.Errorf("librdkafka: %d delivered of %d, %d delivery errors (first %v), unflushed %v", len(s.Delivered), n, len(s.DeliveryErrors), firstN(s.DeliveryErrors, 1), s.Unflushed)
+	}
+	got, _ := readBackendRecords(t, b, topic, true)
+	seen := make([]int, n)
+	for _, vs := range got {
+		for _, v := range vs {
+			seen[v]++
+		}
+	}
+	bad := 0
+	for v, c := range seen {
+		if c != 1 {
+			if bad < 5 {
+				t.Errorf("librdkafka value %d is %d times in the backend", v, c)
+			}
+			bad++
+		}
+	}
+	t.Logf("librdkafka %v: %d delivered through the cluster, %d transient errors reported; %d values not exactly once in the backend", s.Librdkafka, len(s.Delivered), len(s.Errors), bad)
 }
 
 const deposedMsg = "no longer the cluster's owner"

@@ -262,6 +262,11 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
+	if cfg.DB.Replicated() {
+		// Cluster mode: the log holds every buffered batch's bytes before
+		// its Produce is answered; the spool is a cache rebuilt from it.
+		p.spool.AsCache()
+	}
 	p.coord, err = txnstate.Open(cfg.DB, txnstate.Options{
 		Config:              txnstate.Config{MaxTimeoutMs: int32(min(cfg.TransactionMaxTimeout.Milliseconds(), math.MaxInt32)), TxnVersion: int8(protocol.TxnVersion)},
 		MaxTransactionBytes: cfg.MaxTransactionBytes,

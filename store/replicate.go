@@ -104,6 +104,14 @@ func (d *DB) SetReplicator(r Replicator, local ...[]byte) {
 	d.repl.to, d.repl.local = r, local
 }
 
+// Replicated reports whether writes go to a Replicator: the local files
+// are then a cache, rebuilt from it, and need no fsync of their own.
+func (d *DB) Replicated() bool {
+	d.repl.mu.Lock()
+	defer d.repl.mu.Unlock()
+	return d.repl.to != nil
+}
+
 func (d *DB) isLocal(key []byte) bool {
 	for _, p := range d.repl.local {
 		if bytes.HasPrefix(key, p) {

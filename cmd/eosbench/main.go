@@ -66,6 +66,21 @@
 // throughput, so the ratios are a pessimistic view of a proxy on its own
 // machine. --upstream points the benchmark at a real broker instead.
 //
+// --instances N runs the proxy phases through a cluster of N eosproxy
+// child processes instead of one (--cluster with a name unique to the run,
+// each instance with its own ports and data dir; the clients list every
+// instance as a seed and end up on the one that serves, the owner).
+// --compare-instances 0,1,2,3 runs several such configurations in one run
+// (0: one instance without --cluster), each in a proxy slot of its own
+// interleaved with the direct phases (D P0 P1 P2 P3, then reversed, with
+// the A/A pair; no Q slot), and reports each against direct side by side.
+// For a cluster, eosproxy's cost sums over all its instances (standbys
+// replay the cluster's log), with the owner's own cores beside it, and the
+// report adds how much the cluster's log topic grew in the backend
+// (DescribeLogDirs) per byte carried: the cost of writing transactional
+// bytes twice. Record values are distinct random bytes, as the log's
+// snappy compression would make equal values nearly free.
+//
 // txn-buffer, run only when named in --workloads, is a single measurement
 // rather than rounds of phases, and only meaningful through eosproxy: it
 // runs after the other workloads, once their eosproxy child has stopped
@@ -90,6 +105,7 @@
 //	                      [--proxy-bin path] [--proxy-args "--flag value"] [--proxy-log file]
 //	go run ./cmd/eosbench --in-process [--cpuprofile cpu.out] [--blockprofile block.out]
 //	go run ./cmd/eosbench --workloads txn-1KiB-100ms,txn-1KiB-1000rec [--upstream host:port]
+//	go run ./cmd/eosbench --instances 3 | --compare-instances 0,1,2,3 [--upstream host:port]
 //	go run ./cmd/eosbench --workloads txn-buffer [--txn-buffer-bytes 1GiB]
 //	                      [--txn-buffer-timeout 10m] [--txn-buffer-end abort|commit]
 //
@@ -150,11 +166,19 @@ type config struct {
 	proxyBin         string
 	proxyArgs        []string
 	inProcess        bool
+	// instances are the proxy configurations the proxy phases run
+	// through: 0 a single instance (no --cluster), N a cluster of N
+	// instances. More than one (--compare-instances) gives each a slot.
+	instances []int
 }
+
+// compare says whether the run compares several proxy configurations.
+func (c config) compare() bool { return len(c.instances) > 1 }
 
 func parseFlags(args []string) (config, error) {
 	var cfg config
-	var workloads, bufferBytes, bufferEnd, proxyArgs string
+	var workloads, bufferBytes, bufferEnd, proxyArgs, compareInstances string
+	var instances int
 	fs := flag.NewFlagSet("eosbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.upstream, "upstream", "", "bootstrap host:port of a real broker (default: an in-process kfake cluster)")
 	fs.Func("upstream-pid", "`pid` of a broker on this machine (repeatable; e.g. $(cat $EOSPROXY_KAFKA_RUN/kafka.pid) for kafka.sh): its CPU counts as the benchmark's, reported per phase as backend cores, not as other load", func(v string) error {
@@ -186,11 +210,30 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&bufferEnd, "txn-buffer-end", "abort", "txn-buffer: end the transaction with abort or commit (commit forwards all of it to the backend: an in-process kfake then holds it in eosbench's memory)")
 	fs.StringVar(&cfg.proxyBin, "proxy-bin", "", "eosproxy binary to run as the child process (default: go build ./cmd/eosproxy into a temporary directory)")
 	fs.StringVar(&proxyArgs, "proxy-args", "", "more flags for the eosproxy child processes, space-separated (e.g. a larger per-transaction bound for txn-buffer)")
+	fs.IntVar(&instances, "instances", 0, "run the proxy phases through a cluster of this many eosproxy child processes (--cluster, a name unique to the run; clients list every instance as a seed); 0: one instance without --cluster")
+	fs.StringVar(&compareInstances, "compare-instances", "", "comma-separated instance counts, e.g. 0,1,2,3: run the proxy phases through each configuration (0: one instance without --cluster) in one run, side by side, each against direct")
 	fs.BoolVar(&cfg.inProcess, "in-process", false, "run eosproxy inside the benchmark process instead of as a child process (no process hop; no cost per byte)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	cfg.proxyArgs = strings.Fields(proxyArgs)
+	switch {
+	case instances < 0 || instances > 9:
+		return cfg, fmt.Errorf("--instances %d: want 0 to 9", instances)
+	case compareInstances != "" && instances != 0:
+		return cfg, errors.New("--instances and --compare-instances exclude each other")
+	case compareInstances != "":
+		list, err := parseInstances(compareInstances)
+		if err != nil {
+			return cfg, fmt.Errorf("--compare-instances %q: %w", compareInstances, err)
+		}
+		cfg.instances = list
+	default:
+		cfg.instances = []int{instances}
+	}
+	if cfg.inProcess && (len(cfg.instances) > 1 || cfg.instances[0] != 0) {
+		return cfg, errors.New("--in-process runs one instance: not with --instances or --compare-instances")
+	}
 	n, err := parseBytes(bufferBytes)
 	if err != nil || n < txnRecordSize {
 		return cfg, fmt.Errorf("--txn-buffer-bytes %q: want a size of at least %d bytes, e.g. 1GiB", bufferBytes, txnRecordSize)
@@ -263,11 +306,15 @@ type bench struct {
 	consumeTo map[int32]int64 // consume workload: end offset per partition
 	brokers   int             // the backend's brokers: eosproxy listens for each
 	proxyBin  string          // the eosproxy binary children run
-	child     *proxyChild     // eosproxy, unless --in-process
+	// sets are the eosproxy children, one set per configuration
+	// (--instances, --compare-instances), unless --in-process; bySlot
+	// finds a proxy slot's set, cur is the current phase's (nil: direct).
+	sets   []*proxySet
+	bySlot map[string]*proxySet
+	cur    *proxySet
 	// win is the current phase's measured window, marked by the phase
 	// (markStart, markEnd) and read around by runPhase.
-	win  costWindow
-	idle idleCost // what the child uses carrying nothing
+	win costWindow
 }
 
 func progress(format string, args ...any) {
@@ -397,26 +444,38 @@ func run(ctx context.Context, cfg config) error {
 			extra = append([]string{"--log-level", "debug", "--log-format", "json"}, extra...)
 			log = plogFile
 		}
-		pc, args, err := startProxyChild(ctx, b.proxyBin, b.direct, b.brokers, dir, extra, log)
-		if err != nil {
-			return err
-		}
-		b.child = pc
 		stopped := false
 		stopShared = func() {
 			if !stopped {
 				stopped = true
-				if exit := pc.stop(); !strings.Contains(exit, "exit status 0") {
-					progress("eosproxy child: %s", exit)
+				for _, s := range b.sets {
+					s.stop(b)
 				}
 			}
 		}
 		defer stopShared()
-		if b.idle, err = pc.measureIdle(ctx); err != nil {
-			return fmt.Errorf("eosproxy child's cost counters: %w", err)
+		b.bySlot = map[string]*proxySet{}
+		var modes []string
+		for _, n := range cfg.instances {
+			progress("starting eosproxy: %s", configLabel(n))
+			s, err := startProxySet(ctx, b, n, cfg.compare(), dir, extra, log)
+			if err != nil {
+				return err
+			}
+			b.sets = append(b.sets, s)
+			b.bySlot[s.slot] = s
+			modes = append(modes, s.describe())
 		}
-		b.proxied = []string{pc.listen}
-		proxyMode = fmt.Sprintf("child process pid %d (%s %s)", pc.cmd.Process.Pid, b.proxyBin, strings.Join(args, " "))
+		if !cfg.compare() {
+			b.bySlot[slotProxyPlain] = b.sets[0]
+		}
+		b.proxied = b.sets[0].seeds
+		if len(b.sets) == 1 && b.sets[0].cluster == "" {
+			pc := b.sets[0].children[0]
+			proxyMode = fmt.Sprintf("child process pid %d (%s %s)", pc.cmd.Process.Pid, b.proxyBin, strings.Join(b.sets[0].args[0], " "))
+		} else {
+			proxyMode = fmt.Sprintf("child processes (%s; flags of the first: %s): %s", b.proxyBin, strings.Join(b.sets[0].args[0], " "), strings.Join(modes, "; "))
+		}
 	}
 
 	proxyState := fmt.Sprintf("on disk in %s (%s)", dir, fsType(dir))
@@ -424,11 +483,11 @@ func run(ctx context.Context, cfg config) error {
 	phases := 0
 	for _, name := range cfg.workloads {
 		if w := findWorkload(name); w.single == nil {
-			phases += len(order(0, w))
+			phases += len(order(0, w, b.proxySlots()))
 		}
 	}
 	if phases > 0 {
-		progress("%d workload(s) x %d round(s): %d phases (direct, proxy, [proxy-plain,] A/A pair) of %v each", len(cfg.workloads), cfg.rounds, phases*cfg.rounds, cfg.phase)
+		progress("%d workload(s) x %d round(s): %d phases (direct, %s, [proxy-plain,] A/A pair) of %v each", len(cfg.workloads), cfg.rounds, phases*cfg.rounds, strings.Join(b.proxySlots(), ", "), cfg.phase)
 	}
 
 	rep := report{
@@ -437,7 +496,8 @@ func run(ctx context.Context, cfg config) error {
 		ProxyState: proxyState,
 		Kfake:      cfg.upstream == "",
 		BrokerPIDs: cfg.upstreamPIDs,
-		ProxyIdle:  b.idle,
+		Configs:    b.configInfo(),
+		ProxyIdle:  b.firstIdle(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		NumCPU:     runtime.NumCPU(),
 		GoVersion:  runtime.Version(),
@@ -453,15 +513,18 @@ func run(ctx context.Context, cfg config) error {
 	})
 	for _, name := range names {
 		w := findWorkload(name)
-		if w.single != nil && b.child != nil {
+		if w.single != nil && len(b.sets) > 0 {
 			stopShared()
-			b.child = nil
+			b.sets, b.bySlot = nil, nil
 		}
 		wr, err := b.runWorkload(ctx, w)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		rep.Workloads = append(rep.Workloads, wr)
+	}
+	for i, s := range b.sets {
+		rep.Configs[i].Failovers = s.failovers
 	}
 	rep.Elapsed = time.Since(start).Round(time.Second).String()
 	rep.print(os.Stdout)
@@ -473,6 +536,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	return nil
 }
+
+// topicPartitions is the partition count of every workload's topic.
+const topicPartitions = 3
 
 // Slots of one round. The A/A pair runs the direct path in both slots with
 // exactly the procedure of the direct/proxy pair, so D2/D1 is the ratio the
@@ -492,10 +558,12 @@ const (
 // neighbour's load) does not consistently favour one side. The A/A pair is
 // interleaved with the main pair in every round so both see the same drift.
 // An idempotence workload runs D P Q, then Q P D, ...: over two rounds every
-// pair of its three slots has swapped places, as D and P do.
-func order(round int, w *workload) []string {
-	sides := []string{slotDirect, slotProxy}
-	if w.idem {
+// pair of its three slots has swapped places, as D and P do. With several
+// proxy configurations (--compare-instances) each has a proxy slot, and
+// there is no Q slot: D P1 P2 ..., then ... P2 P1 D.
+func order(round int, w *workload, proxySlots []string) []string {
+	sides := append([]string{slotDirect}, proxySlots...)
+	if w.idem && len(proxySlots) == 1 {
 		sides = append(sides, slotProxyPlain)
 	}
 	aa := []string{slotAA1, slotAA2}
@@ -509,7 +577,7 @@ func order(round int, w *workload) []string {
 func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, error) {
 	// A fresh topic per workload: no workload reads another's leftovers.
 	topic := fmt.Sprintf("eosbench-%s-%s", w.name, b.runID)
-	if _, err := b.admin.CreateTopic(ctx, 3, -1, nil, topic); err != nil {
+	if _, err := b.admin.CreateTopic(ctx, topicPartitions, -1, nil, topic); err != nil {
 		return workloadResult{}, fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	defer func() {
@@ -532,10 +600,12 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 	}
 	res := workloadResult{Name: w.name, Phases: map[string][]metrics{}}
 	for round := 0; round < b.cfg.rounds; round++ {
-		for _, slot := range order(round, w) {
+		for _, slot := range order(round, w, b.proxySlots()) {
 			seeds := b.direct
-			if slot == slotProxy || slot == slotProxyPlain {
-				seeds = b.proxied
+			if s := b.bySlot[slot]; s != nil {
+				seeds = s.seeds
+			} else if b.isProxySlot(slot) {
+				seeds = b.proxied // --in-process
 			}
 			m, err := b.runPhase(ctx, w, slot, seeds, topic)
 			if err != nil {
@@ -545,7 +615,7 @@ func (b *bench) runWorkload(ctx context.Context, w *workload) (workloadResult, e
 			progress("%-17s round %d/%d %-12s %s", w.name, round+1, b.cfg.rounds, slot, w.summary(m))
 		}
 	}
-	res.summarize(w)
+	res.summarize(w, b.proxySlots(), b.cfg.compare())
 	return res, nil
 }
 
@@ -559,7 +629,11 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	defer cancel()
 	var m metrics
 	var err error
-	b.win = costWindow{active: b.child != nil && (slot == slotProxy || slot == slotProxyPlain)}
+	b.cur = b.bySlot[slot]
+	if err := b.cur.checkOwner(ctx); err != nil {
+		return nil, err
+	}
+	b.win = costWindow{active: b.cur != nil, topic: topic}
 	cpu0, host0, wall0, backend0 := b.benchCPU(), hostBusy(), time.Now(), b.backendCPU()
 	// The client's goroutines carry role=client so that a CPU profile of
 	// the whole run can be split into client, proxy and kfake time.
@@ -589,7 +663,12 @@ func (b *bench) runPhase(ctx context.Context, w *workload, slot string, seeds []
 	if b.win.err != nil {
 		progress("%s %s: no eosproxy cost figures: %v", w.name, slot, b.win.err)
 	}
+	if b.win.logErr != nil {
+		progress("%s %s: no size of the cluster's log: %v", w.name, slot, b.win.logErr)
+	}
 	b.addCost(m)
+	b.ownerCost(m)
+	b.addLogCost(m)
 	if w.cleanup != nil {
 		if err := w.cleanup(ctx, b, topic); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)

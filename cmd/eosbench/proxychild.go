@@ -58,13 +58,17 @@ type proxyChild struct {
 	listen string // bootstrap address for clients
 	admin  string // host:port of /metrics
 	http   *http.Client
+	// brokerLo and brokerHi are its --broker-ports: the listeners its
+	// metadata names while it serves.
+	brokerLo, brokerHi int
 }
 
 // startProxyChild starts bin in front of upstream with nb broker listeners,
 // its state in stateDir, plus extra flags (which may override the ones
 // given here: the flag package keeps the last).
 func startProxyChild(ctx context.Context, bin string, upstream []string, nb int, stateDir string, extra []string, log io.Writer) (*proxyChild, []string, error) {
-	base, err := faults.FreePortRange(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)), 2+nb)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	base, err := takePorts(2+nb, func(n int) (int, error) { return faults.FreePortRange(rng, n) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -86,7 +90,7 @@ func startProxyChild(ctx context.Context, bin string, upstream []string, nb int,
 	// No compression: a gzip writer allocated for some reads and not
 	// others would make what a read costs eosproxy vary.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
-	p := &proxyChild{child: c, listen: listen, admin: admin, http: hc}
+	p := &proxyChild{child: c, listen: listen, admin: admin, http: hc, brokerLo: base + 1, brokerHi: base + nb}
 	if err := p.waitReady(ctx); err != nil {
 		c.stop()
 		return nil, args, err
@@ -341,26 +345,38 @@ func (l *childLog) lines() []string {
 // saw it: read when the phase starts measuring (markStart) and when it
 // stops (markEnd), so warm-up and set-up are not counted.
 type costWindow struct {
-	active     bool // the phase runs through the eosproxy child
-	start, end procCost
+	active     bool     // the phase runs through eosproxy children (b.cur)
+	start, end procCost // summed over the configuration's children
 	marks      int
 	err        error
+	// A cluster's phase: the owner's own counters, and the sizes of the
+	// cluster's log and of the workload's topic in the backend.
+	ownerStart, ownerEnd procCost
+	topic                string
+	logStart, logEnd     int64
+	topicStart, topicEnd int64
+	logErr               error
 }
 
-func (b *bench) markStart() { b.mark(&b.win.start) }
-func (b *bench) markEnd()   { b.mark(&b.win.end) }
+func (b *bench) markStart() {
+	b.mark(&b.win.start, &b.win.ownerStart, &b.win.logStart, &b.win.topicStart)
+}
+func (b *bench) markEnd() { b.mark(&b.win.end, &b.win.ownerEnd, &b.win.logEnd, &b.win.topicEnd) }
 
-func (b *bench) mark(into *procCost) {
+func (b *bench) mark(into, owner *procCost, logBytes, topicBytes *int64) {
 	if !b.win.active || b.win.err != nil {
 		return
 	}
-	c, err := b.child.cost(context.Background())
+	c, o, err := b.cur.cost(context.Background())
 	if err != nil {
 		b.win.err = err
 		return
 	}
-	*into = c
+	*into, *owner = c, o
 	b.win.marks++
+	if lt := b.cur.logTopic(); lt != "" && b.win.logErr == nil {
+		*logBytes, *topicBytes, b.win.logErr = logSizes(context.Background(), b.admin, lt, b.win.topic)
+	}
 }
 
 // idleCost is what eosproxy uses when it carries nothing, to take out of
@@ -439,10 +455,11 @@ func (b *bench) addCost(m metrics) {
 	if secs <= 0 {
 		return
 	}
-	idle := b.idle.PerSecond
+	ic := b.cur.idle
+	idle := ic.PerSecond
 	cpu := max(0, (w.end.cpu-w.start.cpu).Seconds()-idle.cpu.Seconds()*secs)
-	mallocs := max(0, w.end.mallocs-w.start.mallocs-b.idle.Scrape.mallocs-idle.mallocs*secs)
-	allocBytes := max(0, w.end.allocBytes-w.start.allocBytes-b.idle.Scrape.allocBytes-idle.allocBytes*secs)
+	mallocs := max(0, w.end.mallocs-w.start.mallocs-ic.Scrape.mallocs-idle.mallocs*secs)
+	allocBytes := max(0, w.end.allocBytes-w.start.allocBytes-ic.Scrape.allocBytes-idle.allocBytes*secs)
 	m["proxy cores"] = cpu / secs
 	if bytes := m["MB/s"] * 1e6 * secs; bytes > 0 {
 		m["proxy CPU s/GB"] = cpu / (bytes / 1e9)
@@ -457,13 +474,15 @@ func (b *bench) addCost(m metrics) {
 
 // benchCPU is the CPU time the benchmark's own parties have used so far:
 // this process (clients, and kfake or an in-process eosproxy), the eosproxy
-// child and the brokers named by --upstream-pid. The rest of the machine's
+// children (of every configuration) and the brokers named by --upstream-pid. The rest of the machine's
 // CPU use is "other load".
 func (b *bench) benchCPU() time.Duration {
 	t := cpuTime() + b.backendCPU()
-	if b.child != nil {
-		if c, err := procCPU(b.child.cmd.Process.Pid); err == nil {
-			t += c
+	for _, s := range b.sets {
+		for _, c := range s.children {
+			if cpu, err := procCPU(c.cmd.Process.Pid); err == nil {
+				t += cpu
+			}
 		}
 	}
 	return t

@@ -39,10 +39,10 @@ func TestAddCost(t *testing.T) {
 	b := &bench{
 		// Idle: 100 allocations (10 kB) per /metrics read; per second 50
 		// allocations, 1 kB and 0.01 cores.
-		idle: idleCost{
+		cur: &proxySet{idle: idleCost{
 			Scrape:    procCost{mallocs: 100, allocBytes: 10e3},
 			PerSecond: procCost{cpu: 10 * time.Millisecond, mallocs: 50, allocBytes: 1e3},
-		},
+		}},
 		win: costWindow{
 			active: true,
 			marks:  2,

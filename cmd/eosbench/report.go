@@ -10,11 +10,14 @@ import (
 )
 
 type report struct {
-	Backend    string           `json:"backend"`
-	ProxyMode  string           `json:"proxy_mode"`
-	ProxyState string           `json:"proxy_state"`
-	Kfake      bool             `json:"kfake"` // the backend is the in-process kfake
-	ProxyIdle  idleCost         `json:"proxy_idle"`
+	Backend    string   `json:"backend"`
+	ProxyMode  string   `json:"proxy_mode"`
+	ProxyState string   `json:"proxy_state"`
+	Kfake      bool     `json:"kfake"`      // the backend is the in-process kfake
+	ProxyIdle  idleCost `json:"proxy_idle"` // the first configuration's
+	// Configs are the proxy configurations (--instances,
+	// --compare-instances), one per proxy slot; none --in-process.
+	Configs    []configInfo     `json:"configs,omitempty"`
 	BrokerPIDs []int            `json:"broker_pids,omitempty"` // --upstream-pid: counted as the benchmark's
 	GOMAXPROCS int              `json:"gomaxprocs"`
 	NumCPU     int              `json:"num_cpu"`
@@ -23,6 +26,8 @@ type report struct {
 	Rounds     int              `json:"rounds"`
 	Elapsed    string           `json:"elapsed"`
 	Workloads  []workloadResult `json:"workloads"`
+	// compareNoted: the side-by-side tables' note was printed.
+	compareNoted bool
 }
 
 type workloadResult struct {
@@ -36,6 +41,8 @@ type workloadResult struct {
 	Transactions bool `json:"transactions,omitempty"`
 	// Phases holds every phase's metrics per slot, in run order.
 	Phases map[string][]metrics `json:"phases,omitempty"`
+	// Slots are the workload's slots in the order of a round's first.
+	Slots []string `json:"slots,omitempty"`
 	// Buffer is the txn-buffer measurement, which has no phases.
 	Buffer      *bufferResult `json:"txn_buffer,omitempty"`
 	Comparisons []comparison  `json:"comparisons"`
@@ -61,14 +68,26 @@ type comparison struct {
 	ProxyPlainMedian float64 `json:"proxy_plain_median,omitempty"`
 	PlainRatio       float64 `json:"proxy_vs_plain_ratio,omitempty"` // proxy / proxy-plain
 	PlainDiff        float64 `json:"proxy_vs_plain_diff,omitempty"`  // proxy - proxy-plain, latency rows
-	row              row
+	// Configs compare each proxy configuration with direct
+	// (--compare-instances); Proxy* and Ratio are then unset.
+	Configs []configComparison `json:"configs,omitempty"`
+	row     row
 }
 
-func (wr *workloadResult) summarize(w *workload) {
+// configComparison is one configuration's cell of a comparison row.
+type configComparison struct {
+	Slot   string  `json:"slot"`
+	Median float64 `json:"median"`
+	Ratio  float64 `json:"ratio"`          // against direct
+	Diff   float64 `json:"diff,omitempty"` // against direct, latency rows
+}
+
+func (wr *workloadResult) summarize(w *workload, proxySlots []string, compare bool) {
 	wr.About = w.about
 	wr.Idempotence = w.idem
 	wr.Transactions = w.txn
 	wr.rows = w.rows
+	wr.Slots = order(0, w, proxySlots)
 	for _, r := range w.rows {
 		c := comparison{
 			Metric:       r.metric,
@@ -81,15 +100,27 @@ func (wr *workloadResult) summarize(w *workload) {
 		}
 		c.Ratio = c.ProxyMedian / c.DirectMedian
 		c.AARatio = c.AA2Median / c.AA1Median
-		if w.idem {
+		idemQ := w.idem && !compare
+		if idemQ {
 			c.ProxyPlainMedian = wr.median(slotProxyPlain, r.metric)
 			c.PlainRatio = c.ProxyMedian / c.ProxyPlainMedian
 		}
 		if r.latency {
 			c.Diff = c.ProxyMedian - c.DirectMedian
 			c.AADiff = c.AA2Median - c.AA1Median
-			if w.idem {
+			if idemQ {
 				c.PlainDiff = c.ProxyMedian - c.ProxyPlainMedian
+			}
+		}
+		if compare {
+			c.ProxyMedian, c.Ratio, c.Diff = 0, 0, 0
+			for _, slot := range proxySlots {
+				cc := configComparison{Slot: slot, Median: wr.median(slot, r.metric)}
+				cc.Ratio = cc.Median / c.DirectMedian
+				if r.latency {
+					cc.Diff = cc.Median - c.DirectMedian
+				}
+				c.Configs = append(c.Configs, cc)
 			}
 		}
 		wr.Comparisons = append(wr.Comparisons, c)
@@ -146,7 +177,25 @@ func (rep *report) print(w io.Writer) {
 		fmt.Fprintf(w, "Throughput: medians over rounds of each phase's rate. Request p50/p99/p999: per produce (or fetch) request, from the client writing it to reading its answer, under full load (5 produce requests in flight per broker; mostly queueing, so no target). "+
 			"latency: one ProduceSync of %d B at a time, linger 0, acks=all; its throughput is what that gives. Latency rows compare by difference (P - D) and ratio.\n\n", latencySize)
 	}
-	if len(idem) > 0 {
+	if len(idem) > 0 && rep.compare() {
+		fmt.Fprintf(w, "### idempotence: idempotent through each eosproxy configuration vs the backend's own idempotence, direct (D)\n\n")
+		rep.table(w, idem, false)
+		var inflight []string
+		for _, wr := range idem {
+			if wr.Name == "latency-idem" {
+				continue
+			}
+			var parts []string
+			for _, slot := range wr.Slots {
+				if slot != slotAA1 && slot != slotAA2 {
+					parts = append(parts, rep.slotLabel(slot)+" "+wr.maxOf(slot, "max inflight"))
+				}
+			}
+			inflight = append(inflight, wr.Name+" "+strings.Join(parts, ", "))
+		}
+		fmt.Fprintf(w, "kgo's default idempotent producer, acks=all, on every side; with --compare-instances there is no plain-through-eosproxy (Q) slot. "+
+			"At most 5 produce requests in flight per broker (kgo's fixed limit with idempotence on); most seen in flight on one broker: %s.\n\n", strings.Join(inflight, "; "))
+	} else if len(idem) > 0 {
 		fmt.Fprintf(w, "### idempotence: idempotent through eosproxy (P) vs the backend's own idempotence, direct (D), and plain through eosproxy (Q)\n\n")
 		missed = rep.table(w, idem, true) || missed
 		var inflight []string
@@ -166,9 +215,18 @@ func (rep *report) print(w io.Writer) {
 		missed = rep.table(w, txn, false) || missed
 		var shape []string
 		for _, wr := range txn {
-			shape = append(shape, fmt.Sprintf("%s D %s txn/s of %s records, P %s txn/s of %s records", wr.Name,
-				fmtNum(wr.median(slotDirect, "txn/s")), fmtNum(wr.median(slotDirect, "rec/txn")),
-				fmtNum(wr.median(slotProxy, "txn/s")), fmtNum(wr.median(slotProxy, "rec/txn"))))
+			var parts []string
+			for _, slot := range wr.Slots {
+				if slot == slotAA1 || slot == slotAA2 {
+					continue
+				}
+				label := rep.slotLabel(slot)
+				if !rep.compare() {
+					label = map[string]string{slotDirect: "D", slotProxy: "P"}[slot]
+				}
+				parts = append(parts, fmt.Sprintf("%s %s txn/s of %s records", label, fmtNum(wr.median(slot, "txn/s")), fmtNum(wr.median(slot, "rec/txn"))))
+			}
+			shape = append(shape, wr.Name+" "+strings.Join(parts, ", "))
 		}
 		fmt.Fprintf(w, "Each phase: one kgo transactional producer (idempotent, acks=all, a transactional.id of its own, %v transaction timeout, %d MiB client buffer), "+
 			"BeginTransaction, 1 KiB records produced async as fast as possible until the commit is due, Flush, EndTransaction(TryCommit). "+
@@ -181,6 +239,7 @@ func (rep *report) print(w io.Writer) {
 		fmt.Fprintf(w, "MISS: the median misses the issue's target; judge it against the A/A noise of the same row.\n\n")
 	}
 	rep.printCost(w)
+	rep.printClusterLog(w)
 	for _, wr := range buffer {
 		wr.Buffer.print(w)
 	}
@@ -209,9 +268,12 @@ func (rep *report) print(w io.Writer) {
 		if wr.Buffer != nil {
 			continue
 		}
-		slots := []string{slotDirect, slotProxy, slotAA1, slotAA2}
-		if wr.Idempotence {
-			slots = []string{slotDirect, slotProxy, slotProxyPlain, slotAA1, slotAA2}
+		slots := wr.Slots
+		if len(slots) == 0 {
+			slots = []string{slotDirect, slotProxy, slotAA1, slotAA2}
+			if wr.Idempotence {
+				slots = []string{slotDirect, slotProxy, slotProxyPlain, slotAA1, slotAA2}
+			}
 		}
 		type shown struct{ label, metric string }
 		var lines []shown
@@ -237,11 +299,21 @@ func (rep *report) print(w io.Writer) {
 		if len(rep.BrokerPIDs) > 0 {
 			lines = append(lines, shown{wr.Name + " of them, the broker's (--upstream-pid)", "backend cores"})
 		}
+		if rep.hasCluster() {
+			lines = append(lines,
+				shown{wr.Name + " eosproxy cores, all instances", "proxy cores"},
+				shown{wr.Name + " of them, the owner's", "owner cores"},
+				shown{wr.Name + " cluster log bytes per byte carried", "log B/B"})
+		}
 		for _, l := range lines {
 			var parts []string
 			for _, slot := range slots {
 				var vs []string
 				for _, m := range wr.Phases[slot] {
+					if _, ok := m[l.metric]; !ok && (l.metric == "proxy cores" || l.metric == "owner cores" || l.metric == "log B/B") {
+						vs = append(vs, "-")
+						continue
+					}
 					if l.metric == "max inflight" {
 						vs = append(vs, fmt.Sprintf("%.0f", m[l.metric]))
 					} else {
@@ -260,6 +332,10 @@ func (rep *report) print(w io.Writer) {
 // the same comparison between two direct slots. It says whether a target
 // was missed.
 func (rep *report) table(w io.Writer, wrs []workloadResult, withQ bool) (missed bool) {
+	if rep.compare() {
+		rep.compareTable(w, wrs)
+		return false
+	}
 	if withQ {
 		fmt.Fprintln(w, "| workload | D | P | Q | P vs D | P vs Q | target (P vs D) | A/A noise (D vs D) |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---:|")
@@ -331,7 +407,10 @@ func (rep *report) printCost(w io.Writer) {
 	}
 	var lines []line
 	for _, wr := range rep.Workloads {
-		for _, slot := range []string{slotProxy, slotProxyPlain} {
+		for _, slot := range wr.Slots {
+			if slot == slotDirect || slot == slotAA1 || slot == slotAA2 {
+				continue
+			}
 			if len(wr.Phases[slot]) > 0 && wr.Phases[slot][0]["proxy cores"] > 0 {
 				lines = append(lines, line{wr, slot})
 			}
@@ -344,18 +423,154 @@ func (rep *report) printCost(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "### eosproxy's cost per byte carried (child process, over each measured window; medians over rounds)\n\n")
-	fmt.Fprintln(w, "| workload | slot | eosproxy cores | CPU-s per GB | allocations per MB | bytes allocated per byte | CPU µs per record | allocations per record |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
+	cluster := rep.hasCluster()
+	if cluster {
+		fmt.Fprintln(w, "| workload | slot | eosproxy cores | of them, the owner's | CPU-s per GB | allocations per MB | bytes allocated per byte | CPU µs per record | allocations per record |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	} else {
+		fmt.Fprintln(w, "| workload | slot | eosproxy cores | CPU-s per GB | allocations per MB | bytes allocated per byte | CPU µs per record | allocations per record |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
+	}
 	for _, l := range lines {
 		med := func(metric string) string { return fmtNum(l.wr.median(l.slot, metric)) }
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", l.wr.Name, l.slot,
-			med("proxy cores"), med("proxy CPU s/GB"), med("proxy allocs/MB"), med("proxy alloc B/B"), med("proxy CPU us/rec"), med("proxy allocs/rec"))
+		owner := ""
+		if cluster {
+			owner = " - |"
+			if _, ok := l.wr.Phases[l.slot][0]["owner cores"]; ok {
+				owner = " " + med("owner cores") + " |"
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |%s %s | %s | %s | %s | %s |\n", l.wr.Name, rep.slotLabel(l.slot),
+			med("proxy cores"), owner, med("proxy CPU s/GB"), med("proxy allocs/MB"), med("proxy alloc B/B"), med("proxy CPU us/rec"), med("proxy allocs/rec"))
 	}
-	ic := rep.ProxyIdle
-	fmt.Fprintf(w, "\nCPU: utime+stime of the eosproxy process from /proc/<pid>/stat (10 ms ticks). Allocations: go_memstats_mallocs_total and go_memstats_alloc_bytes_total from its /metrics. "+
-		"Both less eosproxy's idle cost, measured before the first phase: %.0f allocations per /metrics read, and per second %.0f allocations (%s bytes) and %.3f cores; a figure near that floor over a window (e.g. a bulk workload's allocations per MB times its MB/s) is noise. "+
+	var idle []string
+	for _, c := range rep.Configs {
+		ic := c.Idle
+		idle = append(idle, fmt.Sprintf("%s %.0f allocations per /metrics read, and per second %.0f allocations (%s bytes) and %.3f cores", c.Label, ic.ScrapeAllocs, ic.IdleAllocsPerS, fmtNum(ic.IdleBytesPerS), ic.IdleCores))
+	}
+	if len(rep.Configs) == 0 {
+		ic := rep.ProxyIdle
+		idle = append(idle, fmt.Sprintf("%.0f allocations per /metrics read, and per second %.0f allocations (%s bytes) and %.3f cores", ic.ScrapeAllocs, ic.IdleAllocsPerS, fmtNum(ic.IdleBytesPerS), ic.IdleCores))
+	}
+	sum := ""
+	if cluster {
+		sum = "Figures are summed over all instances of a configuration (a cluster's standbys replay its log); the owner's own cores are shown beside them. "
+	}
+	fmt.Fprintf(w, "\nCPU: utime+stime of each eosproxy process from /proc/<pid>/stat (10 ms ticks). Allocations: go_memstats_mallocs_total and go_memstats_alloc_bytes_total from its /metrics. %s"+
+		"Both less eosproxy's idle cost, measured before the first phase: %s; a figure near that floor over a window (e.g. a bulk workload's allocations per MB times its MB/s) is noise. "+
 		"Per byte of record values carried (produced, or consumed for consume; committed for txn-*), MB = 10^6 bytes, GB = 10^9.\n\n",
-		ic.ScrapeAllocs, ic.IdleAllocsPerS, fmtNum(ic.IdleBytesPerS), ic.IdleCores)
+		sum, strings.Join(idle, "; "))
+}
+
+// printClusterLog prints what a cluster's log took in the backend per
+// byte carried: the cost of writing every state change (transactional
+// batches included) to the backend before answering.
+func (rep *report) printClusterLog(w io.Writer) {
+	type line struct {
+		wr   workloadResult
+		slot string
+	}
+	var lines []line
+	for _, wr := range rep.Workloads {
+		for _, slot := range wr.Slots {
+			for _, m := range wr.Phases[slot] {
+				if _, ok := m["log MB/s"]; ok {
+					lines = append(lines, line{wr, slot})
+					break
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "### cluster mode: the cluster's log in the backend (medians over rounds)\n\n")
+	fmt.Fprintln(w, "| workload | slot | carried MB/s | log MB/s | log bytes per byte carried | log bytes per record | log bytes per byte the topic grew |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	for _, l := range lines {
+		med := func(metric string) string {
+			var v []float64
+			for _, m := range l.wr.Phases[l.slot] {
+				if x, ok := m[metric]; ok {
+					v = append(v, x)
+				}
+			}
+			if len(v) == 0 {
+				return "-"
+			}
+			if m := median(v); m > 0 && m < 0.01 {
+				return fmt.Sprintf("%.2g", m) // e.g. producer states per byte
+			}
+			return fmtNum(median(v))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", l.wr.Name, rep.slotLabel(l.slot), med("MB/s"), med("log MB/s"), med("log B/B"), med("log B/rec"), med("log B/topic B"))
+	}
+	fmt.Fprintf(w, "\nLog: the growth of the cluster's log topic (__eosproxy_<name>_log) over each measured window, as the backend's DescribeLogDirs reports its size (stored bytes, batch headers included, one replica), "+
+		"per byte of record values carried (committed for txn-*), per record, and per byte the workload's topic grew by in the backend over the same window (its partitions' sizes likewise). "+
+		"The owner writes every state change there before answering: transactional batches as they are produced (then again to the topic at commit, so transactional bytes are written twice), producer states, decisions. "+
+		"A window in which the log was trimmed (after a checkpoint) gives no figure.\n\n")
+}
+
+// compare says whether the run compared several configurations.
+func (rep *report) compare() bool { return len(rep.Configs) > 1 }
+
+// hasCluster says whether any configuration is a cluster.
+func (rep *report) hasCluster() bool {
+	for _, c := range rep.Configs {
+		if c.Cluster != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// slotLabel names a slot in the tables: a configuration's label, or the
+// slot's own name.
+func (rep *report) slotLabel(slot string) string {
+	if rep.compare() {
+		for _, c := range rep.Configs {
+			if c.Slot == slot {
+				return c.Label
+			}
+		}
+	}
+	return slot
+}
+
+// compareTable is table for several configurations: per row, direct's
+// median, each configuration's median with its ratio (and difference) to
+// direct, and the A/A noise. No targets: they are judged on the
+// single-configuration tables.
+func (rep *report) compareTable(w io.Writer, wrs []workloadResult) {
+	var head, align []string
+	for _, c := range rep.Configs {
+		head = append(head, c.Label+" vs D")
+		align = append(align, "---:")
+	}
+	fmt.Fprintf(w, "| workload | D: direct | %s | A/A noise (D vs D) |\n", strings.Join(head, " | "))
+	fmt.Fprintf(w, "|---|---:|%s|---:|\n", strings.Join(align, "|"))
+	for _, wr := range wrs {
+		for _, c := range wr.Comparisons {
+			r := c.row
+			vs := func(diff, ratio float64) string {
+				if r.latency {
+					return fmt.Sprintf("%+.3f ms (%.2fx)", diff, ratio)
+				}
+				return fmt.Sprintf("%.2fx", ratio)
+			}
+			var cells []string
+			for _, cc := range c.Configs {
+				cells = append(cells, fmt.Sprintf("%s %s (%s)", fmtNum(cc.Median), r.unit, vs(cc.Diff, cc.Ratio)))
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.label, wr.cell(r, slotDirect), strings.Join(cells, " | "), vs(c.AADiff, c.AARatio))
+		}
+	}
+	fmt.Fprintln(w)
+	if !rep.compareNoted {
+		rep.compareNoted = true
+		fmt.Fprintf(w, "Each configuration's median, then against direct (ratio; latency rows also the difference). single: one eosproxy instance without --cluster; cluster of N: N instances with --cluster, clients listing all of them as seeds (they end up on the owner). "+
+			"Phases interleave as D, then each configuration, then the A/A pair, reversed every other round.\n\n")
+	}
 }
 
 // print prints the txn-buffer measurement.

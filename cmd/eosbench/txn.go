@@ -126,7 +126,7 @@ func txnPhase(ctx context.Context, b *bench, name, slot string, seeds []string, 
 }
 
 func txnLoop(ctx context.Context, b *bench, cl *kgo.Client, hook *produceStats, step *atomic.Value, every time.Duration, records int) (metrics, error) {
-	value := make([]byte, txnRecordSize) // kgo does not modify a record's value
+	value := recordValues(txnRecordSize) // kgo does not modify a record's value
 	var failed firstErr
 	var anyFailed atomic.Bool // cheaper than failed.get on every record
 	promise := func(_ *kgo.Record, err error) {
@@ -164,7 +164,7 @@ func txnLoop(ctx context.Context, b *bench, cl *kgo.Client, hook *produceStats, 
 			if every > 0 && time.Since(begin) >= every || records > 0 && n >= records {
 				break
 			}
-			cl.Produce(ctx, &kgo.Record{Value: value}, promise)
+			cl.Produce(ctx, &kgo.Record{Value: value()}, promise)
 			n++
 		}
 		due := time.Now()

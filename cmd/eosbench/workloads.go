@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,13 +382,13 @@ func producePhase(ctx context.Context, b *bench, opts []kgo.Opt, size int) (metr
 			failed.set(err)
 		}
 	}
-	value := make([]byte, size) // kgo does not modify a record's value
+	value := recordValues(size) // kgo does not modify a record's value
 	pctx, stopProducing := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for pctx.Err() == nil {
-			cl.Produce(pctx, &kgo.Record{Value: value}, promise)
+			cl.Produce(pctx, &kgo.Record{Value: value()}, promise)
 		}
 	}()
 
@@ -489,10 +490,10 @@ func prepareConsume(ctx context.Context, b *bench, topic string) error {
 		return err
 	}
 	defer cl.Close()
-	value := make([]byte, consumeRecordSize)
+	value := recordValues(consumeRecordSize) // kgo does not modify a record's value
 	var failed firstErr
 	for range n {
-		cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
+		cl.Produce(ctx, &kgo.Record{Value: value()}, func(_ *kgo.Record, err error) {
 			if err != nil {
 				failed.set(err)
 			}
@@ -619,7 +620,7 @@ func latencyPhase(ctx context.Context, b *bench, opts []kgo.Opt) (metrics, error
 		return nil, err
 	}
 	defer cl.Close()
-	value := make([]byte, latencySize)
+	value := recordValues(latencySize) // kgo does not modify a record's value
 	var samples []time.Duration
 	measureFrom := time.Now().Add(warmUp(b.cfg.phase))
 	var first, end time.Time
@@ -634,7 +635,7 @@ func latencyPhase(ctx context.Context, b *bench, opts []kgo.Opt) (metrics, error
 			end = first.Add(b.cfg.phase)
 			t = first
 		}
-		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value()}).FirstErr(); err != nil {
 			return nil, fmt.Errorf("produce: %w", err)
 		}
 		if !end.IsZero() {
@@ -655,4 +656,28 @@ func latencyPhase(ctx context.Context, b *bench, opts []kgo.Opt) (metrics, error
 		"MB/s":    recs * latencySize / 1e6,
 		"samples": float64(len(samples)),
 	}, nil
+}
+
+// valuePool is random bytes that record values are cut from.
+var valuePool = sync.OnceValue(func() []byte {
+	v := make([]byte, 16<<20)
+	rand.NewChaCha8([32]byte{}).Read(v)
+	return v
+})
+
+// recordValues returns a source of record values of size bytes (for one
+// goroutine): successive windows of a 16 MiB pool of random bytes, so that
+// no value repeats within a batch. Nothing on the measured paths
+// compresses records but a cluster's log (kgo's default snappy, on the
+// batches it stores), and equal or zero values would make that log look
+// almost free: distinct random bytes measure it at its dearest.
+func recordValues(size int) func() []byte {
+	pool := valuePool()
+	n := max(1, (len(pool)-size)/size)
+	i := 0
+	return func() []byte {
+		off := (i % n) * size
+		i++
+		return pool[off : off+size : off+size]
+	}
 }

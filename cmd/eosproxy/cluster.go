@@ -17,8 +17,10 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/admin"
@@ -35,7 +37,7 @@ var localKeys = [][]byte{upstream.InstanceIDKey, proxy.PortKeyPrefix}
 
 // runCluster serves as one instance of the cluster cfg.Cluster until ctx
 // ends; pc is the proxy's configuration for the times it owns.
-func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Server, log zerolog.Logger) error {
+func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Server, reg prometheus.Registerer, log zerolog.Logger) error {
 	db := pc.DB
 	db.SetReplicator(nil, localKeys...)
 	id, err := upstream.InstanceID(db)
@@ -72,6 +74,8 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		return fmt.Errorf("join eosproxy cluster %s: %w", cfg.Cluster, err)
 	}
 	defer m.Close()
+	var serving atomic.Bool
+	registerClusterMetrics(reg, m, serving.Load)
 
 	for first := true; ; first = false {
 		// Standby: relay clients to the owner until this instance owns.
@@ -118,6 +122,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		}
 		pctx, stop := context.WithCancel(ctx)
 		p.Start(pctx)
+		serving.Store(true)
 		ops.SetReady(p.Ready)
 		log.Info().Int32("generation", ch.Generation).Str("bootstrap", p.Addr()).Msg("owner of the cluster: serving")
 		cpDone := make(chan struct{})
@@ -144,6 +149,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		// log, so its data dir is rebuilt from the log.
 		stop()
 		<-cpDone
+		serving.Store(false)
 		log.Warn().Str("reason", ch.Reason).Msg("no longer the cluster's owner: stopping and rebuilding from the cluster's log")
 		p.Close()
 		db.SetReplicator(nil, localKeys...)

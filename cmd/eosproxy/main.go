@@ -162,7 +162,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		UpstreamSASL:              sec.UpstreamSASL,
 	}
 	if cfg.Cluster != "" {
-		return runCluster(ctx, cfg, pc, ops, log)
+		return runCluster(ctx, cfg, pc, ops, reg, log)
 	}
 	p, err := proxy.New(pc)
 	if err != nil {

@@ -16,6 +16,7 @@ exit status is non-zero only when the script itself could not run to the end.
 import argparse
 import json
 import sys
+import time
 
 from confluent_kafka import Producer
 
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--count", type=int, default=20000)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds for the flush")
+    ap.add_argument("--rate", type=float, default=0, help="records per second (0: as fast as it goes)")
     args = ap.parse_args()
 
     out = {
@@ -64,7 +66,14 @@ def main():
         "error_cb": on_error,
         "stats_cb": on_stats,
     })
+    start = time.monotonic()
     for i in range(args.count):
+        if args.rate > 0:
+            # Paced, so that a run spans the faults a test makes meanwhile;
+            # waiting in poll serves the delivery reports.
+            wait = start + i / args.rate - time.monotonic()
+            if wait > 0:
+                prod.poll(wait)
         part = i % args.partitions
         while True:
             try:

@@ -80,6 +80,16 @@ type Spool struct {
 	// syncMu serialises fsyncs; callers queued behind one usually find
 	// their data covered by it when their turn comes (group commit).
 	syncMu sync.Mutex
+	cache  bool // the bytes are durable elsewhere: no fsync
+}
+
+// AsCache makes the spool a cache of bytes kept durable elsewhere (a
+// cluster's log carries every buffered batch): Sync and new segments no
+// longer wait for the disk.
+func (s *Spool) AsCache() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache = true
 }
 
 // Open opens the spool in dir, creating it if needed. Segments of an earlier
@@ -161,7 +171,7 @@ func (s *Spool) rotate() error {
 		return fmt.Errorf("create spool segment: %w", err)
 	}
 	// The new file's name must survive a crash as well as its data.
-	if err := syncDir(s.dir); err != nil {
+	if err := s.syncDirUnlessCache(); err != nil {
 		f.Close()
 		os.Remove(s.path(id))
 		return err
@@ -173,6 +183,13 @@ func (s *Spool) rotate() error {
 		s.drop(old)
 	}
 	return nil
+}
+
+func (s *Spool) syncDirUnlessCache() error {
+	if s.cache {
+		return nil
+	}
+	return syncDir(s.dir)
 }
 
 func syncDir(dir string) error {
@@ -198,7 +215,7 @@ func (s *Spool) Sync(r Ref) error {
 		s.mu.Unlock()
 		return fmt.Errorf("spool segment %x is gone", r.Segment)
 	}
-	if seg.synced >= end {
+	if seg.synced >= end || s.cache {
 		s.mu.Unlock()
 		return nil
 	}
