@@ -139,6 +139,7 @@ type pending struct {
 
 // Member is this instance's membership in the cluster.
 type Member struct {
+	aborted                    chan struct{} // closed once a given-up ownership's records are failed; guarded by mu
 	cfg                        Config
 	log                        zerolog.Logger
 	logTopic, ownerTopic, name string
@@ -326,6 +327,16 @@ func (m *Member) giveUp(err error, reason string) {
 		close(p.done)
 	}
 	clear(m.pending)
+	// Records of the given-up ownership still buffered or being retried
+	// are void whatever becomes of them; left, they would hold up this
+	// member's next claim behind them (one request in flight, in order)
+	// for up to their delivery timeout. The writer has no idempotence,
+	// so failing them at once is safe.
+	m.aborted = make(chan struct{})
+	go func(done chan struct{}) {
+		m.prod.UnsafeAbortBufferedRecords()
+		close(done)
+	}(m.aborted)
 	if wasOwner {
 		// The store holds this member's writes, some perhaps void.
 		m.dirty = true
@@ -759,7 +770,11 @@ func (m *Member) claimLoop() {
 		m.mine[m.claim.Nonce] = true
 		m.nextSeq = 0
 		c := m.claim
+		aborted := m.aborted
 		m.mu.Unlock()
+		if aborted != nil {
+			<-aborted
+		}
 		m.log.Info().Int32("generation", c.Generation).Msg("assigned the cluster; claiming it")
 		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SessionTimeout)
 		m.appendMu.Lock()

@@ -132,10 +132,14 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		}()
 		select {
 		case <-ctx.Done():
-			// A clean stop: finish what is in flight, then hand over.
+			// A clean stop: finish what is in flight, then hand over. The
+			// next owner waits meanwhile, so in-flight requests get at
+			// most handoverWait (a JoinGroup held by a rebalance would
+			// otherwise hold the whole cluster up); the rest are cut, and
+			// their clients retry with the next owner.
 			stop()
 			<-cpDone
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			sctx, cancel := context.WithTimeout(context.Background(), min(cfg.ShutdownTimeout, handoverWait))
 			if err := p.Shutdown(sctx); err != nil {
 				log.Warn().Err(err).Msg("shutdown cut short")
 			}
@@ -207,6 +211,10 @@ func checkpoints(ctx context.Context, every int64, db *store.DB, p *proxy.Proxy,
 		log.Info().Int("bytes", n).Dur("took", time.Since(start)).Msg("checkpoint of the state written to the cluster's log")
 	}
 }
+
+// handoverWait bounds a clean stop's wait for in-flight requests while it
+// owns the cluster: a clean stop hands over within about this.
+const handoverWait = 2 * time.Second
 
 // advertiseAddr is where the other instances reach this one's bootstrap
 // listener.
@@ -282,10 +290,11 @@ var _ store.Blobs = (*standbySpool)(nil)
 // address as bytes: the owner answers them, TLS and SASL included, and its
 // metadata then sends the client to the owner's own listeners.
 type relay struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed chan struct{}
+	wg     sync.WaitGroup
 }
 
 func startRelay(listen string, m *cluster.Member, log zerolog.Logger) (*relay, error) {
@@ -301,7 +310,7 @@ func startRelay(listen string, m *cluster.Member, log zerolog.Logger) (*relay, e
 	if err != nil {
 		return nil, fmt.Errorf("standby listener: %w", err)
 	}
-	r := &relay{ln: ln, conns: map[net.Conn]struct{}{}}
+	r := &relay{ln: ln, conns: map[net.Conn]struct{}{}, closed: make(chan struct{})}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -310,22 +319,22 @@ func startRelay(listen string, m *cluster.Member, log zerolog.Logger) (*relay, e
 			if err != nil {
 				return
 			}
-			to, self, ok := m.Leader()
-			if !ok || self {
-				// No owner yet (or this instance, still loading): the
-				// client retries, as it does against a broker starting up.
-				c.Close()
-				continue
-			}
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				r.pass(c, to, log)
+				r.pass(c, m, log)
 			}()
 		}
 	}()
 	return r, nil
 }
+
+// relayHold is how long a standby holds a client's connection while no
+// owner is known or the owner it knows cannot be reached (a failover): a
+// connection closed at once would look to a client like a broker that
+// refuses it (franz-go, for one, fails its records on an EOF during
+// ApiVersions), one held is answered once the next owner serves.
+const relayHold = 30 * time.Second
 
 func (r *relay) track(c net.Conn, add bool) bool {
 	r.mu.Lock()
@@ -341,18 +350,41 @@ func (r *relay) track(c net.Conn, add bool) bool {
 	return true
 }
 
-func (r *relay) pass(c net.Conn, to string, log zerolog.Logger) {
+func (r *relay) pass(c net.Conn, m *cluster.Member, log zerolog.Logger) {
 	defer c.Close()
-	up, err := net.DialTimeout("tcp", to, 5*time.Second)
-	if err != nil {
-		log.Info().Err(err).Str("owner", to).Msg("cannot reach the cluster's owner; closing the client's connection")
-		return
-	}
-	defer up.Close()
-	if !r.track(c, true) || !r.track(up, true) {
+	if !r.track(c, true) {
 		return
 	}
 	defer r.track(c, false)
+	var up net.Conn
+	deadline := time.Now().Add(relayHold)
+	for tick := time.NewTicker(50 * time.Millisecond); ; {
+		to, self, ok := m.Leader()
+		if ok && !self {
+			var err error
+			if up, err = net.DialTimeout("tcp", to, 2*time.Second); err == nil {
+				tick.Stop()
+				break
+			}
+			log.Debug().Err(err).Str("owner", to).Msg("cannot reach the cluster's owner yet; holding the client's connection")
+		}
+		select {
+		case <-r.closed:
+			// This instance serves now: the client retries, here.
+			tick.Stop()
+			return
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			tick.Stop()
+			log.Info().Dur("held", relayHold).Msg("no reachable owner of the cluster; closing the client's connection")
+			return
+		}
+	}
+	defer up.Close()
+	if !r.track(up, true) {
+		return
+	}
 	defer r.track(up, false)
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
@@ -371,6 +403,7 @@ func (r *relay) pass(c net.Conn, to string, log zerolog.Logger) {
 // close stops accepting and cuts every relayed connection.
 func (r *relay) close() {
 	r.ln.Close()
+	close(r.closed)
 	r.mu.Lock()
 	for c := range r.conns {
 		c.Close()
