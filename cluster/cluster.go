@@ -243,6 +243,11 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		kgo.Balancers(&ownerBalancer{m}),
 		kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(hb), kgo.RebalanceTimeout(cfg.SessionTimeout),
 		kgo.OnPartitionsAssigned(m.onAssigned), kgo.OnPartitionsRevoked(m.onRevoked), kgo.OnPartitionsLost(m.onLost),
+		// Static membership (KIP-345), keyed by the instance's id (kept in
+		// its data dir): an instance that restarts after a crash replaces
+		// its dead self in the group at once, instead of the group waiting
+		// a session timeout for the dead member before it rebalances.
+		kgo.InstanceID(staticID(cfg.Instance)),
 	}
 	if cfg.groupDialer != nil {
 		gopts = append(gopts, kgo.Dialer(cfg.groupDialer))
@@ -355,13 +360,17 @@ func (m *Member) giveUp(err error, reason string) {
 func (m *Member) Changes() <-chan Change { return m.changes }
 
 // Leader is the owner per the latest claim read from the log.
+//
+// self is also true for a claim of this instance's previous run (the same
+// instance id, kept in its data dir): that run is gone, and its address is
+// this instance's own, where a relay would only reach itself.
 func (m *Member) Leader() (advertise string, self bool, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.leaderOK {
 		return "", false, false
 	}
-	return m.leader.Advertise, m.st == owning && m.leader.Nonce == m.claim.Nonce, true
+	return m.leader.Advertise, m.leader.Instance == m.cfg.Instance, true
 }
 
 // Stats returns a copy of this member's counters.
@@ -777,10 +786,15 @@ func (m *Member) claimLoop() {
 		}
 		m.log.Info().Int32("generation", c.Generation).Msg("assigned the cluster; claiming it")
 		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SessionTimeout)
+		start := time.Now()
 		m.appendMu.Lock()
-		err := m.prod.ProduceSync(ctx, claimRecord(m.logTopic, c)).FirstErr()
+		res := m.prod.ProduceSync(ctx, claimRecord(m.logTopic, c))
 		m.appendMu.Unlock()
 		cancel()
+		err := res.FirstErr()
+		if err == nil {
+			m.log.Info().Int32("generation", c.Generation).Int64("offset", res[0].Record.Offset).Dur("took", time.Since(start)).Msg("claim written; reading the log up to it")
+		}
 		if err != nil {
 			m.mu.Lock()
 			if m.st == claiming && m.claim.Nonce == c.Nonce {
@@ -868,7 +882,11 @@ func (m *Member) Close() error {
 		m.release(nonce)
 	}
 	if m.grp != nil {
-		m.grp.Close() // LeaveGroup: the rebalance starts now, not a session timeout later
+		// A static member does not leave the group when its client
+		// closes; leave explicitly, so that the rebalance starts now, not
+		// a session timeout later.
+		m.leave()
+		m.grp.Close()
 	}
 	m.cancel()
 	if m.grp != nil {
@@ -881,6 +899,33 @@ func (m *Member) Close() error {
 	close(m.changes)
 	m.mu.Unlock()
 	return nil
+}
+
+// staticID is the group instance id of the instance named id.
+func staticID(id string) string { return "eosproxy-" + id }
+
+// leave removes this member from the group (LeaveGroup with its instance
+// id, as Kafka's clients do for a static member that goes for good).
+func (m *Member) leave() {
+	memberID, _ := m.grp.GroupMetadata()
+	if memberID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = m.name
+	lm := kmsg.NewLeaveGroupRequestMember()
+	lm.MemberID = memberID
+	lm.InstanceID = kmsg.StringPtr(staticID(m.cfg.Instance))
+	req.Members = append(req.Members, lm)
+	resp, err := req.RequestWith(ctx, m.grp)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err != nil {
+		m.log.Info().Err(err).Msg("cannot leave the cluster's group; the others take over once its session times out")
+	}
 }
 
 // ownerBalancer gives the owner partition to the member that says it owns
