@@ -82,6 +82,14 @@ func (t *Txn) Delete(key []byte) error {
 	return nil
 }
 
+// ErrReplication wraps every write the Replicator refused or could not make
+// durable. In cluster mode that means this instance no longer owns the
+// state (the log's contract: a failed write gives ownership up), so the
+// caller should answer as a broker that lost leadership does, retriably,
+// and not record anything about the failure: its own state is about to be
+// dropped and rebuilt from the log, where the next owner continues.
+var ErrReplication = errors.New("the state's replica refused the write")
+
 // Checkpointer is a Replicator that can also take a full image of the
 // state, after which a replay needs nothing older.
 type Checkpointer interface {
@@ -154,7 +162,7 @@ func (d *DB) Update(fn func(*Txn) error) error {
 		return err
 	}
 	if err := wait(); err != nil {
-		return fmt.Errorf("replicate store write: %w", err)
+		return fmt.Errorf("%w: %w", ErrReplication, err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ package txnstate
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -217,7 +218,17 @@ func (c *Coordinator) flush(e *entry) {
 				return nil
 			})
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrReplication):
+			// Cluster mode, and this instance no longer owns the state:
+			// the batches are not in the cluster's log, so the next owner
+			// has the transaction without them. They are answered
+			// NOT_LEADER_OR_FOLLOWER and their producer sends them again,
+			// to the next owner; marking the transaction broken here
+			// would be lost with this instance's state, and the next
+			// owner would commit it without them.
+			c.log.Warn().Err(err).Str("txn", e.id).Msg("buffered transactional batch not in the cluster's log (no longer the owner); its producer retries with the next owner")
+		case err != nil:
 			e.broken.Store(true)
 			c.log.Error().Err(err).Str("txn", e.id).Msg("buffered transactional batch not durable; the transaction can only abort")
 		}
@@ -233,6 +244,9 @@ func (c *Coordinator) flush(e *entry) {
 const maxFlushKeys = 4000
 
 func storageCode(err error) int16 {
+	if errors.Is(err, store.ErrReplication) {
+		return kerr.NotLeaderForPartition.Code
+	}
 	if err != nil {
 		return kerr.KafkaStorageError.Code
 	}

@@ -6,6 +6,7 @@ package txnstate_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -354,5 +355,37 @@ func TestManyBatches(t *testing.T) {
 				t.Fatalf("DiskBytes %d: spool data not released", got)
 			}
 		})
+	}
+}
+
+// refusingReplica is a store.Replicator that refuses every write, as the
+// cluster's log does once this instance no longer owns the state.
+type refusingReplica struct{}
+
+func (refusingReplica) Append([]byte) func() error {
+	return func() error { return errors.New("cluster: fenced by another owner") }
+}
+
+// TestProduceWhenNoLongerOwner: in cluster mode, a batch whose index the
+// cluster's log refuses (this instance was deposed) is answered
+// NOT_LEADER_OR_FOLLOWER, which its producer retries with the next owner,
+// and the transaction is not marked broken: the mark could not reach the
+// log either, so the next owner would commit the transaction without the
+// batch while the producer had been told to abort (TRANSACTION_ABORTABLE,
+// which eoscheck caught as committed records missing from the output).
+func TestProduceWhenNoLongerOwner(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	a0 := tp("a", 0)
+	p := e.initProducer("tx", true, 60_000)
+	p.begin(a0)
+	p.send(a0, 2, 100)
+	e.db.SetReplicator(refusingReplica{})
+	defer e.db.SetReplicator(nil)
+	v := p.produceVersion()
+	for i := range 2 {
+		if code := wait(p.produce(a0, p.build(a0, 2, 100), v)); code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("batch %d after the deposition: %s, want NOT_LEADER_OR_FOLLOWER", i, txnstate.ErrorName(code))
+		}
+		p.seq[a0] += 2
 	}
 }
