@@ -163,4 +163,3 @@ func (v *validator) feed(e entry) result {
 	v.next = e.seq + 1
 	return r
 }
-
