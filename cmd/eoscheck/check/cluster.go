@@ -114,7 +114,6 @@ type instances struct {
 	zombies                    []ZombieReport
 	skippedStops               int // no owner known to stop
 	unknownOwnerFaults         int // faults while no owner was known: victim at random
-	faultErrs                  []string
 }
 
 // fencingReason reports whether a deposed owner's reason says another
