@@ -324,21 +324,7 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 
 	// The idempotent records, read from the backend directly.
 	got, _ := readBackendRecords(t, b, idemTopic, true)
-	seen := make([]int, n)
-	for _, vs := range got {
-		for _, v := range vs {
-			seen[v]++
-		}
-	}
-	var dups, lost []int
-	for v, c := range seen {
-		if c > 1 {
-			dups = append(dups, v)
-		}
-		if acked[v].Load() && c == 0 {
-			lost = append(lost, v)
-		}
-	}
+	dups, lost := dupsAndLost(countValues(t, got, n), acked)
 	if len(dups) > 0 || len(lost) > 0 {
 		t.Errorf("idempotent records: %d duplicated (first %v), %d acknowledged and lost (first %v)", len(dups), dups[:min(10, len(dups))], len(lost), lost[:min(10, len(lost))])
 	}
@@ -480,14 +466,8 @@ func checkRdkafkaThroughCluster(t *testing.T, b backend, topic string, n int, ru
 		t.Errorf("librdkafka: %d delivered of %d, %d delivery errors (first %v), unflushed %v", len(s.Delivered), n, len(s.DeliveryErrors), firstN(s.DeliveryErrors, 1), s.Unflushed)
 	}
 	got, _ := readBackendRecords(t, b, topic, true)
-	seen := make([]int, n)
-	for _, vs := range got {
-		for _, v := range vs {
-			seen[v]++
-		}
-	}
 	bad := 0
-	for v, c := range seen {
+	for v, c := range countValues(t, got, n) {
 		if c != 1 {
 			if bad < 5 {
 				t.Errorf("librdkafka value %d is %d times in the backend", v, c)

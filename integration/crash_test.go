@@ -232,6 +232,36 @@ func (cp *crashProxy) stop() {
 	cp.cmd = nil
 }
 
+// countValues counts how often each of the values 0..n-1 is in got (values
+// by partition); any other value fails the test.
+func countValues(t *testing.T, got map[int32][]int, n int) []int {
+	t.Helper()
+	seen := make([]int, n)
+	for p, vs := range got {
+		for _, v := range vs {
+			if v < 0 || v >= n {
+				t.Fatalf("partition %d: unexpected value %d", p, v)
+			}
+			seen[v]++
+		}
+	}
+	return seen
+}
+
+// dupsAndLost lists the values seen more than once, and the acknowledged
+// ones never seen.
+func dupsAndLost(seen []int, acked []atomic.Bool) (dups, lost []int) {
+	for v, c := range seen {
+		if c > 1 {
+			dups = append(dups, v)
+		}
+		if acked[v].Load() && c == 0 {
+			lost = append(lost, v)
+		}
+	}
+	return dups, lost
+}
+
 // readBackendAll reads every record of topic straight from the backend up
 // to the partitions' current ends and returns the values by partition.
 func readBackendAll(t *testing.T, b backend, topic string) (map[int32][]int, int64) {
@@ -424,24 +454,7 @@ func idempotenceAcrossSIGKILL(t *testing.T, bin string, b backend, backendIdempo
 
 	// The proof, read from the backend directly.
 	got, total := readBackendRecords(t, b, topic, backendIdempotent)
-	seen := make([]int, n)
-	for p, vs := range got {
-		for _, v := range vs {
-			if v < 0 || v >= n {
-				t.Fatalf("partition %d: unexpected value %d", p, v)
-			}
-			seen[v]++
-		}
-	}
-	var dups, lost []int
-	for v, c := range seen {
-		if c > 1 {
-			dups = append(dups, v)
-		}
-		if acked[v].Load() && c == 0 {
-			lost = append(lost, v)
-		}
-	}
+	dups, lost := dupsAndLost(countValues(t, got, n), acked)
 	if len(dups) > 0 || len(lost) > 0 {
 		t.Fatalf("backend holds %d records: %d values more than once (first: %v), %d acknowledged values missing (first: %v)",
 			total, len(dups), dups[:min(len(dups), 10)], len(lost), lost[:min(len(lost), 10)])
