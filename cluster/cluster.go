@@ -43,6 +43,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -84,6 +85,9 @@ type Config struct {
 	// connections, so that a test can freeze this member's heartbeats and
 	// reads as a SIGSTOP would, and resume them one after the other.
 	groupDialer, tailDialer, prodDialer func(ctx context.Context, network, host string) (net.Conn, error)
+	// For tests of a zombie's late writes: no watchdog deposing a member
+	// that the backend has not heard from.
+	noWatchdog bool
 }
 
 // Change of this member's ownership.
@@ -176,6 +180,27 @@ type Member struct {
 	stats       Stats
 	changes     chan Change
 	kick        chan struct{}
+	// heard is when the latest request of the group client or the log
+	// reader that the backend answered was sent (Unix ns): how long the
+	// backend has not heard from this member, for the watchdog.
+	heard atomic.Int64
+}
+
+// heardHook records in heard when requests that the backend answered were
+// sent.
+type heardHook struct{ heard *atomic.Int64 }
+
+func (h heardHook) OnBrokerE2E(_ kgo.BrokerMetadata, _ int16, e2e kgo.BrokerE2E) {
+	if e2e.Err() != nil {
+		return
+	}
+	sent := time.Now().Add(-e2e.DurationE2E()).UnixNano()
+	for {
+		old := h.heard.Load()
+		if old >= sent || h.heard.CompareAndSwap(old, sent) {
+			return
+		}
+	}
 }
 
 // Join ensures the topics exist, replays the log to its end into Apply
@@ -252,11 +277,60 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.groupDialer != nil {
 		gopts = append(gopts, kgo.Dialer(cfg.groupDialer))
 	}
+	gopts = append(gopts, kgo.WithHooks(heardHook{&m.heard}))
 	if m.grp, err = kgo.NewClient(m.opts(gopts...)...); err != nil {
 		return fail(fmt.Errorf("group client: %w", err))
 	}
+	m.heard.Store(time.Now().UnixNano())
 	go m.claimLoop()
+	go m.watchdog()
 	return m, nil
+}
+
+// watchdog deposes an owner that the backend has not heard from for longer
+// than the session timeout: cut off from it, a partitioned owner would
+// otherwise go on thinking it owns (no heartbeat error comes back, the
+// packets are just lost) and hold its clients until the partition heals,
+// while the group has expired it and another instance serves. Deposed, it
+// closes its clients' connections, and they find the new owner through the
+// other instances. The log's fencing keeps this safe either way: this is
+// about liveness. Reads of the log come every FetchMaxWait (500 ms), so a
+// member in contact with the backend is always heard from well within the
+// session timeout.
+func (m *Member) watchdog() {
+	every := min(max(m.cfg.SessionTimeout/20, 50*time.Millisecond), 500*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := time.Now()
+	var grace time.Time
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if now.Sub(last) > m.cfg.SessionTimeout/2 {
+			// This process was paused (SIGSTOP, a stalled host), not the
+			// backend silent: let the log reader catch up first, so that
+			// the log tells what happened meanwhile (the claim that fenced
+			// this member) rather than the silence.
+			grace = now.Add(2 * time.Second)
+		}
+		last = now
+		if now.Before(grace) || m.cfg.noWatchdog {
+			continue
+		}
+		silent := now.Sub(time.Unix(0, m.heard.Load()))
+		if silent <= m.cfg.SessionTimeout {
+			continue
+		}
+		m.mu.Lock()
+		if m.st != standby {
+			m.giveUp(ErrNotOwner, fmt.Sprintf("the backend has not heard from this member for %v, longer than the session timeout: the group has expired it", silent.Round(time.Millisecond)))
+		}
+		m.mu.Unlock()
+	}
 }
 
 func (m *Member) opts(more ...kgo.Opt) []kgo.Opt {
@@ -529,6 +603,7 @@ func (m *Member) replay(ctx context.Context) error {
 	if m.cfg.tailDialer != nil {
 		topts = append(topts, kgo.Dialer(m.cfg.tailDialer))
 	}
+	topts = append(topts, kgo.WithHooks(heardHook{&m.heard}))
 	cl, err := kgo.NewClient(m.opts(topts...)...)
 	if err != nil {
 		return fmt.Errorf("log reader: %w", err)

@@ -49,6 +49,10 @@ type Config struct {
 	// Dial opens upstream connections; default net.Dialer. Tests put fault
 	// injection here.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// BackendCut, for fault tests, partitions every connection to the
+	// backend while it is on: Dial's, and those of eosproxy's kgo clients.
+	// Not with UpstreamTLS.
+	BackendCut *upstream.Cut
 	// DB holds eosproxy's durable state; nil keeps it in memory (tests).
 	DB *store.DB
 	// SpoolDir holds the record batches of open transactions; default: a
@@ -151,6 +155,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
+	if cfg.BackendCut != nil {
+		if cfg.UpstreamTLS != nil {
+			return nil, errors.New("a backend cut (fault test) needs a backend without TLS")
+		}
+		cfg.Dial = cfg.BackendCut.Dial
+	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{}
 		cfg.Dial = d.DialContext
@@ -225,7 +235,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.up, err = upstream.New(upstream.Config{
-		Seeds: cfg.Upstreams, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, BrokerAddr: p.upstreamAddr,
+		Seeds: cfg.Upstreams, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, Cut: cfg.BackendCut, BrokerAddr: p.upstreamAddr,
 		DB: cfg.DB, ProducerIDExpiration: cfg.ProducerIDExpiration,
 		InUse: func() map[int64]struct{} {
 			if p.producers == nil {
@@ -565,7 +575,11 @@ func (p *Proxy) startLease() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL),
+	opts := upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL)
+	if p.cfg.BackendCut != nil {
+		opts = append(opts, p.cfg.BackendCut.KgoOpt())
+	}
+	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, opts,
 		p.Addr(), timeout, p.log)
 	if errors.Is(err, upstream.ErrNoOwnAccess) {
 		// As before the lease: clients' traffic still passes through.

@@ -46,6 +46,9 @@ type Config struct {
 	// authenticates eosproxy's own (auth.go).
 	TLS  *tls.Config
 	SASL sasl.Mechanism
+	// Cut, for fault tests, partitions the admin client from the backend
+	// too (Dial already goes through it).
+	Cut *Cut
 }
 
 // Client is eosproxy's own client to the backend: the admin client, the
@@ -68,7 +71,11 @@ type Client struct {
 
 // New makes the client; it connects lazily.
 func New(cfg Config) (*Client, error) {
-	admin, err := kgo.NewClient(append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))...)
+	opts := append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))
+	if cfg.Cut != nil {
+		opts = append(opts, cfg.Cut.KgoOpt())
+	}
+	admin, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}

@@ -43,7 +43,14 @@ type config struct {
 	ClusterAddr     string
 	CheckpointBytes int64
 	security
+	// testCutFile (EOSPROXY_TEST_BACKEND_CUT_FILE, fault tests only, not a
+	// flag): while this file exists, eosproxy is cut off from the backend
+	// (upstream.Cut).
+	testCutFile string
 }
+
+// testCutEnv names the file of a backend cut (fault tests: eoscheck).
+const testCutEnv = "EOSPROXY_TEST_BACKEND_CUT_FILE"
 
 // envName is the environment form of a flag: EOSPROXY_<FLAG>, upper case,
 // "-" as "_".
@@ -99,6 +106,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	c.testCutFile = getenv(testCutEnv)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["config"] {

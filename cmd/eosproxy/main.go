@@ -23,6 +23,7 @@ import (
 	"github.com/eosproxy/eosproxy/metrics"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
+	"github.com/eosproxy/eosproxy/upstream"
 )
 
 func main() {
@@ -160,6 +161,15 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ACL:                       sec.ACL,
 		UpstreamTLS:               sec.UpstreamTLS,
 		UpstreamSASL:              sec.UpstreamSASL,
+	}
+	if cfg.testCutFile != "" {
+		if pc.UpstreamTLS != nil {
+			return fmt.Errorf("%s: a backend cut (fault test) needs a backend without TLS", testCutEnv)
+		}
+		pc.BackendCut = upstream.NewCut(nil)
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go pc.BackendCut.WatchFile(cctx, cfg.testCutFile, 20*time.Millisecond, log)
 	}
 	if cfg.Cluster != "" {
 		return runCluster(ctx, cfg, pc, ops, reg, log)

@@ -187,6 +187,13 @@ type Config struct {
 	// than the session timeout, then SIGCONTed: a zombie, which must log
 	// that it was deposed. Needs Instances ≥ 2.
 	InstanceStops int
+	// InstanceCuts is how many times, spread the same way, the owner is
+	// cut off from the backend while its clients still reach it (packets
+	// dropped: upstream.Cut, through EOSPROXY_TEST_BACKEND_CUT_FILE) until
+	// another instance serves and for longer than the session timeout;
+	// then the cut ends: a zombie that kept running, which must log that
+	// it was deposed. Needs Instances ≥ 2.
+	InstanceCuts int
 	// ProxyArgs are extra arguments of every eosproxy run.
 	ProxyArgs []string
 	// Security puts TLS and SASL on the in-process kfake backend and on
@@ -312,6 +319,7 @@ type Report struct {
 	FailoverP99Ms      int64          `json:"failover_p99_ms,omitempty"`
 	CleanHandoverMaxMs int64          `json:"clean_handover_max_ms,omitempty"`
 	InstanceStops      int            `json:"instance_stops,omitempty"`
+	InstanceCuts       int            `json:"instance_cuts,omitempty"`
 	Zombies            []ZombieReport `json:"zombies,omitempty"`
 	StandbyKills       int            `json:"standby_kills,omitempty"`
 	StandbyTerms       int            `json:"standby_sigterms,omitempty"`

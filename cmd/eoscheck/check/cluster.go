@@ -10,6 +10,9 @@ package check
 // standby, and measures how long the cluster is left without an owner (a
 // failover). InstanceStops SIGSTOP the owner past the session timeout and
 // SIGCONT it: a zombie, which its successor must have fenced.
+// InstanceCuts cut the owner off from the backend the same way, while its
+// process and its clients' connections to it carry on: a zombie that never
+// stopped.
 
 import (
 	"context"
@@ -48,7 +51,7 @@ var errFencedText, errNotOwnerText = cluster.ErrFenced.Error(), cluster.ErrNotOw
 type Failover struct {
 	At     float64 `json:"at"`     // seconds since the run started
 	Victim int     `json:"victim"` // instance
-	How    string  `json:"how"`    // kill (SIGKILL), stop (SIGSTOP past the session timeout), term (SIGTERM: a clean handover)
+	How    string  `json:"how"`    // kill (SIGKILL), stop (SIGSTOP past the session timeout), cut (from the backend, past it), term (SIGTERM: a clean handover)
 	// TookMs is the time from the fault until another instance (or the
 	// victim's next run) logged that it serves; -1: none did within the
 	// session timeout + 30 s.
@@ -63,10 +66,13 @@ type Failover struct {
 // ZombieReport is what became of an owner stopped past the session
 // timeout once it was resumed.
 type ZombieReport struct {
-	Instance int `json:"instance"`
-	// DeposedMs is the time from SIGCONT until it logged that it is no
-	// longer the owner; -1: it did not within 30 s.
+	Instance int    `json:"instance"`
+	How      string `json:"how"` // stop (SIGSTOP), cut (from the backend)
+	// DeposedMs is the time from the end of the isolation (SIGCONT, the
+	// cut's end) until it logged that it is no longer the owner; -1: it
+	// did not within 30 s; 0 with DuringCut: it did during the cut.
 	DeposedMs int64  `json:"deposed_ms"`
+	DuringCut bool   `json:"deposed_during_cut,omitempty"`
 	Reason    string `json:"reason,omitempty"`
 }
 
@@ -108,11 +114,12 @@ type instances struct {
 	start          time.Time
 	w              clusterWatch
 
-	kills, terms, stops        int // faults so far, by kind
+	kills, terms, stops, cuts  int      // faults so far, by kind
+	cutFiles                   []string // instance i is cut off from the backend while cutFiles[i] exists
 	standbyKills, standbyTerms int
 	failovers                  []Failover
 	zombies                    []ZombieReport
-	skippedStops               int // no owner known to stop
+	skippedStops, skippedCuts  int // no owner known to stop or cut
 	unknownOwnerFaults         int // faults while no owner was known: victim at random
 }
 
@@ -171,6 +178,11 @@ func newInstances(cfg Config, bin, work, logPath string, brokers, base int, back
 			"--cluster-session-timeout", cfg.ClusterSessionTimeout.String(),
 		}}
 		pp.args = append(pp.args, cfg.ProxyArgs...)
+		cut := filepath.Join(work, "cut-"+strconv.Itoa(i))
+		if cfg.InstanceCuts > 0 {
+			pp.env = append(pp.env, "EOSPROXY_TEST_BACKEND_CUT_FILE="+cut)
+		}
+		c.cutFiles = append(c.cutFiles, cut)
 		c.pps = append(c.pps, pp)
 		c.logPaths = append(c.logPaths, lp)
 	}
@@ -412,16 +424,25 @@ func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
 	c.failovers = append(c.failovers, f)
 }
 
-// stopOwner SIGSTOPs the owner until another instance serves and for at
-// least the session timeout + 1 s, then SIGCONTs it and waits up to 30 s
-// for it to log that it no longer owns the cluster (a zombie, fenced by
-// its successor's higher generation).
+// isolateOwner takes the owner away from the cluster without ending it:
+// how "stop" SIGSTOPs it, "cut" cuts it off from the backend while its
+// clients still reach it (its cut file, upstream.Cut). The isolation lasts
+// until another instance serves and for at least the session timeout + 1
+// s (a cut: + 5 s, and the owner must notice the cut by itself meanwhile:
+// the deposition frees its clients); then the owner is SIGCONTed or reconnected, and isolateOwner waits up
+// to 30 s for it to log that it no longer owns the cluster (a zombie,
+// fenced by its successor's higher generation). A cut owner may notice
+// and log it during the cut already (its group session lost).
 //
-// With copiers (cw), the stop waits up to 5 s for one of them to ask to
-// commit and comes a moment after: the owner is then likely mid-write, so
-// that the zombie has late writes for the fence to void.
-func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
-	c.stops++
+// With copiers (cw), the isolation waits up to 5 s for one of them to ask
+// to commit and comes a moment after: the owner is then likely mid-write,
+// so that the zombie has late writes for the fence to void.
+func (c *instances) isolateOwner(ctx context.Context, cw *copyWork, how string) error {
+	n := &c.stops
+	if how == "cut" {
+		n = &c.cuts
+	}
+	*n++
 	if cw != nil {
 		select {
 		case <-cw.commitHook: // stale: of an earlier arming
@@ -439,40 +460,69 @@ func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
 	}
 	o := c.owner()
 	if o < 0 {
-		c.skippedStops++
-		c.trace.printf("cluster: no owner known: stop %d skipped", c.stops)
+		if how == "cut" {
+			c.skippedCuts++
+		} else {
+			c.skippedStops++
+		}
+		c.trace.printf("cluster: no owner known: %s %d skipped", how, *n)
 		return nil
 	}
 	pp := c.pps[o]
 	t0 := time.Now()
-	if err := pp.signal(syscall.SIGSTOP); err != nil {
+	var err error
+	if how == "cut" {
+		err = os.WriteFile(c.cutFiles[o], nil, 0o644)
+	} else {
+		err = pp.signal(syscall.SIGSTOP)
+	}
+	if err != nil {
 		return err
 	}
 	c.down(o)
-	c.trace.printf("cluster: owner %d SIGSTOPped (stop %d)", o, c.stops)
-	c.takeover(t0, o, o, "stop")
-	if d := c.sessionTimeout + time.Second - time.Since(t0); d > 0 {
+	c.trace.printf("cluster: owner %d isolated (%s %d)", o, how, *n)
+	c.takeover(t0, o, o, how)
+	hold := c.sessionTimeout + time.Second
+	if how == "cut" {
+		// Long enough for it to notice by itself that the backend no
+		// longer hears from it (its watchdog: the session timeout and a
+		// fetch) and let its clients go.
+		hold = c.sessionTimeout + 5*time.Second
+	}
+	if d := hold - time.Since(t0); d > 0 {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
 		}
 	}
 	t1 := time.Now()
-	// Resumed even when the run is cancelled: a stopped process outlives
-	// its SIGKILL only until it is continued, which Kill does not need,
-	// but a stopped instance would hang the others' clients.
-	if err := pp.signal(syscall.SIGCONT); err != nil {
+	// Ended even when the run is cancelled: an isolated instance would
+	// hang the others' clients.
+	if how == "cut" {
+		err = os.Remove(c.cutFiles[o])
+	} else {
+		err = pp.signal(syscall.SIGCONT)
+	}
+	if err != nil {
 		return err
 	}
-	c.trace.printf("cluster: instance %d SIGCONTed after %v stopped", o, t1.Sub(t0).Round(time.Millisecond))
-	z := ZombieReport{Instance: o, DeposedMs: -1}
-	if e, ok := c.waitDeposed(t1, o, 30*time.Second); ok {
+	end := map[string]string{"stop": "SIGCONT", "cut": "the end of its cut"}[how]
+	c.trace.printf("cluster: instance %d back after %v (%s)", o, t1.Sub(t0).Round(time.Millisecond), end)
+	z := ZombieReport{Instance: o, How: how, DeposedMs: -1}
+	from := t1
+	if how == "cut" {
+		from = t0 // it may learn of its deposition during the cut
+	}
+	if e, ok := c.waitDeposed(from, o, t1.Sub(from)+30*time.Second); ok {
 		z.DeposedMs, z.Reason = e.at.Sub(t1).Milliseconds(), e.reason
-		c.trace.printf("cluster: zombie %d deposed %v after SIGCONT: %s", o, e.at.Sub(t1).Round(time.Millisecond), e.reason)
-		fmt.Fprintf(c.out, "zombie: instance %d deposed %v after SIGCONT (%s)\n", o, e.at.Sub(t1).Round(time.Millisecond), e.reason)
+		if z.DeposedMs < 0 {
+			z.DeposedMs, z.DuringCut = 0, true
+		}
+		c.trace.printf("cluster: zombie %d deposed %v after %s: %s", o, e.at.Sub(t1).Round(time.Millisecond), end, e.reason)
+		fmt.Fprintf(c.out, "zombie: instance %d deposed %v after %s (%s)\n", o, e.at.Sub(t1).Round(time.Millisecond), end, e.reason)
 	} else {
-		c.trace.printf("cluster: zombie %d logged no deposition within 30 s of SIGCONT", o)
-		fmt.Fprintf(c.out, "zombie: instance %d logged no deposition within 30 s of SIGCONT\n", o)
+		c.trace.printf("cluster: zombie %d logged no deposition within 30 s of %s", o, end)
+		fmt.Fprintf(c.out, "zombie: instance %d logged no deposition within 30 s of %s\n", o, end)
 	}
 	c.zombies = append(c.zombies, z)
 	return nil
@@ -490,6 +540,7 @@ func (c *instances) report(rep *Report, cfg Config) {
 	rep.Failovers = c.failovers
 	rep.Zombies = c.zombies
 	rep.InstanceStops = c.stops - c.skippedStops
+	rep.InstanceCuts = c.cuts - c.skippedCuts
 	rep.StandbyKills, rep.StandbyTerms = c.standbyKills, c.standbyTerms
 	rep.UnknownOwnerFaults = c.unknownOwnerFaults
 	c.w.mu.Lock()
@@ -530,8 +581,11 @@ func (c *instances) report(rep *Report, cfg Config) {
 		rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("clean handover took %v > 3 s", time.Duration(rep.CleanHandoverMaxMs)*time.Millisecond))
 	}
 	for _, z := range c.zombies {
+		if z.How == "cut" && !z.DuringCut {
+			rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("owner %d, cut off from the backend, did not notice within session timeout + 5 s (its clients stay held until the cut ends)", z.Instance))
+		}
 		if z.DeposedMs < 0 {
-			rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("the stopped owner %d logged no %q within 30 s of SIGCONT", z.Instance, msgDeposedPrefix))
+			rep.ClusterFailures = append(rep.ClusterFailures, fmt.Sprintf("the isolated (%s) owner %d logged no %q within 30 s of its return", z.How, z.Instance, msgDeposedPrefix))
 		}
 	}
 	if rep.InstanceStops > 0 && rep.Fencings == 0 {
@@ -539,6 +593,9 @@ func (c *instances) report(rep *Report, cfg Config) {
 	}
 	if cfg.InstanceStops > 0 && rep.InstanceStops == 0 {
 		rep.ClusterFailures = append(rep.ClusterFailures, "no owner was known when an instance stop was due: none stopped")
+	}
+	if cfg.InstanceCuts > 0 && rep.InstanceCuts == 0 {
+		rep.ClusterFailures = append(rep.ClusterFailures, "no owner was known when a cut was due: none cut off")
 	}
 }
 

@@ -60,7 +60,7 @@ func TestClusterWatchAndConditions(t *testing.T) {
 
 	c.failovers = []Failover{{How: "kill", TookMs: 7000}, {How: "stop", TookMs: 12000}, {How: "term", TookMs: 3500}}
 	c.stops = 1
-	c.zombies = []ZombieReport{{Instance: 1, DeposedMs: -1}}
+	c.zombies = []ZombieReport{{Instance: 1, How: "stop", DeposedMs: -1}, {Instance: 2, How: "cut", DeposedMs: 200}}
 	rep := &Report{}
 	c.report(rep, Config{InstanceStops: 1})
 	if k := reasonKey("fenced by the claim of 45e604e45dd9eeea (generation 4)"); k != "fenced by the claim of N (generation N)" {
@@ -70,7 +70,8 @@ func TestClusterWatchAndConditions(t *testing.T) {
 		t.Fatalf("report: %+v", rep)
 	}
 	got := strings.Join(rep.ClusterFailures, "\n")
-	for _, want := range []string{"failover p99 12s > session timeout 6s + 5 s", "clean handover took 3.5s > 3 s", "the stopped owner 1 logged no"} {
+	for _, want := range []string{"failover p99 12s > session timeout 6s + 5 s", "clean handover took 3.5s > 3 s", "the isolated (stop) owner 1 logged no",
+		"owner 2, cut off from the backend, did not notice"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("failures lack %q:\n%s", want, got)
 		}
@@ -80,7 +81,7 @@ func TestClusterWatchAndConditions(t *testing.T) {
 	}
 
 	c.failovers = []Failover{{How: "kill", TookMs: 7000}, {How: "term", TookMs: 900}}
-	c.zombies = []ZombieReport{{Instance: 1, DeposedMs: 300}}
+	c.zombies = []ZombieReport{{Instance: 1, How: "stop", DeposedMs: 300}, {Instance: 2, How: "cut", DuringCut: true}}
 	rep = &Report{}
 	c.report(rep, Config{InstanceStops: 1})
 	if !rep.Valid() {
@@ -97,13 +98,15 @@ func TestClusterWatchAndConditions(t *testing.T) {
 // eoscheck --instances 3 in process against kfake (CI tier, short): three
 // eosproxy instances as one cluster, the owner SIGKILLed twice, a standby
 // once, the owner stopped with SIGTERM once (a clean handover) and
-// SIGSTOPped twice past the session timeout (zombies, to be fenced), with
+// SIGSTOPped twice past the session timeout (zombies, to be fenced), cut
+// off from the backend once (a zombie whose process and clients carry on;
+// it must notice by itself and let its clients go), with
 // idempotent producers, transactional copiers (aborts, a replacement
 // mid-transaction) and a read_committed reader seeded with all three.
 // It proves: no anomaly (the verdict of every eoscheck run), each owner
 // fault was followed by a takeover within the pass conditions (failover
 // p99 <= session timeout + 5 s, clean handover <= 3 s), and the zombie was
-// deposed with a fencing logged.
+// deposed with a fencing logged, the cut one during its cut.
 func TestEoscheckInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("eoscheck --instances 3 takes ~60 s")
@@ -134,6 +137,7 @@ func TestEoscheckInstances(t *testing.T) {
 	rep, err := Run(ctx, Config{
 		Instances:      3,
 		InstanceStops:  2, // two zombies: one may find itself deposed before it writes
+		InstanceCuts:   1,
 		Kills:          4, // the first a SIGTERM of the owner, then the owner, the owner, a standby
 		CleanRestarts:  1,
 		Producers:      2,
@@ -162,8 +166,11 @@ func TestEoscheckInstances(t *testing.T) {
 			how[f.How]++
 		}
 	}
-	if how["kill"] == 0 || how["term"] == 0 || how["stop"] != 2 {
-		t.Errorf("failovers taken over, by fault: %v; want owner kills, a clean handover and a stop", how)
+	if how["kill"] == 0 || how["term"] == 0 || how["stop"] != 2 || how["cut"] != 1 {
+		t.Errorf("failovers taken over, by fault: %v; want owner kills, a clean handover, two stops and a cut", how)
+	}
+	if rep.InstanceCuts != 1 {
+		t.Errorf("%d owners cut off, want 1", rep.InstanceCuts)
 	}
 	if rep.InstanceStops != 2 || rep.Fencings == 0 {
 		t.Errorf("%d owners stopped, %d fencings logged: fencing not exercised", rep.InstanceStops, rep.Fencings)

@@ -182,6 +182,7 @@ type proxyProc struct {
 	file   *os.File // its log file, if its own (cluster mode)
 	bin    string
 	args   []string
+	env    []string // added to eoscheck's environment
 	logs   *proxyLogs
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -195,6 +196,9 @@ func (pp *proxyProc) start() (string, error) {
 	pp.logs.ready = ready
 	pp.logs.mu.Unlock()
 	cmd := exec.Command(pp.bin, pp.args...)
+	if len(pp.env) > 0 {
+		cmd.Env = append(os.Environ(), pp.env...)
+	}
 	cmd.Stderr = pp.logs
 	cmd.Stdout = pp.logs
 	if err := cmd.Start(); err != nil {

@@ -216,7 +216,14 @@ func printCluster(w io.Writer, r *Report) {
 	}
 	row("writes refused: no longer the owner", r.WritesRefused)
 	for _, z := range r.Zombies {
-		ms(fmt.Sprintf("  zombie %d deposed after SIGCONT, s", z.Instance), z.DeposedMs)
+		switch {
+		case z.DuringCut:
+			fmt.Fprintf(w, "%-44s %10s\n", fmt.Sprintf("  zombie %d (cut) deposed", z.Instance), "during it")
+		case z.How == "cut":
+			ms(fmt.Sprintf("  zombie %d deposed after its cut, s", z.Instance), z.DeposedMs)
+		default:
+			ms(fmt.Sprintf("  zombie %d deposed after SIGCONT, s", z.Instance), z.DeposedMs)
+		}
 	}
 	limit := r.SessionTimeoutMs + 5000
 	ms("failover p99, s", r.FailoverP99Ms)

@@ -162,8 +162,8 @@ func notes(cfg Config) string {
 		note += fmt.Sprintf(", replication factor %d, %d broker pauses", cfg.ReplicationFactor, cfg.BrokerPauses)
 	}
 	if cfg.Instances > 1 {
-		note += fmt.Sprintf(", %d eosproxy instances as one cluster (session timeout %v; SIGKILLs and SIGTERMs mostly of the owner), %d SIGSTOPs of the owner past the session timeout",
-			cfg.Instances, cfg.ClusterSessionTimeout, cfg.InstanceStops)
+		note += fmt.Sprintf(", %d eosproxy instances as one cluster (session timeout %v; SIGKILLs and SIGTERMs mostly of the owner), %d SIGSTOPs of the owner past the session timeout, %d cuts of the owner from the backend past it",
+			cfg.Instances, cfg.ClusterSessionTimeout, cfg.InstanceStops, cfg.InstanceCuts)
 	}
 	return note
 }
@@ -193,6 +193,9 @@ func validate(cfg Config) error {
 	}
 	if cfg.InstanceStops > 0 && cfg.Instances < 2 {
 		return errors.New("--instance-stops needs --instances 2 or more: another instance must take over from the stopped owner")
+	}
+	if cfg.InstanceCuts > 0 && cfg.Instances < 2 {
+		return errors.New("--instance-cuts needs --instances 2 or more: another instance must take over from the owner cut off")
 	}
 	if cfg.JavaCopiers > 0 {
 		switch {

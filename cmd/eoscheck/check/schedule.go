@@ -306,7 +306,14 @@ func (r *run) schedule(ctx context.Context) error {
 		}
 		// Stop j of InstanceStops before kill ceil(j*Kills/(InstanceStops+1)).
 		for r.cl != nil && r.cl.stops < cfg.InstanceStops && (r.cl.stops+1)*max(cfg.Kills, 1) <= (r.kills+1)*(cfg.InstanceStops+1) {
-			if err := r.cl.stopOwner(ctx, cw); err != nil {
+			if err := r.cl.isolateOwner(ctx, cw, "stop"); err != nil {
+				runErr = err
+				break
+			}
+		}
+		// Cuts the same way, between the stops.
+		for r.cl != nil && runErr == nil && r.cl.cuts < cfg.InstanceCuts && (2*r.cl.cuts+1)*max(cfg.Kills, 1) <= (2*r.kills+1)*(cfg.InstanceCuts+1) {
+			if err := r.cl.isolateOwner(ctx, cw, "cut"); err != nil {
 				runErr = err
 				break
 			}
