@@ -31,7 +31,10 @@ type clusterInstance struct {
 	bootstrap string
 	lo, hi    int
 	dataDir   string
-	up        bool
+	// cutFile cuts the instance off from the backend while it exists
+	// (upstream.Cut; not on the secure tier, whose backend has TLS).
+	cutFile string
+	up      bool
 }
 
 func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name string, n int, session time.Duration) []*clusterInstance {
@@ -55,6 +58,10 @@ func startCluster(t *testing.T, bin string, b backend, rng *rand.Rand, name stri
 			"--data-dir", in.dataDir)
 		in.cp.args = append(in.cp.args, tierBinaryArgs()...)
 		in.cp.env = tierBinaryEnv()
+		if !secureTier {
+			in.cutFile = filepath.Join(t.TempDir(), "cut")
+			in.cp.env = append(in.cp.env, "EOSPROXY_TEST_BACKEND_CUT_FILE="+in.cutFile)
+		}
 		in.cp.start()
 		in.up = true
 		out = append(out, in)
@@ -114,8 +121,8 @@ func askOwner(bootstrap string, insts []*clusterInstance) int {
 // Issue 13: three eosproxy processes as one cluster in front of one
 // backend. An idempotent and a transactional producer bootstrap from all
 // three; the serving instance is SIGKILLed again and again (and once
-// stopped cleanly) while they run, and the killed one restarts as a
-// standby. Every acknowledged record is in the backend exactly once, a
+// paused, once cut off from the backend, once stopped cleanly) while they
+// run, and the killed one restarts as a standby. Every acknowledged record is in the backend exactly once, a
 // committed transaction's records all, an aborted one's none, and each
 // failover is timed.
 func TestClusterFailover(t *testing.T) {
@@ -251,10 +258,11 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 
 	// Faults: SIGKILL the serving instance, pause it (SIGSTOP) past the
 	// session timeout and let it go on (SIGCONT: a zombie, which must find
-	// itself deposed), or stop it cleanly (SIGTERM); a killed or stopped
-	// instance restarts as a standby. Each time, how long until another
-	// instance serves.
-	const faultsN = 5
+	// itself deposed), cut it off from the backend while its clients still
+	// reach it (it must notice by itself during the cut and let them go),
+	// or stop it cleanly (SIGTERM); a killed or stopped instance restarts
+	// as a standby. Each time, how long until another instance serves.
+	const faultsN = 6
 	var failovers []time.Duration
 	for k := range faultsN {
 		interval := 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
@@ -264,7 +272,10 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 			time.Sleep(10 * time.Millisecond) // pacing the load, not synchronisation
 		}
 		victim := clusterOwner(t, insts, session+30*time.Second)
-		how := []string{"SIGKILL", "SIGSTOP", "SIGKILL", "SIGKILL", "clean stop (SIGTERM)"}[k]
+		how := []string{"SIGKILL", "SIGSTOP", "SIGKILL", "cut", "SIGKILL", "clean stop (SIGTERM)"}[k]
+		if how == "cut" && insts[victim].cutFile == "" {
+			how = "SIGKILL"
+		}
 		down := time.Now()
 		deposedBefore := insts[victim].cp.logs.count(deposedMsg)
 		switch how {
@@ -272,6 +283,10 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 			insts[victim].cp.kill()
 		case "SIGSTOP":
 			insts[victim].cp.signal(syscall.SIGSTOP)
+		case "cut":
+			if err := os.WriteFile(insts[victim].cutFile, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		default:
 			insts[victim].cp.stop()
 		}
@@ -286,6 +301,23 @@ func clusterFailover(t *testing.T, bin string, b backend) {
 			t.Errorf("failover after a %s took %s, want ≤ session timeout %s + 5 s", how, took.Round(time.Millisecond), session)
 		}
 		t.Logf("fault %d: %s of instance %d; instance %d serves after %s", k+1, how, victim, next, took.Round(time.Millisecond))
+		if how == "cut" {
+			// Cut off, it must see by itself that the backend no longer
+			// hears from it, within the session timeout and a few
+			// seconds, and give up, so that its clients go elsewhere.
+			waitFor(t, "the owner cut off from the backend to give up", session+5*time.Second, func() bool {
+				return insts[victim].cp.logs.count(deposedMsg) > deposedBefore
+			})
+			t.Logf("the cut owner %d gave up %s after the cut", victim, time.Since(down).Round(time.Millisecond))
+			if err := os.Remove(insts[victim].cutFile); err != nil {
+				t.Fatal(err)
+			}
+			insts[victim].up = true
+			if o := clusterOwner(t, insts, 3*session); o != next {
+				t.Errorf("after the cut ended, instance %d serves, not %d", o, next)
+			}
+			continue
+		}
 		if how == "SIGSTOP" {
 			// Resumed, the old owner must learn that it was deposed,
 			// give up, and serve nothing more.
