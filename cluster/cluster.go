@@ -147,7 +147,8 @@ type Member struct {
 	cfg                        Config
 	log                        zerolog.Logger
 	logTopic, ownerTopic, name string
-	prod, grp                  *kgo.Client
+	prod, grp                  *kgo.Client // prod: admin requests (topics, offsets, trims)
+	popts                      []kgo.Opt   // the log writer's options
 	ctx                        context.Context
 	cancel                     context.CancelFunc
 	loopDone                   chan struct{}
@@ -155,7 +156,12 @@ type Member struct {
 
 	appendMu sync.Mutex // orders the Produce calls of sets
 
-	mu          sync.Mutex
+	mu sync.Mutex
+	// writer writes the log: claims, sets, releases. Each ownership given
+	// up gets a fresh one (giveUp), so that nothing of the old one (a
+	// request stuck on a connection to an unreachable broker, records
+	// failed while in flight) holds up the next claim behind it.
+	writer      *kgo.Client
 	changed     chan struct{} // closed and replaced on tail progress and state changes
 	st          state
 	claim       claimInfo // this member's claim while claiming or owning
@@ -242,14 +248,20 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.prodDialer != nil {
 		popts = append(popts, kgo.Dialer(cfg.prodDialer))
 	}
+	m.popts = popts
 	var err error
 	m.prod, err = kgo.NewClient(m.opts(popts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: log writer: %w", cfg.Name, err)
 	}
+	if m.writer, err = kgo.NewClient(m.opts(popts...)...); err != nil {
+		m.prod.Close()
+		return nil, fmt.Errorf("cluster %s: log writer: %w", cfg.Name, err)
+	}
 	fail := func(err error) (*Member, error) {
 		m.stopTail()
 		m.cancel()
+		m.writer.Close()
 		m.prod.Close()
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 	}
@@ -406,14 +418,27 @@ func (m *Member) giveUp(err error, reason string) {
 		close(p.done)
 	}
 	clear(m.pending)
-	// Records of the given-up ownership still buffered or being retried
-	// are void whatever becomes of them; left, they would hold up this
-	// member's next claim behind them (one request in flight, in order)
-	// for up to their delivery timeout. The writer has no idempotence,
-	// so failing them at once is safe.
+	// Records of the given-up ownership still buffered, being retried or
+	// in flight are void whatever becomes of them (after this member's
+	// next claim or another's, or after a gap in its sets); left, they
+	// would hold up this member's next claim behind them (one request in
+	// flight, in order) for up to their delivery timeout, or, on a
+	// connection waiting out a partition, longer. So the writer is
+	// replaced and the old one closed, which fails its records at once.
+	old := m.writer
+	if w, err := kgo.NewClient(m.opts(m.popts...)...); err == nil {
+		m.writer = w
+	} else {
+		// Not expected (the options were valid at Join): abort in place.
+		m.log.Error().Err(err).Msg("cannot make a new log writer; aborting the old one's records")
+		old = nil
+		m.writer.UnsafeAbortBufferedRecords()
+	}
 	m.aborted = make(chan struct{})
 	go func(done chan struct{}) {
-		m.prod.UnsafeAbortBufferedRecords()
+		if old != nil {
+			old.Close()
+		}
 		close(done)
 	}(m.aborted)
 	if wasOwner {
@@ -476,7 +501,7 @@ func (m *Member) append(k kind, set []byte) (*pending, error) {
 		m.mu.Unlock()
 		return nil, ErrNotOwner
 	}
-	c, seq := m.claim, m.nextSeq
+	c, seq, w := m.claim, m.nextSeq, m.writer
 	m.nextSeq++
 	recs := setRecords(m.logTopic, k, c, seq, set)
 	p := &pending{chunks: len(recs), done: make(chan struct{})}
@@ -490,7 +515,7 @@ func (m *Member) append(k kind, set []byte) (*pending, error) {
 	})
 	m.mu.Unlock()
 	for i, r := range recs {
-		m.prod.Produce(m.ctx, r, func(r *kgo.Record, err error) {
+		w.Produce(m.ctx, r, func(r *kgo.Record, err error) {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			if m.st != owning || m.claim.Nonce != c.Nonce {
@@ -828,7 +853,10 @@ func (m *Member) release(nonce uint64) {
 	defer cancel()
 	m.appendMu.Lock()
 	defer m.appendMu.Unlock()
-	if err := m.prod.ProduceSync(ctx, releaseRecord(m.logTopic, nonce)).FirstErr(); err != nil {
+	m.mu.Lock()
+	w := m.writer
+	m.mu.Unlock()
+	if err := w.ProduceSync(ctx, releaseRecord(m.logTopic, nonce)).FirstErr(); err != nil {
 		m.log.Info().Err(err).Msg("cannot release this member's claim")
 	}
 }
@@ -853,7 +881,7 @@ func (m *Member) claimLoop() {
 			Nonce: newNonce(), TimeMs: time.Now().UnixMilli()}
 		m.mine[m.claim.Nonce] = true
 		m.nextSeq = 0
-		c := m.claim
+		c, w := m.claim, m.writer
 		aborted := m.aborted
 		m.mu.Unlock()
 		if aborted != nil {
@@ -863,7 +891,7 @@ func (m *Member) claimLoop() {
 		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SessionTimeout)
 		start := time.Now()
 		m.appendMu.Lock()
-		res := m.prod.ProduceSync(ctx, claimRecord(m.logTopic, c))
+		res := w.ProduceSync(ctx, claimRecord(m.logTopic, c))
 		m.appendMu.Unlock()
 		cancel()
 		err := res.FirstErr()
@@ -968,6 +996,10 @@ func (m *Member) Close() error {
 		<-m.loopDone
 	}
 	m.stopTail()
+	m.mu.Lock()
+	w := m.writer
+	m.mu.Unlock()
+	w.Close()
 	m.prod.Close()
 	m.mu.Lock()
 	m.chClosed = true

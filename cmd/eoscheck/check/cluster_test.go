@@ -18,10 +18,7 @@ import (
 func TestClusterWatchAndConditions(t *testing.T) {
 	c := &instances{name: "x", pps: make([]*proxyProc, 3), sessionTimeout: 6 * time.Second,
 		rng: rand.New(rand.NewPCG(1, 2)), trace: newTracer(io.Discard, time.Now()), out: io.Discard, start: time.Now()}
-	c.w.changed = make(chan struct{})
-	c.w.servingSince = make([]time.Time, 3)
-	c.w.deposedBy = map[string]int{}
-	c.w.fenceLines = map[string]int{}
+	c.w.init(3)
 	feed := func(i int, js string) {
 		l := newProxyLogs(nil)
 		l.cluster = c.watch(i)
@@ -92,6 +89,16 @@ func TestClusterWatchAndConditions(t *testing.T) {
 	c.report(rep, Config{InstanceStops: 1})
 	if rep.Valid() || !strings.Contains(strings.Join(rep.ClusterFailures, ""), "fencing not exercised") {
 		t.Fatalf("no fencing after a stop: %v", rep.ClusterFailures)
+	}
+	// A zombie that refused its own writes, having learned of its
+	// deposition first, exercised fencing too.
+	back := time.Now()
+	c.zombies[0].from, c.zombies[0].until = back.Add(-7*time.Second), back.Add(30*time.Second)
+	feed(1, `{"level":"warn","message":"cannot settle producer state; asking the client to retry","error":"persist producer state: `+errNotOwnerText+`"}`)
+	rep = &Report{}
+	c.report(rep, Config{InstanceStops: 1})
+	if !rep.Valid() || rep.Zombies[0].RefusedWrites != 1 {
+		t.Fatalf("a zombie's own refusals: valid %v, %+v, %v", rep.Valid(), rep.Zombies, rep.ClusterFailures)
 	}
 }
 

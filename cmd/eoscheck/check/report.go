@@ -224,6 +224,7 @@ func printCluster(w io.Writer, r *Report) {
 		default:
 			ms(fmt.Sprintf("  zombie %d deposed after SIGCONT, s", z.Instance), z.DeposedMs)
 		}
+		row("    writes it refused itself", int64(z.RefusedWrites))
 	}
 	limit := r.SessionTimeoutMs + 5000
 	ms("failover p99, s", r.FailoverP99Ms)
