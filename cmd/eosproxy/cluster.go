@@ -156,10 +156,12 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		// once; what this instance wrote past its ownership is void in the
 		// log, so its data dir is rebuilt from the log.
 		stop()
-		<-cpDone
 		serving.Store(false)
 		log.Warn().Str("reason", ch.Reason).Msg("no longer the cluster's owner: stopping and rebuilding from the cluster's log")
 		p.Close()
+		// After the clients are let go: a checkpoint's trim of the log may
+		// wait for a backend that this instance cannot reach (cut off).
+		<-cpDone
 		db.SetReplicator(nil, localKeys...)
 		if !rebuild(ctx, m, log) {
 			return nil
