@@ -265,7 +265,7 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		m.prod.Close()
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 	}
-	if err := m.ensureTopics(ctx); err != nil {
+	if err := m.retry(ctx, "create the cluster's topics", m.ensureTopics); err != nil {
 		return fail(err)
 	}
 	if err := m.replay(ctx); err != nil {
@@ -378,6 +378,27 @@ func (m *Member) ensureTopics(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// retry runs f until it succeeds, fails with an error that a retry cannot
+// mend (a Kafka error that is not retriable: authorization, a bad
+// configuration), or ctx ends: an instance started while the backend is
+// unreachable or dropping connections waits for it, as Kafka's clients do,
+// rather than exit.
+func (m *Member) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := f(ctx)
+		var ke *kerr.Error
+		if err == nil || (errors.As(err, &ke) && !ke.Retriable) {
+			return err
+		}
+		m.log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot " + what + "; retrying")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (%w)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
 
 // notify wakes waiters on m.changed; m.mu held.

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -622,3 +623,42 @@ func ownerThrough(t *testing.T, c *backend, dial func(ctx context.Context, netwo
 	}
 	return a
 }
+
+// An instance started while the backend drops its connections (the first
+// ones end as the first answer is read, which kgo does not retry: it
+// suspects a TLS mismatch) waits for the backend instead of failing to
+// start.
+func TestJoinWaitsForBackend(t *testing.T) {
+	c := newBackend(t)
+	var mu sync.Mutex
+	closing := 3
+	refuse := func(ctx context.Context, network, host string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, host)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closing > 0 {
+			closing--
+			return eofConn{conn}, nil
+		}
+		return conn, nil
+	}
+	a := join(t, c, "a", time.Second, func(cfg *Config) { cfg.prodDialer = refuse })
+	if firstOwner(t, 20*time.Second, a) != a {
+		t.Fatal("a does not own")
+	}
+	mu.Lock()
+	left := closing
+	mu.Unlock()
+	if left > 0 {
+		t.Fatalf("%d connections left to close: the test did not exercise the retry", left)
+	}
+	appendAll(t, a, numbered("a", 2)...)
+}
+
+// eofConn is a connection the backend ends before its first answer.
+type eofConn struct{ net.Conn }
+
+func (c eofConn) Read([]byte) (int, error) { c.Conn.Close(); return 0, io.EOF }
