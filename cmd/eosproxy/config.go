@@ -43,6 +43,7 @@ type config struct {
 	ClusterAddr     string
 	CheckpointBytes int64
 	security
+	crash *crashPoints // EOSPROXY_TEST_CRASH, tests only
 }
 
 // envName is the environment form of a flag: EOSPROXY_<FLAG>, upper case,
@@ -146,7 +147,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.MaxRequestBytes <= 0 || c.MaxRequestBytes > 1<<30 {
 		return c, fmt.Errorf("--max-request-bytes %d out of range (1 B to 1 GiB)", c.MaxRequestBytes)
 	}
-	return c, nil
+	var err error
+	c.crash, err = parseCrashPoints(getenv)
+	return c, err
 }
 
 // yamlScalar turns a YAML value into the flag syntax; a list becomes the
