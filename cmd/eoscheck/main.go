@@ -172,6 +172,8 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.IntVar(&cfg.Instances, "instances", 1, "eosproxy instances; 2 or more run them as one cluster (--cluster, a name of their own per run), each on its own ports, data dir and log file (<log-file>-N.log), every client seeded with all of them; the kills go mostly to the owner (every third to a standby) and each owner fault waits for a takeover, timed (failovers); the run fails unless failover p99 <= session timeout + 5 s and a clean handover (SIGTERM of the owner) <= 3 s")
 	fs.DurationVar(&cfg.ClusterSessionTimeout, "cluster-session-timeout", 6*time.Second, "with --instances 2 or more: the instances' --cluster-session-timeout")
 	fs.IntVar(&cfg.InstanceStops, "instance-stops", 0, "with --instances 2 or more: times the owner is SIGSTOPped until another instance serves and past the session timeout, then SIGCONTed (a zombie, which must log that it was deposed); the run fails unless fencings were logged")
+	fs.StringVar(&cfg.CrashPoints, "crash-points", "", "arm eosproxy's test crash points (EOSPROXY_TEST_CRASH, a seed per run): \"all\" (decision-logged, half-forwarded and, with --instances, set-sent and set-acked, at default probabilities) or `point=probability[,...]`; a run that SIGKILLs itself at one is started again at once (an owner's takeover timed); the run fails unless every point armed was hit")
+	fs.IntVar(&cfg.CrashPointMax, "crash-point-max", 2, "with --crash-points: new eosproxy runs arm a point only while it was hit fewer times than this")
 	fs.Func("proxy-arg", "extra `argument` of every eosproxy run (repeat the flag for several)", func(v string) error {
 		cfg.ProxyArgs = append(cfg.ProxyArgs, v)
 		return nil
@@ -257,6 +259,9 @@ anomaly, 1 anomalies, 2 the check could not run.
 		fmt.Fprintf(os.Stderr, "eoscheck: %d anomalies (log: %s, report: %s)\n", rep.Anomalies, rep.LogFile, report)
 		for _, f := range rep.ClusterFailures {
 			fmt.Fprintf(os.Stderr, "eoscheck: cluster: %s\n", f)
+		}
+		for _, f := range rep.CrashPointFailures {
+			fmt.Fprintf(os.Stderr, "eoscheck: crash points: %s\n", f)
 		}
 		return 1
 	}

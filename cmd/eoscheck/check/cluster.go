@@ -13,6 +13,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -46,9 +47,10 @@ var errFencedText, errNotOwnerText = cluster.ErrFenced.Error(), cluster.ErrNotOw
 // Failover is a fault of the cluster's owner and how long the cluster was
 // left without one.
 type Failover struct {
-	At     float64 `json:"at"`     // seconds since the run started
-	Victim int     `json:"victim"` // instance
-	How    string  `json:"how"`    // kill (SIGKILL), stop (SIGSTOP past the session timeout), term (SIGTERM: a clean handover)
+	At     float64 `json:"at"`              // seconds since the run started
+	Victim int     `json:"victim"`          // instance
+	How    string  `json:"how"`             // kill (SIGKILL), stop (SIGSTOP past the session timeout), term (SIGTERM: a clean handover), crash (at a crash point)
+	Point  string  `json:"point,omitempty"` // crash: the crash point
 	// TookMs is the time from the fault until another instance (or the
 	// victim's next run) logged that it serves; -1: none did within the
 	// session timeout + 30 s.
@@ -80,6 +82,7 @@ type clusterWatch struct {
 	servingSince []time.Time
 	servings     []ownerEvent // "serving" lines, in order
 	deposals     []ownerEvent // "no longer the owner" lines, in order
+	crashes      []ownerEvent // runs ended at a crash point (reason: the point)
 	deposedBy    map[string]int
 	fencings     int64
 	fenceLines   map[string]int // other fencing lines, by message
@@ -95,7 +98,8 @@ type ownerEvent struct {
 
 // instances are the Instances eosproxy processes of a cluster-mode run and
 // the schedule's bookkeeping of their faults (used by the schedule's
-// goroutine only, but for the watch).
+// goroutine only, but for the watch, failovers, and the restarts after
+// crash points, which run on goroutines of their own).
 type instances struct {
 	name           string
 	pps            []*proxyProc
@@ -107,9 +111,11 @@ type instances struct {
 	out            io.Writer
 	start          time.Time
 	w              clusterWatch
+	crash          *crashPoints // nil: no crash points
 
 	kills, terms, stops        int // faults so far, by kind
 	standbyKills, standbyTerms int
+	fmu                        sync.Mutex // guards failovers
 	failovers                  []Failover
 	zombies                    []ZombieReport
 	skippedStops               int // no owner known to stop
@@ -139,10 +145,10 @@ func clusterFencingLine(m logLine) bool {
 
 // newCluster prepares (does not start) n instances, each on its own ports,
 // data dir and log file, with base the first of n*(brokers+2) free ports.
-func newInstances(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time) (*instances, error) {
+func newInstances(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time, crash *crashPoints) (*instances, error) {
 	n := cfg.Instances
 	c := &instances{name: fmt.Sprintf("eoscheck-%d", cfg.Seed), sessionTimeout: cfg.ClusterSessionTimeout,
-		rng: rng, trace: trace, out: out, start: start}
+		rng: rng, trace: trace, out: out, start: start, crash: crash}
 	c.w.changed = make(chan struct{})
 	c.w.servingSince = make([]time.Time, n)
 	c.w.deposedBy = map[string]int{}
@@ -171,6 +177,10 @@ func newInstances(cfg Config, bin, work, logPath string, brokers, base int, back
 			"--cluster-session-timeout", cfg.ClusterSessionTimeout.String(),
 		}}
 		pp.args = append(pp.args, cfg.ProxyArgs...)
+		if crash != nil {
+			pp.env = crash.env
+			pp.onCrash = func(run *procRun, point string) { c.crashed(i, run, point) }
+		}
 		c.pps = append(c.pps, pp)
 		c.logPaths = append(c.logPaths, lp)
 	}
@@ -282,6 +292,29 @@ func (c *instances) down(i int) {
 	c.w.mu.Unlock()
 }
 
+// crashed handles a run of instance i that ended at a crash point (on
+// its own goroutine): counted, started again at once unless eoscheck
+// dealt with its end already, and, when it was the owner, the takeover
+// timed as after a kill.
+func (c *instances) crashed(i int, run *procRun, point string) {
+	c.w.mu.Lock()
+	wasOwner := !c.w.servingSince[i].IsZero()
+	c.w.servingSince[i] = time.Time{}
+	c.w.crashes = append(c.w.crashes, ownerEvent{inst: i, at: run.exitedAt, reason: "ended at crash point " + point})
+	close(c.w.changed)
+	c.w.changed = make(chan struct{})
+	c.w.mu.Unlock()
+	c.crash.record(i, point, wasOwner, run.exitedAt)
+	restarted, err := c.pps[i].restartAfterCrash(run)
+	if err != nil {
+		c.crash.fail(i, err)
+		return
+	}
+	if restarted && wasOwner {
+		c.takeover(run.exitedAt, i, i, "crash", point)
+	}
+}
+
 // waitServing waits up to bound for a "serving" line logged after t0 by an
 // instance other than exclude.
 func (c *instances) waitServing(t0 time.Time, exclude int, bound time.Duration) (ownerEvent, bool) {
@@ -296,10 +329,15 @@ func (c *instances) waitServing(t0 time.Time, exclude int, bound time.Duration) 
 }
 
 // waitDeposed waits up to bound for instance i to log, after t0, that it no
-// longer owns the cluster.
+// longer owns the cluster, or to end at a crash point (it is gone then).
 func (c *instances) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEvent, bool) {
 	return c.waitEvent(bound, func() (ownerEvent, bool) {
 		for _, e := range c.w.deposals {
+			if e.at.After(t0) && e.inst == i {
+				return e, true
+			}
+		}
+		for _, e := range c.w.crashes {
 			if e.at.After(t0) && e.inst == i {
 				return e, true
 			}
@@ -385,19 +423,22 @@ func (c *instances) fault(clean, atCommit bool) (unclean string, err error) {
 		return unclean, err
 	}
 	if wasOwner {
-		c.takeover(t0, v, v, how)
+		f := c.takeover(t0, v, v, how, "")
 		if clean {
-			c.failovers[len(c.failovers)-1].ExitedMs = exited.Milliseconds()
+			c.fmu.Lock()
+			c.failovers[f].ExitedMs = exited.Milliseconds()
+			c.fmu.Unlock()
 		}
 	}
 	return unclean, nil
 }
 
 // takeover waits until an instance other than exclude serves after t0,
-// for up to the session timeout + 30 s, and records the failover.
-func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
-	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, TookMs: -1, NewOwner: -1}
-	if how == "kill" || how == "term" {
+// for up to the session timeout + 30 s, and records the failover (its
+// index in failovers).
+func (c *instances) takeover(t0 time.Time, victim, exclude int, how, point string) int {
+	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, Point: point, TookMs: -1, NewOwner: -1}
+	if how == "kill" || how == "term" || how == "crash" {
 		exclude = -1 // the victim's next run may take over
 	}
 	bound := c.sessionTimeout + 30*time.Second
@@ -409,7 +450,10 @@ func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
 		c.trace.printf("cluster: no instance serves %v after the %s of instance %d", bound, how, victim)
 		fmt.Fprintf(c.out, "failover: %s of owner %d, no instance serves after %v\n", how, victim, bound)
 	}
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
 	c.failovers = append(c.failovers, f)
+	return len(c.failovers) - 1
 }
 
 // stopOwner SIGSTOPs the owner until another instance serves and for at
@@ -437,20 +481,32 @@ func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
 		}
 		cw.commitHookArmed.Store(false)
 	}
-	o := c.owner()
-	if o < 0 {
-		c.skippedStops++
-		c.trace.printf("cluster: no owner known: stop %d skipped", c.stops)
-		return nil
-	}
-	pp := c.pps[o]
-	t0 := time.Now()
-	if err := pp.signal(syscall.SIGSTOP); err != nil {
-		return err
+	var o int
+	var pp *proxyProc
+	var t0 time.Time
+	for attempt := 1; ; attempt++ {
+		o = c.owner()
+		if o < 0 {
+			c.skippedStops++
+			c.trace.printf("cluster: no owner known: stop %d skipped", c.stops)
+			return nil
+		}
+		pp = c.pps[o]
+		t0 = time.Now()
+		err := pp.signal(syscall.SIGSTOP)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errCrashed) || attempt == 3 {
+			return err
+		}
+		// It ended at a crash point a moment ago: stop the next owner.
+		c.trace.printf("cluster: owner %d to stop: %v; waiting for the next", o, err)
+		c.waitServing(t0, -1, c.sessionTimeout+30*time.Second)
 	}
 	c.down(o)
 	c.trace.printf("cluster: owner %d SIGSTOPped (stop %d)", o, c.stops)
-	c.takeover(t0, o, o, "stop")
+	c.takeover(t0, o, o, "stop", "")
 	if d := c.sessionTimeout + time.Second - time.Since(t0); d > 0 {
 		select {
 		case <-time.After(d):
@@ -487,7 +543,9 @@ func (c *instances) report(rep *Report, cfg Config) {
 	rep.Instances = len(c.pps)
 	rep.ClusterName = c.name
 	rep.SessionTimeoutMs = c.sessionTimeout.Milliseconds()
-	rep.Failovers = c.failovers
+	c.fmu.Lock()
+	rep.Failovers = slices.Clone(c.failovers)
+	c.fmu.Unlock()
 	rep.Zombies = c.zombies
 	rep.InstanceStops = c.stops - c.skippedStops
 	rep.StandbyKills, rep.StandbyTerms = c.standbyKills, c.standbyTerms
@@ -505,7 +563,7 @@ func (c *instances) report(rep *Report, cfg Config) {
 	bound := c.sessionTimeout + 30*time.Second
 	var took []int64
 	rep.CleanHandoverMaxMs = -1
-	for _, f := range c.failovers {
+	for _, f := range rep.Failovers {
 		ms := f.TookMs
 		if ms < 0 {
 			ms = bound.Milliseconds()
