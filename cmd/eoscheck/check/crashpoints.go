@@ -40,9 +40,9 @@ const (
 // commit's half-forwarded instants a few times per commit.
 var defaultCrashPoints = map[string]float64{
 	txnstate.CrashDecisionLogged: 0.03,
-	txnstate.CrashHalfForwarded:  0.01,
-	cluster.CrashSetSent:         0.0005,
-	cluster.CrashSetAcked:        0.0005,
+	txnstate.CrashHalfForwarded:  0.02,
+	cluster.CrashSetSent:         0.001,
+	cluster.CrashSetAcked:        0.001,
 }
 
 // clusterOnlyCrashPoints are reached in cluster mode only.

@@ -285,6 +285,11 @@ func (pp *proxyProc) startOnce() (string, *procRun, error) {
 	case addr := <-ready:
 		return addr, run, nil
 	case <-run.exited:
+		select {
+		case addr := <-ready: // ready, then gone: its end is onCrash's
+			return addr, run, nil
+		default:
+		}
 		pp.run = nil
 		return "", run, fmt.Errorf("%s run %d exited before it was ready: %v", pp.label(), run.n, cmd.ProcessState)
 	case <-time.After(30 * time.Second):
