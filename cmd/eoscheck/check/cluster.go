@@ -485,7 +485,14 @@ func (c *instances) stopOwner(ctx context.Context, cw *copyWork) error {
 	var pp *proxyProc
 	var t0 time.Time
 	for attempt := 1; ; attempt++ {
-		o = c.owner()
+		asked := time.Now()
+		if o = c.owner(); o < 0 && c.crash != nil {
+			// Most likely the owner just ended at a crash point and is
+			// being taken over from: stop the next one.
+			if _, ok := c.waitServing(asked, -1, c.sessionTimeout+30*time.Second); ok {
+				o = c.owner()
+			}
+		}
 		if o < 0 {
 			c.skippedStops++
 			c.trace.printf("cluster: no owner known: stop %d skipped", c.stops)
