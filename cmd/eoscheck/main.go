@@ -106,6 +106,12 @@ failover p99 <= session timeout + 5 s, every clean handover (SIGTERM of the
 owner) <= 3 s, every zombie deposed, and fencings > 0 when an owner was
 stopped. The other faults apply unchanged to the cluster (--drops cuts every
 instance's backend connections, the cluster's own traffic included).
+--crash-points all starts every eosproxy run (single or cluster) with
+EOSPROXY_TEST_CRASH, so that it SIGKILLs itself now and then at the instants
+kills from outside rarely hit (a commit's decision logged, a commit half
+forwarded, a set of the cluster's log sent, or confirmed but not answered);
+eoscheck starts it again at once, times an owner's takeover as for a kill,
+and fails the run unless every point armed was hit.
 
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced

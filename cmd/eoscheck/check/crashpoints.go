@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -41,9 +42,15 @@ const (
 var defaultCrashPoints = map[string]float64{
 	txnstate.CrashDecisionLogged: 0.03,
 	txnstate.CrashHalfForwarded:  0.02,
-	cluster.CrashSetSent:         0.001,
-	cluster.CrashSetAcked:        0.001,
+	cluster.CrashSetSent:         0.002,
+	cluster.CrashSetAcked:        0.002,
 }
+
+// crashEscalation: a point not yet hit is armed in new runs with its
+// probability doubled for every this long the check has run, so that a
+// workload that reaches it rarely (--backend-idempotence writes fewer sets)
+// still has it exercised.
+const crashEscalation = 15 * time.Second
 
 // clusterOnlyCrashPoints are reached in cluster mode only.
 var clusterOnlyCrashPoints = []string{cluster.CrashSetSent, cluster.CrashSetAcked}
@@ -118,7 +125,8 @@ func newCrashPoints(cfg Config, start time.Time, trace *tracer, out io.Writer) (
 }
 
 // env is a new run's environment: this process's, with the points not yet
-// hit max times armed, and a seed of the run's own.
+// hit max times armed (escalated, if not hit yet), and a seed of the
+// run's own.
 func (cp *crashPoints) env() []string {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -129,9 +137,14 @@ func (cp *crashPoints) env() []string {
 		}
 	}
 	var parts []string
+	boost := math.Exp2(math.Floor(float64(time.Since(cp.start)) / float64(crashEscalation)))
 	for _, p := range slices.Sorted(maps.Keys(cp.spec)) {
+		prob := cp.spec[p]
+		if cp.byPoint[p] == 0 {
+			prob = min(1, prob*boost)
+		}
 		if cp.max <= 0 || cp.byPoint[p] < cp.max {
-			parts = append(parts, fmt.Sprintf("%s=%g", p, cp.spec[p]))
+			parts = append(parts, fmt.Sprintf("%s=%g", p, prob))
 		}
 	}
 	if len(parts) == 0 {

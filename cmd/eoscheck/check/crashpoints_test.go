@@ -166,3 +166,24 @@ func TestProxyProcCrashRestart(t *testing.T) {
 		t.Fatalf("crashes %v, %d runs; want 2 crashes, 4 runs", crashes, pp.runCount())
 	}
 }
+
+// TestCrashPointsEscalate: a point not hit yet is armed with its
+// probability doubled for every crashEscalation the check has run.
+func TestCrashPointsEscalate(t *testing.T) {
+	start := time.Now().Add(-2*crashEscalation - time.Second)
+	cp, err := newCrashPoints(Config{CrashPoints: "set-sent=0.1,set-acked=0.3", CrashPointMax: 2, Instances: 3, Seed: 1},
+		start, newTracer(nil, start), &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.record(0, "set-sent", true, time.Now())
+	for _, kv := range cp.env() {
+		if v, ok := strings.CutPrefix(kv, envTestCrash+"="); ok {
+			if v != "set-acked=1,set-sent=0.1" {
+				t.Fatalf("armed %q, want set-acked escalated to 1 (0.3×4), set-sent (hit) as given", v)
+			}
+			return
+		}
+	}
+	t.Fatal("nothing armed")
+}
