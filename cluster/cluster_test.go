@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -607,5 +608,50 @@ func TestCrashOneOfThree(t *testing.T) {
 	}
 	if adv, _, ok := follower.Leader(); !ok || adv != owner.adv {
 		t.Fatalf("follower's Leader() = %q %v", adv, ok)
+	}
+}
+
+// The crash points come where their names say: set-sent once per chunk
+// handed to the log's writer, set-acked once the set is confirmed (counted
+// appended), for sets and checkpoints alike.
+func TestCrashPointsWhere(t *testing.T) {
+	c := newBackend(t)
+	var mu sync.Mutex
+	var hits []string
+	var tm *member
+	tm = join(t, c, "a", time.Second, func(cfg *Config) {
+		cfg.CrashPoint = func(point string) {
+			if point == CrashSetAcked {
+				point = fmt.Sprintf("%s(%d)", point, tm.Stats().Appended)
+			}
+			mu.Lock()
+			hits = append(hits, point)
+			mu.Unlock()
+		}
+	})
+	if firstOwner(t, 10*time.Second, tm) != tm {
+		t.Fatal()
+	}
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		h := hits
+		hits = nil
+		return h
+	}
+	appendAll(t, tm, []byte("small"))
+	if h := got(); !slices.Equal(h, []string{"set-sent", "set-acked(1)"}) {
+		t.Fatalf("small set: %v", h)
+	}
+	big := make([]byte, 2*chunkSize+1) // three chunks
+	appendAll(t, tm, big)
+	if h := got(); !slices.Equal(h, []string{"set-sent", "set-sent", "set-sent", "set-acked(2)"}) {
+		t.Fatalf("set of three chunks: %v", h)
+	}
+	if err := tm.Checkpoint([]byte("image")); err != nil {
+		t.Fatal(err)
+	}
+	if h := got(); !slices.Equal(h, []string{"set-sent", "set-acked(3)"}) {
+		t.Fatalf("checkpoint: %v", h)
 	}
 }
