@@ -914,9 +914,18 @@ func (m *Member) Close() error {
 	m.closed = true
 	owned, nonce := m.st == owning, m.claim.Nonce
 	m.giveUp(ErrNotOwner, "closing")
+	aborted := m.aborted
 	m.mu.Unlock()
 	if owned {
-		m.release(nonce)
+		// giveUp aborts this ownership's buffered records; a release
+		// produced meanwhile would be aborted with them (ErrAborting),
+		// and the next owner would wait for the group's rebalance.
+		select {
+		case <-aborted:
+			m.release(nonce)
+		case <-time.After(handoverAbortWait):
+			m.log.Info().Msg("buffered log writes not aborted in time: leaving without a release")
+		}
 	}
 	if m.grp != nil {
 		// A static member does not leave the group when its client
@@ -937,6 +946,11 @@ func (m *Member) Close() error {
 	m.mu.Unlock()
 	return nil
 }
+
+// handoverAbortWait bounds how long Close waits for its given-up records to
+// be aborted before it writes its release (the group's rebalance hands
+// over without one, later).
+const handoverAbortWait = time.Second
 
 // staticID is the group instance id of the instance named id.
 func staticID(id string) string { return "eosproxy-" + id }
