@@ -336,6 +336,17 @@ func (pp *proxyProc) ended(run *procRun) (bool, error) {
 	return true, fmt.Errorf("%s run %d exited by itself: %v", pp.label(), run.n, run.cmd.ProcessState)
 }
 
+// send signals run. A run that ended meanwhile (at a crash point, between
+// the caller's look at it and the signal) is waited for, so that the
+// caller's ended then reports it.
+func (pp *proxyProc) send(run *procRun, sig syscall.Signal) error {
+	err := run.cmd.Process.Signal(sig)
+	if errors.Is(err, os.ErrProcessDone) {
+		<-run.exited
+	}
+	return err
+}
+
 // kill SIGKILLs the current run and waits until it is gone. A run that
 // already exited by itself is an error, unless it ended at a crash point
 // (it is gone, as asked).
@@ -349,7 +360,10 @@ func (pp *proxyProc) kill() error {
 	if ended, err := pp.ended(run); ended {
 		return err
 	}
-	if err := run.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := pp.send(run, syscall.SIGKILL); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			return eerr
+		}
 		return fmt.Errorf("SIGKILL: %w", err)
 	}
 	select {
@@ -386,7 +400,13 @@ func (pp *proxyProc) signal(sig syscall.Signal) error {
 		}
 		return err
 	}
-	if err := run.cmd.Process.Signal(sig); err != nil {
+	if err := pp.send(run, sig); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			if eerr == nil {
+				eerr = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
+			}
+			return eerr
+		}
 		return fmt.Errorf("%s: %v: %w", pp.label(), sig, err)
 	}
 	return nil
@@ -448,7 +468,10 @@ func (pp *proxyProc) term() (unclean string, err error) {
 	if ended, err := pp.ended(run); ended {
 		return "", err
 	}
-	if err := run.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := pp.send(run, syscall.SIGTERM); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			return "", eerr
+		}
 		return "", fmt.Errorf("SIGTERM: %w", err)
 	}
 	select {
