@@ -81,6 +81,11 @@ type Config struct {
 	// start of the log, or before a checkpoint's image).
 	Reset func() error
 
+	// CrashPoint, for tests only (nil: off), is called at the named
+	// instants below (CrashSetSent, CrashSetAcked), where a test may kill
+	// the process to check recovery from exactly there.
+	CrashPoint func(point string)
+
 	// For tests: dial the group client's and the log reader's
 	// connections, so that a test can freeze this member's heartbeats and
 	// reads as a SIGSTOP would, and resume them one after the other.
@@ -88,6 +93,30 @@ type Config struct {
 	// For tests of a zombie's late writes: no watchdog deposing a member
 	// that the backend has not heard from.
 	noWatchdog bool
+}
+
+// Crash points of a Member (Config.CrashPoint). A set carries a batch's
+// bytes and its index together, so these are cluster mode's "staged, not
+// yet indexed": the instants a set is torn or unconfirmed.
+const (
+	// CrashSetSent: a set's records (each chunk, after the first too)
+	// were handed to the log's producer, not yet acknowledged or read
+	// back. The log may end up with none, some or all of its chunks:
+	// readers must drop a torn set, and no answer may have depended on
+	// it (its client retries with the next owner).
+	CrashSetSent = "set-sent"
+	// CrashSetAcked: the set is confirmed in the log (acknowledged, read
+	// back valid) but its writer has not yet answered or gone on. The
+	// next owner must have it (its replay applies it), even though
+	// nobody was told: a retry of the request must then find its effect
+	// (a duplicate otherwise), and a decision in it must be carried out.
+	CrashSetAcked = "set-acked"
+)
+
+func (m *Member) crashPoint(point string) {
+	if m.cfg.CrashPoint != nil {
+		m.cfg.CrashPoint(point)
+	}
 }
 
 // Change of this member's ownership.
@@ -511,7 +540,13 @@ func (m *Member) Append(set []byte) (wait func() error) {
 	if err != nil {
 		return func() error { return err }
 	}
-	return func() error { <-p.done; return p.err }
+	return func() error {
+		<-p.done
+		if p.err == nil {
+			m.crashPoint(CrashSetAcked)
+		}
+		return p.err
+	}
 }
 
 func (m *Member) append(k kind, set []byte) (*pending, error) {
@@ -554,6 +589,7 @@ func (m *Member) append(k kind, set []byte) (*pending, error) {
 				m.maybeDone(seq, p)
 			}
 		})
+		m.crashPoint(CrashSetSent)
 	}
 	return p, nil
 }
@@ -588,6 +624,7 @@ func (m *Member) AppendCheckpoint(image []byte) (wait func() error) {
 		if p.err != nil {
 			return p.err
 		}
+		m.crashPoint(CrashSetAcked)
 		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 		defer cancel()
 		var os kadm.Offsets
@@ -1003,6 +1040,9 @@ func (m *Member) Close() error {
 	m.giveUp(ErrNotOwner, "closing")
 	m.mu.Unlock()
 	if owned {
+		// On giveUp's fresh writer: nothing of the ownership's own
+		// writes, being failed on the old one, can take the release down
+		// with them.
 		m.release(nonce)
 	}
 	if m.grp != nil {

@@ -105,6 +105,10 @@ type Config struct {
 	// UpstreamSASL authenticates eosproxy's own (upstreamauth.go).
 	UpstreamTLS  *tls.Config
 	UpstreamSASL sasl.Mechanism
+
+	// CrashPoint, for tests only (nil: off): the coordinator's crash
+	// points (txnstate.Options.CrashPoint).
+	CrashPoint func(point string)
 }
 
 // Stats are counters for tests and operators.
@@ -287,6 +291,7 @@ func New(cfg Config) (*Proxy, error) {
 		Spool:               p.spool,
 		Backend:             observeTxnBackend(p.up, p.m),
 		OnTimeout:           func(string) { p.m.TxnEnded(metrics.TxnTimedOut) },
+		CrashPoint:          cfg.CrashPoint,
 		Log:                 p.log,
 	})
 	if err != nil {

@@ -45,6 +45,33 @@ type Options struct {
 	Now func() time.Time
 	// OnTimeout is told of each transaction aborted for its timeout (metrics).
 	OnTimeout func(id string)
+	// CrashPoint, for tests only (nil: off), is called at the named
+	// instants below (CrashDecisionLogged, CrashHalfForwarded), where a
+	// test may kill the process to check recovery from exactly there.
+	CrashPoint func(point string)
+}
+
+// Crash points of the coordinator (Options.CrashPoint).
+const (
+	// CrashDecisionLogged: a commit's decision is durable (in cluster
+	// mode: confirmed in the cluster's log), nothing of it forwarded yet.
+	// Recovery must roll it forward: were the decision lost, the client
+	// could be answered a commit whose data never arrives; were it
+	// ignored, its batches would be dropped as an abort.
+	CrashDecisionLogged = "decision-logged"
+	// CrashHalfForwarded: a commit's forwarding has written some but not
+	// all of its batches, or its batches but not its group offsets.
+	// Recovery must find what was written (look-ups from the low-water
+	// offsets) and send only the rest: a resend duplicates, a skip loses,
+	// and offsets never committed make the group read the input again.
+	CrashHalfForwarded = "half-forwarded"
+)
+
+// crashPoint calls the test hook, if any, at point.
+func (c *Coordinator) crashPoint(point string) {
+	if c.opt.CrashPoint != nil {
+		c.opt.CrashPoint(point)
+	}
 }
 
 // Coordinator is eosproxy's transaction coordinator: the pure decisions of

@@ -113,6 +113,12 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 	}
 	log.Debug().Int("batches", batches).Int("found", found).Bool("pipelined", idem != nil).Dur("took", time.Since(start)).
 		Msg("transaction data forwarded")
+	for _, g := range t.PendingOffsets {
+		if len(g.Offsets) > 0 {
+			c.crashPoint(CrashHalfForwarded) // batches written, offsets not yet
+			break
+		}
+	}
 	for group, g := range t.PendingOffsets {
 		if len(g.Offsets) == 0 {
 			continue
@@ -297,6 +303,9 @@ func (f *forwarding) nextBatch(tp TopicPartition) (buffered, error) {
 func (f *forwarding) sent(tp TopicPartition, b buffered, base int64) {
 	f.acked(tp, b, base)
 	f.c.noteEnd(tp, f.low[tp])
+	if len(f.remaining) > 0 {
+		f.c.crashPoint(CrashHalfForwarded)
+	}
 }
 
 // acked notes that b, tp's first remaining batch, is in the backend at base.

@@ -107,6 +107,9 @@ func (c *Coordinator) apply(e *entry, r Result) (Result, *job) {
 		return fail(kerr.CoordinatorNotAvailable.Code), nil
 	}
 	e.gen = gen
+	if j != nil && j.commit {
+		c.crashPoint(CrashDecisionLogged)
+	}
 	if j != nil {
 		e.bytes = 0
 		e.broken.Store(false)

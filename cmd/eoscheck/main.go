@@ -106,6 +106,12 @@ failover p99 <= session timeout + 5 s, every clean handover (SIGTERM of the
 owner) <= 3 s, every zombie deposed, and fencings > 0 when an owner was
 stopped. The other faults apply unchanged to the cluster (--drops cuts every
 instance's backend connections, the cluster's own traffic included).
+--crash-points all starts every eosproxy run (single or cluster) with
+EOSPROXY_TEST_CRASH, so that it SIGKILLs itself now and then at the instants
+kills from outside rarely hit (a commit's decision logged, a commit half
+forwarded, a set of the cluster's log sent, or confirmed but not answered);
+eoscheck starts it again at once, times an owner's takeover as for a kill,
+and fails the run unless every point armed was hit.
 
 Anomalies: lost (acknowledged input not in the input topic; input not in the
 output), duplicates, aborted reads (output of an aborted or fenced
@@ -173,6 +179,8 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.DurationVar(&cfg.ClusterSessionTimeout, "cluster-session-timeout", 6*time.Second, "with --instances 2 or more: the instances' --cluster-session-timeout")
 	fs.IntVar(&cfg.InstanceCuts, "instance-cuts", 0, "with --instances 2 or more: times the owner is cut off from the backend (its packets to and from the backend dropped; its clients still reach it) until another instance serves and past the session timeout, then reconnected (a zombie that kept running, which must log that it was deposed)")
 	fs.IntVar(&cfg.InstanceStops, "instance-stops", 0, "with --instances 2 or more: times the owner is SIGSTOPped until another instance serves and past the session timeout, then SIGCONTed (a zombie, which must log that it was deposed); the run fails unless fencings were logged")
+	fs.StringVar(&cfg.CrashPoints, "crash-points", "", "arm eosproxy's test crash points (EOSPROXY_TEST_CRASH, a seed per run): \"all\" (decision-logged, half-forwarded and, with --instances, set-sent and set-acked, at default probabilities) or `point=probability[,...]`; a run that SIGKILLs itself at one is started again at once (an owner's takeover timed); the run fails unless every point armed was hit")
+	fs.IntVar(&cfg.CrashPointMax, "crash-point-max", 2, "with --crash-points: new eosproxy runs arm a point only while it was hit fewer times than this")
 	fs.Func("proxy-arg", "extra `argument` of every eosproxy run (repeat the flag for several)", func(v string) error {
 		cfg.ProxyArgs = append(cfg.ProxyArgs, v)
 		return nil
@@ -258,6 +266,9 @@ anomaly, 1 anomalies, 2 the check could not run.
 		fmt.Fprintf(os.Stderr, "eoscheck: %d anomalies (log: %s, report: %s)\n", rep.Anomalies, rep.LogFile, report)
 		for _, f := range rep.ClusterFailures {
 			fmt.Fprintf(os.Stderr, "eoscheck: cluster: %s\n", f)
+		}
+		for _, f := range rep.CrashPointFailures {
+			fmt.Fprintf(os.Stderr, "eoscheck: crash points: %s\n", f)
 		}
 		return 1
 	}

@@ -65,6 +65,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		Instance:       id,
 		Advertise:      advertise,
 		SessionTimeout: cfg.ClusterSession,
+		CrashPoint:     pc.CrashPoint,
 		Log:            log,
 		Apply:          func(set []byte) error { return db.Apply(set, blobs) },
 		Reset: func() error {

@@ -47,6 +47,7 @@ type config struct {
 	// flag): while this file exists, eosproxy is cut off from the backend
 	// (upstream.Cut).
 	testCutFile string
+	crash       *crashPoints // EOSPROXY_TEST_CRASH, tests only
 }
 
 // testCutEnv names the file of a backend cut (fault tests: eoscheck).
@@ -154,7 +155,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.MaxRequestBytes <= 0 || c.MaxRequestBytes > 1<<30 {
 		return c, fmt.Errorf("--max-request-bytes %d out of range (1 B to 1 GiB)", c.MaxRequestBytes)
 	}
-	return c, nil
+	var err error
+	c.crash, err = parseCrashPoints(getenv)
+	return c, err
 }
 
 // yamlScalar turns a YAML value into the flag syntax; a list becomes the

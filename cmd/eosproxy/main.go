@@ -161,6 +161,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ACL:                       sec.ACL,
 		UpstreamTLS:               sec.UpstreamTLS,
 		UpstreamSASL:              sec.UpstreamSASL,
+		CrashPoint:                cfg.crash.hook(log),
 	}
 	if cfg.testCutFile != "" {
 		if pc.UpstreamTLS != nil {

@@ -194,6 +194,13 @@ type Config struct {
 	// then the cut ends: a zombie that kept running, which must log that
 	// it was deposed. Needs Instances ≥ 2.
 	InstanceCuts int
+	// CrashPoints arms eosproxy's test crash points in every run
+	// (crashpoints.go): "all", or point=probability[,...]; empty: none.
+	// The run fails unless every point armed was hit. CrashPointMax is
+	// how many crashes of a point, at most, new runs are armed for
+	// (default 2).
+	CrashPoints   string
+	CrashPointMax int
 	// ProxyArgs are extra arguments of every eosproxy run.
 	ProxyArgs []string
 	// Security puts TLS and SASL on the in-process kfake backend and on
@@ -334,6 +341,15 @@ type Report struct {
 	// refused to send as it was no longer the owner (logged errors).
 	ClusterLog    *cluster.Audit `json:"cluster_log,omitempty"`
 	WritesRefused int64          `json:"writes_refused_not_owner,omitempty"`
+
+	// Crash points (Config.CrashPoints): the points armed with their
+	// probabilities, the runs that ended at each, in order, and the pass
+	// conditions not met (a point never hit, a crashed run not started
+	// again).
+	CrashPointsArmed   map[string]float64 `json:"crash_points_armed,omitempty"`
+	CrashPoints        map[string]int     `json:"crash_points,omitempty"`
+	CrashEvents        []CrashEvent       `json:"crash_events,omitempty"`
+	CrashPointFailures []string           `json:"crash_point_failures,omitempty"`
 }
 
 // CopyReport is the transactional copiers' part of the report.
@@ -400,7 +416,9 @@ func (c *CopyReport) anomalies() int64 {
 
 // Valid reports whether the run found no anomaly and, in cluster mode,
 // met the failover conditions.
-func (r *Report) Valid() bool { return r.Anomalies == 0 && len(r.ClusterFailures) == 0 }
+func (r *Report) Valid() bool {
+	return r.Anomalies == 0 && len(r.ClusterFailures) == 0 && len(r.CrashPointFailures) == 0
+}
 
 func (c *Config) defaults() {
 	if c.Producers <= 0 {
@@ -468,6 +486,9 @@ func (c *Config) defaults() {
 	}
 	if c.ClusterSessionTimeout <= 0 {
 		c.ClusterSessionTimeout = 6 * time.Second
+	}
+	if c.CrashPointMax <= 0 {
+		c.CrashPointMax = 2
 	}
 }
 

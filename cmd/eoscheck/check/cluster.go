@@ -16,6 +16,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -49,9 +50,10 @@ var errFencedText, errNotOwnerText = cluster.ErrFenced.Error(), cluster.ErrNotOw
 // Failover is a fault of the cluster's owner and how long the cluster was
 // left without one.
 type Failover struct {
-	At     float64 `json:"at"`     // seconds since the run started
-	Victim int     `json:"victim"` // instance
-	How    string  `json:"how"`    // kill (SIGKILL), stop (SIGSTOP past the session timeout), cut (from the backend, past it), term (SIGTERM: a clean handover)
+	At     float64 `json:"at"`              // seconds since the run started
+	Victim int     `json:"victim"`          // instance
+	How    string  `json:"how"`             // kill (SIGKILL), stop (SIGSTOP past the session timeout), cut (from the backend, past it), term (SIGTERM: a clean handover), crash (at a crash point)
+	Point  string  `json:"point,omitempty"` // crash: the crash point
 	// TookMs is the time from the fault until another instance (or the
 	// victim's next run) logged that it serves; -1: none did within the
 	// session timeout + 30 s.
@@ -92,6 +94,7 @@ type clusterWatch struct {
 	servingSince []time.Time
 	servings     []ownerEvent // "serving" lines, in order
 	deposals     []ownerEvent // "no longer the owner" lines, in order
+	crashes      []ownerEvent // runs ended at a crash point (reason: the point)
 	deposedBy    map[string]int
 	fencings     int64
 	fenceLines   map[string]int // other fencing lines, by message
@@ -117,7 +120,8 @@ type ownerEvent struct {
 
 // instances are the Instances eosproxy processes of a cluster-mode run and
 // the schedule's bookkeeping of their faults (used by the schedule's
-// goroutine only, but for the watch).
+// goroutine only, but for the watch, failovers, and the restarts after
+// crash points, which run on goroutines of their own).
 type instances struct {
 	name           string
 	pps            []*proxyProc
@@ -129,10 +133,12 @@ type instances struct {
 	out            io.Writer
 	start          time.Time
 	w              clusterWatch
+	crash          *crashPoints // nil: no crash points
 
 	kills, terms, stops, cuts  int      // faults so far, by kind
 	cutFiles                   []string // instance i is cut off from the backend while cutFiles[i] exists
 	standbyKills, standbyTerms int
+	fmu                        sync.Mutex // guards failovers
 	failovers                  []Failover
 	zombies                    []ZombieReport
 	skippedStops, skippedCuts  int // no owner known to stop or cut
@@ -162,10 +168,10 @@ func clusterFencingLine(m logLine) bool {
 
 // newCluster prepares (does not start) n instances, each on its own ports,
 // data dir and log file, with base the first of n*(brokers+2) free ports.
-func newInstances(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time) (*instances, error) {
+func newInstances(cfg Config, bin, work, logPath string, brokers, base int, backend []string, rng *rand.Rand, trace *tracer, out io.Writer, start time.Time, crash *crashPoints) (*instances, error) {
 	n := cfg.Instances
 	c := &instances{name: fmt.Sprintf("eoscheck-%d", cfg.Seed), sessionTimeout: cfg.ClusterSessionTimeout,
-		rng: rng, trace: trace, out: out, start: start}
+		rng: rng, trace: trace, out: out, start: start, crash: crash}
 	c.w.init(n)
 	for i := range n {
 		port := base + i*(brokers+2)
@@ -192,10 +198,18 @@ func newInstances(cfg Config, bin, work, logPath string, brokers, base int, back
 		}}
 		pp.args = append(pp.args, cfg.ProxyArgs...)
 		cut := filepath.Join(work, "cut-"+strconv.Itoa(i))
-		if cfg.InstanceCuts > 0 {
-			pp.env = append(pp.env, "EOSPROXY_TEST_BACKEND_CUT_FILE="+cut)
-		}
 		c.cutFiles = append(c.cutFiles, cut)
+		var env []string
+		if cfg.InstanceCuts > 0 {
+			env = append(env, "EOSPROXY_TEST_BACKEND_CUT_FILE="+cut)
+		}
+		switch {
+		case crash != nil:
+			pp.env = func() []string { return append(crash.env(), env...) }
+			pp.onCrash = func(run *procRun, point string) { c.crashed(i, run, point) }
+		case env != nil:
+			pp.env = func() []string { return append(os.Environ(), env...) }
+		}
 		c.pps = append(c.pps, pp)
 		c.logPaths = append(c.logPaths, lp)
 	}
@@ -308,6 +322,29 @@ func (c *instances) down(i int) {
 	c.w.mu.Unlock()
 }
 
+// crashed handles a run of instance i that ended at a crash point (on
+// its own goroutine): counted, started again at once unless eoscheck
+// dealt with its end already, and, when it was the owner, the takeover
+// timed as after a kill.
+func (c *instances) crashed(i int, run *procRun, point string) {
+	c.w.mu.Lock()
+	wasOwner := !c.w.servingSince[i].IsZero()
+	c.w.servingSince[i] = time.Time{}
+	c.w.crashes = append(c.w.crashes, ownerEvent{inst: i, at: run.exitedAt, reason: "ended at crash point " + point})
+	close(c.w.changed)
+	c.w.changed = make(chan struct{})
+	c.w.mu.Unlock()
+	c.crash.record(i, point, wasOwner, run.exitedAt)
+	restarted, err := c.pps[i].restartAfterCrash(run)
+	if err != nil {
+		c.crash.fail(i, err)
+		return
+	}
+	if restarted && wasOwner {
+		c.takeover(run.exitedAt, i, i, "crash", point)
+	}
+}
+
 // waitServing waits up to bound for a "serving" line logged after t0 by an
 // instance other than exclude.
 func (c *instances) waitServing(t0 time.Time, exclude int, bound time.Duration) (ownerEvent, bool) {
@@ -322,10 +359,15 @@ func (c *instances) waitServing(t0 time.Time, exclude int, bound time.Duration) 
 }
 
 // waitDeposed waits up to bound for instance i to log, after t0, that it no
-// longer owns the cluster.
+// longer owns the cluster, or to end at a crash point (it is gone then).
 func (c *instances) waitDeposed(t0 time.Time, i int, bound time.Duration) (ownerEvent, bool) {
 	return c.waitEvent(bound, func() (ownerEvent, bool) {
 		for _, e := range c.w.deposals {
+			if e.at.After(t0) && e.inst == i {
+				return e, true
+			}
+		}
+		for _, e := range c.w.crashes {
 			if e.at.After(t0) && e.inst == i {
 				return e, true
 			}
@@ -411,19 +453,22 @@ func (c *instances) fault(clean, atCommit bool) (unclean string, err error) {
 		return unclean, err
 	}
 	if wasOwner {
-		c.takeover(t0, v, v, how)
+		f := c.takeover(t0, v, v, how, "")
 		if clean {
-			c.failovers[len(c.failovers)-1].ExitedMs = exited.Milliseconds()
+			c.fmu.Lock()
+			c.failovers[f].ExitedMs = exited.Milliseconds()
+			c.fmu.Unlock()
 		}
 	}
 	return unclean, nil
 }
 
 // takeover waits until an instance other than exclude serves after t0,
-// for up to the session timeout + 30 s, and records the failover.
-func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
-	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, TookMs: -1, NewOwner: -1}
-	if how == "kill" || how == "term" {
+// for up to the session timeout + 30 s, and records the failover (its
+// index in failovers).
+func (c *instances) takeover(t0 time.Time, victim, exclude int, how, point string) int {
+	f := Failover{At: t0.Sub(c.start).Seconds(), Victim: victim, How: how, Point: point, TookMs: -1, NewOwner: -1}
+	if how == "kill" || how == "term" || how == "crash" {
 		exclude = -1 // the victim's next run may take over
 	}
 	bound := c.sessionTimeout + 30*time.Second
@@ -435,7 +480,10 @@ func (c *instances) takeover(t0 time.Time, victim, exclude int, how string) {
 		c.trace.printf("cluster: no instance serves %v after the %s of instance %d", bound, how, victim)
 		fmt.Fprintf(c.out, "failover: %s of owner %d, no instance serves after %v\n", how, victim, bound)
 	}
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
 	c.failovers = append(c.failovers, f)
+	return len(c.failovers) - 1
 }
 
 // isolateOwner takes the owner away from the cluster without ending it:
@@ -472,30 +520,48 @@ func (c *instances) isolateOwner(ctx context.Context, cw *copyWork, how string) 
 		}
 		cw.commitHookArmed.Store(false)
 	}
-	o := c.owner()
-	if o < 0 {
-		if how == "cut" {
-			c.skippedCuts++
-		} else {
-			c.skippedStops++
+	var o int
+	var pp *proxyProc
+	var t0 time.Time
+	for attempt := 1; ; attempt++ {
+		asked := time.Now()
+		if o = c.owner(); o < 0 && c.crash != nil {
+			// Most likely the owner just ended at a crash point and is
+			// being taken over from: isolate the next one.
+			if _, ok := c.waitServing(asked, -1, c.sessionTimeout+30*time.Second); ok {
+				o = c.owner()
+			}
 		}
-		c.trace.printf("cluster: no owner known: %s %d skipped", how, *n)
-		return nil
-	}
-	pp := c.pps[o]
-	t0 := time.Now()
-	var err error
-	if how == "cut" {
-		err = os.WriteFile(c.cutFiles[o], nil, 0o644)
-	} else {
-		err = pp.signal(syscall.SIGSTOP)
-	}
-	if err != nil {
-		return err
+		if o < 0 {
+			if how == "cut" {
+				c.skippedCuts++
+			} else {
+				c.skippedStops++
+			}
+			c.trace.printf("cluster: no owner known: %s %d skipped", how, *n)
+			return nil
+		}
+		pp = c.pps[o]
+		t0 = time.Now()
+		var err error
+		if how == "cut" {
+			err = os.WriteFile(c.cutFiles[o], nil, 0o644)
+		} else {
+			err = pp.signal(syscall.SIGSTOP)
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errCrashed) || attempt == 3 {
+			return err
+		}
+		// It ended at a crash point a moment ago: isolate the next owner.
+		c.trace.printf("cluster: owner %d to isolate: %v; waiting for the next", o, err)
+		c.waitServing(t0, -1, c.sessionTimeout+30*time.Second)
 	}
 	c.down(o)
 	c.trace.printf("cluster: owner %d isolated (%s %d)", o, how, *n)
-	c.takeover(t0, o, o, how)
+	c.takeover(t0, o, o, how, "")
 	hold := c.sessionTimeout + time.Second
 	if how == "cut" {
 		// Long enough for it to notice by itself that the backend no
@@ -512,6 +578,7 @@ func (c *instances) isolateOwner(ctx context.Context, cw *copyWork, how string) 
 	t1 := time.Now()
 	// Ended even when the run is cancelled: an isolated instance would
 	// hang the others' clients.
+	var err error
 	if how == "cut" {
 		err = os.Remove(c.cutFiles[o])
 	} else {
@@ -551,7 +618,9 @@ func (c *instances) report(rep *Report, cfg Config) {
 	rep.Instances = len(c.pps)
 	rep.ClusterName = c.name
 	rep.SessionTimeoutMs = c.sessionTimeout.Milliseconds()
-	rep.Failovers = c.failovers
+	c.fmu.Lock()
+	rep.Failovers = slices.Clone(c.failovers)
+	c.fmu.Unlock()
 	rep.Zombies = slices.Clone(c.zombies)
 	rep.InstanceStops = c.stops - c.skippedStops
 	rep.InstanceCuts = c.cuts - c.skippedCuts
@@ -580,7 +649,7 @@ func (c *instances) report(rep *Report, cfg Config) {
 	bound := c.sessionTimeout + 30*time.Second
 	var took []int64
 	rep.CleanHandoverMaxMs = -1
-	for _, f := range c.failovers {
+	for _, f := range rep.Failovers {
 		ms := f.TookMs
 		if ms < 0 {
 			ms = bound.Milliseconds()

@@ -159,6 +159,12 @@ func TestEoscheckInstances(t *testing.T) {
 		CopierRestarts: 1,
 		Readers:        1,
 		CopyTimeout:    time.Minute,
+		// Every crash point at probability 1, each armed until hit once:
+		// the first runs end at them one after the other (a set sent, a
+		// set confirmed, a commit decided, a commit half forwarded, which
+		// its successor then finishes), whatever the seed.
+		CrashPoints:   "decision-logged=1,half-forwarded=1,set-sent=1,set-acked=1",
+		CrashPointMax: 1,
 	})
 	t.Logf("eoscheck output:\n%s", progress.String())
 	if err != nil {
@@ -185,8 +191,13 @@ func TestEoscheckInstances(t *testing.T) {
 	if rep.Instances != 3 || rep.Restarts < 4 || rep.Sent != 4000 {
 		t.Errorf("%d instances, %d restarts, %d records sent", rep.Instances, rep.Restarts, rep.Sent)
 	}
+	for _, p := range []string{"decision-logged", "half-forwarded", "set-sent", "set-acked"} {
+		if rep.CrashPoints[p] == 0 {
+			t.Errorf("crash point %s not hit: %v", p, rep.CrashPoints)
+		}
+	}
 	if !rep.Valid() {
-		t.Errorf("%d anomalies (seed %d; logs %s), cluster failures %v; examples:\n%s\neosproxy warnings and errors: %v",
-			rep.Anomalies, rep.Seed, rep.LogFile, rep.ClusterFailures, strings.Join(rep.Examples, "\n"), rep.ProxyLog)
+		t.Errorf("%d anomalies (seed %d; logs %s), cluster failures %v, crash point failures %v; examples:\n%s\neosproxy warnings and errors: %v",
+			rep.Anomalies, rep.Seed, rep.LogFile, rep.ClusterFailures, rep.CrashPointFailures, strings.Join(rep.Examples, "\n"), rep.ProxyLog)
 	}
 }

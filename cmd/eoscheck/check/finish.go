@@ -186,6 +186,7 @@ func (r *run) judge(ctx context.Context) error {
 		rep.ClusterLog = a
 		r.cl.report(rep, r.cfg)
 	}
+	r.crash.report(rep)
 	rep.Seconds = time.Since(r.start).Seconds()
 	if len(rep.ProxyCrashes) > 0 {
 		rep.Anomalies += int64(len(rep.ProxyCrashes))

@@ -46,7 +46,14 @@ type proxyLogs struct {
 	// cluster, when set, is told of every JSON line (cluster mode: who
 	// owns the cluster, fencings); called with mu held.
 	cluster func(logLine)
+	// crash is the crash point the current run logged it kills itself
+	// at (EOSPROXY_TEST_CRASH), if any.
+	crash string
 }
+
+// msgCrashPoint is eosproxy's line just before it SIGKILLs itself at a
+// test crash point (cmd/eosproxy/crashpoints.go), with the field point.
+const msgCrashPoint = "test crash point: SIGKILL"
 
 // logLine is what eoscheck reads of one of eosproxy's JSON log lines.
 type logLine struct {
@@ -56,6 +63,7 @@ type logLine struct {
 	Txn       string `json:"txn"`
 	Reason    string `json:"reason"`
 	Error     string `json:"error"`
+	Point     string `json:"point"` // of msgCrashPoint
 	// Raw: a type other than the one expected must not make the whole
 	// line unreadable.
 	Generation json.RawMessage `json:"generation"`
@@ -115,6 +123,9 @@ func (l *proxyLogs) line(s string) {
 	if (m.Level == "warn" || m.Level == "error" || m.Level == "fatal" || m.Level == "panic") && len(l.notable) < 20 {
 		l.notable = append(l.notable, s)
 	}
+	if m.Message == msgCrashPoint && m.Point != "" {
+		l.crash = m.Point
+	}
 	if l.cluster != nil {
 		l.cluster(m)
 	}
@@ -124,6 +135,16 @@ func (l *proxyLogs) line(s string) {
 		default:
 		}
 	}
+}
+
+// takeCrash returns the crash point the run that just ended logged, and
+// forgets it for the next run.
+func (l *proxyLogs) takeCrash() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.crash
+	l.crash = ""
+	return c
 }
 
 func newProxyLogs(file io.Writer) *proxyLogs {
@@ -176,74 +197,184 @@ func (l *proxyLogs) crashed() []string {
 }
 
 // proxyProc owns the eosproxy child process across SIGKILLs and restarts,
-// always with the same arguments (same data dir, same ports).
+// always with the same arguments (same data dir, same ports). Its methods
+// are safe to call from several goroutines: the fault schedule's and the
+// restart after a crash point (onCrash).
 type proxyProc struct {
-	name   string   // in errors; empty: "eosproxy"
-	file   *os.File // its log file, if its own (cluster mode)
-	bin    string
-	args   []string
-	env    []string // added to eoscheck's environment
-	logs   *proxyLogs
-	cmd    *exec.Cmd
-	exited chan struct{}
+	name string   // in errors; empty: "eosproxy"
+	file *os.File // its log file, if its own (cluster mode)
+	bin  string
+	args []string
+	logs *proxyLogs
+	// env, when set, is the environment of each new run (crash points);
+	// called with mu held.
+	env func() []string
+	// onCrash, when set, is told, on a goroutine of its own, of every run
+	// that logged a crash point's line before it ended (whoever's signal
+	// ended it); restartAfterCrash starts the next run unless eoscheck
+	// already dealt with the end.
+	onCrash func(run *procRun, point string)
+
+	mu     sync.Mutex // serialises runs: start, kill, term, signal, stop, restartAfterCrash
+	run    *procRun   // the current run; nil between runs
 	runs   int
+	closed bool // stopped for good: no restart after a crash
 }
+
+// procRun is one run of eosproxy.
+type procRun struct {
+	cmd    *exec.Cmd
+	n      int
+	exited chan struct{}
+	// Set before exited closes: when, and the crash point the run logged
+	// it was killing itself at ("" for none).
+	exitedAt time.Time
+	crash    string
+}
+
+// errCrashed: the run ended at a crash point of its own before eoscheck's
+// signal reached it.
+var errCrashed = errors.New("ended at a crash point")
 
 // start runs eosproxy and waits for its "eosproxy ready" line.
 func (pp *proxyProc) start() (string, error) {
-	ready := make(chan string, 1)
-	pp.logs.mu.Lock()
-	pp.logs.ready = ready
-	pp.logs.mu.Unlock()
-	cmd := exec.Command(pp.bin, pp.args...)
-	if len(pp.env) > 0 {
-		cmd.Env = append(os.Environ(), pp.env...)
-	}
-	cmd.Stderr = pp.logs
-	cmd.Stdout = pp.logs
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	pp.cmd, pp.exited = cmd, exited
-	pp.runs++
-	select {
-	case addr := <-ready:
-		return addr, nil
-	case <-exited:
-		pp.cmd = nil
-		return "", fmt.Errorf("%s run %d exited before it was ready: %v", pp.label(), pp.runs, cmd.ProcessState)
-	case <-time.After(30 * time.Second):
-		return "", fmt.Errorf("%s run %d not ready after 30 s", pp.label(), pp.runs)
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.startLocked()
+}
+
+// startLocked is start with mu held. A run that ends at a crash point
+// before it is ready (a commit resumed at startup) is started again.
+func (pp *proxyProc) startLocked() (string, error) {
+	for attempt := 1; ; attempt++ {
+		addr, run, err := pp.startOnce()
+		if err == nil || run == nil || run.crash == "" || attempt == 5 {
+			return addr, err
+		}
 	}
 }
 
+func (pp *proxyProc) startOnce() (string, *procRun, error) {
+	ready := make(chan string, 1)
+	pp.logs.mu.Lock()
+	pp.logs.ready = ready
+	pp.logs.crash = ""
+	pp.logs.mu.Unlock()
+	cmd := exec.Command(pp.bin, pp.args...)
+	cmd.Stderr = pp.logs
+	cmd.Stdout = pp.logs
+	if pp.env != nil {
+		cmd.Env = pp.env()
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	pp.runs++
+	run := &procRun{cmd: cmd, n: pp.runs, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait() // returns once the logs are copied: the crash line is in
+		run.exitedAt = time.Now()
+		run.crash = pp.logs.takeCrash()
+		close(run.exited)
+		if run.crash != "" && pp.onCrash != nil {
+			pp.onCrash(run, run.crash)
+		}
+	}()
+	pp.run = run
+	select {
+	case addr := <-ready:
+		return addr, run, nil
+	case <-run.exited:
+		select {
+		case addr := <-ready: // ready, then gone: its end is onCrash's
+			return addr, run, nil
+		default:
+		}
+		pp.run = nil
+		return "", run, fmt.Errorf("%s run %d exited before it was ready: %v", pp.label(), run.n, cmd.ProcessState)
+	case <-time.After(30 * time.Second):
+		return "", run, fmt.Errorf("%s run %d not ready after 30 s", pp.label(), run.n)
+	}
+}
+
+// restartAfterCrash starts the next run after run ended at a crash point,
+// unless eoscheck dealt with its end already (killed, stopped or restarted
+// it since) or stopped the process for good: restarted is then false.
+func (pp *proxyProc) restartAfterCrash(run *procRun) (restarted bool, err error) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if pp.closed || pp.run != run {
+		return false, nil
+	}
+	pp.run = nil
+	if _, err := pp.startLocked(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// runCount is how many runs were started.
+func (pp *proxyProc) runCount() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.runs
+}
+
+// ended reports whether run has exited; err says why that is an error for
+// a caller that wanted to signal it (nil: it ended at a crash point, the
+// caller's purpose is served).
+func (pp *proxyProc) ended(run *procRun) (bool, error) {
+	select {
+	case <-run.exited:
+	default:
+		return false, nil
+	}
+	pp.run = nil
+	if run.crash != "" {
+		return true, nil
+	}
+	return true, fmt.Errorf("%s run %d exited by itself: %v", pp.label(), run.n, run.cmd.ProcessState)
+}
+
+// send signals run. A run that ended meanwhile (at a crash point, between
+// the caller's look at it and the signal) is waited for, so that the
+// caller's ended then reports it.
+func (pp *proxyProc) send(run *procRun, sig syscall.Signal) error {
+	err := run.cmd.Process.Signal(sig)
+	if errors.Is(err, os.ErrProcessDone) {
+		<-run.exited
+	}
+	return err
+}
+
 // kill SIGKILLs the current run and waits until it is gone. A run that
-// already exited by itself is an error.
+// already exited by itself is an error, unless it ended at a crash point
+// (it is gone, as asked).
 func (pp *proxyProc) kill() error {
-	if pp.cmd == nil {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	run := pp.run
+	if run == nil {
 		return errors.New(pp.label() + " is not running")
 	}
-	select {
-	case <-pp.exited:
-		state := pp.cmd.ProcessState
-		pp.cmd = nil
-		return fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, state)
-	default:
+	if ended, err := pp.ended(run); ended {
+		return err
 	}
-	if err := pp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := pp.send(run, syscall.SIGKILL); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			return eerr
+		}
 		return fmt.Errorf("SIGKILL: %w", err)
 	}
 	select {
-	case <-pp.exited:
+	case <-run.exited:
 	case <-time.After(30 * time.Second):
 		return errors.New(pp.label() + " did not die on SIGKILL")
 	}
-	if ws, ok := pp.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		return fmt.Errorf("%s run %d ended with %v, not by the SIGKILL", pp.label(), pp.runs, pp.cmd.ProcessState)
+	pp.run = nil
+	if ws, ok := run.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		return fmt.Errorf("%s run %d ended with %v, not by the SIGKILL", pp.label(), run.n, run.cmd.ProcessState)
 	}
-	pp.cmd = nil
 	return nil
 }
 
@@ -254,28 +385,42 @@ func (pp *proxyProc) label() string {
 	return pp.name
 }
 
-// signal sends sig (SIGSTOP, SIGCONT) to the current run.
+// signal sends sig (SIGSTOP, SIGCONT) to the current run; errCrashed when
+// it ended at a crash point.
 func (pp *proxyProc) signal(sig syscall.Signal) error {
-	if pp.cmd == nil {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	run := pp.run
+	if run == nil {
 		return fmt.Errorf("%s is not running", pp.label())
 	}
-	select {
-	case <-pp.exited:
-		return fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, pp.cmd.ProcessState)
-	default:
+	if ended, err := pp.ended(run); ended {
+		if err == nil {
+			err = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
+		}
+		return err
 	}
-	if err := pp.cmd.Process.Signal(sig); err != nil {
+	if err := pp.send(run, sig); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			if eerr == nil {
+				eerr = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
+			}
+			return eerr
+		}
 		return fmt.Errorf("%s: %v: %w", pp.label(), sig, err)
 	}
 	return nil
 }
 
-// stop ends whichever run is current (cleanup).
+// stop ends whichever run is current, for good (cleanup).
 func (pp *proxyProc) stop() {
-	if pp.cmd != nil {
-		pp.cmd.Process.Kill()
-		<-pp.exited
-		pp.cmd = nil
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	pp.closed = true
+	if run := pp.run; run != nil {
+		run.cmd.Process.Kill()
+		<-run.exited
+		pp.run = nil
 	}
 }
 
@@ -310,34 +455,36 @@ func restartBroker(ctx context.Context, command, logPath string) (time.Duration,
 // term stops the current run cleanly (SIGTERM: eosproxy finishes what is
 // in flight within its --shutdown-timeout and exits) and waits until it is
 // gone. An exit status other than 0 is returned as unclean (the run is
-// over either way); a run that does not exit within 30 s is SIGKILLed and
-// reported as unclean too. err is for a run that was not there to stop.
+// over either way), unless the run ended at a crash point meanwhile; a run
+// that does not exit within 30 s is SIGKILLed and reported as unclean too.
+// err is for a run that was not there to stop.
 func (pp *proxyProc) term() (unclean string, err error) {
-	if pp.cmd == nil {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	run := pp.run
+	if run == nil {
 		return "", errors.New(pp.label() + " is not running")
 	}
-	select {
-	case <-pp.exited:
-		state := pp.cmd.ProcessState
-		pp.cmd = nil
-		return "", fmt.Errorf("%s run %d exited by itself: %v", pp.label(), pp.runs, state)
-	default:
+	if ended, err := pp.ended(run); ended {
+		return "", err
 	}
-	if err := pp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := pp.send(run, syscall.SIGTERM); err != nil {
+		if ended, eerr := pp.ended(run); ended {
+			return "", eerr
+		}
 		return "", fmt.Errorf("SIGTERM: %w", err)
 	}
 	select {
-	case <-pp.exited:
+	case <-run.exited:
 	case <-time.After(30 * time.Second):
-		pp.cmd.Process.Kill()
-		<-pp.exited
-		pp.cmd = nil
-		return fmt.Sprintf("%s run %d did not exit within 30 s of SIGTERM (SIGKILLed)", pp.label(), pp.runs), nil
+		run.cmd.Process.Kill()
+		<-run.exited
+		pp.run = nil
+		return fmt.Sprintf("%s run %d did not exit within 30 s of SIGTERM (SIGKILLed)", pp.label(), run.n), nil
 	}
-	state := pp.cmd.ProcessState
-	pp.cmd = nil
-	if !state.Success() {
-		return fmt.Sprintf("%s run %d ended with %v after SIGTERM", pp.label(), pp.runs, state), nil
+	pp.run = nil
+	if state := run.cmd.ProcessState; !state.Success() && run.crash == "" {
+		return fmt.Sprintf("%s run %d ended with %v after SIGTERM", pp.label(), run.n, state), nil
 	}
 	return "", nil
 }

@@ -138,6 +138,7 @@ func printTable(w io.Writer, r *Report) {
 	if r.Instances > 1 {
 		printCluster(w, r)
 	}
+	printCrashPoints(w, r)
 	row("eosproxy crashes", int64(len(r.ProxyCrashes)))
 	row("ANOMALIES", r.Anomalies)
 	for _, e := range r.Examples {
@@ -155,6 +156,9 @@ func printTable(w io.Writer, r *Report) {
 	}
 	for _, f := range r.ClusterFailures {
 		fmt.Fprintf(w, "  cluster: %s\n", f)
+	}
+	for _, f := range r.CrashPointFailures {
+		fmt.Fprintf(w, "  crash points: %s\n", f)
 	}
 	verdict := "VALID"
 	if !r.Valid() {
@@ -183,7 +187,7 @@ func printCluster(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(w, "%-44s %10s\n", "eosproxy cluster "+r.ClusterName, "")
 	row("instances", int64(r.Instances))
-	var kills, stops, terms int64
+	var kills, stops, terms, crashes int64
 	for _, f := range r.Failovers {
 		switch f.How {
 		case "kill":
@@ -192,9 +196,14 @@ func printCluster(w io.Writer, r *Report) {
 			stops++
 		case "term":
 			terms++
+		case "crash":
+			crashes++
 		}
 	}
 	row("owner SIGKILLs", kills)
+	if r.CrashPoints != nil {
+		row("owner crashes at crash points", crashes)
+	}
 	row("owner SIGTERMs (clean handovers)", terms)
 	row("owner SIGSTOPs past the session timeout", stops)
 	row("standby SIGKILLs", int64(r.StandbyKills))
@@ -243,7 +252,11 @@ func printCluster(w io.Writer, r *Report) {
 		if f.How == "term" {
 			took += fmt.Sprintf(" (exited after %.1fs)", float64(f.ExitedMs)/1000)
 		}
-		fmt.Fprintf(w, "  %6.1fs %-4s of instance %d: %s\n", f.At, f.How, f.Victim, took)
+		how := f.How
+		if f.Point != "" {
+			how += " at " + f.Point
+		}
+		fmt.Fprintf(w, "  %6.1fs %-4s of instance %d: %s\n", f.At, how, f.Victim, took)
 	}
 }
 

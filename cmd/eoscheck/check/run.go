@@ -49,8 +49,9 @@ type run struct {
 	adm           *kadm.Client
 	berrs         *backendErrors
 	pp            *proxyProc
-	cl            *instances // cluster mode (Instances ≥ 2); pp is then nil
-	bootstrap     string     // every instance's, comma-separated (seeds)
+	cl            *instances   // cluster mode (Instances ≥ 2); pp is then nil
+	crash         *crashPoints // Config.CrashPoints; nil: none
+	bootstrap     string       // every instance's, comma-separated (seeds)
 	clientOpts    []kgo.Opt
 	copierOpts    []kgo.Opt // clientOpts without TLS: the copiers' dialer does it
 	perProducer   int
@@ -95,7 +96,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.rep.ReplicationFactor = cfg.ReplicationFactor
 	r.rep.Instances = cfg.Instances
 	r.start = time.Now()
-	r.out = cfg.Progress
+	// The schedule, the progress lines and the restarts after crash
+	// points write it.
+	r.out = &syncWriter{w: cfg.Progress}
 	defer r.close()
 	if err := validate(cfg); err != nil {
 		return r.rep, err
@@ -190,6 +193,9 @@ func validate(cfg Config) error {
 	}
 	if cfg.GroupProtocol != "classic" && cfg.GroupProtocol != "consumer" {
 		return fmt.Errorf("--group-protocol %q: classic or consumer", cfg.GroupProtocol)
+	}
+	if _, err := parseCrashSpec(cfg.CrashPoints, cfg.Instances); err != nil {
+		return err
 	}
 	if cfg.InstanceStops > 0 && cfg.Instances < 2 {
 		return errors.New("--instance-stops needs --instances 2 or more: another instance must take over from the stopped owner")
@@ -432,6 +438,10 @@ func (r *run) startProxy(brokers int) error {
 			return err
 		}
 	}
+	var err error
+	if r.crash, err = newCrashPoints(cfg, r.start, r.trace, r.out); err != nil {
+		return err
+	}
 	if cfg.Instances > 1 {
 		return r.startCluster(bin, brokers)
 	}
@@ -447,6 +457,16 @@ func (r *run) startProxy(brokers int) error {
 		"--data-dir", filepath.Join(r.work, "data"),
 	}}
 	r.pp.args = append(r.pp.args, cfg.ProxyArgs...)
+	if cp := r.crash; cp != nil {
+		pp := r.pp
+		pp.env = cp.env
+		pp.onCrash = func(run *procRun, point string) {
+			cp.record(0, point, true, run.exitedAt)
+			if _, err := pp.restartAfterCrash(run); err != nil {
+				cp.fail(0, err)
+			}
+		}
+	}
 	r.onReturn(r.pp.stop)
 	if r.bootstrap, err = r.pp.start(); err != nil {
 		return err
@@ -463,7 +483,7 @@ func (r *run) startCluster(bin string, brokers int) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newInstances(cfg, bin, r.work, r.logPath, brokers, base, r.backend, r.rng, r.trace, r.out, r.start)
+	cl, err := newInstances(cfg, bin, r.work, r.logPath, brokers, base, r.backend, r.rng, r.trace, r.out, r.start, r.crash)
 	if cl != nil {
 		r.onReturn(cl.stopAll)
 	}

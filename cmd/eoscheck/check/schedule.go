@@ -417,7 +417,7 @@ func (r *run) schedule(ctx context.Context) error {
 	rep.RetentionEvents = r.deleted.retentionEvents
 	rep.Kills = r.kills
 	for _, p := range r.procs() {
-		rep.Restarts += p.runs - 1
+		rep.Restarts += p.runCount() - 1
 	}
 	if rep.JavaCopy != nil {
 		rep.JavaCopy.KillsDuring = r.javaKills
