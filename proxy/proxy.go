@@ -494,6 +494,23 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
+	if ctx.Err() != nil {
+		// A forced stop (Close; in cluster mode a deposed owner): no
+		// write of eosproxy's own may reach the backend from now on, since
+		// the next owner carries on from what the backend holds. Stop the
+		// coordinator's forwarding and cut every connection eosproxy
+		// opened itself before waiting for anything: a write left blocked
+		// (a partition from the backend) would otherwise go out once the
+		// backend is reachable again, after the next owner forwarded the
+		// same batches, and on a backend without idempotence nothing
+		// would drop the second copy.
+		if p.coord != nil {
+			p.coord.Stop()
+		}
+		if p.up != nil {
+			p.up.Close()
+		}
+	}
 	p.bootstrap.Close()
 	p.brokers.closeAll()
 	for c := range p.conns {

@@ -158,6 +158,10 @@ func Open(db *store.DB, opt Options) (*Coordinator, error) {
 	return c, nil
 }
 
+// Stop cancels the coordinator's background work without waiting for it
+// (a forced stop: Close waits).
+func (c *Coordinator) Stop() { c.cancel() }
+
 // Close stops the coordinator's background work; a commit being forwarded
 // resumes on the next Open.
 func (c *Coordinator) Close() {

@@ -167,13 +167,21 @@ func produceRequests(batches map[txnstate.TopicPartition][]byte, leaders map[txn
 
 // pipes holds eosproxy's own pipelined connections, one per broker.
 type pipes struct {
-	mu sync.Mutex
-	by map[int32]*pipe
+	mu     sync.Mutex
+	by     map[int32]*pipe
+	closed bool // by close: no new pipe, so nothing is written after it
 }
+
+// errPipesClosed: eosproxy's own writes have stopped (shut down, or in
+// cluster mode deposed).
+var errPipesClosed = errors.New("eosproxy is shutting down")
 
 func (ps *pipes) get(ctx context.Context, c *Client, id int32) (*pipe, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if ps.closed {
+		return nil, errPipesClosed
+	}
 	if pp := ps.by[id]; pp != nil && !pp.closed() {
 		if time.Since(time.UnixMilli(pp.lastUsed.Load())) < pipeIdle {
 			return pp, nil
@@ -195,9 +203,9 @@ func (ps *pipes) close() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, pp := range ps.by {
-		pp.fail(errors.New("eosproxy is shutting down"))
+		pp.fail(errPipesClosed)
 	}
-	ps.by = nil
+	ps.by, ps.closed = nil, true
 }
 
 // InitProducerID asks the backend for a producer id of eosproxy's own for
