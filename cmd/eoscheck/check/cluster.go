@@ -401,7 +401,15 @@ func (c *instances) waitEvent(bound time.Duration, find func() (ownerEvent, bool
 // every third fault a standby chosen at random (unless owner is required,
 // as for a restart timed to a commit, which the owner serves).
 func (c *instances) pick(n int, ownerRequired bool) (victim int, wasOwner bool) {
+	asked := time.Now()
 	o := c.owner()
+	if o < 0 && c.crash != nil {
+		// Most likely the owner just ended at a crash point and is being
+		// taken over from (often, with crash points): aim at the next.
+		if _, ok := c.waitServing(asked, -1, c.sessionTimeout+30*time.Second); ok {
+			o = c.owner()
+		}
+	}
 	if o < 0 {
 		c.unknownOwnerFaults++
 		return c.rng.IntN(len(c.pps)), false
