@@ -168,7 +168,14 @@ func (c *Coordinator) carryOut(e *entry, j *job) bool {
 		if c.ctx.Err() != nil {
 			return false
 		}
-		log.Warn().Err(err).Bool("commit", j.commit).Dur("retry_in", wait).Msg("carrying out a transaction's end failed; retrying")
+		// One failure that the next attempt mends is routine (a group's
+		// members changing under a rebalance, a leader moving), as for
+		// Kafka's markers; a second one is worth an operator's look.
+		ev := log.Warn()
+		if attempt == 0 {
+			ev = log.Info()
+		}
+		ev.Err(err).Bool("commit", j.commit).Dur("retry_in", wait).Msg("carrying out a transaction's end failed; retrying")
 		select {
 		case <-c.ctx.Done():
 			return false
