@@ -597,10 +597,7 @@ func (p *Proxy) startLease() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opts := upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL)
-	if p.cfg.BackendCut != nil {
-		opts = append(opts, p.cfg.BackendCut.KgoOpt())
-	}
+	opts := p.cfg.BackendCut.KgoOpts(upstream.KgoOpts(p.cfg.UpstreamTLS, p.cfg.UpstreamSASL))
 	in, err := upstream.StartInstance(ctx, p.cfg.DB, p.cfg.Upstreams, opts,
 		p.Addr(), timeout, p.log)
 	if errors.Is(err, upstream.ErrNoOwnAccess) {

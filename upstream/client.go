@@ -71,10 +71,7 @@ type Client struct {
 
 // New makes the client; it connects lazily.
 func New(cfg Config) (*Client, error) {
-	opts := append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))
-	if cfg.Cut != nil {
-		opts = append(opts, cfg.Cut.KgoOpt())
-	}
+	opts := cfg.Cut.KgoOpts(append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout)))
 	admin, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)

@@ -43,9 +43,15 @@ func NewCut(dial func(ctx context.Context, network, addr string) (net.Conn, erro
 	return c
 }
 
-// KgoOpt makes a kgo client dial through the cut (not with TLS, which kgo
-// dials by itself).
-func (c *Cut) KgoOpt() kgo.Opt { return kgo.Dialer(c.Dial) }
+// KgoOpts adds to opts what makes a kgo client dial through the cut (not
+// with TLS, which kgo dials by itself); opts as they are for a nil Cut (no
+// fault test).
+func (c *Cut) KgoOpts(opts []kgo.Opt) []kgo.Opt {
+	if c == nil {
+		return opts
+	}
+	return append(opts, kgo.Dialer(c.Dial))
+}
 
 // Set turns the cut on or off.
 func (c *Cut) Set(on bool) {

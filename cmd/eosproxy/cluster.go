@@ -54,10 +54,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 	blobs := &standbySpool{dir: pc.SpoolDir, log: log}
 	defer blobs.close()
 
-	opts := upstream.KgoOpts(pc.UpstreamTLS, pc.UpstreamSASL)
-	if pc.BackendCut != nil {
-		opts = append(opts, pc.BackendCut.KgoOpt())
-	}
+	opts := pc.BackendCut.KgoOpts(upstream.KgoOpts(pc.UpstreamTLS, pc.UpstreamSASL))
 	m, err := cluster.Join(ctx, cluster.Config{
 		Name:           cfg.Cluster,
 		Seeds:          pc.Upstreams,
