@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FUZZTIME="${FUZZTIME:-10s}"
 KAFKA=integration/kafka/kafka.sh
 # The tests the secure tier runs (integration/securetier_test.go).
-SECURE_TIER_TESTS='^(TestTxn|TestIdem|TestEoscheck|TestSequenceChecksAnsweredAsKafka|TestMixedProduceRequestAnswersEveryPartition|TestFivePipelinedBatchesPerPartition|TestLookupBelowLogStart|TestCommitLookupBelowLogStart|TestInitProducerIDAfterCommitIsInBackend|TestTwoInstancesOnOneBackend|TestTransactionsPassThrough|TestClusterFailover)'
+SECURE_TIER_TESTS='^(TestTxn|TestIdem|TestEoscheck|TestNewConnectionResetNotClosedBeforeFirstAnswer|TestSequenceChecksAnsweredAsKafka|TestMixedProduceRequestAnswersEveryPartition|TestFivePipelinedBatchesPerPartition|TestLookupBelowLogStart|TestCommitLookupBelowLogStart|TestInitProducerIDAfterCommitIsInBackend|TestTwoInstancesOnOneBackend|TestTransactionsPassThrough|TestClusterFailover)'
 
 bash "$KAFKA" start
 # A second cluster of two brokers (replication factor 2) for eoscheck's

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,6 +61,9 @@ type conn struct {
 	writerDone chan struct{}
 	stopping   atomic.Bool
 	closeOnce  sync.Once
+	// answered: bytes of a response reached the client's socket. Until
+	// then the connection is closed with a reset (resetClose).
+	answered atomic.Bool
 	// ctx ends when the connection closes, releasing waits on other
 	// connections' batches.
 	ctx    context.Context
@@ -68,7 +72,7 @@ type conn struct {
 
 func newConn(p *Proxy, cl, up net.Conn, log zerolog.Logger) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		ctx:        ctx,
 		cancel:     cancel,
 		p:          p,
@@ -76,12 +80,24 @@ func newConn(p *Proxy, cl, up net.Conn, log zerolog.Logger) *conn {
 		cl:         cl,
 		up:         up,
 		cr:         bufio.NewReaderSize(cl, ioBufSize),
-		cw:         bufio.NewWriterSize(cl, ioBufSize),
 		ur:         bufio.NewReaderSize(up, ioBufSize),
 		uw:         bufio.NewWriterSize(up, ioBufSize),
 		slots:      make(chan slot, maxInFlight),
 		writerDone: make(chan struct{}),
 	}
+	c.cw = bufio.NewWriterSize(clientWriter{c}, ioBufSize)
+	return c
+}
+
+// clientWriter writes to the client's socket and notes that it did.
+type clientWriter struct{ c *conn }
+
+func (w clientWriter) Write(b []byte) (int, error) {
+	n, err := w.c.cl.Write(b)
+	if n > 0 {
+		w.c.answered.Store(true)
+	}
+	return n, err
 }
 
 // run serves the connection until either side closes it.
@@ -120,9 +136,32 @@ func (c *conn) stop() {
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		c.cancel()
-		c.cl.Close()
+		if c.answered.Load() {
+			c.cl.Close()
+		} else {
+			resetClose(c.cl)
+		}
 		c.up.Close()
 	})
+}
+
+// resetClose closes a client connection that has had no answer yet with a
+// TCP reset rather than an orderly close. franz-go (v1.22) takes an orderly
+// close before the first answer for a TLS or SASL misconfiguration: it does
+// not retry, fails the records it was sending, and a transaction whose
+// records failed that way can still commit without them (GroupTransactSession
+// commits it). A reset is a network failure to every client: it reconnects
+// and retries. A TLS connection is reset under its TLS layer, with no
+// close_notify, which a client also reads as an orderly close.
+func resetClose(cl net.Conn) {
+	nc := cl
+	if tc, ok := cl.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if tcp, ok := nc.(*net.TCPConn); ok {
+		tcp.SetLinger(0)
+	}
+	nc.Close()
 }
 
 func (c *conn) logClose(err error, side string) {

@@ -417,7 +417,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	if p.cfg.MaxConnections > 0 && n >= p.cfg.MaxConnections {
 		log.Warn().Int("max", p.cfg.MaxConnections).Msg("refusing client connection: --max-connections reached")
 		p.m.ConnRefused(metrics.RefusedMaxConnections)
-		cl.Close()
+		resetClose(cl)
 		return
 	}
 	principal := anonymous
@@ -438,11 +438,11 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	// certificate) is eosproxy's to vouch for: its paired connection uses
 	// eosproxy's credentials. Otherwise the client's own SASL exchange
 	// passes through it.
-	up, err := p.up.DialAs(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
+	up, err := p.dialPaired(brokerID, p.cfg.SASLUsers != nil || principal != anonymous)
 	if err != nil {
 		log.Warn().Err(err).Msg("closing client connection: upstream unreachable")
 		p.m.ConnRefused(metrics.RefusedUpstreamUnreachable)
-		cl.Close()
+		resetClose(cl)
 		return
 	}
 	c := newConn(p, cl, up, log)
@@ -455,7 +455,7 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 		p.mu.Unlock()
 		log.Info().Msg("refusing client connection: shutting down")
 		p.m.ConnRefused(metrics.RefusedShuttingDown)
-		cl.Close()
+		resetClose(cl)
 		up.Close()
 		return
 	}
@@ -468,6 +468,28 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	delete(p.conns, c)
 	p.mu.Unlock()
 	p.m.ConnClosed()
+}
+
+// dialPaired opens the upstream connection a new client connection is
+// paired with, trying again for up to DialTimeout after quick failures (a
+// connection dropped during eosproxy's SASL exchange, a refused dial) while
+// the client waits for its first answer: a moment's failure then costs it
+// a delay, not a closed connection.
+func (p *Proxy) dialPaired(brokerID int32, own bool) (net.Conn, error) {
+	deadline := time.Now().Add(p.cfg.DialTimeout)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		up, err := p.up.DialAs(brokerID, own)
+		if err == nil || time.Now().Add(wait).After(deadline) {
+			return up, err
+		}
+		time.Sleep(wait)
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			return nil, err
+		}
+	}
 }
 
 // upstreamAddr is where broker id listens, for upstream.Client.Dial; ""

@@ -362,16 +362,19 @@ type CopyReport struct {
 	Transactions int64   `json:"transactions"`
 	Commits      int64   `json:"commits"`
 	Aborts       int64   `json:"aborts"`        // End(TryAbort), on purpose
-	ForcedAborts int64   `json:"forced_aborts"` // End(TryCommit) that aborted (rebalance)
-	Unknown      int64   `json:"unknown"`       // End failed: outcome unknown
-	Crashed      int64   `json:"restarts_closed"`
-	Zombies      int64   `json:"restarts_zombie"`
-	Incarnations int64   `json:"incarnations"`
-	Copied       int64   `json:"copied"` // input records in committed transactions
-	InputTotal   int64   `json:"input_records"`
-	OutputTotal  int64   `json:"output_records"`
-	ReaderReads  int64   `json:"reader_records"`
-	CopySeconds  float64 `json:"copy_seconds"` // from the end of the fault schedule until the group's offsets reached the input's end
+	ForcedAborts int64   `json:"forced_aborts"` // End(TryCommit) that aborted (rebalance), or aborted as a record failed
+	// ProduceAborts of ForcedAborts: a record failed to produce, so the
+	// copier aborted rather than commit without it.
+	ProduceAborts int64   `json:"produce_aborts"`
+	Unknown       int64   `json:"unknown"` // End failed: outcome unknown
+	Crashed       int64   `json:"restarts_closed"`
+	Zombies       int64   `json:"restarts_zombie"`
+	Incarnations  int64   `json:"incarnations"`
+	Copied        int64   `json:"copied"` // input records in committed transactions
+	InputTotal    int64   `json:"input_records"`
+	OutputTotal   int64   `json:"output_records"`
+	ReaderReads   int64   `json:"reader_records"`
+	CopySeconds   float64 `json:"copy_seconds"` // from the end of the fault schedule until the group's offsets reached the input's end
 
 	Lost             int64 `json:"lost"`                 // input records never in the output
 	Duplicates       int64 `json:"duplicates"`           // input records copied more than once (committed copies)

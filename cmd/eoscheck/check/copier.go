@@ -98,6 +98,8 @@ type txnRec struct {
 	state           atomic.Int32
 	// readerSeen counts its records read by the concurrent readers.
 	readerSeen atomic.Int64
+	// produceFailed: a record of it failed to produce.
+	produceFailed atomic.Bool
 }
 
 func (t *txnRec) st() txnState { return txnState(t.state.Load()) }
@@ -124,6 +126,7 @@ type txnLog struct {
 	copied                                             atomic.Int64 // input records in committed transactions
 	zombieCommits                                      atomic.Int64 // a fenced copier's commit that succeeded
 	produceErrs                                        atomic.Int64
+	produceAborts                                      atomic.Int64 // aborted instead of committed: a record failed
 	pollErrs                                           atomic.Int64
 	sessionErrs                                        atomic.Int64
 
@@ -542,7 +545,11 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 	t := log.begin(c.slot, c.inc, inputs)
 	for _, r := range recs {
 		c.sess.Produce(ctx, &kgo.Record{Key: r.Key, Value: outputValue(r.Value, c.slot, t.id)}, func(_ *kgo.Record, err error) {
-			if err != nil && log.produceErrs.Add(1) <= 3 {
+			if err == nil {
+				return
+			}
+			t.produceFailed.Store(true)
+			if log.produceErrs.Add(1) <= 3 {
 				log.note("copier %d txn %d: produce: %v", c.slot, t.id, err)
 			}
 		})
@@ -556,11 +563,20 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 		return
 	}
 	abort := c.rng.Float64() < c.w.abortRate
-	if abort {
-		// Get the records to eosproxy (buffered there, acknowledged)
-		// before aborting, so that the abort has something to drop.
-		c.flush(ctx, t)
-	} else {
+	// Get the records to eosproxy (buffered there, acknowledged) before
+	// ending: an abort then has something to drop, and a commit is asked
+	// only if every record was written. franz-go would commit a
+	// transaction some of whose records failed (an EOF on a new
+	// connection's first read fails them without failing the
+	// transaction), losing them; an application must abort it instead,
+	// as Kafka's Java producer does on its own.
+	c.flush(ctx, t)
+	failedProduce := !abort && t.produceFailed.Load()
+	if failedProduce {
+		abort = true
+		c.w.trace.printf("copier %d.%d txn %d: a record failed to produce: aborting instead of committing", c.slot, c.inc, t.id)
+	}
+	if !abort {
 		t.endAt.Store(log.since())
 		if c.w.commitHookArmed.CompareAndSwap(true, false) {
 			select {
@@ -618,6 +634,10 @@ func (c *copier) transact(ctx context.Context, recs []*kgo.Record) {
 			c.initReadNext = true
 			c.replace(ctx)
 		}
+	case failedProduce:
+		t.state.Store(int32(txnForced))
+		log.forced.Add(1)
+		log.produceAborts.Add(1)
 	case abort:
 		t.state.Store(int32(txnAborted))
 		log.aborts.Add(1)

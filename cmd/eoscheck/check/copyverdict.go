@@ -26,6 +26,7 @@ func copyVerdict(ctx context.Context, backend []string, rep *Report, prods []*pr
 	txns := tlog.all()
 	c.Transactions = int64(len(txns))
 	c.Commits, c.Aborts, c.ForcedAborts = tlog.commits.Load(), tlog.aborts.Load(), tlog.forced.Load()
+	c.ProduceAborts = tlog.produceAborts.Load()
 	c.Unknown, c.Crashed, c.Zombies = tlog.unknown.Load(), tlog.crashed.Load(), tlog.zombies.Load()
 	c.Copied, c.ZombieCommits = tlog.copied.Load(), tlog.zombieCommits.Load()
 	c.InputTotal = rep.BackendTotal
