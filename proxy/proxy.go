@@ -470,13 +470,18 @@ func (p *Proxy) handle(cl net.Conn, brokerID int32) {
 	p.m.ConnClosed()
 }
 
+// pairedDialFor bounds how long a new client connection waits for its
+// backend connection while quick failures are tried again: long enough for
+// a moment's failure, short of clients' own request timeouts (10 s and more).
+const pairedDialFor = 2 * time.Second
+
 // dialPaired opens the upstream connection a new client connection is
-// paired with, trying again for up to DialTimeout after quick failures (a
-// connection dropped during eosproxy's SASL exchange, a refused dial) while
-// the client waits for its first answer: a moment's failure then costs it
-// a delay, not a closed connection.
+// paired with, trying again for up to pairedDialFor (or DialTimeout, if
+// shorter) after quick failures (a connection dropped during eosproxy's
+// SASL exchange, a refused dial) while the client waits for its first
+// answer: a moment's failure then costs it a delay, not a closed connection.
 func (p *Proxy) dialPaired(brokerID int32, own bool) (net.Conn, error) {
-	deadline := time.Now().Add(p.cfg.DialTimeout)
+	deadline := time.Now().Add(min(p.cfg.DialTimeout, pairedDialFor))
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		up, err := p.up.DialAs(brokerID, own)
 		if err == nil || time.Now().Add(wait).After(deadline) {

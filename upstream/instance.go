@@ -125,8 +125,14 @@ func StartInstance(ctx context.Context, db *store.DB, seeds []string, opts []kgo
 		lost: make(chan error, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	in.opts = opts
+	// UnknownTopicRetries(1): a missing topic (a new cluster behind the
+	// same addresses) must come back as UNKNOWN_TOPIC_OR_PARTITION, which
+	// write answers by creating it, before a write's deadline; kgo's
+	// default of four metadata loads, spaced by a backoff that grew while
+	// the backend was down, outlasts it.
 	in.cl, err = kgo.NewClient(append(opts[:len(opts):len(opts)], kgo.SeedBrokers(seeds...), kgo.DisableIdempotentWrite(),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.UnknownTopicRetries(1))...)
 	if err != nil {
 		return nil, fmt.Errorf("instance client: %w", err)
 	}
