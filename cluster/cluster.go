@@ -267,9 +267,14 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	// Writes as upstream.Instance's: acks=all, no idempotence (a backend
 	// may have none), so one request in flight keeps retries in order; the
 	// reader drops what a retry repeats.
+	// With one request in flight, a request carries what queued while the
+	// one before was out: up to a batch, three chunks (under the log's
+	// max.message.bytes of 2 MiB). A batch of 1 MiB held one 512 KiB
+	// chunk, and a transactional producer's flush waited a round trip
+	// for every half MiB.
 	popts := []kgo.Opt{kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.MaxProduceRequestsInflightPerBroker(1), kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.MaxProduceRequestsInflightPerBroker(1), kgo.ProducerBatchMaxBytes(logMaxMessageBytes - 64<<10),
 		kgo.RecordDeliveryTimeout(m.confirmWithin),
 		// A failed produce is retried after a metadata refresh, by
 		// default at most every 5s: too long a stall for the owner.
@@ -379,6 +384,10 @@ func (m *Member) opts(more ...kgo.Opt) []kgo.Opt {
 	return append(append(o, kgo.SeedBrokers(m.cfg.Seeds...)), more...)
 }
 
+// logMaxMessageBytes is the log topic's max.message.bytes, as created
+// (logs created by earlier versions have the same).
+const logMaxMessageBytes = 2 << 20
+
 // ensureTopics creates the two topics if they do not exist.
 func (m *Member) ensureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(m.prod)
@@ -390,7 +399,7 @@ func (m *Member) ensureTopics(ctx context.Context) error {
 	// cluster has the brokers for it (as upstream.Instance chooses).
 	rf := int16(min(3, max(1, len(meta.Brokers))))
 	isr := fmt.Sprint(min(2, rf))
-	del, forever, maxMsg := "delete", "-1", fmt.Sprint(2<<20)
+	del, forever, maxMsg := "delete", "-1", fmt.Sprint(logMaxMessageBytes)
 	for topic, configs := range map[string]map[string]*string{
 		// Kept until trimmed to a checkpoint, never compacted: fencing
 		// is by order, and the log's records have no keys.
@@ -681,6 +690,10 @@ func (m *Member) replay(ctx context.Context) error {
 		// validator notices the jump).
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
+		// The owner reads every set back before it answers: 1 MiB a
+		// fetch (the default) made the read-back, not the write, the
+		// limit under transactional load.
+		kgo.FetchMaxPartitionBytes(16 << 20),
 		kgo.MetadataMinAge(250 * time.Millisecond), // as the writer's
 	}
 	if m.cfg.tailDialer != nil {
@@ -826,7 +839,7 @@ func (m *Member) process(v *validator, r *kgo.Record) {
 				m.maybeDone(res.seq, p)
 			}
 		case !m.dirty:
-			apply, checkpoint = res.data, res.checkpoint
+			apply, checkpoint = res.data(), res.checkpoint
 		}
 	case outVoid:
 		m.stats.Void++

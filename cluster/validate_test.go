@@ -94,8 +94,8 @@ func TestValidator(t *testing.T) {
 				off++
 				got := v.feed(e)
 				w := tc.want[i]
-				if got.out != w.out || string(got.data) != w.data || got.torn != w.torn || got.dup != w.dup {
-					t.Fatalf("entry %d (%+v): got out=%d data=%q torn=%v dup=%v, want %+v", i, e, got.out, got.data, got.torn, got.dup, w)
+				if got.out != w.out || string(got.data()) != w.data || got.torn != w.torn || got.dup != w.dup {
+					t.Fatalf("entry %d (%+v): got out=%d data=%q torn=%v dup=%v, want %+v", i, e, got.out, got.data(), got.torn, got.dup, w)
 				}
 				if w.out == outSet && got.checkpoint != (e.kind == kindCheckpoint) {
 					t.Fatalf("entry %d: checkpoint=%v", i, got.checkpoint)
@@ -124,8 +124,8 @@ func TestRecordsRoundTrip(t *testing.T) {
 		}
 		got = v.feed(e)
 	}
-	if got.out != outSet || !got.checkpoint || !bytes.Equal(got.data, big) {
-		t.Fatalf("got %d checkpoint=%v %d bytes", got.out, got.checkpoint, len(got.data))
+	if got.out != outSet || !got.checkpoint || !bytes.Equal(got.data(), big) {
+		t.Fatalf("got %d checkpoint=%v %d bytes", got.out, got.checkpoint, len(got.data()))
 	}
 	e := decode(claimRecord("t", c))
 	if e.kind != kindClaim || *e.claim != c {

@@ -131,19 +131,28 @@ func (d *DB) isLocal(key []byte) bool {
 
 // Update runs fn in a read-write transaction and commits it; with a
 // Replicator, it returns once the changes are durable there too.
-func (d *DB) Update(fn func(*Txn) error) error {
+func (d *DB) Update(fn func(*Txn) error) error { return d.UpdateAsync(fn)() }
+
+// UpdateAsync is Update in two steps: it commits fn's transaction locally
+// and, with a Replicator, queues the changes there, after every write
+// queued before; wait returns once they are durable there. A caller with
+// more writes in order need not wait for one before queueing the next,
+// as the log keeps their order. Without a Replicator it returns after
+// the local commit, and wait only gives its error.
+func (d *DB) UpdateAsync(fn func(*Txn) error) (wait func() error) {
 	d.repl.mu.Lock()
 	r := d.repl.to
 	if r == nil {
 		d.repl.mu.Unlock()
-		return d.DB.Update(func(t *badger.Txn) error { return fn(&Txn{Txn: t}) })
+		err := d.DB.Update(func(t *badger.Txn) error { return fn(&Txn{Txn: t}) })
+		return func() error { return err }
 	}
 	var tx *Txn
 	err := d.DB.Update(func(t *badger.Txn) error {
 		tx = &Txn{Txn: t, capture: true}
 		return fn(tx)
 	})
-	var wait func() error
+	var appended func() error
 	if err == nil {
 		muts := tx.muts[:0:0]
 		for _, m := range tx.muts {
@@ -154,17 +163,19 @@ func (d *DB) Update(fn func(*Txn) error) error {
 		if len(muts) > 0 {
 			set := EncodeSet(muts)
 			d.repl.since += int64(len(set))
-			wait = r.Append(set)
+			appended = r.Append(set)
 		}
 	}
 	d.repl.mu.Unlock()
-	if err != nil || wait == nil {
-		return err
+	if err != nil || appended == nil {
+		return func() error { return err }
 	}
-	if err := wait(); err != nil {
-		return fmt.Errorf("%w: %w", ErrReplication, err)
+	return func() error {
+		if err := appended(); err != nil {
+			return fmt.Errorf("%w: %w", ErrReplication, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // ReplicatedSinceCheckpoint is how many bytes of sets went to the

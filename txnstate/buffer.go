@@ -25,6 +25,9 @@ type flushQueue struct {
 	qmu      sync.Mutex
 	queue    []*write
 	flushing bool
+	// answered is closed once the last group written has been answered
+	// (nil: nothing pending); only the running flusher uses it.
+	answered chan struct{}
 }
 
 // write is one buffered batch: its spool reference and index writes, and
@@ -179,6 +182,10 @@ func (c *Coordinator) enqueue(e *entry, w *write) {
 }
 
 func (c *Coordinator) flush(e *entry) {
+	// In cluster mode a write is confirmed by the cluster's log, a round
+	// trip to the backend and a read-back: the next group is queued to the
+	// log while the previous one waits (the log keeps their order), and
+	// the groups are answered in order.
 	for {
 		e.qmu.Lock()
 		// At most maxFlushKeys keys a write: one badger transaction holds
@@ -197,46 +204,75 @@ func (c *Coordinator) flush(e *entry) {
 			return
 		}
 		e.qmu.Unlock()
-		var err error
+		wait := c.writeGroup(ws)
+		after := e.answered
+		if !c.db.Replicated() {
+			err := wait()
+			if after != nil {
+				<-after
+				e.answered = nil
+			}
+			c.finishGroup(e, ws, err)
+			continue
+		}
+		done := make(chan struct{})
+		e.answered = done
+		go func() {
+			err := wait()
+			if after != nil {
+				<-after
+			}
+			c.finishGroup(e, ws, err)
+			close(done)
+		}()
+	}
+}
+
+// writeGroup makes a group of buffered batches durable: each batch's data
+// in the spool before the index that points to it, all of the index in one
+// badger write (one fsync), or in cluster mode one set of the log, which
+// wait confirms.
+func (c *Coordinator) writeGroup(ws []*write) (wait func() error) {
+	for _, w := range ws {
+		if err := c.opt.Spool.Sync(w.ref); err != nil {
+			return func() error { return err }
+		}
+	}
+	return c.db.UpdateAsync(func(txn *store.Txn) error {
 		for _, w := range ws {
-			if err = c.opt.Spool.Sync(w.ref); err != nil {
-				break
+			if err := txn.SetBlob(w.kvs[0].k, w.kvs[0].v, w.blob); err != nil {
+				return err
+			}
+			for _, kv := range w.kvs[1:] {
+				if err := txn.Set(kv.k, kv.v); err != nil {
+					return err
+				}
 			}
 		}
-		if err == nil {
-			err = c.db.Update(func(txn *store.Txn) error {
-				for _, w := range ws {
-					if err := txn.SetBlob(w.kvs[0].k, w.kvs[0].v, w.blob); err != nil {
-						return err
-					}
-					for _, kv := range w.kvs[1:] {
-						if err := txn.Set(kv.k, kv.v); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			})
-		}
-		switch {
-		case errors.Is(err, store.ErrReplication):
-			// Cluster mode, and this instance no longer owns the state:
-			// the batches are not in the cluster's log, so the next owner
-			// has the transaction without them. They are answered
-			// NOT_LEADER_OR_FOLLOWER and their producer sends them again,
-			// to the next owner; marking the transaction broken here
-			// would be lost with this instance's state, and the next
-			// owner would commit it without them.
-			c.log.Warn().Err(err).Str("txn", e.id).Msg("buffered transactional batch not in the cluster's log (no longer the owner); its producer retries with the next owner")
-		case err != nil:
-			e.broken.Store(true)
-			c.log.Error().Err(err).Str("txn", e.id).Msg("buffered transactional batch not durable; the transaction can only abort")
-		}
-		for _, w := range ws {
-			w.err, w.blob = err, nil
-			close(w.done)
-			e.writes.Done()
-		}
+		return nil
+	})
+}
+
+// finishGroup answers a group's batches with the outcome of its write.
+func (c *Coordinator) finishGroup(e *entry, ws []*write, err error) {
+	switch {
+	case errors.Is(err, store.ErrReplication):
+		// Cluster mode, and this instance no longer owns the state:
+		// the batches are not in the cluster's log, so the next owner
+		// has the transaction without them. They are answered
+		// NOT_LEADER_OR_FOLLOWER and their producer sends them again,
+		// to the next owner; marking the transaction broken here
+		// would be lost with this instance's state, and the next
+		// owner would commit it without them.
+		c.log.Warn().Err(err).Str("txn", e.id).Msg("buffered transactional batch not in the cluster's log (no longer the owner); its producer retries with the next owner")
+	case err != nil:
+		e.broken.Store(true)
+		c.log.Error().Err(err).Str("txn", e.id).Msg("buffered transactional batch not durable; the transaction can only abort")
+	}
+	for _, w := range ws {
+		w.err, w.blob = err, nil
+		close(w.done)
+		e.writes.Done()
 	}
 }
 

@@ -8,8 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/txnstate"
@@ -387,5 +390,94 @@ func TestProduceWhenNoLongerOwner(t *testing.T) {
 			t.Fatalf("batch %d after the deposition: %s, want NOT_LEADER_OR_FOLLOWER", i, txnstate.ErrorName(code))
 		}
 		p.seq[a0] += 2
+	}
+}
+
+// gatedReplica is a store.Replicator whose writes are confirmed only when
+// the test releases them, as the cluster's log confirms a set once it is
+// acknowledged and read back.
+type gatedReplica struct {
+	appended chan int // the number of each write, as it is queued
+	mu       sync.Mutex
+	gates    []chan error
+}
+
+func (g *gatedReplica) Append([]byte) func() error {
+	g.mu.Lock()
+	gate := make(chan error, 1)
+	g.gates = append(g.gates, gate)
+	n := len(g.gates) - 1
+	g.mu.Unlock()
+	g.appended <- n
+	return func() error { return <-gate }
+}
+
+func (g *gatedReplica) confirm(n int, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gates[n] <- err
+}
+
+// TestBufferedWritesPipelinedToTheLog: in cluster mode a transactional
+// id's buffered batches go to the cluster's log one write after another
+// without waiting for the one before to be confirmed (a confirmation is a
+// round trip to the backend and a read-back; waiting for each made a
+// transactional producer's throughput one write per round trip), and are
+// still answered in the order they were written, each only once its own
+// write is confirmed; a write that is refused (this instance deposed) is
+// answered NOT_LEADER_OR_FOLLOWER while the one before it stands.
+func TestBufferedWritesPipelinedToTheLog(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	a0 := tp("a", 0)
+	p := e.initProducer("tx", true, 60_000)
+	p.begin(a0)
+	g := &gatedReplica{appended: make(chan int, 16)}
+	e.db.SetReplicator(g)
+	defer e.db.SetReplicator(nil)
+	v := p.produceVersion()
+
+	type answer struct {
+		n    int
+		code int16
+	}
+	answers := make(chan answer, 3)
+	produce := func(n int) {
+		raw := p.build(a0, 2, 100)
+		a := p.produce(a0, raw, v)
+		p.accepted(a0, raw)
+		go func() { answers <- answer{n, wait(a)} }()
+	}
+	queued := func(want int) {
+		t.Helper()
+		select {
+		case n := <-g.appended:
+			if n != want {
+				t.Fatalf("write %d queued as %d", want, n)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("write %d not queued to the log while the writes before it are unconfirmed", want)
+		}
+	}
+	for n := range 3 {
+		produce(n)
+		queued(n)
+	}
+	// Confirmed out of order, answered in order.
+	g.confirm(1, nil)
+	g.confirm(2, errors.New("cluster: fenced by another owner"))
+	select {
+	case a := <-answers:
+		t.Fatalf("batch %d answered (%s) before the first write was confirmed", a.n, txnstate.ErrorName(a.code))
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.confirm(0, nil)
+	got := map[int]int16{}
+	for range 3 {
+		a := <-answers
+		got[a.n] = a.code
+	}
+	want := map[int]int16{0: txnstate.ErrNone, 1: txnstate.ErrNone, 2: kerr.NotLeaderForPartition.Code}
+	if !maps.Equal(got, want) {
+		t.Fatalf("answers %v, want %v", got, want)
 	}
 }
