@@ -219,23 +219,63 @@ type Member struct {
 	// reader that the backend answered was sent (Unix ns): how long the
 	// backend has not heard from this member, for the watchdog.
 	heard atomic.Int64
+	// inGroup is when the latest JoinGroup, SyncGroup or Heartbeat that
+	// the backend answered was sent, as time since base (monotonic, ns):
+	// the group keeps this member at least a session timeout after it.
+	inGroup atomic.Int64
+	base    time.Time
 }
 
 // heardHook records in heard when requests that the backend answered were
-// sent.
-type heardHook struct{ heard *atomic.Int64 }
+// sent, and in inGroup (if set) when those that keep a group session were.
+type heardHook struct {
+	heard   *atomic.Int64
+	inGroup *atomic.Int64
+	base    time.Time
+}
 
-func (h heardHook) OnBrokerE2E(_ kgo.BrokerMetadata, _ int16, e2e kgo.BrokerE2E) {
+func (h heardHook) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
 	if e2e.Err() != nil {
 		return
 	}
-	sent := time.Now().Add(-e2e.DurationE2E()).UnixNano()
+	raise(h.heard, time.Now().Add(-e2e.DurationE2E()).UnixNano())
+	switch kmsg.Key(key) {
+	case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat:
+		if h.inGroup != nil {
+			raise(h.inGroup, int64(time.Since(h.base)-e2e.DurationE2E()))
+		}
+	}
+}
+
+func raise(v *atomic.Int64, to int64) {
 	for {
-		old := h.heard.Load()
-		if old >= sent || h.heard.CompareAndSwap(old, sent) {
+		old := v.Load()
+		if old >= to || v.CompareAndSwap(old, to) {
 			return
 		}
 	}
+}
+
+// leaseShare is the part of the session timeout that an owner writes to
+// user topics for after the group last heard from it (WriteAllowed): the
+// rest is margin for the backend's clock running faster than this one.
+const leaseShare = 0.8
+
+// WriteAllowed is the owner's lease (upstream.Fence): nil while the group
+// cannot have expired this member, because it sent a heartbeat that the
+// backend answered less than leaseShare of the session timeout ago; the
+// group counts the session from when it received it, later. An owner
+// paused past the session timeout (SIGSTOP, a stalled VM) has been
+// replaced when it runs again, and is refused here until it hears from
+// the group, by which time it knows it was deposed, whereas its
+// goroutines, resuming in any order, could otherwise write to a user topic
+// what the next owner already wrote.
+func (m *Member) WriteAllowed() error {
+	silent := time.Since(m.base) - time.Duration(m.inGroup.Load())
+	if lease := time.Duration(leaseShare * float64(m.cfg.SessionTimeout)); silent > lease {
+		return fmt.Errorf("%w: the backend's group has not answered this instance for %v (lease %v of the %v session): another instance may own the cluster", ErrNotOwner, silent.Round(time.Millisecond), lease, m.cfg.SessionTimeout)
+	}
+	return nil
 }
 
 // Join ensures the topics exist, replays the log to its end into Apply
@@ -258,6 +298,7 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		changes:   make(chan Change, 1024),
 		kick:      make(chan struct{}, 1),
 		loopDone:  make(chan struct{}),
+		base:      time.Now(),
 	}
 	m.logTopic, m.ownerTopic = m.name+"_log", m.name+"_owner"
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -323,11 +364,12 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.groupDialer != nil {
 		gopts = append(gopts, kgo.Dialer(cfg.groupDialer))
 	}
-	gopts = append(gopts, kgo.WithHooks(heardHook{&m.heard}))
+	gopts = append(gopts, kgo.WithHooks(heardHook{heard: &m.heard, inGroup: &m.inGroup, base: m.base}))
 	if m.grp, err = kgo.NewClient(m.opts(gopts...)...); err != nil {
 		return fail(fmt.Errorf("group client: %w", err))
 	}
 	m.heard.Store(time.Now().UnixNano())
+	m.inGroup.Store(int64(time.Since(m.base)))
 	go m.claimLoop()
 	go m.watchdog()
 	return m, nil
@@ -699,7 +741,7 @@ func (m *Member) replay(ctx context.Context) error {
 	if m.cfg.tailDialer != nil {
 		topts = append(topts, kgo.Dialer(m.cfg.tailDialer))
 	}
-	topts = append(topts, kgo.WithHooks(heardHook{&m.heard}))
+	topts = append(topts, kgo.WithHooks(heardHook{heard: &m.heard}))
 	cl, err := kgo.NewClient(m.opts(topts...)...)
 	if err != nil {
 		return fmt.Errorf("log reader: %w", err)

@@ -408,6 +408,9 @@ func TestZombieFencedAndRebuild(t *testing.T) {
 	appendAll(t, a, s1...)
 	waitApplied(t, b, s1)
 
+	if err := a.WriteAllowed(); err != nil {
+		t.Fatalf("the owner's lease: %v", err)
+	}
 	grp.freeze()
 	rd.freeze()
 	frozen := time.Now()
@@ -421,9 +424,17 @@ func TestZombieFencedAndRebuild(t *testing.T) {
 	if took > bound {
 		t.Fatalf("failover took %s, want ≤ %s", took, bound)
 	}
-	// a still believes it owns: it has read nothing since.
+	// a still believes it owns: it has read nothing since. But its lease
+	// lapsed: the group had not answered it for longer than it, so it
+	// writes nothing to the backend's user topics (upstream.Fence).
 	if _, self, _ := a.Leader(); !self {
 		t.Fatal("a already knows it was deposed")
+	}
+	if err := a.WriteAllowed(); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("the zombie's lease: %v, want ErrNotOwner", err)
+	}
+	if err := b.WriteAllowed(); err != nil {
+		t.Fatalf("the new owner's lease: %v", err)
 	}
 	void := []byte("zombie write")
 	wait := a.Append(void)

@@ -53,6 +53,10 @@ type Config struct {
 	// backend while it is on: Dial's, and those of eosproxy's kgo clients.
 	// Not with UpstreamTLS.
 	BackendCut *upstream.Cut
+	// WriteFence, if set, is asked before every write on a connection to
+	// the backend, the clients' paired ones and eosproxy's own: in cluster
+	// mode the owner's lease (upstream.Fence).
+	WriteFence upstream.Fence
 	// DB holds eosproxy's durable state; nil keeps it in memory (tests).
 	DB *store.DB
 	// SpoolDir holds the record batches of open transactions; default: a
@@ -169,6 +173,7 @@ func New(cfg Config) (*Proxy, error) {
 		d := &net.Dialer{}
 		cfg.Dial = d.DialContext
 	}
+	cfg.Dial = cfg.WriteFence.Dial(cfg.Dial)
 	if cfg.ProducerIDExpiration <= 0 {
 		cfg.ProducerIDExpiration = 24 * time.Hour
 	}
@@ -248,7 +253,7 @@ func New(cfg Config) (*Proxy, error) {
 			return p.producers.ProducerIDs()
 		},
 		NoIdempotence: cfg.NoBackendIdempotence, Groups: backendGroups{p}, Log: p.log,
-		TLS: cfg.UpstreamTLS, SASL: cfg.UpstreamSASL,
+		TLS: cfg.UpstreamTLS, SASL: cfg.UpstreamSASL, Fence: cfg.WriteFence,
 	})
 	if err != nil {
 		p.closeState()

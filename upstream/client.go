@@ -49,6 +49,9 @@ type Config struct {
 	// Cut, for fault tests, partitions the admin client from the backend
 	// too (Dial already goes through it).
 	Cut *Cut
+	// Fence, if set, is asked before every write of the admin client
+	// (Dial's connections must go through it already: Fence.Dial).
+	Fence Fence
 }
 
 // Client is eosproxy's own client to the backend: the admin client, the
@@ -72,6 +75,13 @@ type Client struct {
 // New makes the client; it connects lazily.
 func New(cfg Config) (*Client, error) {
 	opts := cfg.Cut.KgoOpts(append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout)))
+	if cfg.Fence != nil {
+		var dial DialFunc = (&net.Dialer{}).DialContext
+		if cfg.Cut != nil {
+			dial = cfg.Cut.Dial
+		}
+		opts = append(opts, cfg.Fence.kgoOpt(dial, cfg.TLS, cfg.DialTimeout))
+	}
 	admin, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)

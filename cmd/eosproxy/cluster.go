@@ -115,6 +115,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		// Owner: serve, with every store write going through the log.
 		blobs.close()
 		db.SetReplicator(m, localKeys...)
+		pc.WriteFence = m.WriteAllowed
 		p, err := proxy.New(pc)
 		if err != nil {
 			db.SetReplicator(nil, localKeys...)
