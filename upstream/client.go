@@ -74,14 +74,19 @@ type Client struct {
 
 // New makes the client; it connects lazily.
 func New(cfg Config) (*Client, error) {
-	opts := cfg.Cut.KgoOpts(append(KgoOpts(cfg.TLS, cfg.SASL), kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout)))
+	var opts []kgo.Opt
 	if cfg.Fence != nil {
+		// The fenced dialer does TLS itself: kgo takes a Dialer or its
+		// own TLS dialing, not both.
 		var dial DialFunc = (&net.Dialer{}).DialContext
 		if cfg.Cut != nil {
 			dial = cfg.Cut.Dial
 		}
-		opts = append(opts, cfg.Fence.kgoOpt(dial, cfg.TLS, cfg.DialTimeout))
+		opts = append(KgoOpts(nil, cfg.SASL), cfg.Fence.kgoOpt(dial, cfg.TLS, cfg.DialTimeout))
+	} else {
+		opts = cfg.Cut.KgoOpts(KgoOpts(cfg.TLS, cfg.SASL))
 	}
+	opts = append(opts, kgo.SeedBrokers(cfg.Seeds...), kgo.DialTimeout(cfg.DialTimeout))
 	admin, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
