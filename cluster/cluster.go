@@ -732,9 +732,9 @@ func (m *Member) replay(ctx context.Context) error {
 		// validator notices the jump).
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
-		// The owner reads every set back before it answers: 1 MiB a
-		// fetch (the default) made the read-back, not the write, the
-		// limit under transactional load.
+		// The owner reads every set back before it answers, and a
+		// request of the writer now carries up to 2 MiB: a fetch of 1
+		// MiB (the default) would read back less than one write.
 		kgo.FetchMaxPartitionBytes(16 << 20),
 		kgo.MetadataMinAge(250 * time.Millisecond), // as the writer's
 	}
