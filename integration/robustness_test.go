@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -312,6 +313,61 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
 		c.Close()
 		t.Fatal("bootstrap listener still accepting after shutdown")
+	}
+}
+
+// TestShutdownCutsParkedFetch: a clean stop still finishes an in-flight
+// produce, but does not wait out a consumer's long poll (a Fetch parked
+// upstream for up to its max wait, here far longer than the stop may take):
+// the fetch's connection is cut and the consumer fetches again elsewhere.
+func TestShutdownCutsParkedFetch(t *testing.T) {
+	b := newFake(t)
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	topic := createTopic(t, adm, 1)
+	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.DisableIdempotentWrite())
+	if _, err := kadm.NewClient(prod).Metadata(testCtx(t), topic); err != nil {
+		t.Fatal(err)
+	}
+
+	// The consumer's fetch of an empty topic parks in the backend for a
+	// minute, well past the stop's 30 s.
+	idle := createTopic(t, adm, 1)
+	fetching := make(chan struct{})
+	var once sync.Once
+	b.fake.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.fake.KeepControl()
+		once.Do(func() { close(fetching) })
+		return nil, nil, false
+	})
+	cons := newClient(t, p.Addr(), kgo.ConsumeTopics(idle), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(time.Minute), kgo.RequestTimeoutOverhead(time.Minute))
+	go cons.PollFetches(testCtx(t))
+	<-fetching
+
+	arrived, release := make(chan struct{}), make(chan struct{})
+	b.fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.fake.DropControl()
+		close(arrived)
+		<-release
+		return nil, nil, false
+	})
+	produced := make(chan error, 1)
+	prod.Produce(testCtx(t), &kgo.Record{Value: []byte("in flight")}, func(_ *kgo.Record, err error) { produced <- err })
+	<-arrived
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shut <- p.Shutdown(ctx)
+	}()
+	close(release)
+	if err := <-produced; err != nil {
+		t.Fatalf("in-flight produce failed across shutdown: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown waited for the parked fetch: %v", err)
 	}
 }
 

@@ -60,7 +60,10 @@ type conn struct {
 
 	writerDone chan struct{}
 	stopping   atomic.Bool
-	closeOnce  sync.Once
+	// held counts the queued requests, not yet answered, that a clean stop
+	// waits for: all but the parked reads (parked).
+	held      atomic.Int32
+	closeOnce sync.Once
 	// answered: bytes of a response reached the client's socket. Until
 	// then the connection is closed with a reset (resetClose).
 	answered atomic.Bool
@@ -110,12 +113,17 @@ func (c *conn) run() {
 		c.close()
 	}()
 	err := c.readLoop()
-	if err != nil {
+	switch {
+	case err != nil:
 		side := "client"
 		if errors.As(err, new(*upstreamError)) {
 			side = "upstream"
 		}
 		c.logClose(err, side)
+		c.close()
+	case c.stopping.Load() && c.held.Load() == 0:
+		// A clean stop, and all that is left in flight are parked reads:
+		// cut them now rather than wait out their long polls.
 		c.close()
 	}
 	<-c.writerDone
@@ -235,8 +243,13 @@ func (c *conn) readLoop() error {
 				return err
 			}
 		}
-		if !r.noResponse && !c.enqueue(r.slot) {
-			return nil
+		if !r.noResponse {
+			if !parked(r.slot.key) {
+				c.held.Add(1)
+			}
+			if !c.enqueue(r.slot) {
+				return nil
+			}
 		}
 		if r.closeAfter {
 			return nil // the writer sends what is queued, then closes

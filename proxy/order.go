@@ -170,6 +170,11 @@ func (c *conn) writeLoop() (err error) {
 		if !ok {
 			return c.cw.Flush()
 		}
+		if c.onlyParked() {
+			// A clean stop, the reader done, and s and every slot after it
+			// parked reads: nothing left that the stop waits for.
+			return c.cw.Flush()
+		}
 		if s.local {
 			if s.wait != nil {
 				if c.cw.Buffered() > 0 {
@@ -183,6 +188,7 @@ func (c *conn) writeLoop() (err error) {
 				return err
 			}
 			c.p.m.Answered(s.key, true, s.start)
+			c.release(s)
 			continue
 		}
 		cur = s
@@ -206,6 +212,7 @@ func (c *conn) writeLoop() (err error) {
 			}
 			c.p.m.Sent(int(size) + 4)
 			c.p.m.Answered(s.key, false, s.start)
+			c.release(s)
 			continue
 		}
 		if cap(buf) < int(size) {
@@ -220,10 +227,45 @@ func (c *conn) writeLoop() (err error) {
 			return err
 		}
 		c.p.m.Answered(s.key, false, s.start)
+		c.release(s)
 		if cap(buf) > keepBuf {
 			buf = nil
 		}
 	}
+}
+
+// parked says whether a request of this key may be cut unanswered at a
+// clean stop. A Fetch waits upstream until data arrives or its max wait
+// ends (franz-go's default is 5 s), a JoinGroup or SyncGroup until the
+// group's rebalance completes; none changes anything that a cut loses
+// (the backend holds the group, and the client fetches or rejoins
+// elsewhere), while waiting for them holds up a restart, or in cluster
+// mode the handover to the next owner.
+func parked(key int16) bool {
+	switch key {
+	case protocol.KeyFetch, protocol.KeyJoinGroup, protocol.KeySyncGroup:
+		return true
+	}
+	return false
+}
+
+// release notes that s was answered.
+func (c *conn) release(s slot) {
+	if !parked(s.key) {
+		c.held.Add(-1)
+	}
+}
+
+// onlyParked says whether the connection is stopping cleanly, the reader
+// has queued its last request, and every request still unanswered is a
+// parked read.
+func (c *conn) onlyParked() bool {
+	if !c.stopping.Load() || c.held.Load() != 0 {
+		return false
+	}
+	c.ww.mu.Lock()
+	defer c.ww.mu.Unlock()
+	return c.ww.ended
 }
 
 // rewrite sends the client the upstream's response resp (correlation id
