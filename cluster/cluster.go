@@ -67,7 +67,10 @@ type Config struct {
 	Seeds     []string  // backend bootstrap brokers
 	Opts      []kgo.Opt // TLS/SASL dial options to the backend
 	Instance  string    // this instance's stable id (logs, claims)
-	Advertise string    // host:port where clients bootstrap at this instance, published in its claims
+	Advertise string    // host:port where the other instances reach this one's bootstrap listener, published in its claims
+	// ClientAddr is host:port where clients reach this instance's
+	// bootstrap listener, published to the other instances (peers.go).
+	ClientAddr string
 	// SessionTimeout of the group membership (default 10s): how long a
 	// silent owner keeps the cluster before another is elected. Kafka
 	// accepts group.min.session.timeout.ms (6s) to ...max... (30 min).
@@ -208,6 +211,7 @@ type Member struct {
 	chClosed    bool
 	leader      claimInfo
 	leaderOK    bool
+	peers       []Peer    // the group's instances, from the latest assignment
 	lostAt      time.Time // when the previous owner was seen to go
 	tailPos     int64     // next offset the tail processes
 	tailStop    context.CancelFunc
@@ -1186,10 +1190,21 @@ func (b *ownerBalancer) JoinGroupMetadata(interests []string, _ map[string][]int
 	meta.Topics = interests
 	meta.Generation = generation
 	meta.UserData = binary.BigEndian.AppendUint64([]byte{f}, uint64(at))
+	meta.UserData = appendPeer(meta.UserData, Peer{Instance: b.m.cfg.Instance, Addr: b.m.cfg.ClientAddr})
 	return meta.AppendTo(nil)
 }
 
-func (*ownerBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+// ParseSyncAssignment also takes the group's instance list that the
+// leader's Balance put in the assignment's user data.
+func (b *ownerBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	var a kmsg.ConsumerMemberAssignment
+	if err := a.ReadFrom(assignment); err == nil && len(a.UserData) > 0 {
+		if ps, err := decodePeers(a.UserData); err == nil {
+			b.m.setPeers(ps)
+		} else {
+			b.m.log.Warn().Err(err).Msg("ignoring the cluster's instance list in this assignment")
+		}
+	}
 	return kgo.ParseConsumerSyncAssignment(assignment)
 }
 
@@ -1205,13 +1220,18 @@ func (b *ownerBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int3
 	}
 	var best *kmsg.JoinGroupResponseMember
 	var bestScore [3]int64
+	var peers []Peer
 	cb.EachMember(func(mem *kmsg.JoinGroupResponseMember, meta *kmsg.ConsumerMemberMetadata) {
 		if !slices.Contains(meta.Topics, b.m.ownerTopic) {
 			return
 		}
 		var score [3]int64 // owner, claim offset, ready
-		if u := meta.UserData; len(u) == 9 {
+		if u := meta.UserData; len(u) >= 9 {
 			score = [3]int64{int64(u[0] & flagOwner), int64(binary.BigEndian.Uint64(u[1:])), int64(u[0] & flagReady)}
+			// An instance of an earlier version publishes no address.
+			if p, _, err := readPeer(u[9:]); err == nil && p.Addr != "" {
+				peers = append(peers, p)
+			}
 		}
 		if c := slices.Compare(score[:], bestScore[:]); best == nil || c > 0 || c == 0 && mem.MemberID < best.MemberID {
 			best, bestScore = mem, score
@@ -1220,5 +1240,25 @@ func (b *ownerBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int3
 	if best != nil {
 		plan.AddPartition(best, b.m.ownerTopic, 0)
 	}
-	return plan
+	return withPeers{plan, encodePeers(peers)}
+}
+
+// withPeers is a plan whose every assignment carries the group's instance
+// list in its user data.
+type withPeers struct {
+	plan  *kgo.BalancePlan
+	peers []byte
+}
+
+func (w withPeers) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment {
+	out := w.plan.IntoSyncAssignment()
+	for i := range out {
+		var a kmsg.ConsumerMemberAssignment
+		if err := a.ReadFrom(out[i].MemberAssignment); err != nil {
+			continue // kgo's own encoding: cannot fail
+		}
+		a.UserData = w.peers
+		out[i].MemberAssignment = a.AppendTo(nil)
+	}
+	return out
 }

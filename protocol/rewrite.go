@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -10,11 +11,20 @@ import (
 // start a listener for a broker it has not seen before, so it can fail.
 type Mapper func(nodeID int32, host string, port int32) (string, int32, error)
 
+// Broker is a broker to name in a Metadata or DescribeCluster answer
+// besides the backend's (eosproxy's other instances in cluster mode).
+type Broker struct {
+	NodeID int32
+	Host   string
+	Port   int32
+}
+
 // RewriteAddresses returns the response body with every upstream broker
-// address replaced by its client-facing one, or nil when the body names no
+// address replaced by its client-facing one, and the extra brokers added to
+// a Metadata or DescribeCluster answer, or nil when the body names no
 // broker and can be sent unchanged (the common case for Produce and Fetch,
 // which carry node endpoints only after a leader change, KIP-951).
-func RewriteAddresses(key, version int16, body []byte, m Mapper) ([]byte, error) {
+func RewriteAddresses(key, version int16, body []byte, m Mapper, extra ...Broker) ([]byte, error) {
 	resp := kmsg.ResponseForKey(key)
 	if resp == nil {
 		return nil, fmt.Errorf("no response type for key %d", key)
@@ -24,10 +34,50 @@ func RewriteAddresses(key, version int16, body []byte, m Mapper) ([]byte, error)
 		return nil, fmt.Errorf("decode %s v%d response: %w", kmsg.NameForKey(key), version, err)
 	}
 	changed, err := MapBrokers(resp, m)
-	if err != nil || !changed {
+	if err != nil {
 		return nil, err
 	}
+	if AddBrokers(resp, extra) {
+		changed = true
+	}
+	if !changed {
+		return nil, nil
+	}
 	return resp.AppendTo(make([]byte, 0, len(body)+64)), nil
+}
+
+// AddBrokers adds to a Metadata or DescribeCluster (brokers) answer each
+// extra broker whose node id it does not name yet, and reports whether it
+// added any.
+func AddBrokers(resp kmsg.Response, extra []Broker) bool {
+	added := false
+	switch r := resp.(type) {
+	case *kmsg.MetadataResponse:
+		if r.ErrorCode != 0 {
+			break
+		}
+		for _, b := range extra {
+			if !slices.ContainsFunc(r.Brokers, func(x kmsg.MetadataResponseBroker) bool { return x.NodeID == b.NodeID }) {
+				nb := kmsg.NewMetadataResponseBroker()
+				nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
+				r.Brokers = append(r.Brokers, nb)
+				added = true
+			}
+		}
+	case *kmsg.DescribeClusterResponse:
+		if r.EndpointType == 2 || r.ErrorCode != 0 {
+			break // controllers, or no brokers to add to
+		}
+		for _, b := range extra {
+			if !slices.ContainsFunc(r.Brokers, func(x kmsg.DescribeClusterResponseBroker) bool { return x.NodeID == b.NodeID }) {
+				nb := kmsg.NewDescribeClusterResponseBroker()
+				nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
+				r.Brokers = append(r.Brokers, nb)
+				added = true
+			}
+		}
+	}
+	return added
 }
 
 // MapBrokers rewrites each broker address in a decoded response and reports

@@ -53,6 +53,10 @@ type Config struct {
 	// backend while it is on: Dial's, and those of eosproxy's kgo clients.
 	// Not with UpstreamTLS.
 	BackendCut *upstream.Cut
+	// Peers, if set, lists brokers to name in Metadata and DescribeCluster
+	// answers besides the backend's: in cluster mode the other instances,
+	// so that clients know where to go when this one is gone.
+	Peers func() []protocol.Broker
 	// WriteFence, if set, is asked before every write on a connection to
 	// the backend, the clients' paired ones and eosproxy's own: in cluster
 	// mode the owner's lease (upstream.Fence).

@@ -125,5 +125,9 @@ func (mapAddresses) respond(c *conn, s *slot, body []byte) ([]byte, error) {
 	if !may {
 		return nil, err
 	}
-	return protocol.RewriteAddresses(s.key, s.ver, body, c.p.mapBroker)
+	var extra []protocol.Broker
+	if (s.key == protocol.KeyMetadata || s.key == protocol.KeyDescribeCluster) && c.p.cfg.Peers != nil {
+		extra = c.p.cfg.Peers()
+	}
+	return protocol.RewriteAddresses(s.key, s.ver, body, c.p.mapBroker, extra...)
 }

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/eosproxy/eosproxy/admin"
 	"github.com/eosproxy/eosproxy/cluster"
+	"github.com/eosproxy/eosproxy/protocol"
 	"github.com/eosproxy/eosproxy/proxy"
 	"github.com/eosproxy/eosproxy/store"
 	"github.com/eosproxy/eosproxy/txnstate/spool"
@@ -51,6 +53,10 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 	if err != nil {
 		return err
 	}
+	clientAddr, err := clientAddr(cfg)
+	if err != nil {
+		return err
+	}
 	blobs := &standbySpool{dir: pc.SpoolDir, log: log}
 	defer blobs.close()
 
@@ -61,6 +67,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		Opts:           opts,
 		Instance:       id,
 		Advertise:      advertise,
+		ClientAddr:     clientAddr,
 		SessionTimeout: cfg.ClusterSession,
 		CrashPoint:     pc.CrashPoint,
 		Log:            log,
@@ -116,6 +123,7 @@ func runCluster(ctx context.Context, cfg config, pc proxy.Config, ops *admin.Ser
 		blobs.close()
 		db.SetReplicator(m, localKeys...)
 		pc.WriteFence = m.WriteAllowed
+		pc.Peers = func() []protocol.Broker { return peerBrokers(m.Peers(), log) }
 		p, err := proxy.New(pc)
 		if err != nil {
 			db.SetReplicator(nil, localKeys...)
@@ -241,6 +249,35 @@ func advertiseAddr(cfg config) (string, error) {
 		return "", fmt.Errorf("listen host %q is not an address the other instances can use: set --cluster-advertise", host)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// clientAddr is where clients reach this instance's --listen: the host
+// its broker listeners are advertised under, and --listen's port.
+func clientAddr(cfg config) (string, error) {
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+	}
+	if cfg.AdvertiseHost != "" {
+		host = cfg.AdvertiseHost
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// peerBrokers names the other instances as the brokers clients know them
+// by (cluster/peers.go).
+func peerBrokers(peers []cluster.Peer, log zerolog.Logger) []protocol.Broker {
+	out := make([]protocol.Broker, 0, len(peers))
+	for _, p := range peers {
+		host, port, err := net.SplitHostPort(p.Addr)
+		n, perr := strconv.ParseInt(port, 10, 32)
+		if err != nil || perr != nil || host == "" || host == "0.0.0.0" || host == "::" {
+			log.Debug().Str("instance", p.Instance).Str("addr", p.Addr).Msg("instance publishes no address clients can use; not naming it in Metadata")
+			continue
+		}
+		out = append(out, protocol.Broker{NodeID: cluster.PeerNodeID(p.Instance), Host: host, Port: int32(n)})
+	}
+	return out
 }
 
 // standbySpool stores the buffered batches a standby replays, in the spool
