@@ -73,7 +73,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, configFile *string) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: trace, debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "log `format`, json or console (default: console when stderr is a terminal, else json)")
 	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", 100<<20, "largest request frame accepted, in `bytes`, 1 B to 1 GiB (Kafka's socket.request.max.bytes)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM (long-polling fetches and rebalance waits are cut at once)")
 	fs.DurationVar(&c.ProducerIDExp, "producer-id-expiration", 24*time.Hour, "how long an idle idempotent producer's state is kept (Kafka's producer.id.expiration.ms)")
 	fs.BoolVar(&c.NoBackendIdem, "no-backend-idempotence", false, "never ask the backend for producer ids: idempotent batches and commits are forwarded without them, as on a backend without idempotence, and duplicates are kept out by eosproxy's look-ups alone (for tests, or a backend whose idempotence cannot be used)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sends no complete request for this long, e.g. a slow client holding half a frame (Kafka's connections.max.idle.ms); 0 disables")
