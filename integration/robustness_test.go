@@ -276,48 +276,8 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func TestShutdownFinishesInFlight(t *testing.T) {
-	b := newFake(t)
-	p := startProxy(t, b)
-	adm := kadm.NewClient(newClient(t, p.Addr()))
-	topic := createTopic(t, adm, 1)
-	prod := newClient(t, p.Addr(), kgo.DefaultProduceTopic(topic), kgo.DisableIdempotentWrite())
-	if _, err := kadm.NewClient(prod).Metadata(testCtx(t), topic); err != nil {
-		t.Fatal(err)
-	}
-
-	arrived, release := make(chan struct{}), make(chan struct{})
-	b.fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		b.fake.DropControl()
-		close(arrived)
-		<-release
-		return nil, nil, false
-	})
-	produced := make(chan error, 1)
-	prod.Produce(testCtx(t), &kgo.Record{Value: []byte("in flight")}, func(_ *kgo.Record, err error) { produced <- err })
-	<-arrived
-
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shut <- p.Shutdown(ctx)
-	}()
-	close(release)
-	if err := <-produced; err != nil {
-		t.Fatalf("in-flight produce failed across shutdown: %v", err)
-	}
-	if err := <-shut; err != nil {
-		t.Fatalf("shutdown: %v", err)
-	}
-	if c, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
-		c.Close()
-		t.Fatal("bootstrap listener still accepting after shutdown")
-	}
-}
-
-// TestShutdownCutsParkedFetch: a clean stop still finishes an in-flight
-// produce, but does not wait out a consumer's long poll (a Fetch parked
+// TestShutdownCutsParkedFetch: a clean stop finishes an in-flight produce
+// and closes the listeners, but does not wait out a consumer's long poll (a Fetch parked
 // upstream for up to its max wait, here far longer than the stop may take):
 // the fetch's connection is cut and the consumer fetches again elsewhere.
 func TestShutdownCutsParkedFetch(t *testing.T) {
@@ -368,6 +328,10 @@ func TestShutdownCutsParkedFetch(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatalf("shutdown waited for the parked fetch: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("bootstrap listener still accepting after shutdown")
 	}
 }
 
