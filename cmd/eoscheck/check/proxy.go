@@ -400,7 +400,15 @@ func (pp *proxyProc) signal(sig syscall.Signal) error {
 		}
 		return err
 	}
-	if err := pp.send(run, sig); err != nil {
+	err := pp.send(run, sig)
+	if err == nil && sig == syscall.SIGSTOP && !stopped(run) {
+		// The run killed itself at a crash point just before the signal:
+		// signalling a process that is dead but not yet reaped succeeds,
+		// and the stop would count while its restart serves on.
+		<-run.exited
+		err = os.ErrProcessDone
+	}
+	if err != nil {
 		if ended, eerr := pp.ended(run); ended {
 			if eerr == nil {
 				eerr = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
@@ -410,6 +418,33 @@ func (pp *proxyProc) signal(sig syscall.Signal) error {
 		return fmt.Errorf("%s: %v: %w", pp.label(), sig, err)
 	}
 	return nil
+}
+
+// stopped waits until SIGSTOP has taken run's process to the stopped
+// state, and says false if it is dead instead (a zombie, or gone).
+func stopped(run *procRun) bool {
+	stat := fmt.Sprintf("/proc/%d/stat", run.cmd.Process.Pid)
+	for range 500 {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+			switch b[i+2] {
+			case 'T', 't':
+				return true
+			case 'Z', 'X':
+				return false
+			}
+		}
+		select {
+		case <-run.exited:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return true // still running after 0.5 s: let the caller's timing show it
 }
 
 // stop ends whichever run is current, for good (cleanup).
