@@ -223,32 +223,23 @@ type Member struct {
 	// reader that the backend answered was sent (Unix ns): how long the
 	// backend has not heard from this member, for the watchdog.
 	heard atomic.Int64
-	// inGroup is when the latest JoinGroup, SyncGroup or Heartbeat that
-	// the backend answered was sent, as time since base (monotonic, ns):
-	// the group keeps this member at least a session timeout after it.
+	// inGroup is when the latest heartbeat of this member's own that the
+	// group accepted was sent, as time since base (monotonic, ns): the
+	// group keeps this member at least a session timeout after it
+	// (lease.go).
 	inGroup atomic.Int64
 	base    time.Time
 }
 
 // heardHook records in heard when requests that the backend answered were
-// sent, and in inGroup (if set) when those that keep a group session were.
-type heardHook struct {
-	heard   *atomic.Int64
-	inGroup *atomic.Int64
-	base    time.Time
-}
+// sent.
+type heardHook struct{ heard *atomic.Int64 }
 
-func (h heardHook) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
+func (h heardHook) OnBrokerE2E(_ kgo.BrokerMetadata, _ int16, e2e kgo.BrokerE2E) {
 	if e2e.Err() != nil {
 		return
 	}
 	raise(h.heard, time.Now().Add(-e2e.DurationE2E()).UnixNano())
-	switch kmsg.Key(key) {
-	case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat:
-		if h.inGroup != nil {
-			raise(h.inGroup, int64(time.Since(h.base)-e2e.DurationE2E()))
-		}
-	}
 }
 
 func raise(v *atomic.Int64, to int64) {
@@ -258,28 +249,6 @@ func raise(v *atomic.Int64, to int64) {
 			return
 		}
 	}
-}
-
-// leaseShare is the part of the session timeout that an owner writes to
-// user topics for after the group last heard from it (WriteAllowed): the
-// rest is margin for the backend's clock running faster than this one.
-const leaseShare = 0.8
-
-// WriteAllowed is the owner's lease (upstream.Fence): nil while the group
-// cannot have expired this member, because it sent a heartbeat that the
-// backend answered less than leaseShare of the session timeout ago; the
-// group counts the session from when it received it, later. An owner
-// paused past the session timeout (SIGSTOP, a stalled VM) has been
-// replaced when it runs again, and is refused here until it hears from
-// the group, by which time it knows it was deposed, whereas its
-// goroutines, resuming in any order, could otherwise write to a user topic
-// what the next owner already wrote.
-func (m *Member) WriteAllowed() error {
-	silent := time.Since(m.base) - time.Duration(m.inGroup.Load())
-	if lease := time.Duration(leaseShare * float64(m.cfg.SessionTimeout)); silent > lease {
-		return fmt.Errorf("%w: the backend's group has not answered this instance for %v (lease %v of the %v session): another instance may own the cluster", ErrNotOwner, silent.Round(time.Millisecond), lease, m.cfg.SessionTimeout)
-	}
-	return nil
 }
 
 // Join ensures the topics exist, replays the log to its end into Apply
@@ -368,12 +337,13 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.groupDialer != nil {
 		gopts = append(gopts, kgo.Dialer(cfg.groupDialer))
 	}
-	gopts = append(gopts, kgo.WithHooks(heardHook{heard: &m.heard, inGroup: &m.inGroup, base: m.base}))
+	gopts = append(gopts, kgo.WithHooks(heardHook{heard: &m.heard}))
 	if m.grp, err = kgo.NewClient(m.opts(gopts...)...); err != nil {
 		return fail(fmt.Errorf("group client: %w", err))
 	}
 	m.heard.Store(time.Now().UnixNano())
 	m.inGroup.Store(int64(time.Since(m.base)))
+	go m.leaseLoop(hb)
 	go m.claimLoop()
 	go m.watchdog()
 	return m, nil
@@ -1005,6 +975,9 @@ func (m *Member) claimLoop() {
 			<-aborted
 		}
 		m.log.Info().Int32("generation", c.Generation).Msg("assigned the cluster; claiming it")
+		// An owner starts with its lease renewed (lease.go), not a
+		// heartbeat interval later.
+		m.renew()
 		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SessionTimeout)
 		start := time.Now()
 		m.appendMu.Lock()

@@ -27,6 +27,7 @@ type backend struct {
 	seeds []string
 	name  string // the test's cluster name, unique per test
 	real  bool
+	fake  *kfake.Cluster // nil on the real tier
 }
 
 func newBackend(t *testing.T) *backend {
@@ -42,7 +43,7 @@ func newBackend(t *testing.T) *backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	b.seeds = c.ListenAddrs()
+	b.seeds, b.fake = c.ListenAddrs(), c
 	return b
 }
 
