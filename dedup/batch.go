@@ -212,10 +212,13 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		return nil
 	}
 	t := toks[0].t
-	waits := make([]chan error, len(toks))
-	writes := make([]*stateWrite, len(toks))
 	now := t.now().UnixMilli()
 	lazy := t.backend.DropsLateCopies()
+	var waits []chan error
+	var writes []*stateWrite
+	if !lazy {
+		waits, writes = make([]chan error, len(toks)), make([]*stateWrite, len(toks))
+	}
 	for i, tok := range toks {
 		t.mu.Lock()
 		var base State
@@ -226,30 +229,26 @@ func WrittenAll(toks []*Token, offsets []int64) []error {
 		ns := Apply(base, tok.batch, offsets[i], now)
 		// The next batch may follow before anything else is written.
 		ns.Intent = true
+		w := &stateWrite{done: make(chan struct{})}
 		if lazy {
-			waits[i] = t.submitLazy(tok.key, ns)
+			key := tok.key
+			t.submitLazy(key, ns, func(err error) {
+				if err != nil {
+					t.log.Warn().Err(err).Msg("producer state not recorded; the backend's own state covers it")
+				}
+				t.settleWrite(key, w, err)
+			})
 		} else {
-			waits[i] = t.submit(tok.key, ns)
+			waits[i], writes[i] = t.submit(tok.key, ns), w
 		}
-		writes[i] = &stateWrite{done: make(chan struct{})}
 		if e != nil {
-			e.write = writes[i]
+			e.write = w
 		}
 		t.mu.Unlock()
 		tok.release(&ns)
 	}
-	errs := make([]error, len(toks))
 	if lazy {
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			for _, err := range t.settleWrites(toks, waits, writes) {
-				if err != nil {
-					t.log.Warn().Err(err).Msg("producer state not recorded; the backend's own state covers it")
-				}
-			}
-		}()
-		return errs
+		return make([]error, len(toks))
 	}
 	return t.settleWrites(toks, waits, writes)
 }
@@ -260,22 +259,27 @@ func (t *Table) settleWrites(toks []*Token, waits []chan error, writes []*stateW
 	errs := make([]error, len(toks))
 	for i, tok := range toks {
 		errs[i] = <-waits[i]
-		t.mu.Lock()
-		w := writes[i]
-		w.err = errs[i]
-		e := t.entries[tok.key]
-		if e != nil && errs[i] != nil && e.st != nil {
-			cp := *e.st
-			cp.Unverified = true
-			e.st = &cp
-		}
-		if e != nil && e.write == w && errs[i] == nil {
-			e.write = nil // a later write, queued after this one, keeps its own
-		}
-		t.mu.Unlock()
-		close(w.done)
+		t.settleWrite(tok.key, writes[i], errs[i])
 	}
 	return errs
+}
+
+// settleWrite records the outcome of key's state write w: a state whose
+// write failed becomes unverified.
+func (t *Table) settleWrite(key Key, w *stateWrite, err error) {
+	t.mu.Lock()
+	w.err = err
+	e := t.entries[key]
+	if e != nil && err != nil && e.st != nil {
+		cp := *e.st
+		cp.Unverified = true
+		e.st = &cp
+	}
+	if e != nil && e.write == w && err == nil {
+		e.write = nil // a later write, queued after this one, keeps its own
+	}
+	t.mu.Unlock()
+	close(w.done)
 }
 
 // Failed releases the token after the backend did not take the batch. If the

@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,10 +16,17 @@ import (
 	"github.com/eosproxy/eosproxy/store"
 )
 
-// commitQueue holds the writes waiting for the commit loop.
+// commitQueue holds the writes waiting for the commit loop, in the order
+// they were queued (a later state of a key must win over an earlier one).
 type commitQueue struct {
-	commits chan commit
-	// closing orders submit against Close, so no write is queued after the
+	qmu    sync.Mutex
+	queue  []commit
+	urgent bool // a queued write that someone waits for
+	// kick wakes the commit loop: for a write someone waits for, and for
+	// the first write into an empty queue. A lazy write into a queue that
+	// already holds one wakes nobody: the loop collects it with the rest.
+	kick chan struct{}
+	// closing orders enqueue against Close, so no write is queued after the
 	// commit loop's last drain.
 	closing sync.RWMutex
 	closed  bool
@@ -34,7 +40,7 @@ type commitQueue struct {
 type commit struct {
 	key  []byte
 	val  []byte
-	done chan error
+	done func(error) // called by the commit loop with the write's outcome
 	// lazy: nobody waits for it (WrittenAll on a backend that keeps the
 	// producer state itself); it may wait up to lazyWindow for company.
 	lazy bool
@@ -46,62 +52,76 @@ type commit struct {
 // crash costs what the backend's own producer state makes up for.
 const lazyWindow = 10 * time.Millisecond
 
+// maxCommitKeys bounds one badger transaction (it holds only so many keys);
+// a larger queue is written in several.
+const maxCommitKeys = 4096
+
 func (t *Table) persist(key Key, st State) error { return <-t.submit(key, st) }
 
 // submit queues a durable write of key's state and returns where its
 // outcome will be sent.
 func (t *Table) submit(key Key, st State) chan error {
-	return t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: make(chan error, 1)})
+	return t.enqueueWait(commit{key: encodeKey(key), val: MarshalState(st)})
 }
 
-// submitLazy is submit for a write nobody waits for.
-func (t *Table) submitLazy(key Key, st State) chan error {
-	return t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: make(chan error, 1), lazy: true})
+// submitLazy is submit for a write nobody waits for: then runs on the
+// commit loop once it is written (or failed), instead of a goroutine per
+// write waiting for it.
+func (t *Table) submitLazy(key Key, st State, then func(error)) {
+	t.enqueue(commit{key: encodeKey(key), val: MarshalState(st), done: then, lazy: true})
 }
 
-func (t *Table) enqueue(c commit) chan error {
+// enqueueWait queues c and returns where its outcome will be sent.
+func (t *Table) enqueueWait(c commit) chan error {
+	ch := make(chan error, 1)
+	c.done = func(err error) { ch <- err }
+	t.enqueue(c)
+	return ch
+}
+
+func (t *Table) enqueue(c commit) {
 	t.closing.RLock()
 	defer t.closing.RUnlock()
 	if t.closed {
-		c.done <- errors.New("producer state table closed")
-		return c.done
+		// Not on this goroutine: a lazy write's callback takes the table's
+		// lock, which WrittenAll holds while it queues.
+		go c.done(errors.New("producer state table closed"))
+		return
 	}
-	t.commits <- c
-	return c.done
+	t.qmu.Lock()
+	t.queue = append(t.queue, c)
+	wake := len(t.queue) == 1 || len(t.queue) == maxCommitKeys || !c.lazy
+	if !c.lazy {
+		t.urgent = true
+	}
+	t.qmu.Unlock()
+	if wake {
+		select {
+		case t.kick <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 }
 
 // commitLoop writes every state update waiting at the time in one badger
-// transaction, so concurrent producers share each fsync.
+// transaction, so concurrent producers share each fsync. Writes nobody
+// waits for wait up to lazyWindow for more before they go.
 func (t *Table) commitLoop() {
 	defer t.wg.Done()
 	for {
-		var batch []commit
 		stopping := false
 		select {
-		case c := <-t.commits:
-			batch = append(batch, c)
+		case <-t.kick:
 		case <-t.stop:
 			stopping = true // drain what was queued before Close
 		}
-	more:
-		for len(batch) < 512 {
-			select {
-			case c := <-t.commits:
-				batch = append(batch, c)
-			default:
-				break more
-			}
-		}
-		if !stopping && len(batch) > 0 && !slices.ContainsFunc(batch, func(c commit) bool { return !c.lazy }) {
-			// Only lazy writes: gather more, until a write someone waits
-			// for comes (it goes at once, the lazy ones with it).
+		if !stopping && t.lazyOnly() {
 			timer := time.NewTimer(lazyWindow)
 		gather:
-			for len(batch) < 4096 {
+			for {
 				select {
-				case c := <-t.commits:
-					batch = append(batch, c)
-					if !c.lazy {
+				case <-t.kick:
+					if !t.lazyOnly() {
 						break gather
 					}
 				case <-timer.C:
@@ -113,33 +133,55 @@ func (t *Table) commitLoop() {
 			}
 			timer.Stop()
 		}
-		if len(batch) == 0 && stopping {
+		t.qmu.Lock()
+		batch := t.queue
+		t.queue, t.urgent = nil, false
+		t.qmu.Unlock()
+		for len(batch) > 0 {
+			n := min(len(batch), maxCommitKeys)
+			t.commit(batch[:n])
+			batch = batch[n:]
+		}
+		if stopping {
 			return
 		}
-		if hook := t.beforeCommit.Load(); hook != nil {
-			(*hook)()
-		}
-		err := t.db.Update(func(txn *store.Txn) error {
-			for _, c := range batch {
-				var err error
-				if c.val == nil {
-					err = txn.Delete(c.key)
-				} else {
-					err = txn.Set(c.key, c.val)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			err = fmt.Errorf("persist producer state: %w", err)
-			t.log.Error().Err(err).Msg("producer state not durable")
-		}
+	}
+}
+
+// lazyOnly says whether the queue holds writes, none of which anybody
+// waits for, and fewer than one transaction takes.
+func (t *Table) lazyOnly() bool {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	return len(t.queue) > 0 && len(t.queue) < maxCommitKeys && !t.urgent
+}
+
+// commit writes batch in one badger transaction and reports the outcome to
+// each write.
+func (t *Table) commit(batch []commit) {
+	if hook := t.beforeCommit.Load(); hook != nil {
+		(*hook)()
+	}
+	err := t.db.Update(func(txn *store.Txn) error {
 		for _, c := range batch {
-			c.done <- err
+			var err error
+			if c.val == nil {
+				err = txn.Delete(c.key)
+			} else {
+				err = txn.Set(c.key, c.val)
+			}
+			if err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("persist producer state: %w", err)
+		t.log.Error().Err(err).Msg("producer state not durable")
+	}
+	for _, c := range batch {
+		c.done(err)
 	}
 }
 

@@ -109,7 +109,7 @@ func open(db *store.DB, backend Backend, expiration, idleAfter time.Duration, lo
 		log: log, db: db, backend: backend, expiration: expiration, idleAfter: idleAfter, now: time.Now,
 		lateGrace: lateWriteGrace, sleep: sleepCtx,
 		entries:     map[Key]*entry{},
-		commitQueue: commitQueue{commits: make(chan commit, 1024)},
+		commitQueue: commitQueue{kick: make(chan struct{}, 1)},
 		stop:        make(chan struct{}),
 	}
 	raw, err := db.Get(pidKey)
@@ -248,7 +248,7 @@ func (t *Table) expire() {
 			delete(t.entries, k)
 			// Queued under mu, so it is ordered before any later write of
 			// the same key through the same commit loop.
-			waits = append(waits, t.enqueue(commit{key: encodeKey(k), done: make(chan error, 1)}))
+			waits = append(waits, t.enqueueWait(commit{key: encodeKey(k)}))
 		}
 	}
 	t.mu.Unlock()
