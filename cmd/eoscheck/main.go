@@ -151,7 +151,7 @@ anomaly, 1 anomalies, 2 the check could not run.
 	fs.DurationVar(&cfg.CopyTimeout, "copy-timeout", 2*time.Minute, "how long the copiers may take after the fault schedule to commit the whole input")
 	fs.BoolVar(&cfg.Drops, "drops", false, "drop eosproxy's backend connections right after a request was forwarded (in-process backend only)")
 	fs.StringVar(&cfg.ProxyLogLevel, "proxy-log-level", "", "eosproxy's --log-level (default info; debug with --java-copiers, whose commits and aborts are counted from eosproxy's debug lines)")
-	fs.BoolVar(&cfg.ClientLog, "client-log", false, "write the copiers' franz-go debug logs to <work-dir>/copiers-kgo.log")
+	fs.BoolVar(&cfg.ClientLog, "client-log", false, "write the copiers' and the producers' franz-go debug logs to <work-dir>/copiers-kgo.log and producers-kgo.log")
 	fs.Float64Var(&cfg.DropRate, "drop-rate", 0.02, "with --drops: chance per Produce/OffsetCommit request of a drop (a tenth of it for other requests)")
 	fs.BoolVar(&cfg.BackendErrors, "backend-errors", false, "make the backend answer some Produce requests with REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, and some OffsetCommit requests with REQUEST_TIMED_OUT, although it applied them (in-process backend only)")
 	fs.Float64Var(&cfg.BackendErrorRate, "backend-error-rate", 0.03, "with --backend-errors: fraction of Produce (input and output topics) and OffsetCommit (the copiers' group) requests answered with an error after applying them")

@@ -83,8 +83,9 @@ type Config struct {
 	BackendErrorRate float64
 	// ProxyLogLevel is eosproxy's --log-level; empty: info.
 	ProxyLogLevel string
-	// ClientLog writes the copiers' franz-go debug logs to
-	// <work-dir>/copiers-kgo.log (to explain an anomaly; verbose).
+	// ClientLog writes the copiers' and the producers' franz-go debug
+	// logs to <work-dir>/copiers-kgo.log and producers-kgo.log (to explain
+	// an anomaly; verbose).
 	ClientLog bool
 	// RestartBroker is how many times, spread over the kill schedule, the
 	// real backend (Upstream) is stopped and started again on its data

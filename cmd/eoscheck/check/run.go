@@ -517,8 +517,23 @@ func (r *run) newProducers() error {
 	cfg := r.cfg
 	r.perProducer = (cfg.Records + cfg.Producers - 1) / cfg.Producers
 	r.prods = make([]*producer, cfg.Producers)
+	var kgoLog io.Writer
+	if cfg.ClientLog {
+		f, err := os.Create(filepath.Join(r.work, "producers-kgo.log"))
+		if err != nil {
+			return err
+		}
+		r.onReturn(func() { f.Close() })
+		kgoLog = &syncWriter{w: f}
+	}
 	for i := range r.prods {
-		cl, err := kgo.NewClient(append(r.clientOpts, kgo.SeedBrokers(seeds(r.bootstrap)...), kgo.DefaultProduceTopic(r.rep.Topic),
+		opts := slices.Clone(r.clientOpts)
+		if kgoLog != nil {
+			opts = append(opts, kgo.WithLogger(kgo.BasicLogger(kgoLog, kgo.LogLevelDebug, func() string {
+				return fmt.Sprintf("%8.3fs [producer %d] ", time.Since(r.start).Seconds(), i)
+			})))
+		}
+		cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(seeds(r.bootstrap)...), kgo.DefaultProduceTopic(r.rep.Topic),
 			kgo.RecordRetries(1<<30), kgo.RequestRetries(1<<30),
 			kgo.RetryBackoffFn(func(n int) time.Duration { return min(time.Duration(n)*10*time.Millisecond, 200*time.Millisecond) }),
 			kgo.RecordDeliveryTimeout(2*time.Minute),
