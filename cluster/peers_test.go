@@ -39,7 +39,8 @@ func TestPeersCodec(t *testing.T) {
 	if _, err := decodePeers([]byte{0, 5, 'a'}); err == nil {
 		t.Fatal("a truncated list decoded")
 	}
-	if PeerNodeID("a") == PeerNodeID("b") || PeerNodeID("a") < 1<<30 || PeerNodeID("a") != PeerNodeID("a") {
-		t.Fatal("node ids not distinct, stable and above brokers' ids")
+	a, again, b := PeerNodeID("a"), PeerNodeID(string([]byte("a"))), PeerNodeID("b")
+	if a == b || a < 1<<30 || b < 1<<30 || a != again {
+		t.Fatalf("node ids %d, %d, %d: not distinct, stable and above brokers' ids", a, again, b)
 	}
 }
