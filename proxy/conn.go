@@ -113,13 +113,19 @@ func (c *conn) run() {
 		c.close()
 	}()
 	err := c.readLoop()
-	switch {
-	case err != nil:
+	if err != nil {
+		// Logged before the queue ends: the writer closes the connection
+		// once it has drained the queue, and a client that sees the close
+		// finds the reason in the log already.
 		side := "client"
 		if errors.As(err, new(*upstreamError)) {
 			side = "upstream"
 		}
 		c.logClose(err, side)
+	}
+	c.endQueue()
+	switch {
+	case err != nil:
 		c.close()
 	case c.stopping.Load() && c.held.Load() == 0:
 		// A clean stop, and all that is left in flight are parked reads:
@@ -201,8 +207,9 @@ func bad(format string, args ...any) error {
 	return &badRequest{fmt.Errorf(format, args...)}
 }
 
+// readLoop reads and routes the client's requests until it stops; run
+// ends the slot queue after it.
 func (c *conn) readLoop() error {
-	defer c.endQueue()
 	src := flushingReader{c.cr, c.uw}
 	var buf []byte
 	var szb [4]byte
