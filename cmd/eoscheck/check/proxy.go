@@ -386,7 +386,9 @@ func (pp *proxyProc) label() string {
 }
 
 // signal sends sig (SIGSTOP, SIGCONT) to the current run; errCrashed when
-// it ended at a crash point.
+// it ended at a crash point. Such a run is left current, for
+// restartAfterCrash to start the next one: a caller that signals, unlike
+// one that kills, starts none itself.
 func (pp *proxyProc) signal(sig syscall.Signal) error {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
@@ -394,10 +396,7 @@ func (pp *proxyProc) signal(sig syscall.Signal) error {
 	if run == nil {
 		return fmt.Errorf("%s is not running", pp.label())
 	}
-	if ended, err := pp.ended(run); ended {
-		if err == nil {
-			err = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
-		}
+	if ended, err := pp.signalEnded(run); ended {
 		return err
 	}
 	err := pp.send(run, sig)
@@ -409,15 +408,26 @@ func (pp *proxyProc) signal(sig syscall.Signal) error {
 		err = os.ErrProcessDone
 	}
 	if err != nil {
-		if ended, eerr := pp.ended(run); ended {
-			if eerr == nil {
-				eerr = fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
-			}
+		if ended, eerr := pp.signalEnded(run); ended {
 			return eerr
 		}
 		return fmt.Errorf("%s: %v: %w", pp.label(), sig, err)
 	}
 	return nil
+}
+
+// signalEnded is ended for signal: a run that ended at a crash point stays
+// current (restartAfterCrash's to restart) and is errCrashed.
+func (pp *proxyProc) signalEnded(run *procRun) (bool, error) {
+	select {
+	case <-run.exited:
+	default:
+		return false, nil
+	}
+	if run.crash != "" {
+		return true, fmt.Errorf("%s run %d: %w (%s)", pp.label(), run.n, errCrashed, run.crash)
+	}
+	return pp.ended(run)
 }
 
 // stopped waits until SIGSTOP has taken run's process to the stopped
