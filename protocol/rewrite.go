@@ -53,31 +53,41 @@ func AddBrokers(resp kmsg.Response, extra []Broker) bool {
 	added := false
 	switch r := resp.(type) {
 	case *kmsg.MetadataResponse:
-		if r.ErrorCode != 0 {
-			break
-		}
-		for _, b := range extra {
-			if !slices.ContainsFunc(r.Brokers, func(x kmsg.MetadataResponseBroker) bool { return x.NodeID == b.NodeID }) {
-				nb := kmsg.NewMetadataResponseBroker()
-				nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
-				r.Brokers = append(r.Brokers, nb)
-				added = true
-			}
+		if r.ErrorCode == 0 {
+			r.Brokers, added = addMissing(r.Brokers, extra,
+				func(x kmsg.MetadataResponseBroker) int32 { return x.NodeID },
+				func(b Broker) kmsg.MetadataResponseBroker {
+					nb := kmsg.NewMetadataResponseBroker()
+					nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
+					return nb
+				})
 		}
 	case *kmsg.DescribeClusterResponse:
-		if r.EndpointType == 2 || r.ErrorCode != 0 {
-			break // controllers, or no brokers to add to
-		}
-		for _, b := range extra {
-			if !slices.ContainsFunc(r.Brokers, func(x kmsg.DescribeClusterResponseBroker) bool { return x.NodeID == b.NodeID }) {
-				nb := kmsg.NewDescribeClusterResponseBroker()
-				nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
-				r.Brokers = append(r.Brokers, nb)
-				added = true
-			}
+		// Not to controllers (endpoint type 2), nor to a failed answer.
+		if r.EndpointType != 2 && r.ErrorCode == 0 {
+			r.Brokers, added = addMissing(r.Brokers, extra,
+				func(x kmsg.DescribeClusterResponseBroker) int32 { return x.NodeID },
+				func(b Broker) kmsg.DescribeClusterResponseBroker {
+					nb := kmsg.NewDescribeClusterResponseBroker()
+					nb.NodeID, nb.Host, nb.Port = b.NodeID, b.Host, b.Port
+					return nb
+				})
 		}
 	}
 	return added
+}
+
+// addMissing appends to list, made by mk, each extra broker whose node id
+// (id) it does not hold yet.
+func addMissing[T any](list []T, extra []Broker, id func(T) int32, mk func(Broker) T) ([]T, bool) {
+	added := false
+	for _, b := range extra {
+		if !slices.ContainsFunc(list, func(x T) bool { return id(x) == b.NodeID }) {
+			list = append(list, mk(b))
+			added = true
+		}
+	}
+	return list, added
 }
 
 // MapBrokers rewrites each broker address in a decoded response and reports

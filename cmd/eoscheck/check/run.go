@@ -512,19 +512,28 @@ func (r *run) procs() []*proxyProc {
 // cluster) into seed brokers.
 func seeds(bootstrap string) []string { return strings.Split(bootstrap, ",") }
 
+// clientLog opens the work dir's file name for franz-go debug logs with
+// --client-log, closed when the run returns; nil without it.
+func (r *run) clientLog(name string) (io.Writer, error) {
+	if !r.cfg.ClientLog {
+		return nil, nil
+	}
+	f, err := os.Create(filepath.Join(r.work, name))
+	if err != nil {
+		return nil, err
+	}
+	r.onReturn(func() { f.Close() })
+	return &syncWriter{w: f}, nil
+}
+
 // newProducers creates the idempotent producers' clients.
 func (r *run) newProducers() error {
 	cfg := r.cfg
 	r.perProducer = (cfg.Records + cfg.Producers - 1) / cfg.Producers
 	r.prods = make([]*producer, cfg.Producers)
-	var kgoLog io.Writer
-	if cfg.ClientLog {
-		f, err := os.Create(filepath.Join(r.work, "producers-kgo.log"))
-		if err != nil {
-			return err
-		}
-		r.onReturn(func() { f.Close() })
-		kgoLog = &syncWriter{w: f}
+	kgoLog, err := r.clientLog("producers-kgo.log")
+	if err != nil {
+		return err
 	}
 	for i := range r.prods {
 		opts := slices.Clone(r.clientOpts)
@@ -561,14 +570,9 @@ func (r *run) startCopiers(ctx context.Context) error {
 	if cfg.Copiers == 0 {
 		return nil
 	}
-	var kgoLog io.Writer
-	if cfg.ClientLog {
-		f, err := os.Create(filepath.Join(r.work, "copiers-kgo.log"))
-		if err != nil {
-			return err
-		}
-		r.onReturn(func() { f.Close() })
-		kgoLog = &syncWriter{w: f}
+	kgoLog, err := r.clientLog("copiers-kgo.log")
+	if err != nil {
+		return err
 	}
 	cw := &copyWork{clientOpts: r.copierOpts, tls: cfg.Security.clientTLS(), kgoLog: kgoLog, seed: cfg.Seed, bootstrap: r.bootstrap, in: rep.Topic, out: rep.Copy.OutputTopic,
 		group: rep.Copy.Group, abortRate: cfg.AbortRate, log: r.tlog, trace: r.trace,
