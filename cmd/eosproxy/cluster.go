@@ -299,6 +299,9 @@ func (b *standbySpool) Put(blob []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A replayed blob is a slice of a whole log record, read by no one
+		// until a takeover: kept in memory, it would hold the record.
+		s.KeepInMemory(0)
 		b.s = s
 	}
 	ref, err := b.s.Append(blob)

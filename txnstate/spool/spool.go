@@ -1,9 +1,11 @@
 // Package spool keeps the record batches of open transactions on disk: it
 // appends them to segment files and reads them back with pread. Unlike a
 // memory-mapped store (badger's value log), the data then lives in the
-// kernel's page cache and never in eosproxy's own resident memory, however
-// much is buffered. The index of what is where lives in badger, written
-// after the data it points to is durable (Sync).
+// kernel's page cache, not in eosproxy's own resident memory, however much
+// is buffered; only the latest appends, up to a bound, are also kept in
+// memory until they are read once, as a commit forwards them. The index of
+// what is where lives in badger, written after the data it points to is
+// durable (Sync).
 package spool
 
 import (
@@ -22,6 +24,11 @@ import (
 
 // DefaultSegmentBytes is the size at which a new segment file is started.
 const DefaultSegmentBytes = 64 << 20
+
+// DefaultMemoryBytes bounds the appended bytes a spool also keeps in memory
+// for their first Read: a few commits' worth, far below the RSS that a
+// large buffered transaction is allowed (the rest is read back from disk).
+const DefaultMemoryBytes = 16 << 20
 
 const suffix = ".spool"
 
@@ -81,6 +88,15 @@ type Spool struct {
 	// their data covered by it when their turn comes (group commit).
 	syncMu sync.Mutex
 	cache  bool // the bytes are durable elsewhere: no fsync
+
+	// mem holds appended bytes until their first Read or their Release,
+	// up to memMax in all: most transactions commit soon after their
+	// batches are buffered, and forwarding them from memory saves a pread
+	// and a fresh copy of every byte (a tenth of eosproxy's CPU under
+	// transactions).
+	mem      map[Ref][]byte
+	memBytes int64
+	memMax   int64
 }
 
 // AsCache makes the spool a cache of bytes kept durable elsewhere (a
@@ -102,7 +118,8 @@ func Open(dir string, segmentBytes int64, log zerolog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create spool dir: %w", err)
 	}
-	s := &Spool{dir: dir, segSize: segmentBytes, log: log, segs: map[uint64]*segment{}}
+	s := &Spool{dir: dir, segSize: segmentBytes, log: log, segs: map[uint64]*segment{},
+		mem: map[Ref][]byte{}, memMax: DefaultMemoryBytes}
 	names, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read spool dir: %w", err)
@@ -136,8 +153,17 @@ func (s *Spool) path(id uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%016x%s", id, suffix))
 }
 
+// KeepInMemory sets how many appended bytes the spool keeps in memory for
+// their first Read (DefaultMemoryBytes; 0: none).
+func (s *Spool) KeepInMemory(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.memMax = n
+}
+
 // Append writes b to the current segment and returns where it is. It is not
-// durable until Sync returns for it.
+// durable until Sync returns for it. The spool may keep b itself for the
+// first Read of the reference: the caller must not change it afterwards.
 func (s *Spool) Append(b []byte) (Ref, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,6 +183,10 @@ func (s *Spool) Append(b []byte) (Ref, error) {
 	r := Ref{Segment: seg.id, Offset: seg.size, Length: int32(len(b))}
 	seg.size += int64(len(b))
 	seg.refs++
+	if s.memBytes+int64(len(b)) <= s.memMax {
+		s.mem[r] = b
+		s.memBytes += int64(len(b))
+	}
 	return r, nil
 }
 
@@ -230,9 +260,16 @@ func (s *Spool) Sync(r Ref) error {
 	return nil
 }
 
-// Read returns the bytes r points to.
+// Read returns the bytes r points to, which the caller may change: the
+// first Read of a reference appended by this process usually returns the
+// appended slice itself, from memory; any other reads the disk.
 func (s *Spool) Read(r Ref) ([]byte, error) {
 	s.mu.Lock()
+	if b, ok := s.mem[r]; ok {
+		s.forget(r, b)
+		s.mu.Unlock()
+		return b, nil
+	}
 	seg := s.segs[r.Segment]
 	s.mu.Unlock()
 	if seg == nil {
@@ -257,10 +294,19 @@ func (s *Spool) Retain(r Ref) error {
 	return nil
 }
 
+// forget drops r's bytes b from memory. Called with mu held.
+func (s *Spool) forget(r Ref, b []byte) {
+	delete(s.mem, r)
+	s.memBytes -= int64(len(b))
+}
+
 // Release gives up a reference; a segment no reference needs is deleted.
 func (s *Spool) Release(r Ref) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if b, ok := s.mem[r]; ok {
+		s.forget(r, b)
+	}
 	seg := s.segs[r.Segment]
 	if seg == nil {
 		return
@@ -312,6 +358,8 @@ func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	clear(s.mem)
+	s.memBytes = 0
 	s.closeFiles()
 	return nil
 }

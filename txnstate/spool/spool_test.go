@@ -528,3 +528,73 @@ func TestTruncatedSegment(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstReadFromMemory: the first Read of a fresh append comes from
+// memory (the disk's copy is spoiled here, and the read still returns what
+// was appended), any later Read from disk, and the memory kept stays within
+// its bound and is given back on Release.
+func TestFirstReadFromMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<20)
+	s.KeepInMemory(3000)
+	var refs []spool.Ref
+	var want [][]byte
+	for i := range 4 { // 4 × 1000 bytes: the fourth is over the bound
+		b := blob(7, i, 1000)
+		r, err := s.Append(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs, want = append(refs, r), append(want, bytes.Clone(b))
+		if err := s.Sync(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Spoil the disk's copy of every blob.
+	ids := segmentFiles(t, dir)
+	if len(ids) != 1 {
+		t.Fatalf("segments %v, want one", ids)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%016x.spool", ids[0]))
+	if err := os.WriteFile(path, make([]byte, 4000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range refs {
+		got, err := s.Read(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromMemory := bytes.Equal(got, want[i])
+		if fromMemory != (i < 3) {
+			t.Errorf("blob %d: first read from memory %v, want %v (3000 bytes kept)", i, fromMemory, i < 3)
+		}
+		got[0] ^= 0xff // the caller owns what Read returns
+		again, err := s.Read(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, make([]byte, 1000)) {
+			t.Errorf("blob %d: second read did not come from disk", i)
+		}
+	}
+	// Read gave the memory back: three more fit, and Release frees one.
+	for i := range 3 {
+		r, err := s.Append(blob(8, i, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, r)
+	}
+	s.Release(refs[4])
+	r, err := s.Append(blob(8, 3, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, blob(8, 3, 1000)) {
+		t.Error("an append after a Release was not kept in memory")
+	}
+}
