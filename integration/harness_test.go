@@ -133,12 +133,18 @@ var topicSeq struct {
 // createTopic makes a uniquely named topic through the proxy.
 func createTopic(t *testing.T, adm *kadm.Client, partitions int32) string {
 	t.Helper()
+	return createTopicWith(t, adm, partitions, nil)
+}
+
+// createTopicWith is createTopic with topic configs.
+func createTopicWith(t *testing.T, adm *kadm.Client, partitions int32, configs map[string]*string) string {
+	t.Helper()
 	topicSeq.Lock()
 	topicSeq.n++
 	name := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano()%1e6, topicSeq.n)
 	topicSeq.Unlock()
 	ctx := testCtx(t)
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
+	resp, err := adm.CreateTopic(ctx, partitions, 1, configs, name)
 	if err != nil || resp.Err != nil {
 		t.Fatalf("create topic %s: %v %v", name, err, resp.Err)
 	}

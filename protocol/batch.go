@@ -146,3 +146,41 @@ func BatchBaseOffset(b []byte) int64 { return int64(binary.BigEndian.Uint64(b)) 
 
 // BatchLastOffsetDelta reads the offset span of the batch at the start of b.
 func BatchLastOffsetDelta(b []byte) int32 { return int32(binary.BigEndian.Uint32(b[batchLastDelta:])) }
+
+// BatchCodec is the compression codec of the batch at the start of b, as
+// Kafka numbers them (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+func BatchCodec(b []byte) int8 { return int8(binary.BigEndian.Uint16(b[batchAttrOff:]) & 0x07) }
+
+// BatchRecords is the records section of the batch at the start of b (of
+// length bytes), compressed as BatchCodec says.
+func BatchRecords(b []byte, length int) []byte { return b[BatchHeaderLen:length] }
+
+// FirstKeyless returns the index of the first record without a key (a
+// key length of -1) among the count records in recs, the uncompressed
+// records section of a batch, or -1 if every record has a key. A compacted
+// topic refuses a batch with such a record (INVALID_RECORD).
+func FirstKeyless(recs []byte, count int32) (int, error) {
+	for i := 0; i < int(count); i++ {
+		n, w := binary.Varint(recs)
+		if w <= 0 || n < 0 || int64(len(recs)-w) < n {
+			return 0, fmt.Errorf("%w: record %d truncated", ErrBatchCorrupt, i)
+		}
+		rec := recs[w : w+int(n)]
+		recs = recs[w+int(n):]
+		if len(rec) < 1 {
+			return 0, fmt.Errorf("%w: record %d empty", ErrBatchCorrupt, i)
+		}
+		rest := rec[1:]                      // attributes
+		for field := 0; field < 3; field++ { // timestamp delta, offset delta, key length
+			v, w := binary.Varint(rest)
+			if w <= 0 {
+				return 0, fmt.Errorf("%w: record %d header truncated", ErrBatchCorrupt, i)
+			}
+			rest = rest[w:]
+			if field == 2 && v < 0 {
+				return i, nil
+			}
+		}
+	}
+	return -1, nil
+}

@@ -18,7 +18,10 @@ package proxy
 // addresses (v10+).
 
 import (
+	"fmt"
+
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eosproxy/eosproxy/dedup"
@@ -154,6 +157,11 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 	if code := c.authorizeTxn("transactional Produce", id, bt.ProducerID); code != 0 {
 		return code, "", nil
 	}
+	if code, msg := c.checkTopicLimits(topic, partition, records, bt); code != 0 {
+		c.log.Warn().Str("txn", id).Str("topic", topic).Int32("partition", partition).
+			Str("err", errName(code)).Msg(msg)
+		return code, msg, nil
+	}
 	batch := append([]byte(nil), records...)
 	protocol.ClearTransactional(batch, bt.Length)
 	ans := c.p.coord.BufferBatch(id, txnstate.ProduceRequest{
@@ -166,4 +174,43 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 			Str("err", errName(ans.Err)).Int16("code", ans.Err).Msg("transactional batch refused")
 	}
 	return ans.Err, ans.Msg, ans.Wait
+}
+
+// checkTopicLimits refuses a transactional batch that the backend would
+// refuse, as Kafka refuses it on append: MESSAGE_TOO_LARGE over the topic's
+// max.message.bytes, INVALID_RECORD for a record without a key in a
+// compacted topic, UNKNOWN_TOPIC_OR_PARTITION for a topic it does not have.
+// Buffered, such a batch would reach the backend only once its commit was
+// decided, and be refused there for good: the commit could never finish.
+// When the limits cannot be had, the batch is taken (the backend decides,
+// at the commit, as before this check).
+func (c *conn) checkTopicLimits(topic string, partition int32, records []byte, bt protocol.Batch) (int16, string) {
+	lim, err := c.p.up.TopicLimits(c.ctx, topic)
+	if err != nil {
+		c.log.Debug().Err(err).Str("topic", topic).Msg("cannot check a transactional batch against its topic's limits")
+		return 0, ""
+	}
+	switch {
+	case lim.Missing:
+		return kerr.UnknownTopicOrPartition.Code, fmt.Sprintf("the backend has no topic %q", topic)
+	case lim.MaxMessageBytes > 0 && bt.Length > lim.MaxMessageBytes:
+		return kerr.MessageTooLarge.Code, fmt.Sprintf("batch of %d bytes to %s-%d exceeds the topic's max.message.bytes (%d)",
+			bt.Length, topic, partition, lim.MaxMessageBytes)
+	case lim.Compacted:
+		recs := protocol.BatchRecords(records, bt.Length)
+		if codec := protocol.BatchCodec(records); codec != 0 {
+			var err error
+			if recs, err = c.p.decompress.Decompress(recs, kgo.CompressionCodecType(codec)); err != nil {
+				return kerr.CorruptMessage.Code, fmt.Sprintf("cannot decompress a batch to compacted topic %s-%d: %v", topic, partition, err)
+			}
+		}
+		i, err := protocol.FirstKeyless(recs, bt.Count)
+		if err != nil {
+			return kerr.CorruptMessage.Code, fmt.Sprintf("batch to compacted topic %s-%d: %v", topic, partition, err)
+		}
+		if i >= 0 {
+			return kerr.InvalidRecord.Code, fmt.Sprintf("Compacted topic cannot accept message without key in topic partition %s-%d (record %d of the batch).", topic, partition, i)
+		}
+	}
+	return 0, ""
 }

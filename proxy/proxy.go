@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
@@ -149,6 +150,10 @@ type Proxy struct {
 	ops     ops           // readiness (metrics.go)
 	ready   chan struct{} // closed when New has set every field a connection uses
 
+	// decompress reads the compressed transactional batches whose records
+	// eosproxy must check (checkTopicLimits).
+	decompress kgo.Decompressor
+
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	wg     sync.WaitGroup
@@ -247,6 +252,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.closeState()
 		return nil, err
 	}
+	p.decompress = kgo.DefaultDecompressor()
 	p.up, err = upstream.New(upstream.Config{
 		Seeds: cfg.Upstreams, DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, Cut: cfg.BackendCut, BrokerAddr: p.upstreamAddr,
 		DB: cfg.DB, ProducerIDExpiration: cfg.ProducerIDExpiration,

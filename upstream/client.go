@@ -68,6 +68,7 @@ type Client struct {
 	leaders *leaderCache
 	hwMarks hwMarks // bounds of look-ups waiting for the high watermark
 	ids     *upstreamIDs
+	limits  topicLimits // topiclimits.go
 
 	closeOnce sync.Once
 }
