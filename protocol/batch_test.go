@@ -205,3 +205,42 @@ func TestSetProducer(t *testing.T) {
 		}
 	}
 }
+
+func TestFirstKeyless(t *testing.T) {
+	rec := func(key []byte) []byte {
+		r := kmsg.Record{Key: key, Value: []byte("v"), Headers: []kmsg.Header{{Key: "h", Value: []byte("x")}}}
+		body := r.AppendTo(nil)
+		r.Length = int32(len(body) - 1)
+		return r.AppendTo(nil)
+	}
+	keyed, keyless := rec([]byte("k")), rec(nil)
+	cases := []struct {
+		name    string
+		recs    []byte
+		count   int32
+		want    int
+		wantErr bool
+	}{
+		{"all keyed", append(append([]byte(nil), keyed...), keyed...), 2, -1, false},
+		{"empty key counts as a key", rec([]byte{}), 1, -1, false},
+		{"second keyless", append(append([]byte(nil), keyed...), keyless...), 2, 1, false},
+		{"first keyless", append(append([]byte(nil), keyless...), keyed...), 2, 0, false},
+		{"truncated", keyed[:len(keyed)-2], 1, 0, true},
+		{"count past the records", keyed, 2, 0, true},
+	}
+	for _, c := range cases {
+		got, err := FirstKeyless(c.recs, c.count)
+		if (err != nil) != c.wantErr || (err == nil && got != c.want) {
+			t.Errorf("%s: got %d, %v; want %d (error %v)", c.name, got, err, c.want, c.wantErr)
+		}
+	}
+	// A whole batch from makeBatch: every record keyed.
+	b := makeBatch(t, testBatch{n: 5, pid: -1, epoch: -1, seq: -1})
+	bt, err := ParseBatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, err := FirstKeyless(BatchRecords(b, bt.Length), bt.Count); err != nil || i != -1 || BatchCodec(b) != 0 {
+		t.Errorf("makeBatch's batch: keyless %d, %v, codec %d", i, err, BatchCodec(b))
+	}
+}

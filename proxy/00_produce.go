@@ -187,7 +187,7 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 func (c *conn) checkTopicLimits(topic string, partition int32, records []byte, bt protocol.Batch) (int16, string) {
 	lim, err := c.p.up.TopicLimits(c.ctx, topic)
 	if err != nil {
-		c.log.Debug().Err(err).Str("topic", topic).Msg("cannot check a transactional batch against its topic's limits")
+		c.log.Warn().Err(err).Str("topic", topic).Msg("cannot check transactional batches against their topic's settings; the backend decides at their commit")
 		return 0, ""
 	}
 	switch {

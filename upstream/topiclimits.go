@@ -63,12 +63,6 @@ func (c *Client) TopicLimits(ctx context.Context, topic string) (TopicLimits, er
 				defer cancel()
 				if _, err := c.fetchLimits(ctx, topic); err != nil {
 					c.log.Debug().Err(err).Str("topic", topic).Msg("cannot refresh a topic's limits")
-					l.mu.Lock()
-					if e, ok := l.known[topic]; ok {
-						e.refreshing = false
-						l.known[topic] = e
-					}
-					l.mu.Unlock()
 				}
 			}()
 		}
@@ -85,20 +79,24 @@ func (c *Client) fetchLimits(ctx context.Context, topic string) (TopicLimits, er
 	res.ConfigNames = []string{"max.message.bytes", "cleanup.policy"}
 	req.Resources = append(req.Resources, res)
 	resp, err := req.RequestWith(ctx, c.admin)
+	if err == nil && len(resp.Resources) != 1 {
+		err = fmt.Errorf("%d resources answered", len(resp.Resources))
+	}
+	var lim TopicLimits
+	if err == nil {
+		err = kerr.ErrorForCode(resp.Resources[0].ErrorCode)
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			lim.Missing, err = true, nil
+		}
+	}
 	if err != nil {
+		// Kept as no limits until the next refresh: a backend that does
+		// not let eosproxy describe the topic (an ACL) must not cost a
+		// round trip per batch.
+		c.keepLimits(topic, TopicLimits{})
 		return TopicLimits{}, fmt.Errorf("describe the configs of topic %q: %w", topic, err)
 	}
-	if len(resp.Resources) != 1 {
-		return TopicLimits{}, fmt.Errorf("describe the configs of topic %q: %d resources answered", topic, len(resp.Resources))
-	}
 	r := resp.Resources[0]
-	var lim TopicLimits
-	if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-		if !errors.Is(err, kerr.UnknownTopicOrPartition) {
-			return TopicLimits{}, fmt.Errorf("describe the configs of topic %q: %w", topic, err)
-		}
-		lim.Missing = true
-	}
 	for _, cfg := range r.Configs {
 		if cfg.Value == nil {
 			continue
@@ -116,15 +114,22 @@ func (c *Client) fetchLimits(ctx context.Context, topic string) (TopicLimits, er
 			}
 		}
 	}
-	if lim.Missing {
-		return lim, nil // not kept: the topic may be created any moment
+	if lim.Missing { // not kept: the topic may be created any moment
+		c.limits.mu.Lock()
+		delete(c.limits.known, topic)
+		c.limits.mu.Unlock()
+		return lim, nil
 	}
+	c.keepLimits(topic, lim)
+	return lim, nil
+}
+
+func (c *Client) keepLimits(topic string, lim TopicLimits) {
 	l := &c.limits
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.known == nil {
 		l.known = map[string]limitsEntry{}
 	}
 	l.known[topic] = limitsEntry{lim: lim, at: time.Now()}
-	l.mu.Unlock()
-	return lim, nil
 }
