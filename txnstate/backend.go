@@ -20,6 +20,9 @@ type Backend interface {
 	// batch with this content digest is (protocol.Digest), if anywhere: the
 	// look-up dedup.Backend makes, by the same method.
 	FindBatch(ctx context.Context, topic string, partition int32, from int64, digest [32]byte) (int64, bool, error)
+	// MissingPartitions reports which of tps the backend says it does not
+	// have (their topic deleted, or fewer partitions).
+	MissingPartitions(ctx context.Context, tps []TopicPartition) (map[TopicPartition]bool, error)
 	// CommitOffsets commits a group's offsets as the member that sent them.
 	// An error wrapping ErrPermanent will not succeed on a retry.
 	CommitOffsets(ctx context.Context, group string, g GroupOffsets) error

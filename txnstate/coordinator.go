@@ -92,8 +92,9 @@ type Coordinator struct {
 	// not asked again before this time (unix ms).
 	noUpstreamUntil atomic.Int64
 
-	knownEnds  // partition ends known from eosproxy's writes (ends.go)
-	offsetBook // group offsets held by transactions (offsets.go)
+	knownEnds               // partition ends known from eosproxy's writes (ends.go)
+	missing    missingSince // partitions the backend says it lacks (deleted.go)
+	offsetBook              // group offsets held by transactions (offsets.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -176,6 +176,11 @@ func (f *fakeBackend) setFault(fn func(n int, tp TP) fault) {
 	f.fault = fn
 }
 
+// MissingPartitions: the fake has every partition.
+func (f *fakeBackend) MissingPartitions(ctx context.Context, tps []TP) (map[TP]bool, error) {
+	return map[TP]bool{}, nil
+}
+
 func (f *fakeBackend) EndOffsets(ctx context.Context, tps []TP) (map[TP]int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -73,6 +73,11 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 	if err := f.load(); err != nil {
 		return err
 	}
+	if !firstAttempt {
+		if err := f.dropDeleted(ctx); err != nil {
+			return err
+		}
+	}
 	// A partition with a low-water offset from an earlier attempt may have
 	// had batches sent by it; one recorded with the decision has not, nor
 	// has a commit that a clean stop left unsent (fresh).

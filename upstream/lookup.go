@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -156,6 +157,37 @@ func (b *Client) outOfRange(ctx context.Context, topic string, partition int32, 
 // (at start) every batch goes paired or not at all (PairedID), so only a
 // backend known to lack it says no.
 func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() != backendPlain }
+
+// MissingPartitions implements txnstate.Backend: from the backend's
+// metadata, the partitions of tps whose topic it does not have, or that are
+// past its partition count.
+func (b *Client) MissingPartitions(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]bool, error) {
+	var topics []string
+	for _, tp := range tps {
+		if !slices.Contains(topics, tp.Topic) {
+			topics = append(topics, tp.Topic)
+		}
+	}
+	meta, err := kadm.NewClient(b.admin).Metadata(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	out := map[txnstate.TopicPartition]bool{}
+	for _, tp := range tps {
+		td, ok := meta.Topics[tp.Topic]
+		switch {
+		case !ok, errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+			out[tp] = true
+		case td.Err != nil:
+			return nil, fmt.Errorf("metadata of %s: %w", tp.Topic, td.Err)
+		default:
+			if _, ok := td.Partitions[tp.Partition]; !ok {
+				out[tp] = true
+			}
+		}
+	}
+	return out, nil
+}
 
 func (b *Client) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
 	var topics []string

@@ -1,0 +1,68 @@
+package integration
+
+import (
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestTxnCommitToDeletedTopic: a topic deleted while a transaction holds
+// batches for it, committed after, does not stop the transactional id:
+// Kafka skips the markers of a deleted partition, eosproxy drops its
+// batches; the rest of the commit and the next transactions reach the
+// backend.
+func TestTxnCommitToDeletedTopic(t *testing.T) {
+	run := func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		gone := createTopic(t, adm, 1)
+		kept := createTopic(t, adm, 1)
+		prod := newClient(t, p.Addr(), kgo.TransactionalID(kept+"-txn"))
+		ctx := testCtx(t)
+		if err := prod.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: gone, Value: []byte("lost with its topic")},
+			&kgo.Record{Topic: kept, Value: []byte("first")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := adm.DeleteTopic(ctx, gone); err != nil {
+			t.Fatalf("delete %s: %v", gone, err)
+		}
+		if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+		if err := prod.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: kept, Value: []byte("second")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatalf("second commit: %v", err)
+		}
+		start := time.Now()
+		cons := newClient(t, p.Addr(), kgo.ConsumeTopics(kept), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+		got := consumeValues(t, cons, 2)
+		if got[0] != "first" || got[1] != "second" {
+			t.Errorf("read %q, want first, second", got)
+		}
+		t.Logf("both commits read after %v", time.Since(start))
+		// A new instance of the id is not held back by the first commit.
+		next := newClient(t, p.Addr(), kgo.TransactionalID(kept+"-txn"))
+		if err := next.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := next.ProduceSync(ctx, &kgo.Record{Topic: kept, Value: []byte("third")}).FirstErr(); err != nil {
+			t.Fatalf("new instance: %v", err)
+		}
+		if err := next.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatalf("new instance's commit: %v", err)
+		}
+	}
+	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })
+	t.Run("kafka", func(t *testing.T) { run(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+}
