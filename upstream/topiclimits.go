@@ -33,6 +33,10 @@ type TopicLimits struct {
 // retried there (logged), as it was before eosproxy checked.
 const limitsMaxAge = 10 * time.Second
 
+// limitsWait bounds the wait for a topic's first limits; past it the batch
+// is taken unchecked, and so are the next ones until the next refresh.
+const limitsWait = 2 * time.Second
+
 type topicLimits struct {
 	mu    sync.Mutex
 	known map[string]limitsEntry
@@ -68,6 +72,10 @@ func (c *Client) TopicLimits(ctx context.Context, topic string) (TopicLimits, er
 		}
 		return e.lim, nil
 	}
+	// A transactional batch is otherwise answered without the backend:
+	// an unreachable one must not hold it up for long.
+	ctx, cancel := context.WithTimeout(ctx, limitsWait)
+	defer cancel()
 	return c.fetchLimits(ctx, topic)
 }
 
