@@ -98,10 +98,15 @@ func (c *Client) fetchLimits(ctx context.Context, topic string) (TopicLimits, er
 		}
 	}
 	if err != nil {
-		// Kept as no limits until the next refresh: a backend that does
-		// not let eosproxy describe the topic (an ACL) must not cost a
-		// round trip per batch.
-		c.keepLimits(topic, TopicLimits{})
+		// Asked again at the next refresh, not for every batch: a backend
+		// that does not let eosproxy describe the topic (an ACL) must not
+		// cost a round trip per batch. Limits known from before are kept
+		// meanwhile; without them, none.
+		l := &c.limits
+		l.mu.Lock()
+		e := l.known[topic]
+		l.mu.Unlock()
+		c.keepLimits(topic, e.lim)
 		return TopicLimits{}, fmt.Errorf("describe the configs of topic %q: %w", topic, err)
 	}
 	r := resp.Resources[0]
