@@ -11,10 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/eosproxy/eosproxy/store"
-	"github.com/eosproxy/eosproxy/txnstate/spool"
 )
 
 // deletedGrace is how long the backend must go on saying a partition does
@@ -83,23 +80,7 @@ func (f *forwarding) dropDeleted(ctx context.Context) error {
 // dropPartition deletes tp's buffered batches of the generation and its
 // low-water offset, and forgets the partition.
 func (f *forwarding) dropPartition(tp TopicPartition) (int, error) {
-	var keys [][]byte
-	var refs []spool.Ref
-	err := f.c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: genTPKey(prefixBatch, f.id, f.gen, tp), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if r, err := spool.UnmarshalRef(v); err == nil {
-				refs = append(refs, r)
-			}
-		}
-		return nil
-	})
+	keys, refs, err := f.c.batchKeysUnder(genTPKey(prefixBatch, f.id, f.gen, tp))
 	if err == nil {
 		keys = append(keys, genTPKey(prefixLow, f.id, f.gen, tp))
 		err = f.c.db.Update(func(txn *store.Txn) error {

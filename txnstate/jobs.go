@@ -263,8 +263,14 @@ const maxKeysWithComplete = 1000
 // batchKeys lists a generation's buffered batches: index keys and spool
 // references.
 func (c *Coordinator) batchKeys(id string, gen uint64) (keys [][]byte, refs []spool.Ref, err error) {
+	return c.batchKeysUnder(genKey(prefixBatch, id, gen))
+}
+
+// batchKeysUnder lists the buffered batches' index keys under prefix, and
+// the spool references they hold.
+func (c *Coordinator) batchKeysUnder(prefix []byte) (keys [][]byte, refs []spool.Ref, err error) {
 	err = c.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: genKey(prefixBatch, id, gen), PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))

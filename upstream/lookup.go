@@ -162,13 +162,7 @@ func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() != backendPla
 // metadata, the partitions of tps whose topic it does not have, or that are
 // past its partition count.
 func (b *Client) MissingPartitions(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]bool, error) {
-	var topics []string
-	for _, tp := range tps {
-		if !slices.Contains(topics, tp.Topic) {
-			topics = append(topics, tp.Topic)
-		}
-	}
-	meta, err := kadm.NewClient(b.admin).Metadata(ctx, topics...)
+	meta, err := kadm.NewClient(b.admin).Metadata(ctx, topicsOf(tps)...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
@@ -189,14 +183,19 @@ func (b *Client) MissingPartitions(ctx context.Context, tps []txnstate.TopicPart
 	return out, nil
 }
 
-func (b *Client) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
+// topicsOf lists the topics of tps, each once.
+func topicsOf(tps []txnstate.TopicPartition) []string {
 	var topics []string
 	for _, tp := range tps {
 		if !slices.Contains(topics, tp.Topic) {
 			topics = append(topics, tp.Topic)
 		}
 	}
-	offs, err := kadm.NewClient(b.admin).ListEndOffsets(ctx, topics...)
+	return topics
+}
+
+func (b *Client) EndOffsets(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]int64, error) {
+	offs, err := kadm.NewClient(b.admin).ListEndOffsets(ctx, topicsOf(tps)...)
 	if err != nil {
 		return nil, err
 	}
