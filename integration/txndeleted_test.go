@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -61,6 +62,40 @@ func TestTxnCommitToDeletedTopic(t *testing.T) {
 		}
 		if err := next.EndTransaction(ctx, kgo.TryCommit); err != nil {
 			t.Fatalf("new instance's commit: %v", err)
+		}
+	}
+	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })
+	t.Run("kafka", func(t *testing.T) { run(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+}
+
+// TestTxnOffsetsOfDeletedTopic: a decided commit holding group offsets of
+// a topic deleted since commits the group's other offsets and completes:
+// the offsets of a deleted partition are dropped, as its batches are,
+// instead of being retried forever (Kafka refuses OffsetCommit for an
+// unknown topic), which held up the transactional id.
+func TestTxnOffsetsOfDeletedTopic(t *testing.T) {
+	run := func(t *testing.T, b backend) {
+		p := startProxy(t, b)
+		adm := kadm.NewClient(newClient(t, p.Addr()))
+		gone := createTopic(t, adm, 1)
+		kept := createTopic(t, adm, 1)
+		group := kept + "-group"
+		x := initRawTxn(t, newClient(t, p.Addr()), kept+"-txn")
+		x.addOffsets(group)
+		x.commitOffsets(group, gone, map[int32]int64{0: 5})
+		x.commitOffsets(group, kept, map[int32]int64{0: 7})
+		if _, err := adm.DeleteTopic(testCtx(t), gone); err != nil {
+			t.Fatalf("delete %s: %v", gone, err)
+		}
+		if code := x.end(true); code != 0 {
+			t.Fatalf("EndTxn(commit): %v", kerr.ErrorForCode(code))
+		}
+		start := time.Now()
+		initRawTxn(t, newClient(t, p.Addr()), kept+"-txn") // CONCURRENT_TRANSACTIONS until the commit is complete
+		t.Logf("the next InitProducerId answered %v after the commit", time.Since(start))
+		offs := backendOffsets(t, b, group)
+		if o, ok := offs.Lookup(kept, 0); !ok || o.At != 7 {
+			t.Errorf("group %s's offset of %s/0 in the backend: %+v (found %v), want 7", group, kept, o, ok)
 		}
 	}
 	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })

@@ -1,15 +1,20 @@
 // Partitions deleted under a decided commit. Kafka's coordinator skips the
 // markers of a partition whose topic is gone (its data went with it); the
-// same here: the commit's batches for such a partition are dropped, and
-// the rest of the commit goes on, instead of retrying forever and holding
-// up the transactional id.
+// same here: the commit's batches for such a partition are dropped, and so
+// are its group offsets (Kafka's OffsetCommit refuses an unknown topic),
+// and the rest of the commit goes on, instead of retrying forever and
+// holding up the transactional id.
 
 package txnstate
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/eosproxy/eosproxy/store"
 )
@@ -102,4 +107,32 @@ func (f *forwarding) dropPartition(tp TopicPartition) (int, error) {
 	delete(f.low, tp)
 	delete(f.seqs, tp)
 	return len(keys) - 1, nil
+}
+
+// withoutDeleted returns g without the offsets of partitions the backend has
+// reported missing for deletedGrace, logging each one dropped. Asked only
+// after an attempt failed.
+func (c *Coordinator) withoutDeleted(ctx context.Context, group string, g GroupOffsets, log zerolog.Logger) GroupOffsets {
+	tps := slices.SortedFunc(maps.Keys(g.Offsets), compareTP)
+	missing, err := c.opt.Backend.MissingPartitions(ctx, tps)
+	if err != nil {
+		log.Debug().Err(err).Msg("cannot ask the backend which partitions it has")
+		return g
+	}
+	now := time.Now()
+	out := g
+	for _, tp := range tps {
+		since := c.missing.note(tp, missing[tp], now)
+		if !missing[tp] || now.Sub(since) < deletedGrace {
+			continue
+		}
+		if len(out.Offsets) == len(g.Offsets) {
+			out.Offsets = maps.Clone(g.Offsets) // the job's Txn is shared
+		}
+		delete(out.Offsets, tp)
+		log.Warn().Str("group", group).Str("topic", tp.Topic).Int32("partition", tp.Partition).
+			Int64("offset", g.Offsets[tp].Offset).Dur("missing_for", now.Sub(since)).
+			Msg("a committed transaction's group offset is for a partition gone from the backend (topic deleted): dropped")
+	}
+	return out
 }

@@ -125,6 +125,9 @@ func (c *Coordinator) forward(ctx context.Context, t *Txn, gen, seq uint64, firs
 		}
 	}
 	for group, g := range t.PendingOffsets {
+		if len(g.Offsets) > 0 && !firstAttempt {
+			g = c.withoutDeleted(ctx, group, g, log)
+		}
 		if len(g.Offsets) == 0 {
 			continue
 		}
