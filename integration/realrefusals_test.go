@@ -296,3 +296,28 @@ func TestRealMTLSRequired(t *testing.T) {
 		t.Error("no log line names the certificate's principal")
 	}
 }
+
+// Pass-through: a client authenticated by the backend writes under its own
+// principal. carol may use her transactional ids but not write the topic:
+// Kafka refuses her Produce with TOPIC_AUTHORIZATION_FAILED, and so must
+// eosproxy, which buffers a transactional batch and forwards it at the
+// commit under its own principal: without asking the backend first, carol
+// would write the topic through a transaction.
+func TestRealPassThroughTopicWriteRefused(t *testing.T) {
+	b := startRealAuthorizedKafka(t)
+	p := startProxy(t, b.backend, b.upstream(t), proxyTLS(t, b.ca, false))
+	carol := carolDirect(b)
+	topic := createTopic(t, kadm.NewClient(newClient(t, b.plaintext)), 1)
+	kafkaErr := franzRefusal(t, b.addrs[0], carol, topic, "carol-direct")
+	proxyErr := franzRefusal(t, p.Addr(), carol, topic, "carol-proxied")
+	if !errors.Is(kafkaErr, kerr.TopicAuthorizationFailed) || !errors.Is(proxyErr, kerr.TopicAuthorizationFailed) {
+		t.Errorf("carol's transactional Produce: Kafka refuses with %v, eosproxy with %v; want %v",
+			kafkaErr, proxyErr, kerr.TopicAuthorizationFailed)
+	}
+	if n := b.records(t, topic); n != 0 {
+		t.Fatalf("backend holds %d records of carol's", n)
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "TOPIC_AUTHORIZATION_FAILED") || !strings.Contains(logs, `"principal":"User:carol"`) {
+		t.Errorf("eosproxy's log lacks the refusal naming User:carol")
+	}
+}

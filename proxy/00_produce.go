@@ -157,6 +157,9 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 	if code := c.authorizeTxn("transactional Produce", id, bt.ProducerID); code != 0 {
 		return code, "", nil
 	}
+	if code := c.authorizeTopicWrite(topic); code != 0 {
+		return code, "", nil
+	}
 	if code, msg := c.checkTopicLimits(topic, partition, records, bt); code != 0 {
 		c.log.Warn().Str("txn", id).Str("topic", topic).Int32("partition", partition).
 			Str("err", errName(code)).Msg(msg)

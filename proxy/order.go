@@ -37,6 +37,9 @@ type slot struct {
 	// answer makes the client's response from the upstream's; nil streams
 	// the upstream's bytes through untouched.
 	answer responder
+	// own: a request of eosproxy's own (topicauth.go), whose answer goes
+	// to answer and never to the client.
+	own bool
 }
 
 // responder makes the client's response body from the upstream's body (the
@@ -222,6 +225,15 @@ func (c *conn) writeLoop() (err error) {
 		copy(resp, hdr[4:])
 		if _, err := io.ReadFull(src, resp[4:]); err != nil {
 			return fmt.Errorf("read upstream response to %s: %w", keyName(s.key), err)
+		}
+		if s.own {
+			if err := c.answerOwn(s, resp); err != nil {
+				return err
+			}
+			if cap(buf) > keepBuf {
+				buf = nil
+			}
+			continue
 		}
 		if err := c.rewrite(s, resp); err != nil {
 			return err
