@@ -55,3 +55,48 @@ func TestResponsesKeepRequestOrder(t *testing.T) {
 		t.Fatalf("DescribeTransactions answered %+v", dt.TransactionStates)
 	}
 }
+
+// A request of eosproxy's own on a client's connection (askUpstream) goes
+// upstream in line with the client's requests, its answer reaches the
+// reader and never the client: the client gets exactly its own three
+// answers, in order.
+func TestOwnRequestAnswerNotSentToClient(t *testing.T) {
+	// DescribeConfigs is routed here to a handler that asks the upstream
+	// for its metadata and answers with the number of brokers it named.
+	asking := kmsg.DescribeConfigs.Int16()
+	routes[asking] = func(c *conn, r *request) error {
+		m := kmsg.NewPtrMetadataRequest()
+		m.SetVersion(8)
+		body, err := c.askUpstream(m)
+		if err != nil {
+			return err
+		}
+		resp := kmsg.NewPtrMetadataResponse()
+		resp.SetVersion(8)
+		if err := resp.ReadFrom(body); err != nil {
+			return err
+		}
+		r.answer([]byte{byte(len(resp.Brokers))})
+		return nil
+	}
+	t.Cleanup(func() { routes[asking] = nil })
+	env := newConnEnv(t, false)
+
+	meta := kmsg.NewPtrMetadataRequest()
+	meta.SetVersion(12)
+	env.send(t,
+		req(protocol.KeyMetadata, 12, 1, meta.AppendTo(nil)),
+		req(asking, 0, 2, nil),
+		req(protocol.KeyMetadata, 12, 3, meta.AppendTo(nil)),
+	)
+	if m := env.response(t, protocol.KeyMetadata, 12, 1).(*kmsg.MetadataResponse); len(m.Brokers) != 1 {
+		t.Fatalf("first Metadata: %d brokers", len(m.Brokers))
+	}
+	f := readFrame(t, env.cr)
+	if corr := int32(binary.BigEndian.Uint32(f)); corr != 2 || !bytes.Equal(f[4:], []byte{1}) {
+		t.Fatalf("second response: correlation id %d, body %v; want 2, [1] (one broker, from the own request's answer)", corr, f[4:])
+	}
+	if m := env.response(t, protocol.KeyMetadata, 12, 3).(*kmsg.MetadataResponse); len(m.Brokers) != 1 {
+		t.Fatalf("third Metadata: %d brokers", len(m.Brokers))
+	}
+}
