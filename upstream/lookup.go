@@ -159,25 +159,41 @@ func (b *Client) outOfRange(ctx context.Context, topic string, partition int32, 
 func (b *Client) DropsLateCopies() bool { return b.ids.mode.Load() != backendPlain }
 
 // MissingPartitions implements txnstate.Backend: from the backend's
-// metadata, the partitions of tps whose topic it does not have, or that are
+// metadata, asked afresh (never a cached answer, which may predate the
+// topic), the partitions of tps whose topic it does not have, or that are
 // past its partition count.
 func (b *Client) MissingPartitions(ctx context.Context, tps []txnstate.TopicPartition) (map[txnstate.TopicPartition]bool, error) {
-	meta, err := kadm.NewClient(b.admin).Metadata(ctx, topicsOf(tps)...)
+	req := kmsg.NewPtrMetadataRequest()
+	for _, topic := range topicsOf(tps) {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, b.admin)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
+	topics := map[string]kmsg.MetadataResponseTopic{}
+	for _, t := range resp.Topics {
+		if t.Topic != nil {
+			topics[*t.Topic] = t
+		}
+	}
 	out := map[txnstate.TopicPartition]bool{}
 	for _, tp := range tps {
-		td, ok := meta.Topics[tp.Topic]
-		switch {
-		case !ok, errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+		t, ok := topics[tp.Topic]
+		if !ok {
+			return nil, fmt.Errorf("metadata: topic %s not answered", tp.Topic)
+		}
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
 			out[tp] = true
-		case td.Err != nil:
-			return nil, fmt.Errorf("metadata of %s: %w", tp.Topic, td.Err)
+		case err != nil:
+			return nil, fmt.Errorf("metadata of %s: %w", tp.Topic, err)
 		default:
-			if _, ok := td.Partitions[tp.Partition]; !ok {
-				out[tp] = true
-			}
+			out[tp] = !slices.ContainsFunc(t.Partitions, func(p kmsg.MetadataResponseTopicPartition) bool {
+				return p.Partition == tp.Partition
+			})
 		}
 	}
 	return out, nil
