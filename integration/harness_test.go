@@ -60,6 +60,13 @@ func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Run("kafka", func(t *testing.T) { fn(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
 }
 
+// eachNoEOSBackend runs fn against a fresh kfake cluster without the EOS
+// API keys and, when configured, against the real broker.
+func eachNoEOSBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Run("kfake", func(t *testing.T) { fn(t, newNoEOSFake(t)) })
+	t.Run("kafka", func(t *testing.T) { fn(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+}
+
 // logBuf collects the proxy's log lines for assertions.
 type logBuf struct {
 	mu  sync.Mutex

@@ -16,10 +16,7 @@ import (
 // backend.
 func TestTxnCommitToDeletedTopic(t *testing.T) {
 	run := func(t *testing.T, b backend) {
-		p := startProxy(t, b)
-		adm := kadm.NewClient(newClient(t, p.Addr()))
-		gone := createTopic(t, adm, 1)
-		kept := createTopic(t, adm, 1)
+		p, adm, gone, kept := proxyAndTwoTopics(t, b)
 		prod := newClient(t, p.Addr(), kgo.TransactionalID(kept+"-txn"))
 		ctx := testCtx(t)
 		if err := prod.BeginTransaction(); err != nil {
@@ -64,8 +61,7 @@ func TestTxnCommitToDeletedTopic(t *testing.T) {
 			t.Fatalf("new instance's commit: %v", err)
 		}
 	}
-	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })
-	t.Run("kafka", func(t *testing.T) { run(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+	eachNoEOSBackend(t, run)
 }
 
 // TestTxnOffsetsOfDeletedTopic: a decided commit holding group offsets of
@@ -75,10 +71,7 @@ func TestTxnCommitToDeletedTopic(t *testing.T) {
 // unknown topic), which held up the transactional id.
 func TestTxnOffsetsOfDeletedTopic(t *testing.T) {
 	run := func(t *testing.T, b backend) {
-		p := startProxy(t, b)
-		adm := kadm.NewClient(newClient(t, p.Addr()))
-		gone := createTopic(t, adm, 1)
-		kept := createTopic(t, adm, 1)
+		p, adm, gone, kept := proxyAndTwoTopics(t, b)
 		group := kept + "-group"
 		x := initRawTxn(t, newClient(t, p.Addr()), kept+"-txn")
 		x.addOffsets(group)
@@ -98,6 +91,14 @@ func TestTxnOffsetsOfDeletedTopic(t *testing.T) {
 			t.Errorf("group %s's offset of %s/0 in the backend: %+v (found %v), want 7", group, kept, o, ok)
 		}
 	}
-	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })
-	t.Run("kafka", func(t *testing.T) { run(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+	eachNoEOSBackend(t, run)
+}
+
+// proxyAndTwoTopics starts eosproxy in front of b and creates two topics of
+// one partition through it: one to delete, one to keep.
+func proxyAndTwoTopics(t *testing.T, b backend) (*testProxy, *kadm.Client, string, string) {
+	t.Helper()
+	p := startProxy(t, b)
+	adm := kadm.NewClient(newClient(t, p.Addr()))
+	return p, adm, createTopic(t, adm, 1), createTopic(t, adm, 1)
 }

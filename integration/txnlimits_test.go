@@ -67,8 +67,7 @@ func TestTxnBatchOverTopicLimits(t *testing.T) {
 			}
 		}
 	}
-	t.Run("kfake", func(t *testing.T) { run(t, newNoEOSFake(t)) })
-	t.Run("kafka", func(t *testing.T) { run(t, backend{name: "kafka", addrs: []string{realKafka(t)}}) })
+	eachNoEOSBackend(t, run)
 }
 
 // consumeValues polls cl until it has want records and returns their values.
