@@ -317,6 +317,42 @@ func TestRealPassThroughTopicWriteRefused(t *testing.T) {
 	if n := b.records(t, topic); n != 0 {
 		t.Fatalf("backend holds %d records of carol's", n)
 	}
+
+	// Nor may carol commit a transaction's offsets of a topic she may not
+	// READ: with READ on her groups, Kafka answers TxnOffsetCommit
+	// TOPIC_AUTHORIZATION_FAILED, and so must eosproxy, which would commit
+	// them at the end under its own principal.
+	adm := kadm.NewClient(newClient(t, b.plaintext))
+	created, err := adm.CreateACLs(testCtx(t), kadm.NewACLs().Allow("User:carol").Groups("carol-").
+		ResourcePatternType(kadm.ACLPatternPrefixed).Operations(kadm.OpRead))
+	if err == nil {
+		for _, c := range created {
+			err = errors.Join(err, c.Err)
+		}
+	}
+	if err != nil {
+		t.Fatalf("grant carol READ on her groups: %v", err)
+	}
+	offsetCode := func(addr, id string) int16 {
+		x := initRawTxn(t, newClient(t, addr, carol...), id)
+		// ACLs reach the broker through the metadata log: retried until
+		// the group's READ is there.
+		pollUntil(t, 30*time.Second, func() (bool, string) {
+			req := kmsg.NewPtrAddOffsetsToTxnRequest()
+			req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group = x.id, x.pid, x.epoch, "carol-group"
+			resp, err := req.RequestWith(testCtx(t), x.cl)
+			if err != nil {
+				t.Fatalf("AddOffsetsToTxn at %s: %v", addr, err)
+			}
+			return resp.ErrorCode == 0, fmt.Sprintf("AddOffsetsToTxn at %s: %v", addr, kerr.ErrorForCode(resp.ErrorCode))
+		})
+		return x.commitAs("carol-group", topic, map[int32]int64{0: 1}, "", -1, nil)
+	}
+	kafkaCode, proxyCode := offsetCode(b.addrs[0], "carol-offsets-direct"), offsetCode(p.Addr(), "carol-offsets-proxied")
+	if kafkaCode != kerr.TopicAuthorizationFailed.Code || proxyCode != kafkaCode {
+		t.Errorf("carol's TxnOffsetCommit: Kafka answers %v, eosproxy %v; want %v from both",
+			kerr.ErrorForCode(kafkaCode), kerr.ErrorForCode(proxyCode), kerr.TopicAuthorizationFailed)
+	}
 	if logs := p.logs.String(); !strings.Contains(logs, "TOPIC_AUTHORIZATION_FAILED") || !strings.Contains(logs, `"principal":"User:carol"`) {
 		t.Errorf("eosproxy's log lacks the refusal naming User:carol")
 	}

@@ -24,7 +24,29 @@ func handleTxnOffsetCommit(c *conn, r *request) error {
 		if code := c.authorizeTxn("TxnOffsetCommit", req.TransactionalID, req.ProducerID); code != 0 {
 			return txnOffsetCommitAnswer(req, code)
 		}
-		return c.p.txnOffsetCommit(c.ctx, req)
+		// Kafka answers a topic the principal may not READ with
+		// TOPIC_AUTHORIZATION_FAILED and takes the others (topicauth.go).
+		allowed, refused := *req, *req
+		allowed.Topics, refused.Topics = nil, nil
+		for _, t := range req.Topics {
+			if c.authorizeTopic(t.Topic, aclOpRead, "a transaction's group offset") != 0 {
+				refused.Topics = append(refused.Topics, t)
+			} else {
+				allowed.Topics = append(allowed.Topics, t)
+			}
+		}
+		if len(refused.Topics) == 0 {
+			return c.p.txnOffsetCommit(c.ctx, req)
+		}
+		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		if len(allowed.Topics) > 0 {
+			if err := resp.ReadFrom(c.p.txnOffsetCommit(c.ctx, &allowed)); err != nil {
+				c.log.Error().Err(err).Msg("cannot read eosproxy's own TxnOffsetCommit answer")
+				return txnOffsetCommitAnswer(req, kerr.UnknownServerError.Code)
+			}
+		}
+		resp.Topics = append(resp.Topics, txnOffsetCommitTopics(&refused, kerr.TopicAuthorizationFailed.Code)...)
+		return resp.AppendTo(nil)
 	})
 }
 
@@ -80,6 +102,13 @@ func (p *Proxy) txnOffsetCommit(ctx context.Context, r *kmsg.TxnOffsetCommitRequ
 // txnOffsetCommitAnswer answers every partition of r with code.
 func txnOffsetCommitAnswer(r *kmsg.TxnOffsetCommitRequest, code int16) []byte {
 	resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+	resp.Topics = txnOffsetCommitTopics(r, code)
+	return resp.AppendTo(nil)
+}
+
+// txnOffsetCommitTopics are the answers to every partition of r, all code.
+func txnOffsetCommitTopics(r *kmsg.TxnOffsetCommitRequest, code int16) []kmsg.TxnOffsetCommitResponseTopic {
+	var out []kmsg.TxnOffsetCommitResponseTopic
 	for _, t := range r.Topics {
 		rt := kmsg.NewTxnOffsetCommitResponseTopic()
 		rt.Topic, rt.TopicID = t.Topic, t.TopicID
@@ -88,7 +117,7 @@ func txnOffsetCommitAnswer(r *kmsg.TxnOffsetCommitRequest, code int16) []byte {
 			rp.Partition, rp.ErrorCode = part.Partition, code
 			rt.Partitions = append(rt.Partitions, rp)
 		}
-		resp.Topics = append(resp.Topics, rt)
+		out = append(out, rt)
 	}
-	return resp.AppendTo(nil)
+	return out
 }

@@ -57,11 +57,11 @@ type conn struct {
 	// passAuthed: the backend accepted the client's SASL exchange
 	// (pass-through); set by the writer before the client sees the answer.
 	passAuthed atomic.Bool
-	// topicWrite: whether the backend lets the connection's principal
-	// write each topic asked about (topicauth.go); ownCorr the last
-	// correlation id of eosproxy's own requests. Both the reader's.
-	topicWrite map[string]bool
-	ownCorr    int32
+	// topicOps: what the backend lets the connection's principal do on
+	// each topic asked about (topicauth.go); ownCorr the last correlation
+	// id of eosproxy's own requests. Both the reader's.
+	topicOps map[string]int32
+	ownCorr  int32
 
 	writerDone chan struct{}
 	stopping   atomic.Bool

@@ -3,10 +3,11 @@ package proxy
 // A client authenticated by the backend itself (SASL pass-through) writes
 // under its own principal, and the backend refuses what that principal may
 // not write. A transactional batch does not reach the backend until its
-// commit, and then under eosproxy's own principal: so before buffering one,
-// eosproxy asks the backend, on the client's own connection, whether the
-// client's principal may write the topic (Metadata with the topic's
-// authorized operations, KIP-430), and refuses it as Kafka would,
+// commit, and then under eosproxy's own principal; nor do a transaction's
+// group offsets. So before buffering either, eosproxy asks the backend, on
+// the client's own connection, what the client's principal may do on the
+// topic (Metadata with the topic's authorized operations, KIP-430): WRITE
+// for a batch, READ for an offset, and refuses as Kafka would,
 // TOPIC_AUTHORIZATION_FAILED. Otherwise a principal without WRITE on a
 // topic could write it through a transaction.
 
@@ -23,26 +24,60 @@ import (
 	"github.com/eosproxy/eosproxy/protocol"
 )
 
-// aclOpWrite is Kafka's AclOperation WRITE, a bit of AuthorizedOperations.
-const aclOpWrite = 4
+// Kafka's AclOperation numbers, bits of AuthorizedOperations.
+const (
+	aclOpRead  = 3
+	aclOpWrite = 4
+)
 
 // ownRequests formats eosproxy's own requests on a client's connection.
 var ownRequests = kmsg.NewRequestFormatter(kmsg.FormatterClientID("eosproxy"))
 
 // authorizeTopicWrite returns TOPIC_AUTHORIZATION_FAILED if the backend
-// says the connection's principal may not write topic, else 0. Only for a
-// connection the backend authenticated (pass-through SASL); the answer is
-// kept for the connection's life, as its principal is.
+// says the connection's principal may not write topic, else 0.
 func (c *conn) authorizeTopicWrite(topic string) int16 {
+	return c.authorizeTopic(topic, aclOpWrite, "a transactional batch")
+}
+
+// authorizeTopic returns TOPIC_AUTHORIZATION_FAILED if the backend says
+// the connection's principal may not do op on topic, else 0 (also when it
+// cannot say: UNKNOWN_TOPIC_OR_PARTITION and the like are others' to
+// answer). Only for a connection the backend authenticated (pass-through
+// SASL); the topic's operations are kept for the connection's life, as its
+// principal is.
+func (c *conn) authorizeTopic(topic string, op int, what string) int16 {
 	if !c.passAuthed.Load() {
 		return 0
 	}
-	if ok, known := c.topicWrite[topic]; known {
-		if ok {
+	ops, known := c.topicOps[topic]
+	if !known {
+		var code int16
+		if ops, code = c.askTopicOps(topic); code != 0 {
+			return code
+		}
+		if ops == opsUnknown {
 			return 0
 		}
-		return kerr.TopicAuthorizationFailed.Code
+		if c.topicOps == nil {
+			c.topicOps = map[string]int32{}
+		}
+		c.topicOps[topic] = ops
 	}
+	if ops == math.MinInt32 || ops&(1<<op) != 0 {
+		return 0 // allowed, or the backend has no authorizer to ask
+	}
+	c.log.Warn().Str("principal", c.principal()).Str("topic", topic).Int("operation", op).
+		Msgf("refusing %s: the backend does not allow the client's principal the operation on the topic (TOPIC_AUTHORIZATION_FAILED)", what)
+	return kerr.TopicAuthorizationFailed.Code
+}
+
+// opsUnknown: the backend answered the topic with another error; nothing
+// is kept.
+const opsUnknown = math.MinInt32 + 1
+
+// askTopicOps asks the backend, on the client's connection, for the
+// operations the principal may do on topic (0: none, not even DESCRIBE).
+func (c *conn) askTopicOps(topic string) (int32, int16) {
 	req := kmsg.NewPtrMetadataRequest()
 	req.SetVersion(8) // Kafka 2.3 on: the first with authorized operations
 	rt := kmsg.NewMetadataRequestTopic()
@@ -60,31 +95,17 @@ func (c *conn) authorizeTopicWrite(topic string) int16 {
 		err = fmt.Errorf("%d topics answered", len(resp.Topics))
 	}
 	if err != nil {
-		c.log.Warn().Err(err).Str("topic", topic).Msg("cannot ask the backend whether the client may write the topic; refusing its transactional batch (retriable)")
-		return kerr.NetworkException.Code
+		c.log.Warn().Err(err).Str("topic", topic).Msg("cannot ask the backend what the client may do on the topic; refusing (retriable)")
+		return 0, kerr.NetworkException.Code
 	}
-	t := resp.Topics[0]
-	var ok bool
-	switch code := t.ErrorCode; {
-	case code == kerr.TopicAuthorizationFailed.Code:
-		ok = false // no DESCRIBE either: Kafka refuses the Produce the same way
-	case code != 0:
-		return 0 // UNKNOWN_TOPIC_OR_PARTITION and the like: checkTopicLimits answers
-	case t.AuthorizedOperations == math.MinInt32:
-		ok = true // the backend did not say (it has no authorizer to ask)
+	switch t := resp.Topics[0]; t.ErrorCode {
+	case 0:
+		return t.AuthorizedOperations, 0
+	case kerr.TopicAuthorizationFailed.Code:
+		return 0, 0 // no DESCRIBE either: Kafka refuses the same way
 	default:
-		ok = t.AuthorizedOperations&(1<<aclOpWrite) != 0
+		return opsUnknown, 0
 	}
-	if c.topicWrite == nil {
-		c.topicWrite = map[string]bool{}
-	}
-	c.topicWrite[topic] = ok
-	if !ok {
-		c.log.Warn().Str("principal", c.principal()).Str("topic", topic).
-			Msg("refusing a transactional batch: the backend does not let the client's principal write the topic (TOPIC_AUTHORIZATION_FAILED)")
-		return kerr.TopicAuthorizationFailed.Code
-	}
-	return 0
 }
 
 // askUpstream sends req, a request of eosproxy's own, on the client's
