@@ -30,9 +30,6 @@ const (
 	aclOpWrite = 4
 )
 
-// ownRequests formats eosproxy's own requests on a client's connection.
-var ownRequests = kmsg.NewRequestFormatter(kmsg.FormatterClientID("eosproxy"))
-
 // authorizeTopicWrite returns TOPIC_AUTHORIZATION_FAILED if the backend
 // says the connection's principal may not write topic, else 0.
 func (c *conn) authorizeTopicWrite(topic string) int16 {
@@ -118,7 +115,8 @@ func (c *conn) askUpstream(req kmsg.Request) ([]byte, error) {
 	if !c.enqueue(s) {
 		return nil, errors.New("connection closing")
 	}
-	if _, err := c.uw.Write(ownRequests.AppendRequest(nil, req, s.corr)); err != nil {
+	frame := kmsg.NewRequestFormatter(kmsg.FormatterClientID("eosproxy")).AppendRequest(nil, req, s.corr)
+	if _, err := c.uw.Write(frame); err != nil {
 		return nil, &upstreamError{err}
 	}
 	if err := c.uw.Flush(); err != nil {
