@@ -132,3 +132,47 @@ func metadataNames(bootstrap, addr string) bool {
 	}
 	return false
 }
+
+// A client that connects to a standby as the broker the owner's Metadata
+// named names that node in its ApiVersions (v5, KIP-1242, franz-go v1.22).
+// The standby relays it to the owner, whose backend connection is to
+// another node: eosproxy must not let the backend answer
+// REBOOTSTRAP_REQUIRED, upon which franz-go drops every broker it knows and
+// kills its connections, in-flight produces included (an idempotent
+// producer's retries died that way for minutes in an eoscheck run).
+func TestClusterStandbyAnswersAsTheNodeNamed(t *testing.T) {
+	bin := buildProxy(t)
+	eachBackend(t, func(t *testing.T, b backend) {
+		seed := faultSeed(t)
+		rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+		insts := startCluster(t, bin, b, rng, fmt.Sprintf("peerid%d", seed%100000), 2, 6*time.Second)
+		owner := clusterOwner(t, insts, 30*time.Second)
+		standby := 1 - owner
+		waitFor(t, "the owner's Metadata names the standby", 30*time.Second, func() bool {
+			return metadataNames(insts[owner].bootstrap, insts[standby].bootstrap)
+		})
+		var logs logBuf
+		cl := newClient(t, insts[owner].bootstrap, kgo.RequestRetries(0),
+			kgo.WithLogger(kgo.BasicLogger(&logs, kgo.LogLevelWarn, nil)))
+		ctx := testCtx(t)
+		meta, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer := int32(-1)
+		for _, br := range meta.Brokers {
+			if net.JoinHostPort(br.Host, strconv.Itoa(int(br.Port))) == insts[standby].bootstrap {
+				peer = br.NodeID
+			}
+		}
+		if peer < 0 {
+			t.Fatalf("the owner's Metadata does not name the standby: %+v", meta.Brokers)
+		}
+		if _, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.Broker(int(peer))); err != nil {
+			t.Errorf("Metadata through the standby, as node %d: %v", peer, err)
+		}
+		if strings.Contains(logs.String(), "REBOOTSTRAP_REQUIRED") {
+			t.Errorf("the client was told to rebootstrap:\n%s", logs.String())
+		}
+	})
+}

@@ -23,7 +23,46 @@ func handleApiVersions(c *conn, r *request) error {
 		r.answer(protocol.ApiVersionsFallback())
 		return nil
 	}
+	if err := c.expectedPeer(r); err != nil {
+		return err
+	}
 	r.slot.answer = capVersions{}
+	return nil
+}
+
+// expectedPeer handles ApiVersions v5's expected node (KIP-1242): the
+// client names the cluster and node its metadata sent it to, and a broker
+// that is not that node answers REBOOTSTRAP_REQUIRED, upon which the client
+// drops every broker it knows and starts over from its seeds. In cluster
+// mode the owner names the other instances as brokers (peers); a client
+// that connects to one is relayed to the owner's bootstrap listener,
+// whose backend connection is to another node. So there the peer's node
+// id is taken out of the request (as a client that does not know the node
+// sends it) and the backend is not asked to be that node. Without it, every
+// client connection to a peer ended in REBOOTSTRAP_REQUIRED, which kills
+// the client's other connections too (franz-go v1.22): eoscheck found an
+// idempotent producer whose retried batches died with its connections for
+// minutes, never answered. A node id that is neither this listener's nor a
+// peer's goes to the backend unchanged, which refuses it as misrouted.
+func (c *conn) expectedPeer(r *request) error {
+	if r.hdr.APIVersion < 5 || c.brokerID >= 0 || c.p.cfg.Peers == nil {
+		return nil
+	}
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.SetVersion(r.hdr.APIVersion)
+	if err := req.ReadFrom(r.body()); err != nil {
+		return bad("ApiVersions request: %w", err)
+	}
+	if req.NodeID == -1 {
+		return nil
+	}
+	for _, b := range c.p.cfg.Peers() {
+		if b.NodeID == req.NodeID {
+			req.NodeID, req.ClusterID = -1, nil
+			r.frame = req.AppendTo(append([]byte(nil), r.frame[:r.hdr.BodyOffset]...))
+			return nil
+		}
+	}
 	return nil
 }
 
