@@ -34,14 +34,7 @@ func TestClusterJavaClientFailsOverThroughMetadata(t *testing.T) {
 	java := needBinary(t, "java")
 	needBinary(t, "javac") // source-file mode compiles in the JVM
 	eachBackend(t, func(t *testing.T, b backend) {
-		seed := faultSeed(t)
-		rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-		insts := startCluster(t, bin, b, rng, fmt.Sprintf("javafo%d", seed%100000), 2, 6*time.Second)
-		owner := clusterOwner(t, insts, 30*time.Second)
-		standby := 1 - owner
-		waitFor(t, "the owner's Metadata names the standby", 30*time.Second, func() bool {
-			return metadataNames(insts[owner].bootstrap, insts[standby].bootstrap)
-		})
+		insts, owner, _ := twoInstanceCluster(t, bin, b, "javafo")
 
 		topic := createTopic(t, kadm.NewClient(newClient(t, b.addrs[0])), 3)
 		const n, killAt = 300, 50
@@ -143,14 +136,7 @@ func metadataNames(bootstrap, addr string) bool {
 func TestClusterStandbyAnswersAsTheNodeNamed(t *testing.T) {
 	bin := buildProxy(t)
 	eachBackend(t, func(t *testing.T, b backend) {
-		seed := faultSeed(t)
-		rng := rand.New(rand.NewPCG(seed, seed>>1|1))
-		insts := startCluster(t, bin, b, rng, fmt.Sprintf("peerid%d", seed%100000), 2, 6*time.Second)
-		owner := clusterOwner(t, insts, 30*time.Second)
-		standby := 1 - owner
-		waitFor(t, "the owner's Metadata names the standby", 30*time.Second, func() bool {
-			return metadataNames(insts[owner].bootstrap, insts[standby].bootstrap)
-		})
+		insts, owner, standby := twoInstanceCluster(t, bin, b, "peerid")
 		var logs logBuf
 		cl := newClient(t, insts[owner].bootstrap, kgo.RequestRetries(0),
 			kgo.WithLogger(kgo.BasicLogger(&logs, kgo.LogLevelWarn, nil)))
@@ -175,4 +161,20 @@ func TestClusterStandbyAnswersAsTheNodeNamed(t *testing.T) {
 			t.Errorf("the client was told to rebootstrap:\n%s", logs.String())
 		}
 	})
+}
+
+// twoInstanceCluster starts a cluster of two instances in front of b (a
+// 6 s session) and returns them, once the owner's Metadata names the
+// standby, with the owner's index and the standby's.
+func twoInstanceCluster(t *testing.T, bin string, b backend, name string) ([]*clusterInstance, int, int) {
+	t.Helper()
+	seed := faultSeed(t)
+	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+	insts := startCluster(t, bin, b, rng, fmt.Sprintf("%s%d", name, seed%100000), 2, 6*time.Second)
+	owner := clusterOwner(t, insts, 30*time.Second)
+	standby := 1 - owner
+	waitFor(t, "the owner's Metadata names the standby", 30*time.Second, func() bool {
+		return metadataNames(insts[owner].bootstrap, insts[standby].bootstrap)
+	})
+	return insts, owner, standby
 }
