@@ -179,9 +179,14 @@ func (c *copier) stallTxn(ctx context.Context, t *txnRec) {
 	pid, epoch, perr := cl.ProducerID(pctx)
 	cancel()
 	if member == "" || perr != nil || len(offsets) == 0 {
-		// Not a member (yet) or no producer id: nothing to stall; end
-		// the transaction as an abort on purpose.
-		w.trace.printf("copier %d.%d txn %d: no stall (member %q, producer id err %v, %d topics of offsets); aborting", c.slot, c.inc, t.id, member, perr, len(offsets))
+		// Not a member (yet), no producer id, or no offsets (a
+		// rebalance revoked this transaction's partitions after the
+		// poll): nothing to stall; end the transaction as an abort on
+		// purpose and stall the next one instead, so that a stall asked
+		// for still happens (a test waiting for its outcome would
+		// otherwise wait forever).
+		w.trace.printf("copier %d.%d txn %d: no stall (member %q, producer id err %v, %d topics of offsets); aborting, and stalling the next transaction instead", c.slot, c.inc, t.id, member, perr, len(offsets))
+		w.stallReq[c.slot].Store(true)
 		c.endAbort(ctx, t)
 		return
 	}

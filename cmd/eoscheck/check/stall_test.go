@@ -91,6 +91,7 @@ func stallDirect(t *testing.T, addr, proto string) {
 		if t.Failed() {
 			w.trace.flush()
 			sw.mu.Lock()
+			t.Logf("the stall's trace:\n%s", grepLines(logs.String(), "STALL", "no stall"))
 			t.Logf("copiers' logs:\n%s", tail(logs.String(), 300))
 			sw.mu.Unlock()
 		}
@@ -137,4 +138,18 @@ func stallDirect(t *testing.T, addr, proto string) {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// grepLines is the lines of s that contain any of subs.
+func grepLines(s string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
