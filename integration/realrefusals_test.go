@@ -318,10 +318,51 @@ func TestRealPassThroughTopicWriteRefused(t *testing.T) {
 		t.Fatalf("backend holds %d records of carol's", n)
 	}
 
+	// Nor may carol add a group's offsets to a transaction without READ on
+	// the group: Kafka answers AddOffsetsToTxn and TxnOffsetCommit
+	// GROUP_AUTHORIZATION_FAILED, and so must eosproxy, which would commit
+	// them at the end under its own principal.
+	groupCodes := func(addr, id string) (int16, int16) {
+		x := initRawTxn(t, newClient(t, addr, carol...), id)
+		req := kmsg.NewPtrAddOffsetsToTxnRequest()
+		req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Group = x.id, x.pid, x.epoch, "carol-group"
+		resp, err := req.RequestWith(testCtx(t), x.cl)
+		if err != nil {
+			t.Fatalf("AddOffsetsToTxn at %s: %v", addr, err)
+		}
+		// To the broker itself: a client finds the group's coordinator
+		// first, which carol may not even DESCRIBE.
+		commit := kmsg.NewPtrTxnOffsetCommitRequest()
+		commit.TransactionalID, commit.Group, commit.ProducerID, commit.ProducerEpoch, commit.Generation = x.id, "carol-group", x.pid, x.epoch, -1
+		rt := kmsg.NewTxnOffsetCommitRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+		rp.Offset, rp.LeaderEpoch = 1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		commit.Topics = append(commit.Topics, rt)
+		cresp, err := commit.RequestWith(testCtx(t), x.cl.SeedBrokers()[0])
+		if err != nil {
+			t.Fatalf("TxnOffsetCommit at %s: %v", addr, err)
+		}
+		if len(cresp.Topics) != 1 || len(cresp.Topics[0].Partitions) != 1 {
+			t.Fatalf("TxnOffsetCommit at %s: answer %+v", addr, cresp)
+		}
+		return resp.ErrorCode, cresp.Topics[0].Partitions[0].ErrorCode
+	}
+	kafkaAdd, kafkaCommit := groupCodes(b.addrs[0], "carol-group-direct")
+	proxyAdd, proxyCommit := groupCodes(p.Addr(), "carol-group-proxied")
+	want := kerr.GroupAuthorizationFailed.Code
+	if kafkaAdd != want || kafkaCommit != want || proxyAdd != want || proxyCommit != want {
+		t.Errorf("carol without READ on the group: Kafka answers AddOffsetsToTxn %v and TxnOffsetCommit %v, eosproxy %v and %v; want %v from all",
+			kerr.ErrorForCode(kafkaAdd), kerr.ErrorForCode(kafkaCommit), kerr.ErrorForCode(proxyAdd), kerr.ErrorForCode(proxyCommit), kerr.GroupAuthorizationFailed)
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "GROUP_AUTHORIZATION_FAILED") {
+		t.Errorf("eosproxy's log lacks the group refusal")
+	}
+
 	// Nor may carol commit a transaction's offsets of a topic she may not
 	// READ: with READ on her groups, Kafka answers TxnOffsetCommit
-	// TOPIC_AUTHORIZATION_FAILED, and so must eosproxy, which would commit
-	// them at the end under its own principal.
+	// TOPIC_AUTHORIZATION_FAILED, and so must eosproxy.
 	adm := kadm.NewClient(newClient(t, b.plaintext))
 	created, err := adm.CreateACLs(testCtx(t), kadm.NewACLs().Allow("User:carol").Groups("carol-").
 		ResourcePatternType(kadm.ACLPatternPrefixed).Operations(kadm.OpRead))

@@ -4,7 +4,9 @@ package proxy
 //
 // eosproxy is the transaction coordinator: the consumer group joins the
 // producer's open transaction in txnstate, so that the group's offsets, sent
-// next by TxnOffsetCommit, are committed or aborted with it.
+// next by TxnOffsetCommit, are committed or aborted with it. With SASL
+// pass-through the backend is asked first whether the client may READ the
+// group (topicauth.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -14,7 +16,11 @@ import (
 
 func handleAddOffsetsToTxn(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrAddOffsetsToTxnRequest(), func(req *kmsg.AddOffsetsToTxnRequest) []byte {
-		if code := c.authorizeTxn("AddOffsetsToTxn", req.TransactionalID, req.ProducerID); code != 0 {
+		code := c.authorizeTxn("AddOffsetsToTxn", req.TransactionalID, req.ProducerID)
+		if code == 0 {
+			code = c.authorizeGroupRead(req.Group, "AddOffsetsToTxn") // topicauth.go
+		}
+		if code != 0 {
 			resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
 			resp.ErrorCode = code
 			return resp.AppendTo(nil)

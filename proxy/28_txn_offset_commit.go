@@ -21,7 +21,11 @@ import (
 
 func handleTxnOffsetCommit(c *conn, r *request) error {
 	return answerLocal(r, kmsg.NewPtrTxnOffsetCommitRequest(), func(req *kmsg.TxnOffsetCommitRequest) []byte {
-		if code := c.authorizeTxn("TxnOffsetCommit", req.TransactionalID, req.ProducerID); code != 0 {
+		code := c.authorizeTxn("TxnOffsetCommit", req.TransactionalID, req.ProducerID)
+		if code == 0 {
+			code = c.authorizeGroupRead(req.Group, "a transaction's group offsets") // topicauth.go
+		}
+		if code != 0 {
 			return txnOffsetCommitAnswer(req, code)
 		}
 		// Kafka answers a topic the principal may not READ with

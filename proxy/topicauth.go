@@ -10,6 +10,16 @@ package proxy
 // for a batch, READ for an offset, and refuses as Kafka would,
 // TOPIC_AUTHORIZATION_FAILED. Otherwise a principal without WRITE on a
 // topic could write it through a transaction.
+//
+// Likewise READ on the group for AddOffsetsToTxn and TxnOffsetCommit
+// (GROUP_AUTHORIZATION_FAILED), whose offsets eosproxy commits as itself.
+// A group's authorized operations come only from its coordinator, which
+// the client's connection need not reach; but Kafka checks READ on the
+// group first thing in OffsetCommit, on any broker, before it looks at
+// topics or the coordinator. So eosproxy sends an OffsetCommit for the
+// group naming only a topic that cannot exist: the backend answers
+// GROUP_AUTHORIZATION_FAILED, or an error about the topic, and commits
+// nothing either way.
 
 import (
 	"bytes"
@@ -66,6 +76,61 @@ func (c *conn) authorizeTopic(topic string, op int, what string) int16 {
 	c.log.Warn().Str("principal", c.principal()).Str("topic", topic).Int("operation", op).
 		Msgf("refusing %s: the backend does not allow the client's principal the operation on the topic (TOPIC_AUTHORIZATION_FAILED)", what)
 	return kerr.TopicAuthorizationFailed.Code
+}
+
+// groupReadFor is how long a yes to READ on a group is taken as still
+// true: Kafka asks its authorizer on every request, so a revoked grant
+// takes effect; eosproxy asks again after this, and a no is never kept.
+const groupReadFor = 10 * time.Second
+
+// probeTopic is a topic name Kafka can never have ('!' is not allowed in
+// a topic name), so an OffsetCommit naming it commits nothing.
+const probeTopic = "__eosproxy!group-read-probe"
+
+// authorizeGroupRead returns GROUP_AUTHORIZATION_FAILED if the backend
+// says the connection's principal may not READ group, else 0 (also when
+// it cannot say). Only for a connection the backend authenticated
+// (pass-through SASL).
+func (c *conn) authorizeGroupRead(group, what string) int16 {
+	if !c.passAuthed.Load() {
+		return 0
+	}
+	if until, ok := c.groupRead[group]; ok && time.Now().Before(until) {
+		return 0
+	}
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.SetVersion(2) // from Kafka 0.9 to 4.x
+	req.Group, req.Generation, req.RetentionTimeMillis = group, -1, -1
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = probeTopic
+	rp := kmsg.NewOffsetCommitRequestTopicPartition()
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	body, err := c.askUpstream(req)
+	var resp *kmsg.OffsetCommitResponse
+	if err == nil {
+		resp = kmsg.NewPtrOffsetCommitResponse()
+		resp.SetVersion(req.GetVersion())
+		err = resp.ReadFrom(body)
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Str("group", group).Msg("cannot ask the backend whether the client may read the group; refusing (retriable)")
+		return kerr.NetworkException.Code
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode == kerr.GroupAuthorizationFailed.Code {
+				c.log.Warn().Str("principal", c.principal()).Str("group", group).
+					Msgf("refusing %s: the backend does not allow the client's principal to read the group (GROUP_AUTHORIZATION_FAILED)", what)
+				return kerr.GroupAuthorizationFailed.Code
+			}
+		}
+	}
+	if c.groupRead == nil {
+		c.groupRead = map[string]time.Time{}
+	}
+	c.groupRead[group] = time.Now().Add(groupReadFor)
+	return 0
 }
 
 // opsUnknown: the backend answered the topic with another error; nothing
