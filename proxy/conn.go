@@ -58,10 +58,11 @@ type conn struct {
 	// (pass-through); set by the writer before the client sees the answer.
 	passAuthed atomic.Bool
 	// topicOps: what the backend lets the connection's principal do on
-	// each topic asked about (topicauth.go); groupRead: until when the
-	// backend's last yes to READ on each group holds; ownCorr the last
-	// correlation id of eosproxy's own requests. All the reader's.
-	topicOps  map[string]int32
+	// each topic asked about, and until when that holds (topicauth.go);
+	// groupRead: until when the backend's last yes to READ on each group
+	// holds; ownCorr the last correlation id of eosproxy's own requests.
+	// All the reader's.
+	topicOps  map[string]topicOps
 	groupRead map[string]time.Time
 	ownCorr   int32
 

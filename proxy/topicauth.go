@@ -50,14 +50,15 @@ func (c *conn) authorizeTopicWrite(topic string) int16 {
 // the connection's principal may not do op on topic, else 0 (also when it
 // cannot say: UNKNOWN_TOPIC_OR_PARTITION and the like are others' to
 // answer). Only for a connection the backend authenticated (pass-through
-// SASL); the topic's operations are kept for the connection's life, as its
-// principal is.
+// SASL); the topic's operations are kept authFor, so that a grant or a
+// revocation takes effect soon, as it does in Kafka at once.
 func (c *conn) authorizeTopic(topic string, op int, what string) int16 {
 	if !c.passAuthed.Load() {
 		return 0
 	}
-	ops, known := c.topicOps[topic]
-	if !known {
+	known, ok := c.topicOps[topic]
+	ops := known.ops
+	if !ok || !time.Now().Before(known.until) {
 		var code int16
 		if ops, code = c.askTopicOps(topic); code != 0 {
 			return code
@@ -66,9 +67,9 @@ func (c *conn) authorizeTopic(topic string, op int, what string) int16 {
 			return 0
 		}
 		if c.topicOps == nil {
-			c.topicOps = map[string]int32{}
+			c.topicOps = map[string]topicOps{}
 		}
-		c.topicOps[topic] = ops
+		c.topicOps[topic] = topicOps{ops: ops, until: time.Now().Add(authFor)}
 	}
 	if ops == math.MinInt32 || ops&(1<<op) != 0 {
 		return 0 // allowed, or the backend has no authorizer to ask
@@ -78,10 +79,18 @@ func (c *conn) authorizeTopic(topic string, op int, what string) int16 {
 	return kerr.TopicAuthorizationFailed.Code
 }
 
-// groupReadFor is how long a yes to READ on a group is taken as still
-// true: Kafka asks its authorizer on every request, so a revoked grant
-// takes effect; eosproxy asks again after this, and a no is never kept.
-const groupReadFor = 10 * time.Second
+// authFor is how long an answer of the backend's authorizer is taken as
+// still true (a topic's operations, a yes to READ on a group; a no to the
+// group is never kept): Kafka asks its authorizer on every request, so a
+// grant or a revocation takes effect at once; eosproxy asks again after
+// this, rather than add a round trip to every transactional request.
+const authFor = 10 * time.Second
+
+// topicOps are a topic's authorized operations, as asked at until-authFor.
+type topicOps struct {
+	ops   int32
+	until time.Time
+}
 
 // probeTopic is a topic name Kafka can never have ('!' is not allowed in
 // a topic name), so an OffsetCommit naming it commits nothing.
@@ -129,7 +138,7 @@ func (c *conn) authorizeGroupRead(group, what string) int16 {
 	if c.groupRead == nil {
 		c.groupRead = map[string]time.Time{}
 	}
-	c.groupRead[group] = time.Now().Add(groupReadFor)
+	c.groupRead[group] = time.Now().Add(authFor)
 	return 0
 }
 
