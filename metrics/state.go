@@ -28,6 +28,8 @@ type State struct {
 	ProducersTracked func() int
 	SpoolBytes       func() int64
 	BadgerBytes      func() int64
+	// DataDirFree: bytes free on the data dir's filesystem, if known.
+	DataDirFree func() (int64, bool)
 	// Now is the clock for the oldest transaction's age; default time.Now.
 	Now func() time.Time
 }
@@ -47,12 +49,14 @@ var (
 		"Idempotent producers whose sequence state eosproxy keeps.", nil, nil)
 	descDisk = prometheus.NewDesc("eosproxy_disk_bytes",
 		"Disk used by eosproxy's data: the spool of buffered transactional batches, and badger's state.", []string{"store"}, nil)
+	descFree = prometheus.NewDesc("eosproxy_data_dir_free_bytes",
+		"Bytes free on the data dir's filesystem; below --data-dir-reserve, batches are refused with KAFKA_STORAGE_ERROR.", nil, nil)
 )
 
 type stateCollector struct{ s State }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTxnOpen, descTxnOldest, descBuffered, descBacklogCommits, descBacklogBytes, descProducers, descDisk} {
+	for _, d := range []*prometheus.Desc{descTxnOpen, descTxnOldest, descBuffered, descBacklogCommits, descBacklogBytes, descProducers, descDisk, descFree} {
 		ch <- d
 	}
 }
@@ -87,6 +91,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if f := c.s.BadgerBytes; f != nil {
 		gauge(descDisk, float64(f()), "badger")
+	}
+	if f := c.s.DataDirFree; f != nil {
+		if n, ok := f(); ok {
+			gauge(descFree, float64(n))
+		}
 	}
 }
 

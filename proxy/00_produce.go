@@ -160,6 +160,9 @@ func (c *conn) bufferTxnBatch(id string, version int16, topic string, partition 
 	if code := c.authorizeTopicWrite(topic); code != 0 {
 		return code, "", nil
 	}
+	if code, msg := c.p.storageFull(); code != 0 {
+		return code, msg, nil
+	}
 	if code, msg := c.checkTopicLimits(topic, partition, records, bt); code != 0 {
 		c.log.Warn().Str("txn", id).Str("topic", topic).Int32("partition", partition).
 			Str("err", errName(code)).Msg(msg)
@@ -214,6 +217,20 @@ func (c *conn) checkTopicLimits(topic string, partition int32, records []byte, b
 		if i >= 0 {
 			return kerr.InvalidRecord.Code, fmt.Sprintf("Compacted topic cannot accept message without key in topic partition %s-%d (record %d of the batch).", topic, partition, i)
 		}
+	}
+	return 0, ""
+}
+
+// storageFull refuses a batch that brings data to eosproxy's disk while its
+// filesystem is below the reserve (store.Space), as Kafka answers a
+// Produce to a log dir that cannot take it: KAFKA_STORAGE_ERROR, which
+// producers retry.
+func (p *Proxy) storageFull() (int16, string) {
+	if p.cfg.Space == nil {
+		return 0, ""
+	}
+	if low, avail := p.cfg.Space.Low(); low {
+		return kerr.KafkaStorageError.Code, fmt.Sprintf("eosproxy's data dir has %d bytes free, under its reserve", avail)
 	}
 	return 0, ""
 }

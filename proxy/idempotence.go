@@ -129,6 +129,10 @@ func (c *conn) checkBatch(ctx context.Context, topic string, partition int32, re
 		ans.ErrorCode = code
 		return ans, false
 	}
+	if code, msg := c.p.storageFull(); code != 0 {
+		ans.ErrorCode, ans.ErrorMessage = code, &msg
+		return ans, false
+	}
 	// Begin may wait for an earlier batch of this connection to be
 	// answered: that batch's request must not sit in the write buffer.
 	if c.uw.Buffered() > 0 {

@@ -35,6 +35,13 @@ func (p *Proxy) watch() {
 			return len(p.producers.ProducerIDs())
 		},
 		SpoolBytes: p.spool.DiskBytes,
+		DataDirFree: func() (int64, bool) {
+			if p.cfg.Space == nil {
+				return 0, false
+			}
+			n, ok := p.cfg.Space.Free()
+			return int64(n), ok
+		},
 		BadgerBytes: func() int64 {
 			opt := p.cfg.DB.Opts()
 			if opt.InMemory {

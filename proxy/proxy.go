@@ -67,6 +67,9 @@ type Config struct {
 	// SpoolDir holds the record batches of open transactions; default: a
 	// temporary directory removed by Shutdown (for an in-memory DB).
 	SpoolDir string
+	// Space, if set, refuses batches that bring data while the data dir's
+	// filesystem is below its reserve (KAFKA_STORAGE_ERROR).
+	Space *store.Space
 	// ProducerIDExpiration is how long an idle producer's state is kept
 	// (Kafka's producer.id.expiration.ms, default 24 h).
 	ProducerIDExpiration time.Duration

@@ -34,6 +34,7 @@ type config struct {
 	TxnMaxTimeout   time.Duration
 	MaxTxnBytes     int64
 	TxnBufferBytes  int64
+	DataDirReserve  int64
 	TxnIDExp        time.Duration
 	LeaseTimeout    time.Duration
 	AdminListen     string
@@ -81,6 +82,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, configFile *string) {
 	fs.DurationVar(&c.TxnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); more gets INVALID_TRANSACTION_TIMEOUT")
 	fs.Int64Var(&c.MaxTxnBytes, "max-transaction-bytes", 2<<30, "most `bytes` of record batches one open transaction may buffer; past it Produce gets POLICY_VIOLATION with a message and the transaction can only abort (0: no limit)")
 	fs.Int64Var(&c.TxnBufferBytes, "transaction-buffer-bytes", 20<<30, "disk budget, in `bytes`, for all uncommitted transactional data (under --data-dir's spool/); past it Produce gets the same answer (0: no limit)")
+	fs.Int64Var(&c.DataDirReserve, "data-dir-reserve", 256<<20, "`bytes` to keep free on --data-dir's filesystem: below it transactional and idempotent batches get KAFKA_STORAGE_ERROR (producers retry) until there is room, so that badger, which writes through memory maps and dies of SIGBUS on a full filesystem, always has room to finish what is taken (0: no check)")
 	fs.DurationVar(&c.LeaseTimeout, "instance-lease-timeout", 10*time.Second, "eosproxy holds a lease on the backend (topic __eosproxy_instances, renewed every fifth of this): a second instance with another data dir is refused while it lives, and may take over a lease not renewed for this long (the old holder then stops)")
 	fs.DurationVar(&c.TxnIDExp, "transactional-id-expiration", 7*24*time.Hour, "how long an unused transactional id is remembered (Kafka's transactional.id.expiration.ms)")
 	fs.StringVar(&c.AdminListen, "admin-listen", defaultAdminListen, "`host:port` of the operations endpoint: /metrics (Prometheus), /healthz, /readyz and /debug/pprof (see Operations; keep it off the clients' network); empty disables it")

@@ -145,6 +145,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		MaxRequestBytes:           int32(cfg.MaxRequestBytes),
 		DB:                        db,
 		SpoolDir:                  filepath.Join(cfg.DataDir, "spool"),
+		Space:                     dataDirSpace(cfg, log),
 		ProducerIDExpiration:      cfg.ProducerIDExp,
 		NoBackendIdempotence:      cfg.NoBackendIdem,
 		IdleTimeout:               cfg.IdleTimeout,
@@ -198,4 +199,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	log.Info().Msg("stopped")
 	return lost
+}
+
+// dataDirSpace watches the data dir's filesystem for --data-dir-reserve;
+// nil when the reserve is 0.
+func dataDirSpace(cfg config, log zerolog.Logger) *store.Space {
+	if cfg.DataDirReserve <= 0 {
+		return nil
+	}
+	return store.NewSpace(cfg.DataDir, uint64(cfg.DataDirReserve), log)
 }
