@@ -21,7 +21,9 @@ package integration
 //     restarted soon after they resume;
 //   - short retention: the same, with the input's retention.ms lowered
 //     until the backend's retention moved the log start (kfake applies
-//     retention too).
+//     retention too);
+//   - disk full: eosproxy's data dir, a tmpfs of its own, filled to below
+//     eosproxy's reserve now and then (root only: skipped otherwise).
 //
 // On the real tier, a two-broker cluster (EOSPROXY_TEST_KAFKA_2B, started
 // with KAFKA_BROKERS=2 integration/kafka/kafka.sh start) with replication
@@ -32,6 +34,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +157,26 @@ func TestEoscheckRetention(t *testing.T) {
 	})
 	if rep.RetentionEvents == 0 || rep.RetentionDeleted == 0 {
 		t.Errorf("short retention moved no log start (%d events, %d records)", rep.RetentionEvents, rep.RetentionDeleted)
+	}
+}
+
+func TestEoscheckDiskFull(t *testing.T) {
+	canMountTmpfs(t)
+	rep := faultSchedule(t, 4*time.Minute, func(c *check.Config) { c.DiskFulls = 2 })
+	if rep.DiskFulls == 0 || rep.DiskFullRefusing == 0 {
+		t.Errorf("%d fills of the data dir, eosproxy logged refusing batches %d times: want both", rep.DiskFulls, rep.DiskFullRefusing)
+	}
+}
+
+// canMountTmpfs skips the test unless this process may mount a tmpfs.
+func canMountTmpfs(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (root only): %v: %s", err, out)
+	}
+	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+		t.Fatalf("umount %s: %v: %s", dir, err, out)
 	}
 }
 

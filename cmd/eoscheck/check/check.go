@@ -172,6 +172,12 @@ type Config struct {
 	BrokerPause     time.Duration
 	BrokerPauseCmd  string
 	BrokerResumeCmd string
+	// DiskFulls is how many times, spread over the kill schedule,
+	// eosproxy's data dir (a tmpfs of its own: root only) is filled to
+	// below eosproxy's reserve for DiskFullFor (diskfull.go). One
+	// instance only.
+	DiskFulls   int
+	DiskFullFor time.Duration
 	// Instances ≥ 2 runs that many eosproxy processes as one cluster
 	// (--cluster, issue 13; cluster.go), each with its own ports, data dir
 	// and log file (LogFile with "-<instance>" before ".log"); every
@@ -312,6 +318,13 @@ type Report struct {
 	ReplicationFactor   int      `json:"replication_factor"`
 	BrokerPauses        int      `json:"broker_pauses"`
 	BrokerPauseSeconds  float64  `json:"broker_pause_seconds,omitempty"`
+	// Disk fulls: fills of the data dir below eosproxy's reserve, how
+	// many times eosproxy logged it was almost full (refusing batches),
+	// and the failure when it never did (the fault not exercised).
+	DiskFulls        int      `json:"disk_fulls,omitempty"`
+	DiskFullSeconds  float64  `json:"disk_full_seconds,omitempty"`
+	DiskFullRefusing int      `json:"disk_full_refusing_logged,omitempty"`
+	DiskFullFailures []string `json:"disk_full_failures,omitempty"`
 
 	// Cluster mode (Instances ≥ 2): the instances, fencings logged (a
 	// deposed owner's reason naming a fencing, or another cluster line
@@ -421,7 +434,7 @@ func (c *CopyReport) anomalies() int64 {
 // Valid reports whether the run found no anomaly and, in cluster mode,
 // met the failover conditions.
 func (r *Report) Valid() bool {
-	return r.Anomalies == 0 && len(r.ClusterFailures) == 0 && len(r.CrashPointFailures) == 0
+	return r.Anomalies == 0 && len(r.ClusterFailures) == 0 && len(r.CrashPointFailures) == 0 && len(r.DiskFullFailures) == 0
 }
 
 func (c *Config) defaults() {
@@ -481,6 +494,9 @@ func (c *Config) defaults() {
 	}
 	if c.ReplicationFactor <= 0 {
 		c.ReplicationFactor = 1
+	}
+	if c.DiskFullFor <= 0 {
+		c.DiskFullFor = 4 * time.Second
 	}
 	if c.BrokerPause <= 0 {
 		c.BrokerPause = 8 * time.Second

@@ -18,6 +18,15 @@ func (r *run) finish(ctx context.Context) error {
 		return err
 	}
 	cfg, rep := r.cfg, r.rep
+	if cfg.DiskFulls > 0 {
+		rep.DiskFullRefusing = r.pp.logs.countContaining("almost full")
+		switch {
+		case rep.DiskFulls == 0:
+			rep.DiskFullFailures = append(rep.DiskFullFailures, "no disk fill: the producers were done first")
+		case rep.DiskFullRefusing == 0:
+			rep.DiskFullFailures = append(rep.DiskFullFailures, fmt.Sprintf("%d disk fills, and eosproxy never logged its data dir almost full: the reserve was not exercised", rep.DiskFulls))
+		}
+	}
 	printTable(r.out, rep)
 	if cfg.WorkDir == "" && rep.Valid() && cfg.LogFile == "" {
 		if r.cl != nil {

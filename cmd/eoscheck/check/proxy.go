@@ -163,6 +163,20 @@ func (l *proxyLogs) txnEnds() map[string]txnEnds {
 	return maps.Clone(l.ends)
 }
 
+// countContaining is how many lines eosproxy logged whose message
+// contains sub.
+func (l *proxyLogs) countContaining(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for msg, c := range l.counts {
+		if strings.Contains(msg, sub) {
+			n += c
+		}
+	}
+	return n
+}
+
 // notableCounts counts, by message, eosproxy's warnings and errors and the
 // info lines that show it resolving unknown outcomes, resuming commits and
 // fencing.

@@ -30,6 +30,14 @@ func printTable(w io.Writer, r *Report) {
 		row("broker pauses", int64(r.BrokerPauses))
 		fmt.Fprintf(w, "%-44s %10.1f\n", "  seconds paused in all", r.BrokerPauseSeconds)
 	}
+	if r.DiskFulls > 0 {
+		row("data dir fills below eosproxy's reserve", int64(r.DiskFulls))
+		fmt.Fprintf(w, "%-44s %10.1f\n", "  seconds full in all", r.DiskFullSeconds)
+		row("  eosproxy logged refusing batches", int64(r.DiskFullRefusing))
+	}
+	for _, f := range r.DiskFullFailures {
+		fmt.Fprintf(w, "DISK FULL FAILURE: %s\n", f)
+	}
 	if r.DeleteRecordsEvents > 0 {
 		row("DeleteRecords on the input (producers idle)", int64(r.DeleteRecordsEvents))
 		row("  input records deleted (kept for the check)", r.DeletedRecords)

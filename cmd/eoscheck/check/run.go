@@ -40,6 +40,7 @@ type run struct {
 
 	// Set-up.
 	work, logPath string
+	dataDir       string // eosproxy's (one instance)
 	logFile       *os.File
 	trace         *tracer
 	backend       []string
@@ -164,6 +165,9 @@ func notes(cfg Config) string {
 	if cfg.ReplicationFactor > 1 || cfg.BrokerPauses > 0 {
 		note += fmt.Sprintf(", replication factor %d, %d broker pauses", cfg.ReplicationFactor, cfg.BrokerPauses)
 	}
+	if cfg.DiskFulls > 0 {
+		note += fmt.Sprintf(", %d fills of the data dir below eosproxy's reserve for %v", cfg.DiskFulls, cfg.DiskFullFor)
+	}
 	if cfg.Instances > 1 {
 		note += fmt.Sprintf(", %d eosproxy instances as one cluster (session timeout %v; SIGKILLs and SIGTERMs mostly of the owner), %d SIGSTOPs of the owner past the session timeout, %d cuts of the owner from the backend past it",
 			cfg.Instances, cfg.ClusterSessionTimeout, cfg.InstanceStops, cfg.InstanceCuts)
@@ -196,6 +200,9 @@ func validate(cfg Config) error {
 	}
 	if _, err := parseCrashSpec(cfg.CrashPoints, cfg.Instances); err != nil {
 		return err
+	}
+	if cfg.DiskFulls > 0 && cfg.Instances > 1 {
+		return errors.New("--disk-fulls fills the data dir of one eosproxy instance: not with --instances")
 	}
 	if cfg.InstanceStops > 0 && cfg.Instances < 2 {
 		return errors.New("--instance-stops needs --instances 2 or more: another instance must take over from the stopped owner")
@@ -449,12 +456,20 @@ func (r *run) startProxy(brokers int) error {
 	if err != nil {
 		return err
 	}
+	r.dataDir = filepath.Join(r.work, "data")
+	if cfg.DiskFulls > 0 {
+		unmount, err := mountDataFS(r.dataDir)
+		if err != nil {
+			return err
+		}
+		r.onReturn(unmount) // after eosproxy stops
+	}
 	r.pp = &proxyProc{bin: bin, logs: newProxyLogs(r.logFile), args: []string{
 		"--log-format", "json", "--log-level", cfg.ProxyLogLevel,
 		"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(base)),
 		"--broker-ports", fmt.Sprintf("%d-%d", base+1, base+brokers),
 		"--upstream", strings.Join(r.backend, ","),
-		"--data-dir", filepath.Join(r.work, "data"),
+		"--data-dir", r.dataDir,
 	}}
 	r.pp.args = append(r.pp.args, cfg.ProxyArgs...)
 	if cp := r.crash; cp != nil {

@@ -198,6 +198,37 @@ func (r *run) schedule(ctx context.Context) error {
 		}()
 	}
 	r.onReturn(pauseWG.Wait)
+	// A disk fill too, for the same reason.
+	var filling atomic.Bool
+	var fillErr atomic.Pointer[string]
+	fillDataDir := func(n int) {
+		filling.Store(true)
+		pauseWG.Add(1)
+		go func() {
+			defer pauseWG.Done()
+			defer filling.Store(false)
+			empty, filled, err := fillDisk(r.dataDir, proxyReserve/2)
+			if err != nil {
+				msg := fmt.Sprintf("disk full %d: %v", n, err)
+				fillErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("disk full %d: %d bytes filled, %d MiB left free, for %v", n, filled, proxyReserve/2>>20, cfg.DiskFullFor)
+			fmt.Fprintf(out, "disk full %d: data dir filled to %d MiB free for %v\n", n, proxyReserve/2>>20, cfg.DiskFullFor)
+			select {
+			case <-time.After(cfg.DiskFullFor):
+			case <-ctx.Done():
+			}
+			// Emptied even when the run is cancelled.
+			if err := empty(); err != nil {
+				msg := fmt.Sprintf("disk full %d: empty: %v", n, err)
+				fillErr.CompareAndSwap(nil, &msg)
+				return
+			}
+			trace.printf("disk full %d: emptied", n)
+			fmt.Fprintf(out, "disk full %d: emptied\n", n)
+		}()
+	}
 	soon := false // the next restart follows at once (after an idle fault)
 	// A wedged producer never gets all its records answered: the schedule
 	// waits for the producers to finish (and, with Java copiers, for every
@@ -303,6 +334,17 @@ func (r *run) schedule(ctx context.Context) error {
 			rep.BrokerPauses++
 			rep.BrokerPauseSeconds += cfg.BrokerPause.Seconds()
 			pauseBroker(rep.BrokerPauses)
+		}
+		if p := fillErr.Load(); p != nil {
+			runErr = errors.New(*p)
+			break
+		}
+		// Not while the producers are done: nothing would ask eosproxy
+		// to take a batch.
+		if !filling.Load() && !producersDone && rep.DiskFulls < cfg.DiskFulls && (rep.DiskFulls+1)*max(cfg.Kills, 1) <= (r.kills+1)*(cfg.DiskFulls+1) {
+			rep.DiskFulls++
+			rep.DiskFullSeconds += cfg.DiskFullFor.Seconds()
+			fillDataDir(rep.DiskFulls)
 		}
 		// Stop j of InstanceStops before kill ceil(j*Kills/(InstanceStops+1)).
 		for r.cl != nil && r.cl.stops < cfg.InstanceStops && (r.cl.stops+1)*max(cfg.Kills, 1) <= (r.kills+1)*(cfg.InstanceStops+1) {
