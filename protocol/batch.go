@@ -91,41 +91,46 @@ func ParseBatchHeader(b []byte) (Batch, error) {
 }
 
 // ClearProducer sets the batch's producer id, epoch and base sequence to -1
-// and recomputes its CRC-32C in place, so a backend without idempotence
+// and updates its CRC-32C in place, so a backend without idempotence
 // stores it as an ordinary batch.
-func ClearProducer(b []byte, length int) {
-	clearProducer(b, length)
-}
+func ClearProducer(b []byte, length int) { SetProducer(b, length, -1, -1, -1) }
 
 // ClearTransactional is ClearProducer for a committed transactional batch:
 // it also drops the transactional flag, since eosproxy writes only committed
 // data and a backend must not wait for a commit marker that never comes.
 func ClearTransactional(b []byte, length int) {
-	attrs := binary.BigEndian.Uint16(b[batchAttrOff:])
-	binary.BigEndian.PutUint16(b[batchAttrOff:], attrs&^attrTransactional)
-	clearProducer(b, length)
+	setHeader(b, length, func() {
+		attrs := binary.BigEndian.Uint16(b[batchAttrOff:])
+		binary.BigEndian.PutUint16(b[batchAttrOff:], attrs&^attrTransactional)
+		setProducerFields(b, -1, -1, -1)
+	})
 }
 
 // SetProducer stamps the batch with eosproxy's own upstream producer id,
-// epoch and base sequence and recomputes its CRC-32C in place, so a backend
-// with idempotence keeps eosproxy's pipelined batches in order and drops a
-// resent one it already holds.
+// epoch and base sequence and updates its CRC-32C in place (crc.go), so a
+// backend with idempotence keeps eosproxy's pipelined batches in order and
+// drops a resent one it already holds.
 func SetProducer(b []byte, length int, pid int64, epoch int16, seq int32) {
+	setHeader(b, length, func() { setProducerFields(b, pid, epoch, seq) })
+}
+
+func setProducerFields(b []byte, pid int64, epoch int16, seq int32) {
 	binary.BigEndian.PutUint64(b[batchProducerOff:], uint64(pid))
 	binary.BigEndian.PutUint16(b[batchEpochOff:], uint16(epoch))
 	binary.BigEndian.PutUint32(b[batchSeqOff:], uint32(seq))
-	binary.BigEndian.PutUint32(b[batchCRCOff:], crc32.Checksum(b[batchAttrOff:length], castagnoli))
+}
+
+// setHeader runs set, which changes header fields of the batch b between
+// its attributes and its record count, and updates the CRC to match.
+func setHeader(b []byte, length int, set func()) {
+	var old [batchCountOff - batchAttrOff]byte
+	copy(old[:], b[batchAttrOff:])
+	set()
+	patchCRC(b, length, old[:])
 }
 
 // BatchRecordCount reads the record count of the batch at the start of b.
 func BatchRecordCount(b []byte) int32 { return int32(binary.BigEndian.Uint32(b[batchCountOff:])) }
-
-func clearProducer(b []byte, length int) {
-	binary.BigEndian.PutUint64(b[batchProducerOff:], ^uint64(0))
-	binary.BigEndian.PutUint16(b[batchEpochOff:], 0xffff)
-	binary.BigEndian.PutUint32(b[batchSeqOff:], 0xffffffff)
-	binary.BigEndian.PutUint32(b[batchCRCOff:], crc32.Checksum(b[batchAttrOff:length], castagnoli))
-}
 
 // Digest identifies a batch's content across eosproxy's rewrite and the
 // backend's storage: it covers what neither changes (the records, their

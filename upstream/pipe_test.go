@@ -2,8 +2,10 @@ package upstream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"strconv"
 	"testing"
@@ -54,6 +56,8 @@ func producerBatch(pid int64, epoch int16, seq int32, value string) []byte {
 	b := kmsg.RecordBatch{Magic: 2, NumRecords: 1, Records: rec.AppendTo(nil)}
 	b.Length = int32(len(b.AppendTo(nil)) - 12)
 	raw := b.AppendTo(nil)
+	// CRC-32C from the attributes on: SetProducer updates a right CRC.
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
 	if pid < 0 {
 		protocol.ClearProducer(raw, len(raw))
 	} else {
