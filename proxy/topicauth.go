@@ -96,6 +96,9 @@ type topicOps struct {
 // a topic name), so an OffsetCommit naming it commits nothing.
 const probeTopic = "__eosproxy!group-read-probe"
 
+// probeMember names the probe's OffsetCommit, as a member of no group.
+const probeMember = "eosproxy-group-read-probe"
+
 // authorizeGroupRead returns GROUP_AUTHORIZATION_FAILED if the backend
 // says the connection's principal may not READ group, else 0 (also when
 // it cannot say). Only for a connection the backend authenticated
@@ -109,7 +112,9 @@ func (c *conn) authorizeGroupRead(group, what string) int16 {
 	}
 	req := kmsg.NewPtrOffsetCommitRequest()
 	req.SetVersion(2) // from Kafka 0.9 to 4.x
-	req.Group, req.Generation, req.RetentionTimeMillis = group, -1, -1
+	// And a member and generation no group has: a backend that took the
+	// topic anyway would refuse the commit as a stale member's.
+	req.Group, req.MemberID, req.Generation, req.RetentionTimeMillis = group, probeMember, math.MaxInt32, -1
 	rt := kmsg.NewOffsetCommitRequestTopic()
 	rt.Topic = probeTopic
 	rp := kmsg.NewOffsetCommitRequestTopicPartition()
