@@ -59,6 +59,24 @@ func joinedGroup(t *testing.T, cl *kgo.Client) (string, int32) {
 	}
 }
 
+// assignedMember polls cl until it has read a record of its group's
+// topics, so that it holds an assignment, and returns its member id and
+// generation (member epoch in a KIP-848 group).
+func assignedMember(t *testing.T, cl *kgo.Client) (string, int32) {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		if fs := cl.PollRecords(ctxWithin(ctx, 50*time.Millisecond), 1); fs.NumRecords() > 0 {
+			if m, g := cl.GroupMetadata(); m != "" && g > 0 {
+				return m, g
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("consumer never read a record of its group's topics")
+		}
+	}
+}
+
 func wantCode(t *testing.T, what string, got, want int16) {
 	t.Helper()
 	if got != want {
@@ -254,8 +272,19 @@ func newKIP848HeldCommit(t *testing.T, b backend, offs map[int32]int64) *kip848H
 	adm := kadm.NewClient(newClient(t, p.Addr()))
 	h := &kip848HeldCommit{topic: createTopic(t, adm, 4)}
 	h.group = h.topic + "-group"
-	h.first = newClient(t, p.Addr(), kgo.ConsumerGroup(h.group), kgo.ConsumeTopics(h.topic), kgo.ServerSideBalancer())
-	m1, e1 := joinedGroup(t, h.first)
+	// A KIP-848 member is first given an epoch with nothing assigned, and
+	// a new epoch once its partitions are (seen in CI: the commit as the
+	// first epoch refused ILLEGAL_GENERATION, rightly). A record read
+	// shows the partitions are assigned: one in each, none committed
+	// (no autocommit).
+	w := newClient(t, p.Addr(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for part := range int32(4) {
+		if err := w.ProduceSync(testCtx(t), &kgo.Record{Topic: h.topic, Partition: part, Value: []byte("v")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.first = newClient(t, p.Addr(), kgo.ConsumerGroup(h.group), kgo.ConsumeTopics(h.topic), kgo.ServerSideBalancer(), kgo.DisableAutoCommit())
+	m1, e1 := assignedMember(t, h.first)
 	h.epoch = e1
 	h.x = initRawTxn(t, newClient(t, p.Addr()), h.topic+"-txn")
 	h.x.addOffsets(h.group)
