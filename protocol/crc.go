@@ -14,7 +14,10 @@ package protocol
 // Polynomials are in the reflected form Castagnoli's CRC uses: the top bit
 // (0x80000000) is x^0, the lowest x^31.
 
-import "hash/crc32"
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
 
 // castagnoliRev is the Castagnoli polynomial, reflected, without x^32.
 const castagnoliRev = 0x82F63B78
@@ -75,7 +78,5 @@ func patchCRC(b []byte, length int, old []byte) {
 	// and output (xor with all ones).
 	raw := ^crc32.Update(^uint32(0), castagnoli, diff)
 	raw = mulModP(xPowBytes(length-batchAttrOff-len(diff)), raw)
-	crc := uint32(b[batchCRCOff])<<24 | uint32(b[batchCRCOff+1])<<16 | uint32(b[batchCRCOff+2])<<8 | uint32(b[batchCRCOff+3])
-	crc ^= raw
-	b[batchCRCOff], b[batchCRCOff+1], b[batchCRCOff+2], b[batchCRCOff+3] = byte(crc>>24), byte(crc>>16), byte(crc>>8), byte(crc)
+	binary.BigEndian.PutUint32(b[batchCRCOff:], binary.BigEndian.Uint32(b[batchCRCOff:])^raw)
 }

@@ -120,18 +120,12 @@ func (c *conn) authorizeGroupRead(group, what string) int16 {
 	rp := kmsg.NewOffsetCommitRequestTopicPartition()
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	body, err := c.askUpstream(req)
-	var resp *kmsg.OffsetCommitResponse
-	if err == nil {
-		resp = kmsg.NewPtrOffsetCommitResponse()
-		resp.SetVersion(req.GetVersion())
-		err = resp.ReadFrom(body)
-	}
+	answer, err := c.askUpstreamDecoded(req)
 	if err != nil {
 		c.log.Warn().Err(err).Str("group", group).Msg("cannot ask the backend whether the client may read the group; refusing (retriable)")
 		return kerr.NetworkException.Code
 	}
-	for _, t := range resp.Topics {
+	for _, t := range answer.(*kmsg.OffsetCommitResponse).Topics {
 		for _, p := range t.Partitions {
 			if p.ErrorCode == kerr.GroupAuthorizationFailed.Code {
 				c.log.Warn().Str("principal", c.principal()).Str("group", group).
@@ -160,12 +154,10 @@ func (c *conn) askTopicOps(topic string) (int32, int16) {
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
 	req.IncludeTopicAuthorizedOperations = true
-	body, err := c.askUpstream(req)
+	answer, err := c.askUpstreamDecoded(req)
 	var resp *kmsg.MetadataResponse
 	if err == nil {
-		resp = kmsg.NewPtrMetadataResponse()
-		resp.SetVersion(req.GetVersion())
-		err = resp.ReadFrom(body)
+		resp = answer.(*kmsg.MetadataResponse)
 	}
 	if err == nil && len(resp.Topics) != 1 {
 		err = fmt.Errorf("%d topics answered", len(resp.Topics))
@@ -210,6 +202,21 @@ func (c *conn) askUpstream(req kmsg.Request) ([]byte, error) {
 	case <-c.ctx.Done():
 		return nil, errors.New("connection closed before the answer")
 	}
+}
+
+// askUpstreamDecoded is askUpstream with the answer decoded, as req's
+// response kind.
+func (c *conn) askUpstreamDecoded(req kmsg.Request) (kmsg.Response, error) {
+	body, err := c.askUpstream(req)
+	if err != nil {
+		return nil, err
+	}
+	resp := req.ResponseKind()
+	resp.SetVersion(req.GetVersion())
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode %s answer: %w", keyName(req.Key()), err)
+	}
+	return resp, nil
 }
 
 // ownAnswer hands the upstream's answer to a request of eosproxy's own to
